@@ -1,0 +1,91 @@
+/**
+ * The contract between the scheduler and an engine (reference TypeScript, native C++/CUDA, or the
+ * simulated engine used by benchmarks). Plain data only, so the native addon can implement it unchanged.
+ *
+ * The scheduler owns the KV block tables; an engine owns the KV memory (`numKvBlocks` blocks of
+ * `blockSize` token slots each, per layer) and executes one step: for every sequence in the batch
+ * it computes (and writes to the paged KV cache) the tokens `tokenIds` at positions
+ * `startPos .. startPos + tokenIds.length - 1`, attending to all earlier positions through
+ * `blockTable`, and, when `sample` is set, samples the next token from the last position's logits.
+ */
+
+export interface SamplingParams {
+  /** 0 means greedy (argmax). */
+  temperature: number;
+  /** 0 disables. */
+  topK: number;
+  /** 1 disables. */
+  topP: number;
+  /** 0 disables. */
+  minP: number;
+  /** OpenAI semantics: subtract `presencePenalty` once for any token already generated. 0 disables. */
+  presencePenalty: number;
+  /** OpenAI semantics: subtract `frequencyPenalty * count` for generated tokens. 0 disables. */
+  frequencyPenalty: number;
+  /** HF/vLLM semantics over prompt and generated tokens: logit > 0 ? logit / p : logit * p. 1 disables. */
+  repetitionPenalty: number;
+  /**
+   * Always set (the scheduler draws one when the user gave none). The random draw for output token i
+   * is a pure function of (seed, i), so a seeded request is reproducible whatever else is in the batch
+   * and across preemption.
+   */
+  seed: number;
+  /** Number of top logprobs to return with each sampled token; -1 returns none, 0 only the chosen token's. */
+  logprobs: number;
+}
+
+export interface SampleRequest {
+  params: SamplingParams;
+  /** Index of the output token being sampled (0 for the first generated token). */
+  outputIndex: number;
+  /** Only needed when a penalty is active. */
+  promptTokenIds?: readonly number[];
+  outputTokenIds?: readonly number[];
+}
+
+export interface SeqStep {
+  /** Stable id of the sequence while it lives in the scheduler. */
+  seqId: number;
+  /** Tokens to compute this step: a prefill chunk, or the last sampled token for a decode. */
+  tokenIds: number[];
+  /** Position of tokenIds[0]. Positions before it are already in the KV cache. */
+  startPos: number;
+  /** KV block ids covering positions [0, startPos + tokenIds.length). Position p lives in block blockTable[floor(p / blockSize)], slot p % blockSize. */
+  blockTable: number[];
+  /** null: no token is sampled (a prefill chunk that does not reach the end of the prompt). */
+  sample: SampleRequest | null;
+  /** Tests only: return the raw last-position logits. */
+  returnLogits?: boolean;
+}
+
+export interface StepBatch {
+  seqs: SeqStep[];
+}
+
+export interface TopLogprob {
+  tokenId: number;
+  logprob: number;
+}
+
+export interface SampledToken {
+  seqId: number;
+  tokenId: number;
+  /** log-softmax of the raw logits (before penalties and temperature) at tokenId, when logprobs >= 0. */
+  logprob?: number;
+  topLogprobs?: TopLogprob[];
+  logits?: Float32Array;
+}
+
+export interface StepResult {
+  /** One entry per sequence whose `sample` was set, in batch order. */
+  sampled: SampledToken[];
+}
+
+export interface Engine {
+  /** "reference", "native-cuda", "native-cpu", "simulated" — shown in /health and logs. */
+  readonly kind: string;
+  readonly blockSize: number;
+  readonly numKvBlocks: number;
+  step(batch: StepBatch): Promise<StepResult>;
+  close(): Promise<void>;
+}

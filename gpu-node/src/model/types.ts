@@ -1,0 +1,61 @@
+/** Typed view of a Hugging Face `config.json` for LlamaForCausalLM (Llama 3.x). */
+export interface Llama3RopeScaling {
+  ropeType: "llama3";
+  factor: number;
+  lowFreqFactor: number;
+  highFreqFactor: number;
+  originalMaxPositionEmbeddings: number;
+}
+
+export interface LlamaConfig {
+  architecture: "LlamaForCausalLM";
+  hiddenSize: number;
+  intermediateSize: number;
+  numHiddenLayers: number;
+  numAttentionHeads: number;
+  numKeyValueHeads: number;
+  /** hidden_size / num_attention_heads unless config.json sets head_dim. */
+  headDim: number;
+  vocabSize: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  /** null: plain RoPE (no scaling). */
+  ropeScaling: Llama3RopeScaling | null;
+  maxPositionEmbeddings: number;
+  tieWordEmbeddings: boolean;
+  bosTokenId: number;
+  /** From config.json's eos_token_id (number or list); generation_config.json may extend it. */
+  eosTokenIds: number[];
+  /** torch_dtype as written ("bfloat16", "float16", "float32"). */
+  torchDtype: string;
+}
+
+export type TensorDType = "BF16" | "F16" | "F32";
+
+/** Where one tensor lives on disk. Offsets are absolute byte offsets into `file`. */
+export interface TensorInfo {
+  name: string;
+  dtype: TensorDType;
+  shape: number[];
+  file: string;
+  offset: number;
+  byteLength: number;
+}
+
+/** Defaults from `generation_config.json` (all optional in the file). */
+export interface GenerationDefaults {
+  eosTokenIds: number[];
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  repetitionPenalty?: number;
+  maxNewTokens?: number;
+}
+
+/** Progress of a long load, for the CLI's bar. */
+export interface LoadProgress {
+  bytesDone: number;
+  bytesTotal: number;
+  file: string;
+}
+export type ProgressCallback = (p: LoadProgress) => void;
