@@ -1,0 +1,42 @@
+import { z } from "zod";
+import { finishReasonSchema, opt, samplingFields, usageSchema } from "./common.js";
+
+const tokenIdsSchema = z.array(z.number().int().min(0)).min(1, "must not be empty");
+
+export const completionRequestSchema = z.object({
+  ...samplingFields,
+  /** A string, a list of strings (one completion each), a token id list, or a list of token id lists. */
+  prompt: z.union([z.string(), z.array(z.string()).min(1), tokenIdsSchema, z.array(tokenIdsSchema).min(1)]),
+  echo: opt(z.boolean()),
+  /** Legacy completions: number of top logprobs per token (0-5). */
+  logprobs: opt(z.number().int().min(0).max(5)),
+  suffix: opt(z.string()),
+});
+export type CompletionCreateParams = z.input<typeof completionRequestSchema>;
+export type CompletionRequest = z.output<typeof completionRequestSchema>;
+
+export const completionLogprobsSchema = z.object({
+  tokens: z.array(z.string()),
+  token_logprobs: z.array(z.number().nullable()),
+  top_logprobs: z.array(z.record(z.string(), z.number()).nullable()),
+  text_offset: z.array(z.number().int()),
+});
+
+export const completionSchema = z.object({
+  id: z.string(),
+  object: z.literal("text_completion"),
+  created: z.number().int(),
+  model: z.string(),
+  system_fingerprint: z.string().nullable().optional(),
+  choices: z.array(
+    z.object({
+      index: z.number().int(),
+      text: z.string(),
+      logprobs: completionLogprobsSchema.nullable(),
+      finish_reason: finishReasonSchema.nullable(),
+    }),
+  ),
+  usage: usageSchema.nullable().optional(),
+});
+/** Non-streamed completions and stream chunks share this shape (as in OpenAI's API). */
+export type Completion = z.infer<typeof completionSchema>;

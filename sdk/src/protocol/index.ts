@@ -1,0 +1,7 @@
+export * from "./common.js";
+export * from "./errors.js";
+export * from "./chat.js";
+export * from "./completions.js";
+export * from "./models.js";
+export * from "./node.js";
+export * from "./signing.js";
