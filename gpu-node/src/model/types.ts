@@ -50,6 +50,10 @@ export interface GenerationDefaults {
   topK?: number;
   repetitionPenalty?: number;
   maxNewTokens?: number;
+  /** min_p, when the file sets it (vLLM reads it too). */
+  minP?: number;
+  /** HF do_sample as written; informational (servers, like vLLM, apply the sampling fields regardless). */
+  doSample?: boolean;
 }
 
 /** Progress of a long load, for the CLI's bar. */

@@ -1,0 +1,41 @@
+import { Hono } from "hono";
+import { HTTPException } from "hono/http-exception";
+import type { AppEnv } from "./app-env";
+import type { Env } from "./env";
+import { ApiError, errorResponse } from "./errors";
+import { logError } from "./log";
+import { corsFromConfig } from "./middleware/cors";
+import { requestId } from "./middleware/request-id";
+import { admin } from "./routes/admin";
+import { internal } from "./routes/internal";
+import { v1 } from "./routes/v1";
+
+export { KeyRegistry } from "./keys/registry";
+export { KeyLimiter } from "./limits/key-limiter";
+export { NodePool } from "./pool/node-pool";
+
+/**
+ * The edge: apps call /v1 with API keys; admins manage keys and nodes under /admin; gpu-nodes
+ * report to /internal with signed heartbeats.
+ */
+const app = new Hono<AppEnv>();
+
+app.use("*", requestId());
+app.use("/v1/*", corsFromConfig());
+app.get("/health", (c) => c.json({ ok: true }));
+app.route("/v1", v1);
+app.route("/admin", admin);
+app.route("/internal", internal);
+
+app.notFound((c) =>
+  errorResponse(404, `Invalid URL (${c.req.method} ${new URL(c.req.url).pathname}).`, { code: "unknown_url" }),
+);
+
+app.onError((err, c) => {
+  if (err instanceof ApiError) return err.toResponse();
+  if (err instanceof HTTPException) return errorResponse(err.status, err.message || "Request failed.");
+  logError("unhandled", { request_id: c.get("requestId"), error: err instanceof Error ? err.name : "unknown" });
+  return errorResponse(500, "The edge hit an internal error.", { code: "internal_error" });
+});
+
+export default app satisfies ExportedHandler<Env>;

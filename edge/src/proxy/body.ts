@@ -1,0 +1,52 @@
+import { ApiError } from "../errors";
+
+function tooLarge(max: number): ApiError {
+  return new ApiError(413, `The request body is larger than ${max} bytes.`, { code: "request_too_large" });
+}
+
+/** Reads a request body, refusing (413) as soon as it exceeds `max` bytes, declared or not. */
+export async function readBody(req: Request, max: number): Promise<Uint8Array> {
+  const declared = req.headers.get("content-length");
+  if (declared !== null && Number(declared) > max) {
+    // Do not read what will be refused.
+    await req.body?.cancel().catch(() => undefined);
+    throw tooLarge(max);
+  }
+  if (!req.body) return new Uint8Array(0);
+  if (declared !== null) {
+    const buf = new Uint8Array(await req.arrayBuffer());
+    if (buf.byteLength > max) throw tooLarge(max);
+    return buf;
+  }
+  const reader = req.body.getReader();
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > max) {
+      await reader.cancel().catch(() => undefined);
+      throw tooLarge(max);
+    }
+    parts.push(value);
+  }
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}
+
+const decoder = new TextDecoder();
+
+/** JSON.parse of the body, or a 400 in the OpenAI shape. */
+export function parseJson(body: Uint8Array): unknown {
+  try {
+    return JSON.parse(decoder.decode(body));
+  } catch {
+    throw new ApiError(400, "We could not parse the JSON body of your request.", { code: "invalid_json" });
+  }
+}

@@ -1,0 +1,133 @@
+import { describe, expect, it } from "vitest";
+import { meteredStream, SseScanner, type StreamOutcome } from "../src/proxy/sse";
+import { sseBody, streamOf } from "./helpers";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+function scanAll(pieces: string[], strip: boolean): { out: string; scanner: SseScanner } {
+  const scanner = new SseScanner(strip);
+  let out = "";
+  for (const p of pieces) {
+    const b = scanner.push(enc.encode(p));
+    if (b) out += dec.decode(b);
+  }
+  return { out, scanner };
+}
+
+/** Splits a string into pieces at every `step` characters (events torn across reads). */
+function tear(s: string, step: number): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < s.length; i += step) out.push(s.slice(i, i + step));
+  return out;
+}
+
+describe("SseScanner", () => {
+  it("passes events through byte for byte, whole pieces without copying", () => {
+    const body = sseBody(3);
+    const scanner = new SseScanner(false);
+    const piece = enc.encode(body);
+    expect(scanner.push(piece)).toBe(piece);
+    expect(scanner.outcome.completed).toBe(true);
+    expect(scanner.outcome.usage).toEqual({ prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 });
+    expect(scanner.outcome.chunks).toBe(3);
+  });
+
+  it("holds back only the unfinished part of an event torn across reads", () => {
+    const body = sseBody(5);
+    for (const step of [1, 7, 50, 333]) {
+      const { out, scanner } = scanAll(tear(body, step), false);
+      expect(out).toBe(body);
+      expect(scanner.pending).toBe(0);
+      expect(scanner.outcome.completed).toBe(true);
+    }
+    const scanner = new SseScanner(false);
+    expect(scanner.push(enc.encode('data: {"id":'))).toBeNull();
+    expect(scanner.pending).toBe(12);
+  });
+
+  it("strips the usage-only chunk when the client did not ask for usage, still reading it", () => {
+    const body = sseBody(4);
+    for (const step of [3, 64, body.length]) {
+      const { out, scanner } = scanAll(tear(body, step), true);
+      expect(out).toBe(sseBody(4, { usage: false }));
+      expect(out).not.toContain('"usage"');
+      expect(out.endsWith("data: [DONE]\n\n")).toBe(true);
+      expect(scanner.outcome.usage?.completion_tokens).toBe(4);
+    }
+  });
+
+  it("notes an in-band error event from the node", () => {
+    const { out, scanner } = scanAll([sseBody(1, { usage: false, done: false }), 'data: {"error":{"message":"x","type":"server_error"}}\n\n'], true);
+    expect(out).toContain('"error"');
+    expect(scanner.outcome.errored).toBe(true);
+    expect(scanner.outcome.completed).toBe(false);
+  });
+});
+
+function collect(stream: ReadableStream<Uint8Array>): Promise<string> {
+  return new Response(stream).text();
+}
+
+describe("meteredStream", () => {
+  it("forwards a finished stream and reports its usage once", async () => {
+    const ends: StreamOutcome[] = [];
+    const body = sseBody(3);
+    const upstream = streamOf(tear(body, 40));
+    const reader = upstream.getReader();
+    const first = (await reader.read()).value!;
+    const text = await collect(meteredStream({ reader, first, stripUsage: true, idleTimeoutMs: 5000, onEnd: (o) => ends.push({ ...o }) }));
+    expect(text).toBe(sseBody(3, { usage: false }));
+    expect(ends).toHaveLength(1);
+    expect(ends[0]).toMatchObject({ completed: true, cancelled: false, errored: false, chunks: 3 });
+    expect(ends[0]!.usage?.total_tokens).toBe(10);
+  });
+
+  it("ends a stream cut off by the node with an error event and never [DONE]", async () => {
+    for (const errorAtEnd of [false, true]) {
+      const ends: StreamOutcome[] = [];
+      // Two whole events and half of a third, then the connection ends (or errors).
+      const partial = sseBody(3, { usage: false, done: false });
+      const cut = partial.slice(0, partial.length - 20);
+      const reader = streamOf([cut], { errorAtEnd }).getReader();
+      const text = await collect(meteredStream({ reader, stripUsage: false, idleTimeoutMs: 5000, onEnd: (o) => ends.push({ ...o }) }));
+      expect(text).not.toContain("[DONE]");
+      const events = text.split("\n\n").filter(Boolean);
+      const last = JSON.parse(events[events.length - 1]!.slice(6)) as { error: { type: string; code: string; message: string; param: null } };
+      expect(last.error).toMatchObject({ type: "server_error", code: "upstream_disconnected", param: null });
+      // The torn third event is dropped, not passed on half-written.
+      expect(events).toHaveLength(3);
+      expect(ends).toHaveLength(1);
+      expect(ends[0]).toMatchObject({ completed: false, errored: true, chunks: 2 });
+    }
+  });
+
+  it("cuts off a node that goes silent", async () => {
+    const ends: StreamOutcome[] = [];
+    const reader = new ReadableStream<Uint8Array>({ pull: () => new Promise(() => undefined) }).getReader();
+    const first = enc.encode(sseBody(1, { usage: false, done: false }));
+    const text = await collect(meteredStream({ reader, first, stripUsage: true, idleTimeoutMs: 50, onEnd: (o) => ends.push({ ...o }) }));
+    expect(text).toContain('"code":"upstream_timeout"');
+    expect(text).not.toContain("[DONE]");
+    expect(ends[0]).toMatchObject({ errored: true, completed: false });
+  });
+
+  it("cancels the node's stream when the client goes away", async () => {
+    const ends: StreamOutcome[] = [];
+    let upstreamCancelled = false;
+    const upstream = new ReadableStream<Uint8Array>({
+      pull: (c) => c.enqueue(enc.encode(sseBody(1, { usage: false, done: false }))),
+      cancel: () => {
+        upstreamCancelled = true;
+      },
+    });
+    const out = meteredStream({ reader: upstream.getReader(), stripUsage: true, idleTimeoutMs: 5000, onEnd: (o) => ends.push({ ...o }) });
+    const r = out.getReader();
+    await r.read();
+    await r.read();
+    await r.cancel();
+    expect(upstreamCancelled).toBe(true);
+    expect(ends).toHaveLength(1);
+    expect(ends[0]).toMatchObject({ cancelled: true, completed: false, chunks: 2 });
+  });
+});

@@ -1,0 +1,110 @@
+#!/usr/bin/env node
+import { parseArgs } from "node:util";
+import { ENGINE_CHOICES, type EngineChoice } from "./engine-factory.js";
+import { makeTinyModel } from "./model/index.js";
+import { startNode } from "./node.js";
+
+const USAGE = `usage:
+  seventy-node serve [--model DIR] [--engine reference|native|simulated] [--host 127.0.0.1] [--port 8100]
+                     [--served-model-name NAME] [--max-num-seqs N] [--max-num-batched-tokens N]
+                     [--kv-cache-blocks N] [--max-model-len N] [--max-queue N]
+                     [--edge URL] [--node-id ID] [--public-url URL] [--heartbeat-interval-ms N]
+      The edge's shared secret comes from SEVENTY_NODE_SECRET. Without --model, serves a tiny
+      random Llama 3.1 model created on first use in the cache folder.
+  seventy-node make-tiny-model --out DIR [--seed N]`;
+
+/** A user mistake: one line on stderr and exit code 2. */
+class UsageError extends Error {}
+
+function int(name: string, value: string | undefined, min = 1): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d+$/.test(value) || Number(value) < min) throw new UsageError(`--${name} must be an integer >= ${min}, got '${value}'`);
+  return Number(value);
+}
+
+async function serveCommand(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      model: { type: "string" },
+      engine: { type: "string", default: "reference" },
+      host: { type: "string", default: "127.0.0.1" },
+      port: { type: "string", default: "8100" },
+      "served-model-name": { type: "string" },
+      "max-num-seqs": { type: "string" },
+      "max-num-batched-tokens": { type: "string" },
+      "kv-cache-blocks": { type: "string" },
+      "max-model-len": { type: "string" },
+      "max-queue": { type: "string" },
+      "max-body-bytes": { type: "string" },
+      edge: { type: "string" },
+      "node-id": { type: "string" },
+      "public-url": { type: "string" },
+      "heartbeat-interval-ms": { type: "string" },
+    },
+  });
+  const engine = values.engine as EngineChoice;
+  if (!ENGINE_CHOICES.includes(engine)) throw new UsageError(`--engine must be one of ${ENGINE_CHOICES.join(", ")}, got '${values.engine}'`);
+  if (values.edge !== undefined && !/^https?:\/\//.test(values.edge)) throw new UsageError(`--edge must be an http(s) URL, got '${values.edge}'`);
+  const node = await startNode({
+    modelDir: values.model,
+    engine,
+    host: values.host,
+    port: int("port", values.port, 0),
+    servedModelName: values["served-model-name"],
+    maxNumSeqs: int("max-num-seqs", values["max-num-seqs"]),
+    maxNumBatchedTokens: int("max-num-batched-tokens", values["max-num-batched-tokens"]),
+    kvCacheBlocks: int("kv-cache-blocks", values["kv-cache-blocks"]),
+    maxModelLen: int("max-model-len", values["max-model-len"]),
+    maxQueue: int("max-queue", values["max-queue"], 0),
+    maxBodyBytes: int("max-body-bytes", values["max-body-bytes"]),
+    secret: process.env.SEVENTY_NODE_SECRET || undefined,
+    edgeUrl: values.edge,
+    nodeId: values["node-id"],
+    publicUrl: values["public-url"],
+    heartbeatIntervalMs: int("heartbeat-interval-ms", values["heartbeat-interval-ms"], 100),
+    progress: true,
+    log: (line) => console.error(line),
+  });
+  console.log(`seventy gpu-node: model ${node.ctx.modelName}, engine ${node.ctx.engineKind}, max_model_len ${node.ctx.maxModelLen}`);
+  console.log(`listening on ${node.url}`);
+  let stopping = false;
+  const stop = () => {
+    if (stopping) process.exit(130);
+    stopping = true;
+    void node.close().then(() => process.exit(0));
+  };
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+}
+
+async function makeTinyModelCommand(args: string[]): Promise<void> {
+  const { values } = parseArgs({ args, strict: true, options: { out: { type: "string" }, seed: { type: "string", default: "0" } } });
+  if (!values.out) throw new UsageError("make-tiny-model needs --out DIR");
+  const dir = await makeTinyModel({ outDir: values.out, seed: int("seed", values.seed, 0) ?? 0 });
+  console.log(`wrote a tiny Llama 3.1 model to ${dir ?? values.out}`);
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  if (command === "serve") return serveCommand(rest);
+  if (command === "make-tiny-model") return makeTinyModelCommand(rest);
+  if (command === undefined || command === "--help" || command === "-h" || command === "help") {
+    console.log(USAGE);
+    if (command === undefined) process.exitCode = 2;
+    return;
+  }
+  throw new UsageError(`unknown command '${command}'`);
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  const e = err as Error & { code?: string };
+  // Anything that stops the node from starting (a bad flag, model directory, port or host) is reported
+  // as one line; SEVENTY_DEBUG=1 shows the stack.
+  const message = (e.message ?? String(err)).split("\n")[0];
+  console.error(`seventy-node: ${message}`);
+  if (process.env.SEVENTY_DEBUG) console.error(e.stack);
+  process.exit(2);
+});

@@ -1,0 +1,34 @@
+import type { Engine } from "./engine/types.js";
+import { ReferenceEngine, SimulatedEngine } from "./engine/index.js";
+import { loadTensorsF32, type ModelDir } from "./model/index.js";
+import type { ProgressCallback } from "./model/types.js";
+
+export type EngineChoice = "reference" | "native" | "simulated";
+export const ENGINE_CHOICES: readonly EngineChoice[] = ["reference", "native", "simulated"];
+
+export interface EngineSetup {
+  blockSize: number;
+  /** Default: sized for the engine (the reference engine keeps it small; it runs on a CPU). */
+  numKvBlocks?: number;
+  onProgress?: ProgressCallback;
+  log: (line: string) => void;
+}
+
+/** Builds the engine behind the scheduler. The native engine is loaded lazily: it needs its addon built. */
+export async function createEngine(choice: EngineChoice, model: ModelDir, setup: EngineSetup): Promise<Engine> {
+  switch (choice) {
+    case "reference": {
+      const weights = await loadTensorsF32(model.tensors, undefined, setup.onProgress);
+      return new ReferenceEngine(model.config, weights, {
+        numKvBlocks: setup.numKvBlocks ?? 4096,
+        blockSize: setup.blockSize,
+      });
+    }
+    case "simulated":
+      return new SimulatedEngine({ numKvBlocks: setup.numKvBlocks ?? 65536, blockSize: setup.blockSize });
+    case "native": {
+      const { createNativeEngine } = await import("./engine/native/index.js");
+      return createNativeEngine(model, setup);
+    }
+  }
+}

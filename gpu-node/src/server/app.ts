@@ -1,0 +1,159 @@
+import { Hono, type Context } from "hono";
+import { tokenizeRequestSchema, zodErrorBody } from "@seventy/sdk/protocol";
+import { chatCompletions } from "./chat-route.js";
+import { completions } from "./completions-route.js";
+import type { NodeContext } from "./context.js";
+import { HttpError } from "./http-error.js";
+import { checkModel } from "./request-prep.js";
+import { SignatureVerifier } from "./signature.js";
+
+const REQUEST_ID_RE = /^[\w.:\-]{1,128}$/;
+
+/** Reads the body once, bounded by maxBodyBytes (413 beyond), so the signature covers exactly what is parsed. */
+async function readBody(c: Context, maxBytes: number): Promise<Uint8Array> {
+  const declared = Number(c.req.header("content-length") ?? "0");
+  if (declared > maxBytes) throw new HttpError(413, `Request body too large (limit ${maxBytes} bytes).`, { code: "body_too_large" });
+  const reader = c.req.raw.body?.getReader();
+  if (!reader) return new Uint8Array(0);
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > maxBytes) {
+      await reader.cancel().catch(() => {});
+      throw new HttpError(413, `Request body too large (limit ${maxBytes} bytes).`, { code: "body_too_large" });
+    }
+    parts.push(value);
+  }
+  if (parts.length === 1) return parts[0]!;
+  const out = new Uint8Array(size);
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.byteLength;
+  }
+  return out;
+}
+
+function parseJson(bytes: Uint8Array): unknown {
+  if (bytes.byteLength === 0) throw new HttpError(400, "The request body is empty; expected a JSON object.", { code: "invalid_json" });
+  let value: unknown;
+  try {
+    value = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
+  } catch {
+    throw new HttpError(400, "The request body is not valid JSON.", { code: "invalid_json" });
+  }
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new HttpError(400, "The request body must be a JSON object.", { code: "invalid_json" });
+  }
+  return value;
+}
+
+/**
+ * The gpu-node's HTTP API: OpenAI-compatible chat completions and completions, vLLM's /tokenize,
+ * /health and Prometheus /metrics.
+ */
+export function createApp(ctx: NodeContext): Hono {
+  const app = new Hono();
+  const verifier = ctx.secret ? new SignatureVerifier(ctx.secret) : null;
+
+  app.use("*", async (c, next) => {
+    const given = c.req.header("x-request-id");
+    const requestId = given && REQUEST_ID_RE.test(given) ? given : crypto.randomUUID();
+    await next();
+    c.res.headers.set("x-request-id", requestId);
+  });
+
+  /** Reads, verifies and parses a JSON body for the API routes. */
+  async function jsonBody(c: Context): Promise<unknown> {
+    if (ctx.draining) {
+      throw new HttpError(503, "This node is draining and takes no new requests.", {
+        code: "node_draining",
+        headers: { "retry-after": "1" },
+      });
+    }
+    const bytes = await readBody(c, ctx.maxBodyBytes);
+    if (verifier) await verifier.verify(c.req.raw, bytes);
+    return parseJson(bytes);
+  }
+
+  app.post("/v1/chat/completions", async (c) => chatCompletions(ctx, await jsonBody(c), c.req.raw.signal));
+  app.post("/v1/completions", async (c) => completions(ctx, await jsonBody(c), c.req.raw.signal));
+
+  app.get("/v1/models", async (c) => {
+    if (verifier) await verifier.verify(c.req.raw, new Uint8Array(0));
+    return c.json({
+      object: "list",
+      data: [
+        {
+          id: ctx.modelName,
+          object: "model",
+          created: Math.floor(ctx.startedAt / 1000),
+          owned_by: "seventy",
+          max_model_len: ctx.maxModelLen,
+        },
+      ],
+    });
+  });
+
+  app.post("/tokenize", async (c) => {
+    const parsed = tokenizeRequestSchema.safeParse(await jsonBody(c));
+    if (!parsed.success) return c.json(zodErrorBody(parsed.error), 400);
+    const req = parsed.data;
+    if (req.model) checkModel(ctx, req.model);
+    let tokens: number[];
+    if ("messages" in req) {
+      try {
+        tokens = ctx.tokenizer.encodeChat(
+          req.messages.map((m) => ({ ...m, content: typeof m.content === "string" || m.content == null ? m.content : m.content.map((p) => p.text).join("") })),
+          { addGenerationPrompt: req.add_generation_prompt ?? true, tools: req.tools ?? undefined },
+        );
+      } catch (err) {
+        throw new HttpError(400, `The chat template rejected the messages: ${(err as Error).message}`, { param: "messages" });
+      }
+    } else {
+      tokens = ctx.tokenizer.encode(req.prompt, { addSpecialTokens: req.add_special_tokens ?? true });
+    }
+    return c.json({ tokens, count: tokens.length, max_model_len: ctx.maxModelLen });
+  });
+
+  app.get("/health", (c) => {
+    const s = ctx.scheduler.stats();
+    return c.json({
+      status: ctx.draining ? "draining" : "ok",
+      model: ctx.modelName,
+      engine: ctx.engineKind,
+      running: s.numRunning,
+      waiting: s.numWaiting,
+      kv_blocks_used: s.kvBlocksUsed,
+      kv_blocks_total: s.kvBlocksTotal,
+      kv_usage: s.kvUsage,
+      prefix_cache_hit_rate: s.prefixCacheHitRate,
+      preemptions: s.numPreemptions,
+      max_model_len: ctx.maxModelLen,
+    });
+  });
+
+  app.get("/metrics", async (c) => {
+    const s = ctx.scheduler.stats();
+    ctx.metrics.running.set(s.numRunning);
+    ctx.metrics.waiting.set(s.numWaiting);
+    ctx.metrics.kvUsage.set(s.kvUsage);
+    ctx.metrics.prefixHitRate.set(s.prefixCacheHitRate);
+    ctx.metrics.preemptions.set(s.numPreemptions);
+    return c.body(await ctx.metrics.registry.metrics(), 200, { "content-type": ctx.metrics.registry.contentType });
+  });
+
+  app.notFound((c) => new HttpError(404, `No route for ${c.req.method} ${new URL(c.req.url).pathname}.`, { code: "not_found" }).toResponse());
+
+  app.onError((err) => {
+    if (err instanceof HttpError) return err.toResponse();
+    // A bug, not a user mistake: log the error (never the request body) and answer 500.
+    console.error(`[gpu-node] internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    return new HttpError(500, "Internal server error.", { code: "internal_error" }).toResponse();
+  });
+
+  return app;
+}

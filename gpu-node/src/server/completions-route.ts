@@ -1,0 +1,188 @@
+import { completionRequestSchema, zodErrorBody, type Completion } from "@seventy/sdk/protocol";
+import { admit, observeRequest } from "./admission.js";
+import { usageJson } from "./chat-route.js";
+import type { NodeContext } from "./context.js";
+import { Generation, type FinishReason, type GenerationUsage, type TokenLogprobInfo } from "./generation.js";
+import { HttpError } from "./http-error.js";
+import { checkModel, newId, resolveMaxTokens, samplingParams, stopStrings } from "./request-prep.js";
+import { SSE_HEADERS, SseWriter } from "./sse.js";
+import { tokenText } from "./token-text.js";
+
+/** Legacy completions logprobs: parallel arrays, top_logprobs as {token: logprob} maps. */
+function legacyLogprobs(ctx: NodeContext, infos: TokenLogprobInfo[], startOffset: number) {
+  const tokens: string[] = [];
+  const tokenLogprobs: number[] = [];
+  const top: Record<string, number>[] = [];
+  const offsets: number[] = [];
+  let offset = startOffset;
+  for (const info of infos) {
+    const t = tokenText(ctx, info.tokenId).text;
+    tokens.push(t);
+    tokenLogprobs.push(info.logprob);
+    const map: Record<string, number> = {};
+    for (const tl of info.top) map[tokenText(ctx, tl.tokenId).text] = tl.logprob;
+    top.push(map);
+    offsets.push(offset);
+    offset += t.length;
+  }
+  return { tokens, token_logprobs: tokenLogprobs, top_logprobs: top, text_offset: offsets };
+}
+
+export async function completions(ctx: NodeContext, body: unknown, signal: AbortSignal): Promise<Response> {
+  const parsed = completionRequestSchema.safeParse(body);
+  if (!parsed.success) {
+    return new Response(JSON.stringify(zodErrorBody(parsed.error)), {
+      status: 400,
+      headers: { "content-type": "application/json" },
+    });
+  }
+  const req = parsed.data;
+  checkModel(ctx, req.model);
+  if (req.suffix !== undefined) {
+    throw new HttpError(400, "'suffix' is not supported by this model.", { param: "suffix", code: "unsupported_value" });
+  }
+  if (req.echo && req.logprobs !== undefined) {
+    throw new HttpError(400, "'echo' together with 'logprobs' is not supported.", { param: "echo", code: "unsupported_value" });
+  }
+
+  // Normalise the four prompt forms to a list of token id lists (strings get the BOS token, as HF does).
+  const prompts: number[][] = [];
+  const promptTexts: string[] = [];
+  const p = req.prompt;
+  if (typeof p === "string") prompts.push(ctx.tokenizer.encode(p, { addSpecialTokens: true }));
+  else if (typeof p[0] === "string") for (const s of p as string[]) prompts.push(ctx.tokenizer.encode(s, { addSpecialTokens: true }));
+  else if (typeof p[0] === "number") prompts.push(p as number[]);
+  else for (const ids of p as number[][]) prompts.push(ids);
+  if (prompts.length > 64) throw new HttpError(400, "At most 64 prompts per request.", { param: "prompt", code: "invalid_value" });
+  for (const [i, ids] of prompts.entries()) {
+    if (ids.length === 0) throw new HttpError(400, "The prompt must not be empty.", { param: "prompt", code: "invalid_value" });
+    const bad = ids.find((id) => id >= ctx.vocabSize);
+    if (bad !== undefined) {
+      throw new HttpError(400, `Token id ${bad} is out of range (vocabulary size ${ctx.vocabSize}).`, {
+        param: prompts.length > 1 ? `prompt[${i}]` : "prompt",
+        code: "invalid_value",
+      });
+    }
+    promptTexts.push(req.echo ? ctx.tokenizer.decode(ids, { skipSpecialTokens: true }) : "");
+  }
+  const n = req.n ?? 1;
+  const maxTokensList = prompts.map((ids) => resolveMaxTokens(ctx, ids.length, req.max_tokens, "max_tokens", "prompt"));
+  const id = newId("cmpl");
+  const created = Math.floor(Date.now() / 1000);
+  const wantLogprobs = req.logprobs !== undefined;
+  const gens: Generation[] = [];
+  const usage: GenerationUsage = { promptTokens: 0, completionTokens: 0, cachedTokens: 0 };
+  let pending = prompts.length;
+  let failure: Error | null = null;
+  const total = prompts.length * n;
+  const texts = new Array<string>(total).fill("");
+  const lps: TokenLogprobInfo[][] = Array.from({ length: total }, () => []);
+  const finish = new Array<FinishReason>(total).fill("length");
+  const offsets = new Array<number>(total).fill(0);
+
+  let resolveAll!: () => void;
+  let rejectAll!: (e: Error) => void;
+  const all = new Promise<void>((res, rej) => {
+    resolveAll = res;
+    rejectAll = rej;
+  });
+  const stream = req.stream === true;
+  const sse = stream ? new SseWriter(() => gens.forEach((g) => g.cancel())) : null;
+  const head = `{"id":"${id}","object":"text_completion","created":${created},"model":${JSON.stringify(ctx.modelName)},"system_fingerprint":null,"choices":[`;
+
+  prompts.forEach((ids, pi) => {
+    const observe = observeRequest(ctx, ids.length);
+    const gen = new Generation(
+      ctx.scheduler,
+      {
+        requestId: `${id}-${pi}`,
+        promptTokenIds: ids,
+        params: samplingParams(ctx, req, wantLogprobs ? req.logprobs! : -1),
+        maxTokens: maxTokensList[pi]!,
+        stopTokenIds: req.ignore_eos ? [] : ctx.eosTokenIds,
+        stopStrings: stopStrings(req.stop),
+        wantLogprobs,
+      },
+      ctx.makeDetokenizer,
+      {
+        onToken: observe.onToken,
+        onDelta(d) {
+          const index = pi * n + d.index;
+          let text = d.text;
+          if (req.echo && texts[index] === "" && promptTexts[pi]) text = promptTexts[pi] + text;
+          if (d.finishReason) finish[index] = d.finishReason;
+          if (sse) {
+            const lp = wantLogprobs && d.logprobs.length ? JSON.stringify(legacyLogprobs(ctx, d.logprobs, offsets[index]!)) : "null";
+            offsets[index]! += text.length;
+            texts[index] += text;
+            if (text.length > 0 || d.logprobs.length > 0 || d.finishReason) {
+              sse.data(`${head}{"index":${index},"text":${JSON.stringify(text)},"logprobs":${lp},"finish_reason":${d.finishReason ? `"${d.finishReason}"` : "null"}}]}`);
+            }
+          } else {
+            texts[index] += text;
+            lps[index]!.push(...d.logprobs);
+          }
+        },
+        onDone(u) {
+          observe.done("stop");
+          usage.promptTokens += u.promptTokens;
+          usage.completionTokens += u.completionTokens;
+          usage.cachedTokens += u.cachedTokens;
+          if (--pending === 0) resolveAll();
+        },
+        onError(err) {
+          observe.done("error");
+          if (!failure) {
+            failure = err;
+            gens.forEach((g) => g.cancel());
+            rejectAll(err);
+          }
+        },
+      },
+    );
+    gens.push(gen);
+  });
+  try {
+    for (const g of gens) admit(g);
+  } catch (err) {
+    gens.forEach((g) => g.cancel());
+    throw err;
+  }
+  signal.addEventListener("abort", () => gens.forEach((g) => g.cancel()), { once: true });
+
+  if (sse) {
+    all.then(
+      () => {
+        if (req.stream_options?.include_usage) {
+          sse.data(`${head}],"usage":${JSON.stringify(usageJson(usage))}}`);
+        }
+        sse.done();
+      },
+      (err: Error) => {
+        sse.data(JSON.stringify({ error: { message: `Generation failed: ${err.message}`, type: "server_error", param: null, code: "engine_error" } }));
+        sse.close();
+      },
+    );
+    return new Response(sse.stream, { headers: SSE_HEADERS });
+  }
+  try {
+    await all;
+  } catch (err) {
+    throw new HttpError(500, `Generation failed: ${(err as Error).message}`, { code: "engine_error" });
+  }
+  const out: Completion = {
+    id,
+    object: "text_completion",
+    created,
+    model: ctx.modelName,
+    system_fingerprint: null,
+    choices: texts.map((text, index) => ({
+      index,
+      text,
+      logprobs: wantLogprobs ? legacyLogprobs(ctx, lps[index]!, 0) : null,
+      finish_reason: finish[index]!,
+    })),
+    usage: usageJson(usage),
+  };
+  return new Response(JSON.stringify(out), { headers: { "content-type": "application/json" } });
+}

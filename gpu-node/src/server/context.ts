@@ -1,0 +1,40 @@
+import type { Scheduler } from "../scheduler/index.js";
+import type { IncrementalDetokenizer, TokenByteTable } from "./detokenizer.js";
+import type { NodeMetrics } from "./metrics.js";
+
+/** What the HTTP layer needs of a tokenizer (the model directory's LlamaTokenizer satisfies it). */
+export interface ServedTokenizer {
+  encode(text: string, opts: { addSpecialTokens: boolean }): number[];
+  decode(ids: number[], opts?: { skipSpecialTokens?: boolean }): string;
+  encodeChat(messages: unknown[], opts: { addGenerationPrompt: boolean; tools?: unknown[] }): number[];
+}
+
+export interface SamplingDefaults {
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  repetitionPenalty?: number;
+}
+
+/** Everything a request handler needs; built once by `startNode`. */
+export interface NodeContext {
+  modelName: string;
+  engineKind: string;
+  maxModelLen: number;
+  /** Output cap (the model card says 4k). */
+  maxOutputTokens: number;
+  vocabSize: number;
+  eosTokenIds: number[];
+  samplingDefaults: SamplingDefaults;
+  tokenizer: ServedTokenizer;
+  tokenTable: TokenByteTable | null;
+  makeDetokenizer(): IncrementalDetokenizer;
+  scheduler: Scheduler;
+  metrics: NodeMetrics;
+  /** HMAC secret shared with the edge; undefined serves unsigned requests (loopback only). */
+  secret?: string;
+  maxBodyBytes: number;
+  /** Set while draining: new requests get 503. */
+  draining: boolean;
+  startedAt: number;
+}

@@ -1,0 +1,54 @@
+import { signRequest, type NodeHeartbeat } from "@seventy/sdk/protocol";
+
+export interface HeartbeatOptions {
+  edgeUrl: string;
+  secret: string;
+  intervalMs: number;
+  /** Builds the current report (load changes every beat). */
+  report: () => NodeHeartbeat;
+  onError?: (message: string) => void;
+}
+
+/**
+ * Joins the edge's pool: a signed heartbeat every interval. The first beat goes out at once; a
+ * failed beat is retried on the next tick (the edge drops a node only after several misses).
+ */
+export function startHeartbeat(opts: HeartbeatOptions): { stop(): void; beat(): Promise<boolean> } {
+  const url = new URL("/internal/nodes/heartbeat", opts.edgeUrl);
+  let stopped = false;
+  let lastError = "";
+  const beat = async (): Promise<boolean> => {
+    const body = JSON.stringify(opts.report());
+    try {
+      const headers = await signRequest({ method: "POST", path: url.pathname, body, secret: opts.secret });
+      const res = await fetch(url, {
+        method: "POST",
+        body,
+        headers: { ...headers, "content-type": "application/json" },
+        signal: AbortSignal.timeout(Math.max(1000, opts.intervalMs)),
+      });
+      await res.body?.cancel();
+      if (!res.ok) throw new Error(`edge answered ${res.status}`);
+      lastError = "";
+      return true;
+    } catch (err) {
+      const msg = `heartbeat to ${url.origin} failed: ${(err as Error).message}`;
+      // Report a failure once, not on every tick.
+      if (msg !== lastError) opts.onError?.(msg);
+      lastError = msg;
+      return false;
+    }
+  };
+  const timer = setInterval(() => {
+    if (!stopped) void beat();
+  }, opts.intervalMs);
+  timer.unref();
+  void beat();
+  return {
+    stop() {
+      stopped = true;
+      clearInterval(timer);
+    },
+    beat,
+  };
+}

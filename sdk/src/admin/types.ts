@@ -1,0 +1,113 @@
+/** The admin API's shapes, as the edge serves them under `/admin`. */
+
+export interface KeyLimits {
+  /** Requests per minute. */
+  rpm: number;
+  /** Tokens (prompt + completion) per minute. */
+  tpm: number;
+  /** Requests in flight at once. */
+  concurrency: number;
+}
+
+/** A hard cap on tokens per UTC day or month. */
+export interface KeyBudget {
+  tokens: number;
+  period: "day" | "month";
+}
+
+export interface ApiKey {
+  id: string;
+  object: "api_key";
+  name: string;
+  /** The first characters of the key, to recognise it by. */
+  prefix: string;
+  /** Unix seconds. */
+  created: number;
+  disabled: boolean;
+  /** null: every model. */
+  models: string[] | null;
+  limits: KeyLimits;
+  budget: KeyBudget | null;
+}
+
+/** `keys.create()`'s answer: the only time the secret key is shown. */
+export interface CreatedApiKey extends ApiKey {
+  key: string;
+}
+
+export interface ApiKeyWithState extends ApiKey {
+  state: {
+    in_flight: number;
+    reserved_tokens: number;
+    remaining_requests: number;
+    remaining_tokens: number;
+  };
+}
+
+export interface KeyCreateParams {
+  name: string;
+  /** Import this exact key (`sk-…`) instead of generating one. */
+  key?: string;
+  models?: string[] | null;
+  /** Unset limits take the edge's defaults. */
+  limits?: Partial<KeyLimits>;
+  budget?: KeyBudget | null;
+  disabled?: boolean;
+}
+
+export interface KeyUpdateParams {
+  name?: string;
+  models?: string[] | null;
+  /** Merged into the current limits. */
+  limits?: Partial<KeyLimits>;
+  budget?: KeyBudget | null;
+  disabled?: boolean;
+}
+
+export interface DeletedApiKey {
+  id: string;
+  object: "api_key";
+  deleted: true;
+}
+
+export interface GpuNode {
+  id: string;
+  object: "node";
+  url: string;
+  models: string[];
+  engine: string;
+  status: "healthy" | "draining" | "gone";
+  drained_by_admin: boolean;
+  capacity: { max_num_seqs: number; kv_blocks_total: number; max_model_len: number };
+  load: { running: number; waiting: number; kv_usage: number };
+  last_heartbeat_ms_ago: number;
+}
+
+export interface UsageDay {
+  /** YYYY-MM-DD (UTC). */
+  day: string;
+  requests: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  errors: number;
+  rate_limited: number;
+}
+
+export interface UsageParams {
+  /** A key id; all keys when left out. */
+  key?: string;
+  /** YYYY-MM-DD, inclusive. */
+  from?: string;
+  to?: string;
+}
+
+export interface UsageReport {
+  object: "list";
+  key: string | null;
+  data: UsageDay[];
+}
+
+export interface List<T> {
+  object: "list";
+  data: T[];
+}

@@ -1,0 +1,145 @@
+import type { ChatCompletion, ChatCompletionChunk, ToolCall } from "../protocol/chat.js";
+import type { FinishReason, TokenLogprob, Usage } from "../protocol/common.js";
+import { SSESource, type ChunkSource } from "../core/source.js";
+import { CompletionStreamBase, type StreamInit } from "../core/stream.js";
+
+interface ChoiceState {
+  content: string;
+  hasContent: boolean;
+  toolCalls: ToolCall[];
+  finishReason: FinishReason | null;
+  logprobs: TokenLogprob[] | null;
+}
+
+/**
+ * A streamed chat completion: iterate it for chunks, or use `textStream`, `on('content')`,
+ * `finalCompletion()`, `toResponse()`. See `CompletionStreamBase` for the reading rules.
+ *
+ * @example
+ * const stream = await client.chat.completions.create({ model, messages, stream: true });
+ * for await (const chunk of stream) process.stdout.write(chunk.choices[0]?.delta.content ?? "");
+ * const { usage } = await stream.finalCompletion();
+ */
+export class ChatCompletionStream extends CompletionStreamBase<ChatCompletionChunk, ChatCompletion> {
+  private id = "";
+  private created = 0;
+  private model = "";
+  private fingerprint: string | null | undefined;
+  private usage: Usage | undefined;
+  private readonly choices: ChoiceState[] = [];
+
+  constructor(source: ChunkSource<ChatCompletionChunk>, init?: StreamInit) {
+    super(source, init);
+  }
+
+  /** Rebuilds a stream from SSE bytes, e.g. a `toReadableStream()` relayed to a browser. */
+  static fromReadableStream(body: ReadableStream<Uint8Array>): ChatCompletionStream {
+    return new ChatCompletionStream(new SSESource<ChatCompletionChunk>(body));
+  }
+
+  /** Rebuilds a stream from a `Response` whose body is SSE (e.g. `fetch('/api/chat')` of a `toResponse()`). */
+  static fromResponse(response: Response): ChatCompletionStream {
+    if (!response.body) throw new TypeError("The response has no body to stream.");
+    return new ChatCompletionStream(new SSESource<ChatCompletionChunk>(response.body, { headers: response.headers }), {
+      response,
+    });
+  }
+
+  protected fork(source: ChunkSource<ChatCompletionChunk>): this {
+    return new ChatCompletionStream(source, { response: this.response, hideUsageChunk: this.hideUsageChunk }) as this;
+  }
+
+  protected accumulate(chunk: ChatCompletionChunk): void {
+    this.lastDelta = "";
+    if (this.id === "") {
+      this.id = chunk.id;
+      this.created = chunk.created;
+      this.model = chunk.model;
+    }
+    if (chunk.system_fingerprint !== undefined) this.fingerprint = chunk.system_fingerprint;
+    if (chunk.usage) {
+      this.usage = chunk.usage;
+      if (this.listeners.usage) this.emit("usage", chunk.usage);
+    }
+    const choices = chunk.choices;
+    for (let i = 0; i < choices.length; i++) {
+      const c = choices[i]!;
+      const state = (this.choices[c.index] ??= {
+        content: "",
+        hasContent: false,
+        toolCalls: [],
+        finishReason: null,
+        logprobs: null,
+      });
+      const delta = c.delta;
+      const text = delta.content;
+      if (text) {
+        state.content += text;
+        state.hasContent = true;
+        if (c.index === 0) this.lastDelta = text;
+        if (this.listeners.content) this.emit("content", text, state.content, c.index);
+      } else if (text === "") {
+        state.hasContent = true;
+      }
+      if (delta.tool_calls) mergeToolCalls(state.toolCalls, delta.tool_calls);
+      if (c.finish_reason) state.finishReason = c.finish_reason;
+      if (c.logprobs?.content) (state.logprobs ??= []).push(...c.logprobs.content);
+    }
+  }
+
+  protected allChoicesFinished(): boolean {
+    let seen = 0;
+    for (const s of this.choices) {
+      if (!s) continue;
+      seen++;
+      if (s.finishReason === null) return false;
+    }
+    return seen > 0;
+  }
+
+  protected assemble(): ChatCompletion {
+    const completion: ChatCompletion = {
+      id: this.id,
+      object: "chat.completion",
+      created: this.created,
+      model: this.model,
+      choices: [],
+    };
+    if (this.fingerprint !== undefined) completion.system_fingerprint = this.fingerprint;
+    this.choices.forEach((s, index) => {
+      const toolCalls = s.toolCalls.filter(Boolean);
+      completion.choices.push({
+        index,
+        message: {
+          role: "assistant",
+          content: s.hasContent || toolCalls.length === 0 ? s.content : null,
+          ...(toolCalls.length > 0 ? { tool_calls: toolCalls } : {}),
+        },
+        logprobs: s.logprobs ? { content: s.logprobs } : null,
+        finish_reason: s.finishReason ?? "stop",
+      });
+    });
+    if (this.usage) completion.usage = this.usage;
+    return completion;
+  }
+}
+
+type ToolCallDelta = NonNullable<ChatCompletionChunk["choices"][number]["delta"]["tool_calls"]>[number];
+
+/** Tool calls arrive as pieces keyed by `index`: the first has id and name, the rest append arguments. */
+function mergeToolCalls(into: ToolCall[], deltas: ToolCallDelta[]): void {
+  for (const d of deltas) {
+    const existing = into[d.index];
+    if (!existing) {
+      into[d.index] = {
+        id: d.id ?? "",
+        type: "function",
+        function: { name: d.function?.name ?? "", arguments: d.function?.arguments ?? "" },
+      };
+      continue;
+    }
+    if (d.id) existing.id = d.id;
+    if (d.function?.name) existing.function.name += d.function.name;
+    if (d.function?.arguments) existing.function.arguments += d.function.arguments;
+  }
+}
