@@ -8,7 +8,13 @@
 import { APIError, Seventy, type ChatMessage } from "@seventy/sdk";
 
 let client: Seventy | undefined;
+let model: Promise<string> | undefined;
 const seventy = () => (client ??= new Seventy()); // SEVENTY_BASE_URL and SEVENTY_API_KEY
+/** SEVENTY_MODEL, else the first model the edge serves. */
+const modelName = () =>
+  (model ??= process.env.SEVENTY_MODEL
+    ? Promise.resolve(process.env.SEVENTY_MODEL)
+    : seventy().models.list().then((l) => l.data[0]?.id ?? "default"));
 
 export async function POST(request: Request): Promise<Response> {
   let messages: ChatMessage[];
@@ -20,7 +26,7 @@ export async function POST(request: Request): Promise<Response> {
   }
   try {
     const stream = await seventy().chat.completions.create(
-      { model: process.env.SEVENTY_MODEL ?? "default", messages, stream: true, max_tokens: 256 },
+      { model: await modelName(), messages, stream: true, max_tokens: 256 },
       // The browser going away aborts the model call too.
       { signal: request.signal },
     );

@@ -10,7 +10,7 @@ export interface StreamOutcome {
   errored: boolean;
   /** Usage as the node reported it. */
   usage: Usage | null;
-  /** Data events with choices: about one generated token each. */
+  /** Events carrying generated text: about one token each (the count used when usage never came). */
   chunks: number;
 }
 
@@ -18,6 +18,8 @@ const LF = 10;
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 const USAGE_OBJECT = /"usage"\s*:\s*\{/;
+/** A non-empty text delta: chat content, completion text or tool-call arguments. */
+const TEXT_DELTA = /"(?:content|text|arguments)"\s*:\s*"(?:[^"\\]|\\.)/;
 
 /** Index of the first "\n\n" at or after `from`, or -1. */
 function findBoundary(buf: Uint8Array, from: number): number {
@@ -122,7 +124,7 @@ export class SseScanner {
         // Not JSON after all: pass it on untouched.
       }
     }
-    this.outcome.chunks++;
+    if (TEXT_DELTA.test(payload)) this.outcome.chunks++;
     return true;
   }
 }

@@ -10,9 +10,30 @@ import type { SampleRequest, SampledToken, SamplingParams, TopLogprob } from "./
  *        ├─ temperature < 1e-5: argmax (lowest id on ties)
  *        └─ ÷ temperature → top-k → top-p → min-p → inverse-CDF draw with u = uniformFor(seed, outputIndex)
  *
- * Nothing here sorts the whole vocabulary on the common paths: top-k is a partial selection, top-p
- * collects only the head of the distribution (widening until it holds top_p of the mass), and
- * plain temperature sampling walks the vocabulary in id order.
+ * The temperature path, exactly (the native engine implements the same procedure):
+ *
+ *   w_i = exp((l_i − l_max) / T)   in double, l_i the (penalized) float32 logit, l_max the largest;
+ *                                  the w_i are probabilities up to one normalizer, and w = 1 at the max.
+ *   "Sorted order" = logit descending, lower id first among equal logits.
+ *   1. top-k (0 < k < vocab): the candidates are the first k tokens in sorted order; all others drop.
+ *   2. top-p (< 1): keep the shortest prefix of the candidates in sorted order whose Σ w reaches
+ *      top_p · Σ_candidates w (so at least one token). Ties at the boundary follow the sorted order:
+ *      of several tokens sharing the boundary logit, only as many as needed are kept, lowest ids first.
+ *      If rounding keeps the prefix sum from ever reaching the target, all candidates stay.
+ *   3. min-p (> 0): drop the kept tokens with w < min_p (the max token, w = 1, always stays).
+ *   4. draw: total = Σ w over the kept tokens in ascending id order; walk the kept tokens in ascending
+ *      id order adding w to cum, and return the first whose cum > u · total (the last kept token if
+ *      rounding leaves u · total above the final cum).
+ *
+ * The draw order (token id, not probability) leaves the distribution unchanged and needs no sort; the
+ * result is a pure function of (logits, params, seed, outputIndex). The sums in steps 1–2 are in
+ * double but their grouping is not part of the contract (the prefix sum of step 2 may be accumulated
+ * bucket by bucket), so engines may disagree only on a token whose inclusion hinges on the last bit.
+ *
+ * Cost is O(vocab) with one exp per token and no full sort: top-k is a partial selection (a sorted
+ * list when k ≤ 1024, else a quickselect threshold), and top-p finds its boundary with a histogram of
+ * the weights by (l_max − l)/T, then sorts only the tokens in the bucket that holds the boundary
+ * (re-bucketing that bucket when it is large). Scratch buffers are reused across calls.
  */
 
 /** What `sampleToken` returns: a SampledToken without its seqId. */
@@ -125,119 +146,270 @@ export function logSumExp(v: Float32Array): number {
   return max + Math.log(sum);
 }
 
-/** Reused across calls: exp weights of the whole vocabulary on the unfiltered path. */
-let vocabScratch = new Float64Array(0);
+// Scratch buffers, reused across calls (sampling is synchronous, so one set suffices).
+let weightScratch = new Float64Array(0);
+let idScratch = new Int32Array(0);
+let selectScratch = new Float32Array(0);
 
-/**
- * Temperature sampling with the top-k / top-p / min-p filters. Works on weights
- * w_i = exp((l_i − l_max) / T), i.e. probabilities up to one normalizer, so the largest weight is 1.
- */
+/** Top-k up to this size works on the sorted candidate list; above it, on a mask over the vocabulary. */
+const LIST_TOP_K = 1024;
+/** Top-p histogram: BUCKETS buckets of (l_max − l)/T, BUCKET_SCALE per unit; the last one takes the rest. */
+const BUCKETS = 1024;
+const BUCKET_SCALE = 32;
+/** A boundary bucket with more tokens than this is re-bucketed over its own range before sorting. */
+const SORT_LIMIT = 2048;
+const bucketMass = new Float64Array(BUCKETS);
+const bucketCount = new Int32Array(BUCKETS);
+
+function weightBuffer(vocab: number): Float64Array {
+  if (weightScratch.length < vocab) weightScratch = new Float64Array(vocab);
+  return weightScratch;
+}
+
+function idBuffer(n: number): Int32Array {
+  if (idScratch.length < n) idScratch = new Int32Array(Math.max(n, 1024));
+  return idScratch;
+}
+
+/** Temperature sampling with the top-k / top-p / min-p filters, as documented at the top of the file. */
 function sampleWithTemperature(logits: Float32Array, p: SamplingParams, u: number): number {
   const vocab = logits.length;
   const invT = 1 / p.temperature;
   const topK = p.topK > 0 && p.topK < vocab ? p.topK : 0;
-  const useTopP = p.topP < 1;
   let maxL = -Infinity;
   for (let i = 0; i < vocab; i++) if (logits[i] > maxL) maxL = logits[i];
+  if (!(maxL > -Infinity)) return argmax(logits); // everything masked: nothing to weigh
 
-  if (topK === 0 && !useTopP) {
-    // No sorted filter: walk the vocabulary in id order (min-p just zeroes small weights).
-    if (vocabScratch.length < vocab) vocabScratch = new Float64Array(vocab);
-    const w = vocabScratch;
-    let total = 0;
-    for (let i = 0; i < vocab; i++) {
-      let wi = Math.exp((logits[i] - maxL) * invT);
-      if (wi < p.minP) wi = 0;
-      w[i] = wi;
-      total += wi;
-    }
-    const target = u * total;
-    let cum = 0;
-    let lastKept = 0;
-    for (let i = 0; i < vocab; i++) {
-      if (w[i] === 0) continue;
-      cum += w[i];
-      lastKept = i;
-      if (cum > target) return i;
-    }
-    return lastKept; // u·total rounded above the final sum
+  if (topK > 0 && topK <= LIST_TOP_K) return sampleFromList(logits, topKIndices(logits, topK), maxL, invT, p, u);
+
+  const w = weightBuffer(vocab);
+  let mass = 0;
+  for (let i = 0; i < vocab; i++) {
+    const wi = Math.exp((logits[i] - maxL) * invT);
+    w[i] = wi;
+    mass += wi;
   }
+  if (topK > 0) mass = keepTopK(logits, w, topK);
+  let cut: TopPCut = KEEP_ALL;
+  if (p.topP < 1) cut = topPCut(logits, w, vocab, maxL, invT, p.topP * mass);
+  return draw(logits, w, vocab, cut, p.minP, u);
+}
 
-  // Candidates sorted by logit, descending (ties: lower id first), with their weights.
-  let ids: number[];
-  let topPMass: number;
-  if (topK > 0) {
-    ids = topKIndices(logits, topK);
-    topPMass = 0;
-    for (const id of ids) topPMass += Math.exp((logits[id] - maxL) * invT);
-  } else {
-    const head = topPHead(logits, maxL, invT, p.topP);
-    ids = head.ids;
-    topPMass = head.total;
-  }
-  const w = ids.map((id) => Math.exp((logits[id] - maxL) * invT));
+/**
+ * The list path for a small top-k: `ids` are the k candidates in sorted order. Top-p and min-p cut
+ * the list; the kept tokens are then drawn from in id order.
+ */
+function sampleFromList(logits: Float32Array, ids: number[], maxL: number, invT: number, p: SamplingParams, u: number): number {
+  const k = ids.length;
+  const w = new Float64Array(k);
+  let mass = 0;
+  for (let j = 0; j < k; j++) mass += w[j] = Math.exp((logits[ids[j]] - maxL) * invT);
 
-  let n = ids.length;
-  if (useTopP) {
-    // Smallest prefix whose probability (normalized over the top-k set, or the whole vocab) reaches top_p.
-    const target = p.topP * topPMass;
+  let n = k;
+  if (p.topP < 1) {
+    const target = p.topP * mass;
     let cum = 0;
-    for (let i = 0; i < n; i++) {
-      cum += w[i];
+    for (let j = 0; j < k; j++) {
+      cum += w[j];
       if (cum >= target) {
-        n = i + 1;
+        n = j + 1;
         break;
       }
     }
   }
   if (p.minP > 0) {
-    // w is relative to the max probability (w[0] = 1), so min-p keeps the prefix with w >= min_p.
-    let keep = 1;
+    let keep = 1; // w[0] = 1 ≥ min_p
     while (keep < n && w[keep] >= p.minP) keep++;
     n = keep;
   }
 
+  const kept = Int32Array.from(ids.slice(0, n)).sort(); // ascending id
   let total = 0;
-  for (let i = 0; i < n; i++) total += w[i];
+  for (let j = 0; j < n; j++) total += Math.exp((logits[kept[j]] - maxL) * invT);
   const target = u * total;
   let cum = 0;
-  for (let i = 0; i < n; i++) {
-    cum += w[i];
-    if (cum > target) return ids[i];
+  for (let j = 0; j < n; j++) {
+    cum += Math.exp((logits[kept[j]] - maxL) * invT);
+    if (cum > target) return kept[j];
   }
-  return ids[n - 1];
+  return kept[n - 1];
 }
 
 /**
- * The head of the distribution that holds at least top_p of the probability mass, sorted
- * descending, plus the full normalizer Σ w over the vocabulary. It collects tokens within `gap`
- * (in temperature-scaled logits) of the max and widens the gap until they hold enough mass —
- * usually one pass, and only the collected tokens are sorted.
+ * Zeroes the weights outside the top k (the k largest logits, lower id first among equals) and
+ * returns the candidates' Σ w.
  */
-function topPHead(logits: Float32Array, maxL: number, invT: number, topP: number): { ids: number[]; total: number } {
+function keepTopK(logits: Float32Array, w: Float64Array, k: number): number {
   const vocab = logits.length;
-  let total = 0;
-  let lowest = Infinity;
+  if (selectScratch.length < vocab) selectScratch = new Float32Array(vocab);
+  const copy = selectScratch.subarray(0, vocab);
+  copy.set(logits);
+  const threshold = kthLargest(copy, k);
+  let above = 0;
+  for (let i = 0; i < vocab; i++) if (logits[i] > threshold) above++;
+  let ties = k - above; // tokens at the threshold that stay, lowest ids first
+  let mass = 0;
   for (let i = 0; i < vocab; i++) {
-    total += Math.exp((logits[i] - maxL) * invT);
-    if (logits[i] < lowest && logits[i] > -Infinity) lowest = logits[i]; // −∞ (masked) never joins
+    const l = logits[i];
+    if (l > threshold || (l === threshold && ties-- > 0)) mass += w[i];
+    else w[i] = 0;
   }
-  const target = topP * total;
-  for (let gap = 8; ; gap *= 2) {
-    const minL = maxL - gap / invT;
-    const ids: number[] = [];
-    let mass = 0;
-    for (let i = 0; i < vocab; i++) {
-      if (logits[i] >= minL) {
-        ids.push(i);
-        mass += Math.exp((logits[i] - maxL) * invT);
+  return mass;
+}
+
+/**
+ * Where top-p cuts: keep the tokens with logit > `logit`, and the first `quota` tokens (lowest ids)
+ * with logit === `logit`.
+ */
+interface TopPCut {
+  logit: number;
+  quota: number;
+}
+const KEEP_ALL: TopPCut = { logit: -Infinity, quota: Infinity };
+
+/**
+ * Finds the shortest prefix of the candidates (w > 0) in sorted order whose Σ w ≥ target. A histogram
+ * of the candidates by (l_max − l)/T, with each bucket's mass, locates the bucket holding the boundary;
+ * only that bucket's tokens are then ordered. Bucket indices are monotone in the logit, so equal
+ * logits share a bucket and the buckets before the boundary one lie wholly inside the prefix.
+ */
+function topPCut(logits: Float32Array, w: Float64Array, vocab: number, maxL: number, invT: number, target: number): TopPCut {
+  bucketMass.fill(0);
+  bucketCount.fill(0);
+  const scale = invT * BUCKET_SCALE;
+  const last = BUCKETS - 1;
+  for (let i = 0; i < vocab; i++) {
+    const wi = w[i];
+    if (wi === 0) continue;
+    const t = (maxL - logits[i]) * scale;
+    const b = t < last ? t | 0 : last;
+    bucketMass[b] += wi;
+    bucketCount[b]++;
+  }
+  let cum = 0;
+  for (let b = 0; b < BUCKETS; b++) {
+    if (bucketCount[b] === 0) continue;
+    if (cum + bucketMass[b] < target) {
+      cum += bucketMass[b];
+      continue;
+    }
+    const n = bucketCount[b];
+    const ids = idBuffer(n);
+    let m = 0;
+    for (let i = 0; i < vocab && m < n; i++) {
+      if (w[i] === 0) continue;
+      const t = (maxL - logits[i]) * scale;
+      if ((t < last ? t | 0 : last) === b) ids[m++] = i;
+    }
+    const found = resolveBoundary(logits, w, ids.subarray(0, n), maxL, invT, cum, target, 0);
+    if (found.cut) return found.cut;
+    cum = found.cum; // rounding: the tokens one by one fell just short of the bucket sum
+  }
+  return KEEP_ALL;
+}
+
+/**
+ * Walks `ids` (candidates in ascending id order, all inside one bucket) in sorted order from `cum`
+ * until Σ w ≥ target. Large sets are re-bucketed over their own range of (l_max − l)/T first.
+ */
+function resolveBoundary(
+  logits: Float32Array,
+  w: Float64Array,
+  ids: Int32Array,
+  maxL: number,
+  invT: number,
+  cum: number,
+  target: number,
+  depth: number,
+): { cut?: TopPCut; cum: number } {
+  const n = ids.length;
+  const l0 = logits[ids[0]];
+  let allEqual = true;
+  for (let j = 1; j < n && allEqual; j++) allEqual = logits[ids[j]] === l0;
+  if (allEqual) {
+    // Ties: sorted order is id order, which `ids` already is.
+    for (let j = 0; j < n; j++) {
+      cum += w[ids[j]];
+      if (cum >= target) return { cut: { logit: l0, quota: j + 1 }, cum };
+    }
+    return { cum };
+  }
+
+  if (n > SORT_LIMIT && depth < 8) {
+    let dMin = Infinity;
+    let dMax = -Infinity;
+    for (let j = 0; j < n; j++) {
+      const d = (maxL - logits[ids[j]]) * invT;
+      if (d < dMin) dMin = d;
+      if (d > dMax) dMax = d;
+    }
+    if (dMax > dMin) {
+      const last = BUCKETS - 1;
+      const scale = last / (dMax - dMin);
+      const index = (id: number): number => {
+        const t = ((maxL - logits[id]) * invT - dMin) * scale;
+        return t < last ? t | 0 : last;
+      };
+      const mass = new Float64Array(BUCKETS);
+      const count = new Int32Array(BUCKETS);
+      for (let j = 0; j < n; j++) {
+        const b = index(ids[j]);
+        mass[b] += w[ids[j]];
+        count[b]++;
       }
-    }
-    if (mass >= target || minL <= lowest) {
-      sortByValueDesc(ids, logits);
-      return { ids, total };
+      for (let b = 0; b < BUCKETS; b++) {
+        if (count[b] === 0) continue;
+        if (cum + mass[b] < target) {
+          cum += mass[b];
+          continue;
+        }
+        const sub = new Int32Array(count[b]);
+        let m = 0;
+        for (let j = 0; j < n; j++) if (index(ids[j]) === b) sub[m++] = ids[j];
+        const found = resolveBoundary(logits, w, sub, maxL, invT, cum, target, depth + 1);
+        if (found.cut) return found;
+        cum = found.cum;
+      }
+      return { cum };
     }
   }
+
+  ids.sort((a, b) => logits[b] - logits[a] || a - b);
+  for (let j = 0; j < n; j++) {
+    cum += w[ids[j]];
+    if (cum >= target) {
+      const logit = logits[ids[j]];
+      let quota = 1;
+      for (let k = j - 1; k >= 0 && logits[ids[k]] === logit; k--) quota++;
+      return { cut: { logit, quota }, cum };
+    }
+  }
+  return { cum };
+}
+
+/** Applies the top-p cut and min-p to `w`, then the inverse-CDF draw over the kept tokens in id order. */
+function draw(logits: Float32Array, w: Float64Array, vocab: number, cut: TopPCut, minP: number, u: number): number {
+  const cutLogit = cut.logit;
+  let quota = cut.quota;
+  let total = 0;
+  for (let i = 0; i < vocab; i++) {
+    const wi = w[i];
+    if (wi === 0) continue;
+    const l = logits[i];
+    if (l < cutLogit || (l === cutLogit && quota-- <= 0) || wi < minP) w[i] = 0;
+    else total += wi;
+  }
+  const target = u * total;
+  let cum = 0;
+  let lastKept = -1;
+  for (let i = 0; i < vocab; i++) {
+    const wi = w[i];
+    if (wi === 0) continue;
+    cum += wi;
+    lastKept = i;
+    if (cum > target) return i;
+  }
+  return lastKept >= 0 ? lastKept : argmax(logits); // u·total rounded above the final sum
 }
 
 function sortByValueDesc(ids: number[], v: Float32Array): void {
@@ -259,7 +431,10 @@ export function topKIndices(v: Float32Array, k: number): number[] {
   }
   if (k <= 64) return topKSmall(v, k);
 
-  const threshold = kthLargest(v.slice(), k);
+  if (selectScratch.length < n) selectScratch = new Float32Array(n);
+  const copy = selectScratch.subarray(0, n);
+  copy.set(v);
+  const threshold = kthLargest(copy, k);
   const ids: number[] = [];
   for (let i = 0; i < n; i++) if (v[i] > threshold) ids.push(i);
   for (let i = 0; i < n && ids.length < k; i++) if (v[i] === threshold) ids.push(i);

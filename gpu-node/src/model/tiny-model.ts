@@ -85,7 +85,7 @@ export async function makeTinyModel(options: TinyModelOptions): Promise<string> 
   const tmp = await mkdtemp(join(parent, `.${basename(outDir)}.tmp-`));
   try {
     await writeTinyModelFiles(tmp, options);
-    await moveIntoPlace(tmp, outDir, options.overwrite ?? false);
+    await moveIntoPlace(tmp, outDir, () => options.overwrite ?? false);
   } catch (e) {
     await rm(tmp, { recursive: true, force: true });
     throw e;
@@ -112,9 +112,10 @@ export async function ensureTinyModel(options: { dir?: string; log?: (line: stri
   const tmp = await mkdtemp(join(parent, `.${basename(outDir)}.tmp-`));
   try {
     await writeTinyModelFiles(tmp, { outDir });
-    // Another process may have finished first; theirs is as good as ours.
+    // Another process may have finished first: theirs is as good as ours, and replacing it could
+    // pull files from under a reader. Only a stale (older version) directory is replaced.
     if (isCurrentTinyModel(outDir)) await rm(tmp, { recursive: true, force: true });
-    else await moveIntoPlace(tmp, outDir, true);
+    else await moveIntoPlace(tmp, outDir, () => !isCurrentTinyModel(outDir));
   } catch (e) {
     await rm(tmp, { recursive: true, force: true });
     if (isCurrentTinyModel(outDir)) return outDir;
@@ -132,14 +133,15 @@ function isCurrentTinyModel(dir: string): boolean {
   }
 }
 
-async function moveIntoPlace(tmp: string, outDir: string, overwrite: boolean): Promise<void> {
+/** Renames `tmp` to `outDir`; an existing non-empty `outDir` is replaced when `overwrite()` says so, else kept (ours is dropped by the caller). */
+async function moveIntoPlace(tmp: string, outDir: string, overwrite: () => boolean): Promise<void> {
   try {
     await rename(tmp, outDir); // also replaces an empty directory
     return;
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code !== "ENOTEMPTY" && code !== "EEXIST") throw e;
-    if (!overwrite) throw new Error(`makeTinyModel: ${outDir} exists and is not empty (pass overwrite: true to replace it)`);
+    if (!overwrite()) throw new Error(`makeTinyModel: ${outDir} exists and is not empty (pass overwrite: true to replace it)`, { cause: e });
   }
   const old = `${tmp}.old`;
   await rename(outDir, old);

@@ -1,8 +1,9 @@
+import type { HttpBindings } from "@hono/node-server";
 import { Hono, type Context } from "hono";
 import { tokenizeRequestSchema, zodErrorBody } from "@seventy/sdk/protocol";
 import { chatCompletions } from "./chat-route.js";
 import { completions } from "./completions-route.js";
-import type { NodeContext } from "./context.js";
+import type { NodeContext, RequestConn } from "./context.js";
 import { HttpError } from "./http-error.js";
 import { checkModel } from "./request-prep.js";
 import { SignatureVerifier } from "./signature.js";
@@ -10,7 +11,7 @@ import { SignatureVerifier } from "./signature.js";
 const REQUEST_ID_RE = /^[\w.:\-]{1,128}$/;
 
 /** Reads the body once, bounded by maxBodyBytes (413 beyond), so the signature covers exactly what is parsed. */
-async function readBody(c: Context, maxBytes: number): Promise<Uint8Array> {
+async function readBody(c: Context<NodeEnv>, maxBytes: number): Promise<Uint8Array> {
   const declared = Number(c.req.header("content-length") ?? "0");
   if (declared > maxBytes) throw new HttpError(413, `Request body too large (limit ${maxBytes} bytes).`, { code: "body_too_large" });
   const reader = c.req.raw.body?.getReader();
@@ -55,19 +56,24 @@ function parseJson(bytes: Uint8Array): unknown {
  * The gpu-node's HTTP API: OpenAI-compatible chat completions and completions, vLLM's /tokenize,
  * /health and Prometheus /metrics.
  */
-export function createApp(ctx: NodeContext): Hono {
-  const app = new Hono();
+/** Node's bindings are present when served by @hono/node-server; absent under `app.fetch`. */
+export type NodeEnv = { Bindings: Partial<HttpBindings>; Variables: { requestId: string } };
+
+export function createApp(ctx: NodeContext): Hono<NodeEnv> {
+  const app = new Hono<NodeEnv>();
   const verifier = ctx.secret ? new SignatureVerifier(ctx.secret) : null;
 
   app.use("*", async (c, next) => {
     const given = c.req.header("x-request-id");
     const requestId = given && REQUEST_ID_RE.test(given) ? given : crypto.randomUUID();
+    c.set("requestId", requestId);
     await next();
-    c.res.headers.set("x-request-id", requestId);
+    // A stream written straight to Node already carries the header (and its marker response is shared).
+    if (!c.res.headers.has("x-hono-already-sent")) c.res.headers.set("x-request-id", requestId);
   });
 
   /** Reads, verifies and parses a JSON body for the API routes. */
-  async function jsonBody(c: Context): Promise<unknown> {
+  async function jsonBody(c: Context<NodeEnv>): Promise<unknown> {
     if (ctx.draining) {
       throw new HttpError(503, "This node is draining and takes no new requests.", {
         code: "node_draining",
@@ -79,8 +85,13 @@ export function createApp(ctx: NodeContext): Hono {
     return parseJson(bytes);
   }
 
-  app.post("/v1/chat/completions", async (c) => chatCompletions(ctx, await jsonBody(c), c.req.raw.signal));
-  app.post("/v1/completions", async (c) => completions(ctx, await jsonBody(c), c.req.raw.signal));
+  const conn = (c: Context<NodeEnv>): RequestConn => ({
+    signal: c.req.raw.signal,
+    outgoing: c.env?.outgoing,
+    requestId: c.get("requestId"),
+  });
+  app.post("/v1/chat/completions", async (c) => chatCompletions(ctx, await jsonBody(c), conn(c)));
+  app.post("/v1/completions", async (c) => completions(ctx, await jsonBody(c), conn(c)));
 
   app.get("/v1/models", async (c) => {
     if (verifier) await verifier.verify(c.req.raw, new Uint8Array(0));

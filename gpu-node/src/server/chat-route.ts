@@ -7,11 +7,12 @@ import {
   type Tool,
   type ToolCall,
 } from "@seventy/sdk/protocol";
-import type { NodeContext } from "./context.js";
+import type { NodeContext, RequestConn } from "./context.js";
+import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { Generation, type ChoiceDelta, type FinishReason, type GenerationUsage, type TokenLogprobInfo } from "./generation.js";
 import { HttpError } from "./http-error.js";
 import { checkModel, newId, resolveMaxTokens, samplingParams, stopStrings } from "./request-prep.js";
-import { SSE_HEADERS, SseWriter } from "./sse.js";
+import { SseWriter } from "./sse.js";
 import { tokenText } from "./token-text.js";
 import { parseToolCalls } from "./tool-calls.js";
 import { admit, observeRequest } from "./admission.js";
@@ -66,7 +67,7 @@ function toLogprobs(ctx: NodeContext, infos: TokenLogprobInfo[]): TokenLogprob[]
   });
 }
 
-export async function chatCompletions(ctx: NodeContext, body: unknown, signal: AbortSignal): Promise<Response> {
+export async function chatCompletions(ctx: NodeContext, body: unknown, conn: RequestConn): Promise<Response> {
   const parsed = chatCompletionRequestSchema.safeParse(body);
   if (!parsed.success) {
     return new Response(JSON.stringify(zodErrorBody(parsed.error)), {
@@ -114,7 +115,7 @@ export async function chatCompletions(ctx: NodeContext, body: unknown, signal: A
   const makeToolCallId = () => `call_${crypto.randomUUID().replace(/-/g, "").slice(0, 24)}`;
 
   if (req.stream) {
-    return streamChat(ctx, spec, { id, created, includeUsage: req.stream_options?.include_usage === true, tools, makeToolCallId }, signal);
+    return streamChat(ctx, spec, { id, created, includeUsage: req.stream_options?.include_usage === true, tools, makeToolCallId }, conn);
   }
 
   // Non-streaming: collect every choice, then answer once.
@@ -141,7 +142,7 @@ export async function chatCompletions(ctx: NodeContext, body: unknown, signal: A
   });
   // Admission errors (queue full, too large) are thrown here, before any response exists.
   admit(gen);
-  signal.addEventListener("abort", () => gen.cancel(), { once: true });
+  conn.signal.addEventListener("abort", () => gen.cancel(), { once: true });
   const usage = await done.catch((err: Error) => {
     observe.done("error");
     throw new HttpError(500, `Generation failed: ${err.message}`, { code: "engine_error" });
@@ -190,7 +191,7 @@ function streamChat(
   ctx: NodeContext,
   spec: ConstructorParameters<typeof Generation>[1],
   opts: StreamOpts,
-  signal: AbortSignal,
+  conn: RequestConn,
 ): Response {
   // Every chunk shares this prefix; building it once keeps the per-token cost to one small stringify.
   const head = `{"id":"${opts.id}","object":"chat.completion.chunk","created":${opts.created},"model":${JSON.stringify(ctx.modelName)},"system_fingerprint":null,"choices":[`;
@@ -199,13 +200,14 @@ function streamChat(
   const toolBuffer: Array<string | null> = new Array(n).fill(null);
   const started = new Array<boolean>(n).fill(false);
   const observe = observeRequest(ctx, spec.promptTokenIds.length);
-  let gen!: Generation;
-  const sse = new SseWriter(() => gen.cancel());
+  // Created after admission succeeds, so a refusal can still be an ordinary error response.
+  // Scheduler events are always delivered asynchronously, after this function returns.
+  let sse!: SseWriter;
 
   const choiceChunk = (index: number, delta: string, logprobs: string, finish: string) =>
     `${head}{"index":${index},"delta":${delta},"logprobs":${logprobs},"finish_reason":${finish}}]}`;
 
-  gen = new Generation(ctx.scheduler, spec, ctx.makeDetokenizer, {
+  const gen = new Generation(ctx.scheduler, spec, ctx.makeDetokenizer, {
     onToken: observe.onToken,
     onDelta(d) {
       let text = d.text;
@@ -253,6 +255,7 @@ function streamChat(
     },
   });
   admit(gen);
-  signal.addEventListener("abort", () => gen.cancel(), { once: true });
-  return new Response(sse.stream, { headers: SSE_HEADERS });
+  sse = new SseWriter(() => gen.cancel(), conn.outgoing, { "x-request-id": conn.requestId });
+  conn.signal.addEventListener("abort", () => gen.cancel(), { once: true });
+  return sse.response(RESPONSE_ALREADY_SENT);
 }

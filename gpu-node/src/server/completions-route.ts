@@ -1,11 +1,12 @@
 import { completionRequestSchema, zodErrorBody, type Completion } from "@seventy/sdk/protocol";
 import { admit, observeRequest } from "./admission.js";
 import { usageJson } from "./chat-route.js";
-import type { NodeContext } from "./context.js";
+import type { NodeContext, RequestConn } from "./context.js";
+import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { Generation, type FinishReason, type GenerationUsage, type TokenLogprobInfo } from "./generation.js";
 import { HttpError } from "./http-error.js";
 import { checkModel, newId, resolveMaxTokens, samplingParams, stopStrings } from "./request-prep.js";
-import { SSE_HEADERS, SseWriter } from "./sse.js";
+import { SseWriter } from "./sse.js";
 import { tokenText } from "./token-text.js";
 
 /** Legacy completions logprobs: parallel arrays, top_logprobs as {token: logprob} maps. */
@@ -28,7 +29,7 @@ function legacyLogprobs(ctx: NodeContext, infos: TokenLogprobInfo[], startOffset
   return { tokens, token_logprobs: tokenLogprobs, top_logprobs: top, text_offset: offsets };
 }
 
-export async function completions(ctx: NodeContext, body: unknown, signal: AbortSignal): Promise<Response> {
+export async function completions(ctx: NodeContext, body: unknown, conn: RequestConn): Promise<Response> {
   const parsed = completionRequestSchema.safeParse(body);
   if (!parsed.success) {
     return new Response(JSON.stringify(zodErrorBody(parsed.error)), {
@@ -87,7 +88,8 @@ export async function completions(ctx: NodeContext, body: unknown, signal: Abort
     rejectAll = rej;
   });
   const stream = req.stream === true;
-  const sse = stream ? new SseWriter(() => gens.forEach((g) => g.cancel())) : null;
+  // Created after admission succeeds (below); events are always delivered after this function returns.
+  let sse: SseWriter | null = null;
   const head = `{"id":"${id}","object":"text_completion","created":${created},"model":${JSON.stringify(ctx.modelName)},"system_fingerprint":null,"choices":[`;
 
   prompts.forEach((ids, pi) => {
@@ -148,22 +150,24 @@ export async function completions(ctx: NodeContext, body: unknown, signal: Abort
     gens.forEach((g) => g.cancel());
     throw err;
   }
-  signal.addEventListener("abort", () => gens.forEach((g) => g.cancel()), { once: true });
+  conn.signal.addEventListener("abort", () => gens.forEach((g) => g.cancel()), { once: true });
 
-  if (sse) {
+  if (stream) {
+    const writer = new SseWriter(() => gens.forEach((g) => g.cancel()), conn.outgoing, { "x-request-id": conn.requestId });
+    sse = writer;
     all.then(
       () => {
         if (req.stream_options?.include_usage) {
-          sse.data(`${head}],"usage":${JSON.stringify(usageJson(usage))}}`);
+          writer.data(`${head}],"usage":${JSON.stringify(usageJson(usage))}}`);
         }
-        sse.done();
+        writer.done();
       },
       (err: Error) => {
-        sse.data(JSON.stringify({ error: { message: `Generation failed: ${err.message}`, type: "server_error", param: null, code: "engine_error" } }));
-        sse.close();
+        writer.data(JSON.stringify({ error: { message: `Generation failed: ${err.message}`, type: "server_error", param: null, code: "engine_error" } }));
+        writer.close();
       },
     );
-    return new Response(sse.stream, { headers: SSE_HEADERS });
+    return writer.response(RESPONSE_ALREADY_SENT);
   }
   try {
     await all;

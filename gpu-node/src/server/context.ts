@@ -1,3 +1,4 @@
+import type { ServerResponse } from "node:http";
 import type { Scheduler } from "../scheduler/index.js";
 import type { IncrementalDetokenizer, TokenByteTable } from "./detokenizer.js";
 import type { NodeMetrics } from "./metrics.js";
@@ -37,4 +38,13 @@ export interface NodeContext {
   /** Set while draining: new requests get 503. */
   draining: boolean;
   startedAt: number;
+}
+
+/** The client connection of one request, as the route handlers need it. */
+export interface RequestConn {
+  /** Aborts when the client goes away before the response is complete. */
+  signal: AbortSignal;
+  /** Node's response object, when served by Node: streams are written to it directly. */
+  outgoing?: ServerResponse;
+  requestId: string;
 }

@@ -86,3 +86,17 @@ describe("retry policy", () => {
     expect(retryDelayMs(1, new Headers({ "retry-after": "61" }))).toBeUndefined();
   });
 });
+
+describe("errors inside a stream", () => {
+  it("take their status from status, a numeric code, or the type", async () => {
+    const { inStreamError } = await import("./source.js");
+    expect(inStreamError({ error: { message: "m", type: "x", status: 429 } }, undefined)).toBeInstanceOf(RateLimitError);
+    expect(inStreamError({ error: { message: "m", type: "x", code: 400 } }, undefined)).toBeInstanceOf(BadRequestError);
+    const cut = inStreamError({ error: { message: "node gone", type: "server_error", param: null, code: "upstream_disconnected" } }, undefined);
+    expect(cut).toBeInstanceOf(InternalServerError);
+    expect(cut).toMatchObject({ status: 500, code: "upstream_disconnected", message: "500 node gone" });
+    const unknown = inStreamError({ error: { message: "odd", type: "weird" } }, undefined);
+    expect(unknown.constructor).toBe(APIError);
+    expect(unknown.status).toBeUndefined();
+  });
+});

@@ -173,19 +173,34 @@ export class SSESource<T> implements ChunkSource<T> {
   }
 }
 
+/** The status each OpenAI error `type` stands for (the inverse of the protocol's `errorTypeForStatus`). */
+const STATUS_FOR_TYPE: Record<string, number> = {
+  invalid_request_error: 400,
+  authentication_error: 401,
+  permission_error: 403,
+  not_found_error: 404,
+  rate_limit_error: 429,
+  server_error: 500,
+  service_unavailable_error: 503,
+  timeout_error: 504,
+};
+
 /**
- * An error event inside a 200 stream. Its status comes from the event (`error.status`, or a numeric
- * `error.code` as vLLM sends), so a rate limit mid-stream is still a `RateLimitError`.
+ * An error event inside a 200 stream. Its status is the event's `error.status`, else a numeric
+ * `error.code` (as vLLM sends), else the status its `type` stands for, so a node failing mid-stream
+ * is an `InternalServerError` and a rate limit mid-stream a `RateLimitError`.
  */
 export function inStreamError(value: unknown, headers: Headers | undefined): APIError {
   const raw = (value as { error?: unknown } | null)?.error ?? value;
   const error: APIErrorObject =
     typeof raw === "object" && raw !== null ? (raw as APIErrorObject) : { message: String(raw ?? "unknown error") };
   const statusField = (error as { status?: unknown }).status;
-  const status =
+  let status =
     typeof statusField === "number" ? statusField : typeof error.code === "number" ? error.code : undefined;
-  const valid = status !== undefined && status >= 400 && status < 600 ? status : undefined;
-  return APIError.generate(valid, error, error.message ?? "The server reported an error in the stream.", headers);
+  if (status === undefined || status < 400 || status >= 600) {
+    status = typeof error.type === "string" ? STATUS_FOR_TYPE[error.type] : undefined;
+  }
+  return APIError.generate(status, error, error.message ?? "The server reported an error in the stream.", headers);
 }
 
 /** The body of an in-stream error event for `err`, readable back by `inStreamError`. */

@@ -1,0 +1,52 @@
+import type { ChildProcess } from "node:child_process";
+
+export interface GroupChild extends ChildProcess {
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  output(): string;
+}
+
+export const ROOT: string;
+export function wranglerEnv(): NodeJS.ProcessEnv;
+export function freePort(): Promise<number>;
+export function sleep(ms: number): Promise<void>;
+export function waitFor<T>(check: () => T | Promise<T>, opts?: { timeoutMs?: number; intervalMs?: number; what?: string }): Promise<NonNullable<T>>;
+export function spawnGroup(cmd: string, args: string[], opts?: { env?: NodeJS.ProcessEnv; cwd?: string; echo?: string | null }): GroupChild;
+export function stopGroup(child: GroupChild | undefined, signal?: NodeJS.Signals, graceMs?: number): Promise<void>;
+
+export interface Started {
+  url: string;
+  child: GroupChild;
+  stop(): Promise<void>;
+}
+
+export function startEdge(opts: {
+  port: number;
+  inspectorPort: number;
+  adminToken: string;
+  nodeSecret: string;
+  vars?: Record<string, string>;
+  stateDir: string;
+  echo?: string | null;
+  timeoutMs?: number;
+}): Promise<Started>;
+
+export function startNode(opts: {
+  port: number;
+  edgeUrl?: string;
+  secret?: string;
+  nodeId?: string;
+  engine?: "reference" | "simulated" | "native";
+  args?: string[];
+  env?: Record<string, string>;
+  echo?: string | null;
+  timeoutMs?: number;
+}): Promise<Started & { id: string | undefined }>;
+
+export function adminCall(edgeUrl: string, token: string, method: string, path: string, json?: unknown): Promise<any>;
+
+export function waitForNodes(
+  edgeUrl: string,
+  token: string,
+  ids: string[],
+  opts?: { status?: string; timeoutMs?: number },
+): Promise<{ id: string; status: string; url: string }[]>;

@@ -1,0 +1,188 @@
+// Starting and stopping the local stack (wrangler dev + gpu-nodes) for `npm start`, the
+// integration tests and the benchmark. Every child runs in its own process group so that one
+// signal stops it and everything it started.
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { chmod, mkdir, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** The repository root. */
+export const ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
+
+/** wrangler offline: no metrics, no network look-ups, no banner, config kept in the project. */
+export function wranglerEnv() {
+  return {
+    ...process.env,
+    WRANGLER_SEND_METRICS: "false",
+    CLOUDFLARE_CF_FETCH_ENABLED: "false",
+    WRANGLER_HIDE_BANNER: "true",
+    XDG_CONFIG_HOME: join(ROOT, ".wrangler", "config"),
+  };
+}
+
+/** A port the OS says is free now. */
+export async function freePort() {
+  const server = createServer();
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address();
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+export function sleep(ms) {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Polls `check` until it returns a truthy value (returned), or fails after `timeoutMs`. */
+export async function waitFor(check, { timeoutMs = 30_000, intervalMs = 100, what = "condition" } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${last.message}` : ""}`);
+    await sleep(intervalMs);
+  }
+}
+
+/**
+ * Spawns a child in its own process group, keeping the last output for error messages.
+ * `echo` copies its output to this process's stdout/stderr with a prefix.
+ */
+export function spawnGroup(cmd, args, { env = process.env, cwd = ROOT, echo = null } = {}) {
+  const child = spawn(cmd, args, { cwd, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+  let tail = "";
+  const keep = (buf, stream) => {
+    const s = buf.toString();
+    tail = (tail + s).slice(-8000);
+    if (echo) for (const line of s.split("\n")) if (line.trim()) stream.write(`${echo} ${line}\n`);
+  };
+  child.stdout.on("data", (b) => keep(b, process.stdout));
+  child.stderr.on("data", (b) => keep(b, process.stderr));
+  child.exited = new Promise((r) => child.once("exit", (code, signal) => r({ code, signal })));
+  child.output = () => tail;
+  return child;
+}
+
+function alive(child) {
+  return child.exitCode === null && child.signalCode === null;
+}
+
+/** Signals the child's whole process group; escalates to SIGKILL after `graceMs`. */
+export async function stopGroup(child, signal = "SIGINT", graceMs = 5000) {
+  if (!child || !alive(child)) return;
+  try {
+    process.kill(-child.pid, signal);
+  } catch {
+    return;
+  }
+  const timer = sleep(graceMs).then(() => "timeout");
+  if ((await Promise.race([child.exited, timer])) === "timeout" && alive(child)) {
+    try {
+      process.kill(-child.pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+    await child.exited;
+  }
+}
+
+/**
+ * Starts the edge under `wrangler dev`, secrets passed through a private env file, and waits until
+ * it answers /health.
+ */
+export async function startEdge({
+  port,
+  inspectorPort,
+  adminToken,
+  nodeSecret,
+  vars = {},
+  stateDir,
+  echo = null,
+  timeoutMs = 60_000,
+}) {
+  await mkdir(stateDir, { recursive: true });
+  const envFile = join(stateDir, "edge.env");
+  await writeFile(envFile, `ADMIN_TOKEN=${adminToken}\nNODE_SECRET=${nodeSecret}\n`, { mode: 0o600 });
+  await chmod(envFile, 0o600);
+  const args = [
+    "dev",
+    "--config", join(ROOT, "wrangler.toml"),
+    "--ip", "127.0.0.1",
+    "--port", String(port),
+    "--inspector-port", String(inspectorPort),
+    "--show-interactive-dev-session=false",
+    "--env-file", envFile,
+    "--persist-to", join(stateDir, "wrangler-state"),
+    "--log-level", "warn",
+  ];
+  for (const [k, v] of Object.entries(vars)) args.push("--var", `${k}:${v}`);
+  const child = spawnGroup(join(ROOT, "node_modules", ".bin", "wrangler"), args, { env: wranglerEnv(), echo });
+  const url = `http://127.0.0.1:${port}`;
+  try {
+    await waitFor(
+      async () => {
+        if (!alive(child)) throw new Error(`wrangler dev exited:\n${child.output()}`);
+        const res = await fetch(`${url}/health`);
+        return res.ok;
+      },
+      { timeoutMs, intervalMs: 150, what: "wrangler dev to answer /health" },
+    );
+  } catch (err) {
+    await stopGroup(child);
+    throw new Error(`${err.message}\n${child.output()}`);
+  }
+  return { url, child, stop: () => stopGroup(child, "SIGINT") };
+}
+
+/** Starts a gpu-node (`node gpu-node/dist/cli.js serve ...`) and waits for "listening on". */
+export async function startNode({ port, edgeUrl, secret, nodeId, engine = "reference", args = [], env = {}, echo = null, timeoutMs = 90_000 }) {
+  const cli = join(ROOT, "gpu-node", "dist", "cli.js");
+  const argv = [cli, "serve", "--host", "127.0.0.1", "--port", String(port), "--engine", engine, ...args];
+  if (edgeUrl) argv.push("--edge", edgeUrl);
+  if (nodeId) argv.push("--node-id", nodeId);
+  const child = spawnGroup(process.execPath, argv, { env: { ...process.env, ...env, SEVENTY_NODE_SECRET: secret ?? "" }, echo });
+  try {
+    await waitFor(
+      () => {
+        if (!alive(child)) throw new Error(`gpu-node exited:\n${child.output()}`);
+        return /listening on http/.test(child.output());
+      },
+      { timeoutMs, intervalMs: 100, what: `gpu-node ${nodeId ?? port} to listen` },
+    );
+  } catch (err) {
+    await stopGroup(child, "SIGTERM");
+    throw new Error(`${err.message}\n${child.output()}`);
+  }
+  return { url: `http://127.0.0.1:${port}`, id: nodeId, child, stop: () => stopGroup(child, "SIGTERM") };
+}
+
+/** A JSON call to the admin API. */
+export async function adminCall(edgeUrl, token, method, path, json) {
+  const res = await fetch(`${edgeUrl}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, ...(json !== undefined ? { "content-type": "application/json" } : {}) },
+    body: json !== undefined ? JSON.stringify(json) : undefined,
+  });
+  const body = await res.json();
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(body)}`);
+  return body;
+}
+
+/** Waits until every id in `ids` is in the pool with `status` (default healthy). */
+export async function waitForNodes(edgeUrl, token, ids, { status = "healthy", timeoutMs = 30_000 } = {}) {
+  return waitFor(
+    async () => {
+      const { data } = await adminCall(edgeUrl, token, "GET", "/admin/nodes");
+      return ids.every((id) => data.some((n) => n.id === id && n.status === status)) ? data : null;
+    },
+    { timeoutMs, intervalMs: 100, what: `nodes ${ids.join(", ")} to be ${status}` },
+  );
+}

@@ -1,0 +1,112 @@
+// Launchers of the CUDA kernels. Each takes a stream and returns the launch error; none
+// synchronizes. Tensors are plain pointers; shapes are spelled out. Activations between kernels are
+// bf16 except the residual stream, which stays float32 for the whole forward pass.
+#pragma once
+
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+namespace seventy::cuda {
+
+enum class WFormat { BF16, FP8 };
+
+// A linear layer's weight [N, K] row-major (HF [out, in]); FP8: e4m3 with one float scale per row.
+// K must be a multiple of 8 (BF16) or 16 (FP8) so rows are 16-byte aligned.
+struct LinearWeight {
+  WFormat format = WFormat::BF16;
+  const void* data = nullptr;
+  const float* scales = nullptr;
+  int N = 0, K = 0;
+};
+
+// ---- embedding.cu ----
+// resid[r, :] = float(table[ids[r], :])
+cudaError_t embeddingGather(const uint16_t* table, int hidden, const int32_t* ids, int rows, float* resid, cudaStream_t s);
+
+// ---- rmsnorm.cu ----
+// For output row i (source row r = rowIndex ? rowIndex[i] : i):
+//   v = resid[r] + (delta ? delta[r] : 0);  if (writeBack) resid[r] = v;  out[i] = bf16(v · rsqrt(mean(v²) + eps) · w)
+cudaError_t rmsNormResidual(float* resid, const uint16_t* delta, const float* weight, int rows, int dim, float eps,
+                            uint16_t* out, const int32_t* rowIndex, bool writeBack, cudaStream_t s);
+
+// ---- gemv.cu: skinny GEMM on tensor cores, y[m, n] = Σ_k x[m, k] · W[n, k], any M (tiled by 64) ----
+cudaError_t gemvBf16Out(const uint16_t* x, int M, const LinearWeight& w, uint16_t* y, cudaStream_t s);
+cudaError_t gemvF32Out(const uint16_t* x, int M, const LinearWeight& w, float* y, cudaStream_t s);
+// W holds gate and up rows interleaved in groups of 8 (see gateUpRowOrder): y[m, j] = silu(gate_j) · up_j, j < N/2.
+cudaError_t gemvSwiglu(const uint16_t* x, int M, const LinearWeight& w, uint16_t* y, cudaStream_t s);
+
+// The fused QKV projection: W rows in qkvRowOrder, then RoPE (rotate_half, inv_freq from the host)
+// on q and k, q stored [M, numHeads·headDim] bf16, k and v written into the paged cache at slot[m]
+// (cache layout [block][kvHead][blockSize][headDim] bf16).
+struct QkvRopeArgs {
+  const int32_t* positions = nullptr;  // [M]
+  const int32_t* slots = nullptr;      // [M]; < 0: do not write the cache (padding rows)
+  const float* invFreq = nullptr;      // [headDim / 2]
+  uint16_t* q = nullptr;
+  uint16_t* kCache = nullptr;
+  uint16_t* vCache = nullptr;
+  int numHeads = 0, numKvHeads = 0, headDim = 0, blockSize = 0;
+};
+cudaError_t gemvQkvRope(const uint16_t* x, int M, const LinearWeight& w, const QkvRopeArgs& a, cudaStream_t s);
+
+// Row orders of the fused weights (index i of the fused matrix holds HF row order[i] of the concatenation).
+//  qkv: per head (q heads, then k, then v), 16-row tiles [d..d+7 | d+h..d+h+7] with h = headDim/2, so one
+//       tile's accumulators hold both halves RoPE rotates together. Needs headDim % 16 == 0.
+//  gate/up: tiles [gate 8j..8j+7 | up 8j..8j+7] (concatenation = [gate; up]).
+void qkvRowOrder(int numHeads, int numKvHeads, int headDim, int32_t* order);
+void gateUpRowOrder(int intermediate, int32_t* order);
+
+// ---- decode_attention.cu: paged attention, split-K (flash-decoding), GQA ----
+// Row m attends to positions [0, ctxLen[m]) of its sequence through blockTables + tableOffset[m].
+// Prefill rows are rows with ctxLen = pos + 1 (causal). numSplits > 1 needs `partial` workspace
+// of attentionWorkspaceBytes(rows, numSplits, numHeads, headDim).
+struct AttentionArgs {
+  const uint16_t* q = nullptr;  // [rows, numHeads·headDim]
+  const uint16_t* kCache = nullptr;
+  const uint16_t* vCache = nullptr;
+  const int32_t* blockTables = nullptr;
+  const int32_t* tableOffset = nullptr;  // [rows]
+  const int32_t* ctxLen = nullptr;       // [rows]
+  uint16_t* out = nullptr;               // [rows, numHeads·headDim]
+  float* partial = nullptr;
+  int rows = 0, numHeads = 0, numKvHeads = 0, headDim = 0, blockSize = 0, numSplits = 1;
+};
+size_t attentionWorkspaceBytes(int rows, int numSplits, int numHeads, int headDim);
+cudaError_t pagedAttention(const AttentionArgs& a, cudaStream_t s);
+
+// ---- sampling.cu ----
+// One row of parameters per sampled row (mirrors SamplingSpec).
+struct DeviceSamplingParams {
+  float temperature, topP, minP, presencePenalty, frequencyPenalty, repetitionPenalty;
+  int topK, logprobs;
+  unsigned long long seed, outputIndex;
+  int penaltyOffset, promptLen, outputLen, pad;
+};
+constexpr int kMaxTopLogprobs = 20;
+// logits [rows, vocab] float32 (raw). work: [rows, vocab] float32 scratch. Outputs per row: token,
+// logprob (of the raw logits), topIds/topLogprobs [rows, kMaxTopLogprobs].
+struct SamplingArgs {
+  const float* logits = nullptr;
+  float* work = nullptr;
+  const DeviceSamplingParams* params = nullptr;
+  const int32_t* penaltyTokens = nullptr;
+  int32_t* tokens = nullptr;
+  float* logprobs = nullptr;
+  int32_t* topIds = nullptr;
+  float* topLogprobs = nullptr;
+  int rows = 0, vocab = 0;
+};
+cudaError_t sampleTokens(const SamplingArgs& a, cudaStream_t s);
+
+// ---- weights.cu ----
+// dst[i, :] = src[order[i], :] (bf16 rows).
+cudaError_t permuteRows(uint16_t* dst, const uint16_t* src, const int32_t* order, int64_t rows, int64_t cols, cudaStream_t s);
+// Per row: scale = max|w| / 448 (1 when the row is zero), q = e4m3(w / scale), as the CPU quantizer.
+cudaError_t quantizeFp8Rows(const uint16_t* src, int64_t rows, int64_t cols, uint8_t* dst, float* scales, cudaStream_t s);
+// Seeded dummy values (numerics.h dummyWeightBf16) for rows [r0, r0 + rows) of a tensor with `cols` columns.
+cudaError_t fillDummyBf16(uint16_t* dst, int64_t r0, int64_t rows, int64_t cols, uint64_t seed, uint32_t tensorId, float amplitude,
+                          cudaStream_t s);
+cudaError_t fillBf16(uint16_t* dst, int64_t n, float value, cudaStream_t s);
+cudaError_t bf16ToF32(const uint16_t* src, float* dst, int64_t n, cudaStream_t s);
+
+}  // namespace seventy::cuda

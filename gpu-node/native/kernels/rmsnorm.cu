@@ -1,0 +1,55 @@
+// RMSNorm fused with the residual add: v = resid + delta (written back), y = v · rsqrt(mean(v²)+eps) · w.
+// One block per row; the row stays in shared memory between the two passes, so each value is read
+// from global memory once.
+#include "cuda_common.cuh"
+#include "kernels.h"
+
+namespace seventy::cuda {
+
+constexpr int kNormThreads = 256;
+
+__global__ void __launch_bounds__(kNormThreads) rmsNormResidualKernel(float* __restrict__ resid, const uint16_t* __restrict__ delta,
+                                                                      const float* __restrict__ weight, int dim, float eps,
+                                                                      uint16_t* __restrict__ out, const int32_t* __restrict__ rowIndex,
+                                                                      bool writeBack) {
+  extern __shared__ float row[];
+  __shared__ float warpSums[kNormThreads / 32];
+  const int i = blockIdx.x;
+  const int64_t r = rowIndex ? rowIndex[i] : i;
+  float* x = resid + r * dim;
+  const uint16_t* d = delta ? delta + r * dim : nullptr;
+  float sumSq = 0;
+  for (int j = threadIdx.x; j < dim; j += kNormThreads) {
+    float v = x[j];
+    if (d) v += __uint_as_float(uint32_t(d[j]) << 16);
+    row[j] = v;
+    if (writeBack) x[j] = v;
+    sumSq += v * v;
+  }
+  sumSq = warpSum(sumSq);
+  if ((threadIdx.x & 31) == 0) warpSums[threadIdx.x >> 5] = sumSq;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float t = threadIdx.x < kNormThreads / 32 ? warpSums[threadIdx.x] : 0.0f;
+    t = warpSum(t);
+    if (threadIdx.x == 0) warpSums[0] = t;
+  }
+  __syncthreads();
+  const float inv = rsqrtf(warpSums[0] / float(dim) + eps);
+  uint16_t* y = out + int64_t(i) * dim;
+  for (int j = threadIdx.x; j < dim; j += kNormThreads) y[j] = toBf16Bits(row[j] * inv * weight[j]);
+}
+
+cudaError_t rmsNormResidual(float* resid, const uint16_t* delta, const float* weight, int rows, int dim, float eps, uint16_t* out,
+                            const int32_t* rowIndex, bool writeBack, cudaStream_t s) {
+  if (rows <= 0) return cudaSuccess;
+  const size_t smem = size_t(dim) * sizeof(float);
+  if (smem > 48 * 1024) {
+    cudaError_t e = cudaFuncSetAttribute(rmsNormResidualKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+    if (e != cudaSuccess) return e;
+  }
+  rmsNormResidualKernel<<<rows, kNormThreads, smem, s>>>(resid, delta, weight, dim, eps, out, rowIndex, writeBack);
+  return cudaGetLastError();
+}
+
+}  // namespace seventy::cuda
