@@ -1,4 +1,3 @@
-#!/usr/bin/env node
 import { parseArgs } from "node:util";
 import { ENGINE_CHOICES, type EngineChoice } from "./engine-factory.js";
 import { makeTinyModel } from "./model/index.js";

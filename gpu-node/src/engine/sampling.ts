@@ -183,15 +183,24 @@ function sampleWithTemperature(logits: Float32Array, p: SamplingParams, u: numbe
   if (topK > 0 && topK <= LIST_TOP_K) return sampleFromList(logits, topKIndices(logits, topK), maxL, invT, p, u);
 
   const w = weightBuffer(vocab);
-  let mass = 0;
-  for (let i = 0; i < vocab; i++) {
-    const wi = Math.exp((logits[i] - maxL) * invT);
-    w[i] = wi;
-    mass += wi;
-  }
-  if (topK > 0) mass = keepTopK(logits, w, topK);
   let cut: TopPCut = KEEP_ALL;
-  if (p.topP < 1) cut = topPCut(logits, w, vocab, maxL, invT, p.topP * mass);
+  if (topK === 0 && p.topP < 1) {
+    // The common top-p case: weigh and bucket in one pass.
+    const mass = weighAndBucket(logits, w, maxL, invT);
+    cut = topPCut(logits, w, vocab, maxL, invT, p.topP * mass);
+  } else {
+    let mass = 0;
+    for (let i = 0; i < vocab; i++) {
+      const wi = Math.exp((logits[i] - maxL) * invT);
+      w[i] = wi;
+      mass += wi;
+    }
+    if (topK > 0) mass = keepTopK(logits, w, topK);
+    if (p.topP < 1) {
+      bucketCandidates(logits, w, maxL, invT);
+      cut = topPCut(logits, w, vocab, maxL, invT, p.topP * mass);
+    }
+  }
   return draw(logits, w, vocab, cut, p.minP, u);
 }
 
@@ -267,6 +276,45 @@ interface TopPCut {
 }
 const KEEP_ALL: TopPCut = { logit: -Infinity, quota: Infinity };
 
+/** Bucket of a token: (l_max − l)/T in steps of 1/BUCKET_SCALE, monotone in the logit. */
+function bucketOf(l: number, maxL: number, scale: number): number {
+  const t = (maxL - l) * scale;
+  return t < BUCKETS - 1 ? t | 0 : BUCKETS - 1;
+}
+
+/** w_i for every token, the top-p histogram of them, and Σ w. */
+function weighAndBucket(logits: Float32Array, w: Float64Array, maxL: number, invT: number): number {
+  bucketMass.fill(0);
+  bucketCount.fill(0);
+  const scale = invT * BUCKET_SCALE;
+  let mass = 0;
+  for (let i = 0; i < logits.length; i++) {
+    const l = logits[i];
+    const wi = Math.exp((l - maxL) * invT);
+    w[i] = wi;
+    mass += wi;
+    if (wi === 0) continue;
+    const b = bucketOf(l, maxL, scale);
+    bucketMass[b] += wi;
+    bucketCount[b]++;
+  }
+  return mass;
+}
+
+/** The top-p histogram of the candidates (w > 0). */
+function bucketCandidates(logits: Float32Array, w: Float64Array, maxL: number, invT: number): void {
+  bucketMass.fill(0);
+  bucketCount.fill(0);
+  const scale = invT * BUCKET_SCALE;
+  for (let i = 0; i < logits.length; i++) {
+    const wi = w[i];
+    if (wi === 0) continue;
+    const b = bucketOf(logits[i], maxL, scale);
+    bucketMass[b] += wi;
+    bucketCount[b]++;
+  }
+}
+
 /**
  * Finds the shortest prefix of the candidates (w > 0) in sorted order whose Σ w ≥ target. A histogram
  * of the candidates by (l_max − l)/T, with each bucket's mass, locates the bucket holding the boundary;
@@ -274,18 +322,7 @@ const KEEP_ALL: TopPCut = { logit: -Infinity, quota: Infinity };
  * logits share a bucket and the buckets before the boundary one lie wholly inside the prefix.
  */
 function topPCut(logits: Float32Array, w: Float64Array, vocab: number, maxL: number, invT: number, target: number): TopPCut {
-  bucketMass.fill(0);
-  bucketCount.fill(0);
   const scale = invT * BUCKET_SCALE;
-  const last = BUCKETS - 1;
-  for (let i = 0; i < vocab; i++) {
-    const wi = w[i];
-    if (wi === 0) continue;
-    const t = (maxL - logits[i]) * scale;
-    const b = t < last ? t | 0 : last;
-    bucketMass[b] += wi;
-    bucketCount[b]++;
-  }
   let cum = 0;
   for (let b = 0; b < BUCKETS; b++) {
     if (bucketCount[b] === 0) continue;
@@ -296,11 +333,7 @@ function topPCut(logits: Float32Array, w: Float64Array, vocab: number, maxL: num
     const n = bucketCount[b];
     const ids = idBuffer(n);
     let m = 0;
-    for (let i = 0; i < vocab && m < n; i++) {
-      if (w[i] === 0) continue;
-      const t = (maxL - logits[i]) * scale;
-      if ((t < last ? t | 0 : last) === b) ids[m++] = i;
-    }
+    for (let i = 0; i < vocab && m < n; i++) if (w[i] !== 0 && bucketOf(logits[i], maxL, scale) === b) ids[m++] = i;
     const found = resolveBoundary(logits, w, ids.subarray(0, n), maxL, invT, cum, target, 0);
     if (found.cut) return found.cut;
     cum = found.cum; // rounding: the tokens one by one fell just short of the bucket sum
