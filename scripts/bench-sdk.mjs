@@ -14,6 +14,9 @@ const { values: args } = parseArgs({
     chunks: { type: "string", default: "2000" },
     rounds: { type: "string", default: "7" },
     streams: { type: "string", default: "20" },
+    // "event": one SSE event per network piece (a token server with TCP_NODELAY); or a size in
+    // bytes to coalesce events into pieces of about that size (a proxy that buffers).
+    pieces: { type: "string", default: "event" },
     json: { type: "boolean", default: false },
   },
 });
@@ -55,7 +58,16 @@ function recordedEvents(n) {
   return events;
 }
 const encoder = new TextEncoder();
-const PIECES = recordedEvents(NUM_CHUNKS).map((e) => encoder.encode(e));
+const EVENTS = recordedEvents(NUM_CHUNKS).map((e) => encoder.encode(e));
+const PIECES = args.pieces === "event" ? EVENTS : coalesce(EVENTS, Number(args.pieces));
+function coalesce(events, size) {
+  const all = new Uint8Array(events.reduce((n, e) => n + e.length, 0));
+  let at = 0;
+  for (const e of events) all.set(e, (at += e.length) - e.length);
+  const out = [];
+  for (let i = 0; i < all.length; i += size) out.push(all.subarray(i, i + size));
+  return out;
+}
 // Chunks every client yields to its caller: all but the usage-only chunk (hidden unless asked for).
 const VISIBLE = NUM_CHUNKS - 1;
 
@@ -203,7 +215,8 @@ const subject = rows.find((r) => r.c.subject).chunksPerSec;
 if (args.json) {
   console.log(JSON.stringify(rows.map(({ name, chunksPerSec }) => ({ name, chunksPerSec, usPerChunk: 1e6 / chunksPerSec }))));
 } else {
-  console.log(`SDK stream consumption: ${NUM_CHUNKS}-chunk chat stream, one SSE event per network piece,`);
+  const how = args.pieces === "event" ? "one SSE event per network piece" : `${PIECES.length} network pieces of ${args.pieces} bytes`;
+  console.log(`SDK stream consumption: ${NUM_CHUNKS}-chunk chat stream, ${how},`);
   console.log(`in-process fetch; median of ${ROUNDS} rounds × ${STREAMS} streams; Node ${process.version}\n`);
   const w = Math.max(...rows.map((r) => r.name.length));
   console.log(`${"client".padEnd(w)}  ${"chunks/s".padStart(10)}  ${"µs/chunk".padStart(9)}  ${"× openai".padStart(8)}`);

@@ -49,6 +49,8 @@ beforeEach(() => {
 });
 
 afterEach(async () => {
+  // Let leases settled after the response (waitUntil) land before storage is wiped.
+  await new Promise((r) => setTimeout(r, 50));
   vi.restoreAllMocks();
   poolView.reset();
   await reset();
@@ -383,5 +385,35 @@ describe("CORS", () => {
     const k = await createKey();
     const ok = await call("/v1/models", { headers: { origin: "https://app.example", authorization: `Bearer ${k.key}` } });
     expect(ok.headers.get("access-control-expose-headers")).toContain("x-ratelimit-remaining-tokens");
+  });
+});
+
+describe("client disconnects", () => {
+  it("aborts the node request of a non-stream call when the client goes away, and releases the lease", async () => {
+    const { default: worker } = await import("../src/index");
+    const { createExecutionContext, waitOnExecutionContext } = await import("cloudflare:test");
+    let nodeSawAbort = false;
+    await addNode("a", (req) => new Promise((_, reject) => req.signal.addEventListener("abort", () => {
+      nodeSawAbort = true;
+      reject(new Error("aborted"));
+    })));
+    const k = await createKey();
+    const client = new AbortController();
+    const ctx = createExecutionContext();
+    const req = new Request("http://edge.test/v1/chat/completions", {
+      method: "POST",
+      headers: { authorization: `Bearer ${k.key}`, "content-type": "application/json" },
+      body: JSON.stringify(CHAT),
+      signal: client.signal,
+    });
+    const pending = worker.fetch(req, env, ctx);
+    await vi.waitFor(() => expect(seen).toHaveLength(1));
+    client.abort();
+    const res = await pending;
+    expect(res.status).toBe(499);
+    expect(nodeSawAbort).toBe(true);
+    await waitOnExecutionContext(ctx);
+    const state = await limiterState(await hashApiKey(k.key));
+    expect(state).toMatchObject({ inFlight: 0, reservedTokens: 0 });
   });
 });

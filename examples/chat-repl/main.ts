@@ -18,29 +18,32 @@ let history: ChatMessage[] = [system];
 
 const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY });
 let current: AbortController | undefined;
-rl.on("SIGINT", () => {
+// Ctrl-C: stop the answer being streamed, or quit at the prompt. A terminal delivers it to
+// readline; a signal from elsewhere (kill -INT) reaches the process.
+const interrupt = () => {
   if (current) current.abort();
   else rl.close();
-});
+};
+rl.on("SIGINT", interrupt);
+process.on("SIGINT", interrupt);
 
 console.log(`model: ${model} — /reset for a new conversation, Ctrl-D to quit`);
-for (;;) {
-  let line: string;
-  try {
-    line = (await rl.question("> ")).trim();
-  } catch {
-    break; // input closed
-  }
-  if (line === "") continue;
-  if (line === "/reset") {
-    history = [system];
-    continue;
-  }
-  history.push({ role: "user", content: line });
+rl.setPrompt("> ");
+rl.prompt();
+// Lines are read as a stream, so input piped in (or typed ahead during an answer) waits its turn.
+for await (const input of rl) {
+  const line = input.trim();
+  if (line === "/reset") history = [system];
+  else if (line !== "") await answer(line);
+  rl.prompt();
+}
+
+async function answer(question: string): Promise<void> {
+  history.push({ role: "user", content: question });
   current = new AbortController();
   try {
     const stream = await client.chat.completions.create(
-      { model, messages: history, stream: true, max_tokens: Number(process.env.SEVENTY_MAX_TOKENS ?? 512) },
+      { model: model!, messages: history, stream: true, max_tokens: Number(process.env.SEVENTY_MAX_TOKENS ?? 512) },
       { signal: current.signal },
     );
     for await (const text of stream.textStream) process.stdout.write(text);
@@ -56,4 +59,3 @@ for (;;) {
     current = undefined;
   }
 }
-rl.close();

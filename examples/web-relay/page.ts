@@ -1,6 +1,6 @@
 /// <reference lib="dom" />
 // The browser side: posts the conversation, renders the streamed answer token by token.
-import { Seventy, type ChatCompletionStream, type ChatMessage } from "@seventy/sdk";
+import { APIUserAbortError, Seventy, type ChatCompletionStream, type ChatMessage } from "@seventy/sdk";
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const log = $("log");
@@ -29,6 +29,7 @@ $("ask").addEventListener("submit", async (event) => {
   history.push({ role: "user", content: text });
   const answer = line("assistant");
   status.textContent = "…";
+  status.dataset.state = "streaming";
   stop.disabled = false;
   try {
     const res = await fetch("/api/chat", {
@@ -49,8 +50,9 @@ $("ask").addEventListener("submit", async (event) => {
     status.dataset.state = "done";
   } catch (err) {
     history.pop();
-    status.textContent = `error: ${(err as Error).message}`;
-    status.dataset.state = "error";
+    const stopped = err instanceof APIUserAbortError;
+    status.textContent = stopped ? "stopped" : `error: ${(err as Error).message}`;
+    status.dataset.state = stopped ? "stopped" : "error";
   } finally {
     current = undefined;
     stop.disabled = true;

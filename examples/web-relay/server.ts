@@ -15,8 +15,8 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { POST } from "../route-handler/route.js";
 
-// Sources live beside the compiled file's source: examples/web-relay/ (this file runs from examples/dist/web-relay/).
-const here = fileURLToPath(new URL("../../web-relay/", import.meta.url));
+// index.html and page.ts live in examples/web-relay/, also when this file runs compiled from examples/dist/web-relay/.
+const here = fileURLToPath(new URL(import.meta.url.includes("/dist/") ? "../../web-relay/" : "./", import.meta.url));
 
 /** The page's script, bundled once at start-up: `@seventy/sdk` tree-shaken to what the page uses. */
 async function bundlePage(): Promise<string> {

@@ -2,6 +2,7 @@
 // to its RPC entrypoint, and over HTTP; a real gpu-node behind the edge.
 import { build } from "esbuild";
 import { Miniflare } from "miniflare";
+import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Seventy, SeventyAdmin } from "@seventy/sdk";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -32,11 +33,15 @@ async function bundle(contents: string): Promise<string> {
 }
 
 /**
- * The edge worker as deployed, plus the RPC entrypoint a service binding targets. The entrypoint
- * hands each request to the edge's own fetch handler, so auth, limits and metering are the ones
- * HTTP requests get.
+ * The edge worker as deployed. A service binding targets its RPC entrypoint `SeventyEntrypoint`,
+ * which hands each request to the edge's own fetch handler, so auth, limits and metering are the
+ * ones HTTP requests get. Until edge/src/index.ts exports that class itself, this entry adds the
+ * same few lines around the edge's app.
  */
-const EDGE_ENTRY = `
+const edgeExportsEntrypoint = /export class SeventyEntrypoint\b/.test(readFileSync(`${root}edge/src/index.ts`, "utf8"));
+const EDGE_ENTRY = edgeExportsEntrypoint
+  ? `export * from "./edge/src/index.ts"; export { default } from "./edge/src/index.ts";`
+  : `
   import { WorkerEntrypoint } from "cloudflare:workers";
   import app from "./edge/src/index.ts";
   export * from "./edge/src/index.ts";
@@ -108,10 +113,10 @@ async function call(worker: string, path: string, init?: RequestInit): Promise<R
   return (await w.fetch(`http://app${path}`, init as never)) as unknown as Response;
 }
 
-const chat = (content: string): RequestInit => ({
+const chat = (content: string, max_tokens?: number): RequestInit => ({
   method: "POST",
   headers: { "content-type": "application/json" },
-  body: JSON.stringify({ messages: [{ role: "user", content }] }),
+  body: JSON.stringify({ messages: [{ role: "user", content }], max_tokens }),
 });
 
 describe("the example Worker, bound to the edge's RPC entrypoint", () => {
@@ -133,7 +138,8 @@ describe("the example Worker, bound to the edge's RPC entrypoint", () => {
     const final = await stream.finalCompletion();
     expect(pieces.length).toBeGreaterThan(1);
     expect(final.choices[0]!.message.content).toBe(pieces.join(""));
-    expect(final.usage?.completion_tokens).toBe(64);
+    expect(final.usage?.completion_tokens).toBeGreaterThan(1);
+    expect(final.usage?.completion_tokens).toBeLessThanOrEqual(64);
   });
 
   it("gives the same answer as over HTTP", async () => {
@@ -167,9 +173,11 @@ describe("the example Worker, bound to the edge's RPC entrypoint", () => {
   it("a caller that stops reading ends the request at the edge", async () => {
     const keys = await admin.keys.list();
     const id = keys.data.find((k) => k.name === "worker example")!.id;
-    const res = await call("app", "/chat", chat("A long story, please."));
+    // 1,000 tokens take about a minute on the tiny model: the request is surely still running.
+    const res = await call("app", "/chat", chat("A long story, please.", 1000));
     const reader = res.body!.getReader();
     await reader.read();
+    expect((await admin.keys.retrieve(id)).state.in_flight).toBe(1);
     await reader.cancel();
     const end = Date.now() + 10_000;
     let inFlight = -1;

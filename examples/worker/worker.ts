@@ -5,7 +5,7 @@
  * hop, same API. Without the binding it calls `SEVENTY_BASE_URL` over HTTP. Either way the edge
  * checks `SEVENTY_API_KEY` and its limits.
  *
- *   POST /chat  { "messages": [...] }  → the answer streamed as SSE (stream.toResponse())
+ *   POST /chat  { "messages": [...], "max_tokens"?: n }  → the answer streamed as SSE (stream.toResponse())
  *   GET  /ask?q=...                    → the answer as JSON, with usage
  */
 import { APIError, Seventy, type ChatMessage, type ServiceBinding } from "@seventy/sdk";
@@ -18,8 +18,11 @@ export interface Env {
 }
 
 function clientFor(env: Env): Seventy {
-  if (env.SEVENTY) return Seventy.fromBinding(env.SEVENTY, { apiKey: env.SEVENTY_API_KEY });
-  return new Seventy({ baseURL: env.SEVENTY_BASE_URL, apiKey: env.SEVENTY_API_KEY });
+  // Someone is waiting on this Worker: sit out a short Retry-After, but answer a long one at once
+  // (the 429 goes back to the caller) rather than hold the request for up to a minute.
+  const options = { apiKey: env.SEVENTY_API_KEY, maxRetryDelay: 2_000 };
+  if (env.SEVENTY) return Seventy.fromBinding(env.SEVENTY, options);
+  return new Seventy({ ...options, baseURL: env.SEVENTY_BASE_URL });
 }
 
 function errorResponse(err: unknown): Response {
@@ -35,9 +38,9 @@ export default {
     const client = clientFor(env);
     try {
       if (request.method === "POST" && url.pathname === "/chat") {
-        const { messages } = (await request.json()) as { messages: ChatMessage[] };
+        const { messages, max_tokens } = (await request.json()) as { messages: ChatMessage[]; max_tokens?: number };
         const stream = await client.chat.completions.create(
-          { model: env.SEVENTY_MODEL, messages, stream: true, max_tokens: 64 },
+          { model: env.SEVENTY_MODEL, messages, stream: true, max_tokens: Math.min(max_tokens ?? 64, 1024) },
           { signal: request.signal },
         );
         return stream.toResponse();

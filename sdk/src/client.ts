@@ -18,6 +18,11 @@ export interface ClientOptions {
   /** Retries of connection errors and 408/409/429/5xx before a response arrives. Default 2. */
   maxRetries?: number;
   /**
+   * The longest `Retry-After` the client sits out before retrying, in milliseconds (default 60 000).
+   * A longer one is thrown at once (a `RateLimitError` with `retryAfter`), so nothing hangs unseen.
+   */
+  maxRetryDelay?: number;
+  /**
    * Milliseconds. Non-streaming: each attempt as a whole. Streaming: until the first chunk.
    * Default 600 000 (10 minutes).
    */
@@ -64,6 +69,7 @@ export class Seventy implements ClientContext {
       baseURL,
       fetch: fetchImpl,
       maxRetries: options.maxRetries ?? 2,
+      maxRetryDelay: options.maxRetryDelay,
       timeout: options.timeout ?? 600_000,
       idleTimeout: options.idleTimeout ?? 60_000,
       headers: { authorization: `Bearer ${apiKey}`, ...options.headers },

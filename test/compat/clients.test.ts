@@ -13,7 +13,7 @@ import {
 } from "@seventy/sdk";
 import { APICallError, generateText, streamText } from "ai";
 import OpenAI from "openai";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startStack, type Stack } from "./support/stack.js";
 
 let stack: Stack;
@@ -35,6 +35,10 @@ beforeAll(async () => {
   const body = (await res.json()) as { choices: { message: { content: string } }[]; usage: { completion_tokens: number } };
   reference = { text: body.choices[0]!.message.content, completionTokens: body.usage.completion_tokens };
   expect(reference.text.length).toBeGreaterThan(0);
+});
+
+afterEach((context) => {
+  if (context.task.result?.state === "fail" && stack) console.error(stack.logs());
 });
 
 afterAll(async () => {
@@ -101,16 +105,15 @@ describe("openai (official client)", () => {
     expect(chunks.every((c) => c.choices.length > 0)).toBe(true);
   });
 
-  it("abort: the loop throws and the edge releases the request", async () => {
+  it("abort: the loop stops and the edge releases the request", async () => {
     const key = await newKey();
     const c = new OpenAI({ baseURL: stack.baseURL, apiKey: key.key, maxRetries: 0 });
     const controller = new AbortController();
     const stream = await c.chat.completions.create({ model: stack.model, messages, max_tokens: LONG, stream: true }, { signal: controller.signal });
     let n = 0;
-    const err = await (async () => {
-      for await (const _ of stream) if (++n === 2) controller.abort();
-    })().catch((e) => e);
-    expect(err).toBeInstanceOf(OpenAI.APIUserAbortError);
+    // openai-node ends the loop quietly on abort (no error); the request must still end at the edge.
+    for await (const _ of stream) if (++n === 2) controller.abort();
+    expect(n).toBeLessThan(50);
     await eventually(async () => (await inFlight(key.id)) === 0);
   });
 

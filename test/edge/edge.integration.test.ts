@@ -165,6 +165,20 @@ describe("authentication", () => {
     expect(bad.param).toBe("messages");
     await expectError(await fetch(`${edge.url}/v1/nothing-here`), 404);
     await expectError(await chat(k.key, { messages: user("x".repeat(300_000)) }), 413, "request_too_large");
+    // Without a content-length the body is counted as it arrives.
+    const chunked = new ReadableStream<Uint8Array>({
+      start(c) {
+        for (let i = 0; i < 40; i++) c.enqueue(new TextEncoder().encode("x".repeat(10_000)));
+        c.close();
+      },
+    });
+    const streamed = await fetch(`${edge.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${k.key}`, "content-type": "application/json" },
+      body: chunked,
+      duplex: "half",
+    } as RequestInit);
+    await expectError(streamed, 413, "request_too_large");
     await expectError(await chat(k.key, { model: "no-such-model", messages: user("hi") }), 404, "model_not_found");
   });
 });
@@ -299,16 +313,24 @@ describe("routing", () => {
       await adminCall(edge.url, ADMIN, "POST", "/admin/nodes/n2/undrain");
     }
   });
+});
 
-  it("cancels the node's work when a non-stream client disconnects", async () => {
+describe("cancellation", () => {
+  it("cancels the node's request when a streaming client disconnects, and meters what was sent", async () => {
     const k = await newKey();
     const ac = new AbortController();
-    const pending = chat(k.key, { messages: messagesHomedOn("n1", ["n1", "n2"], "hang up"), max_tokens: 1500 }, ac.signal).catch(() => null);
-    await waitFor(async () => (await health("n1")).running === 1, { timeoutMs: 10_000, what: "request running on n1" });
+    const res = await chat(k.key, { messages: messagesHomedOn("n1", ["n1", "n2"], "hang up"), max_tokens: 1500, stream: true }, ac.signal);
+    expect(res.headers.get("x-seventy-node")).toBe("n1");
+    await readUntil(res, (t) => contentChunks(t) >= 2);
+    expect((await health("n1")).running).toBe(1);
     ac.abort();
-    await pending;
+    // 1500 tokens take minutes on the reference engine; the disconnect stops them at once.
     await waitFor(async () => (await health("n1")).running === 0, { timeoutMs: 5000, what: "n1 to stop the request" });
     await waitFor(async () => (await keyState(k.id)).in_flight === 0, { timeoutMs: 5000, what: "lease released" });
+    const u = await usage(k.id);
+    expect(u).toMatchObject({ requests: 1, errors: 0 });
+    expect(u.completion_tokens).toBeGreaterThanOrEqual(2);
+    expect(u.completion_tokens).toBeLessThan(200);
   });
 });
 

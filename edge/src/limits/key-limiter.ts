@@ -55,11 +55,14 @@ interface Lease {
 }
 
 const MINUTE = 60_000;
-const LEASE_PREFIX = "lease:";
+const LEASES_KEY = "leases";
 const USAGE_PREFIX = "usage:";
-// Hot-path writes do not hold the output gate: an admission answers without waiting for the
-// lease to be durable. Losing the last writes on a crash releases leases early, never late.
-const FAST = { allowUnconfirmed: true } as const;
+/**
+ * Hot-path state (leases, usage counters) is written behind, at most once per FLUSH_MS: a storage
+ * commit costs a disk sync, far more than an admission, so one commit covers a second of traffic.
+ * A crash loses at most that second of metering; leases lost that way only free slots early.
+ */
+const FLUSH_MS = 1000;
 
 export function utcDay(ms: number): string {
   return new Date(ms).toISOString().slice(0, 10);
@@ -98,7 +101,11 @@ export class KeyLimiter extends DurableObject<Env> {
   private reservedTokens = 0;
   private leaseSeq = 0;
   private readonly instance = crypto.randomUUID().slice(0, 8);
+  /** Usage rows touched since this object started (the newest values; storage may lag FLUSH_MS). */
   private readonly days = new Map<string, UsageDay>();
+  private readonly dirtyDays = new Set<string>();
+  private leasesDirty = false;
+  private flushTimer: ReturnType<typeof setTimeout> | null = null;
   private periodUsage: { key: string; tokens: number } | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -107,12 +114,10 @@ export class KeyLimiter extends DurableObject<Env> {
     this.record = kv.get<KeyRecord>("record") ?? null;
     const now = Date.now();
     if (this.record) this.applyLimits(this.record.limits, now);
-    for (const [key, lease] of kv.list<Lease>({ prefix: LEASE_PREFIX })) {
+    for (const [id, lease] of kv.get<[string, Lease][]>(LEASES_KEY) ?? []) {
       if (lease.expires > now) {
-        this.leases.set(key.slice(LEASE_PREFIX.length), lease);
+        this.leases.set(id, lease);
         this.reservedTokens += lease.tokens;
-      } else {
-        kv.delete(key);
       }
     }
   }
@@ -202,7 +207,7 @@ export class KeyLimiter extends DurableObject<Env> {
     const lease = { tokens, expires: now + leaseTtlMs };
     this.leases.set(leaseId, lease);
     this.reservedTokens += tokens;
-    void this.ctx.storage.put(LEASE_PREFIX + leaseId, lease, FAST);
+    this.leasesChanged();
     return { ok: true, keyId: r.id, leaseId, models: r.models, rate: this.snapshot(now) };
   }
 
@@ -216,7 +221,7 @@ export class KeyLimiter extends DurableObject<Env> {
       this.leases.delete(leaseId);
       this.reservedTokens -= lease.tokens;
       this.tokens?.give(lease.tokens - actual);
-      void this.ctx.storage.delete(LEASE_PREFIX + leaseId, FAST);
+      this.leasesChanged();
     } else {
       // The lease was reclaimed (or this object restarted): still charge what was used.
       this.tokens?.take(actual);
@@ -236,12 +241,27 @@ export class KeyLimiter extends DurableObject<Env> {
   /** Usage by UTC day, oldest first, optionally within [from, to] (YYYY-MM-DD). */
   usage(from?: string, to?: string): UsageDay[] {
     const out: UsageDay[] = [];
-    for (const [key, row] of this.ctx.storage.kv.list<UsageDay>({ prefix: USAGE_PREFIX })) {
-      const day = key.slice(USAGE_PREFIX.length);
-      if ((from && day < from) || (to && day > to)) continue;
-      out.push(row);
+    for (const row of this.allDays(USAGE_PREFIX).values()) {
+      if ((from && row.day < from) || (to && row.day > to)) continue;
+      out.push({ ...row });
     }
     return out.sort((a, b) => (a.day < b.day ? -1 : 1));
+  }
+
+  /** Writes pending state now (also runs by itself FLUSH_MS after a change). */
+  flush(): void {
+    if (this.flushTimer !== null) clearTimeout(this.flushTimer);
+    this.flushTimer = null;
+    const kv = this.ctx.storage.kv;
+    for (const day of this.dirtyDays) {
+      const row = this.days.get(day);
+      if (row) kv.put(USAGE_PREFIX + day, row);
+    }
+    this.dirtyDays.clear();
+    if (this.leasesDirty) {
+      kv.put(LEASES_KEY, [...this.leases]);
+      this.leasesDirty = false;
+    }
   }
 
   /** Live state, for the admin API and tests. */
@@ -318,7 +338,7 @@ export class KeyLimiter extends DurableObject<Env> {
       if (lease.expires <= now) {
         this.leases.delete(id);
         this.reservedTokens -= lease.tokens;
-        void this.ctx.storage.delete(LEASE_PREFIX + id, FAST);
+        this.leasesChanged();
       }
     }
   }
@@ -327,23 +347,40 @@ export class KeyLimiter extends DurableObject<Env> {
     let row = this.days.get(day);
     if (!row) {
       row = this.ctx.storage.kv.get<UsageDay>(USAGE_PREFIX + day) ?? emptyDay(day);
-      if (this.days.size > 8) this.days.clear();
+      // Keep memory bounded: forget flushed rows of other days.
+      if (this.days.size > 8) for (const d of this.days.keys()) if (!this.dirtyDays.has(d)) this.days.delete(d);
       this.days.set(day, row);
     }
     return row;
   }
 
   private saveDay(row: UsageDay): void {
-    void this.ctx.storage.put(USAGE_PREFIX + row.day, row, FAST);
+    this.dirtyDays.add(row.day);
+    this.scheduleFlush();
+  }
+
+  private leasesChanged(): void {
+    this.leasesDirty = true;
+    this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
+    this.flushTimer ??= setTimeout(() => this.flush(), FLUSH_MS);
+  }
+
+  /** Stored rows under `prefix`, with the newer in-memory rows laid over them. */
+  private allDays(prefix: string): Map<string, UsageDay> {
+    const rows = new Map<string, UsageDay>();
+    for (const [, row] of this.ctx.storage.kv.list<UsageDay>({ prefix })) rows.set(row.day, row);
+    for (const row of this.days.values()) if ((USAGE_PREFIX + row.day).startsWith(prefix)) rows.set(row.day, row);
+    return rows;
   }
 
   private usedInPeriod(period: "day" | "month", now: number): number {
     const key = periodKey(period, now);
     if (this.periodUsage?.key !== key) {
       let tokens = 0;
-      for (const [, row] of this.ctx.storage.kv.list<UsageDay>({ prefix: USAGE_PREFIX + key })) {
-        tokens += row.prompt_tokens + row.completion_tokens;
-      }
+      for (const row of this.allDays(USAGE_PREFIX + key).values()) tokens += row.prompt_tokens + row.completion_tokens;
       this.periodUsage = { key, tokens };
     }
     return this.periodUsage.tokens;

@@ -62,7 +62,7 @@ export class NodePool extends DurableObject<Env> {
       expiresAt: now + config(this.env).nodeTtlMs,
     };
     this.nodes.set(node.id, node);
-    void this.ctx.storage.put(NODE_PREFIX + node.id, node, { allowUnconfirmed: true });
+    this.ctx.storage.put(NODE_PREFIX + node.id, node, { allowUnconfirmed: true }).catch(() => undefined);
     return { ok: true, node };
   }
 
@@ -74,7 +74,7 @@ export class NodePool extends DurableObject<Env> {
     for (const node of this.nodes.values()) {
       if (node.lastSeen < forgetBefore) {
         this.nodes.delete(node.id);
-        void this.ctx.storage.delete(NODE_PREFIX + node.id);
+        this.ctx.storage.delete(NODE_PREFIX + node.id).catch(() => undefined);
       } else {
         out.push(node);
       }

@@ -7,11 +7,8 @@ function tooLarge(max: number): ApiError {
 /** Reads a request body, refusing (413) as soon as it exceeds `max` bytes, declared or not. */
 export async function readBody(req: Request, max: number): Promise<Uint8Array> {
   const declared = req.headers.get("content-length");
-  if (declared !== null && Number(declared) > max) {
-    // Do not read what will be refused.
-    await req.body?.cancel().catch(() => undefined);
-    throw tooLarge(max);
-  }
+  // What will be refused is not read.
+  if (declared !== null && Number(declared) > max) throw tooLarge(max);
   if (!req.body) return new Uint8Array(0);
   if (declared !== null) {
     const buf = new Uint8Array(await req.arrayBuffer());
@@ -26,6 +23,12 @@ export async function readBody(req: Request, max: number): Promise<Uint8Array> {
     if (done) break;
     size += value.byteLength;
     if (size > max) {
+      // Reading to the end keeps the client's connection usable; a body far past the limit is cut.
+      while (size <= max * 4) {
+        const more = await reader.read();
+        if (more.done) throw tooLarge(max);
+        size += more.value.byteLength;
+      }
       await reader.cancel().catch(() => undefined);
       throw tooLarge(max);
     }

@@ -63,7 +63,8 @@ __device__ __forceinline__ float4 loadBf16x4(const uint16_t* p) {
 }
 
 template <int HD, int G>
-__global__ void __launch_bounds__(kAttnWarps * 32) attentionKernel(AttentionArgs a, float scaleLog2) {
+// At most 168 registers: 3 blocks (12 warps) per SM keep enough K/V loads in flight (4 spills at G = 8).
+__global__ void __launch_bounds__(kAttnWarps * 32, 3) attentionKernel(AttentionArgs a, float scaleLog2) {
   constexpr int LPT = HD / 4;                 // lanes per token
   constexpr int TPW = 32 / LPT;               // tokens per warp pass
   constexpr int PASSES = kTokensPerWarp / TPW;

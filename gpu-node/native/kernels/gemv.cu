@@ -190,8 +190,25 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const uint16_t* __rest
       if (c >= numChunks) break;
       const int k = c * F::kChunk + t * F::kStep;
       const bool inK = k < K;
+      // A fragments of the chunk's kSub MMAs, converted once and reused for every n-tile.
       const uint32_t* ra = reinterpret_cast<const uint32_t*>(&a[u][0]);
       const uint32_t* rb = reinterpret_cast<const uint32_t*>(&a[u][1]);
+      uint32_t af[F::kSub][4];
+#pragma unroll
+      for (int s = 0; s < F::kSub; s++) {
+        if constexpr (FP8) {
+          // sub-step s uses bytes 4s..4s+3 of the 16: word s.
+          af[s][0] = fp8x2ToBf16x2(ra[s]);
+          af[s][1] = fp8x2ToBf16x2(rb[s]);
+          af[s][2] = fp8x2ToBf16x2(ra[s] >> 16);
+          af[s][3] = fp8x2ToBf16x2(rb[s] >> 16);
+        } else {
+          af[s][0] = ra[2 * s];
+          af[s][1] = rb[2 * s];
+          af[s][2] = ra[2 * s + 1];
+          af[s][3] = rb[2 * s + 1];
+        }
+      }
 #pragma unroll
       for (int nt = 0; nt < NT; nt++) {
         const int m = nt * 8 + g;
@@ -202,22 +219,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const uint16_t* __rest
         for (int i = 0; i < (FP8 ? 2 : 1); i++) xv[i] = (m < M && inK) ? __ldg(reinterpret_cast<const uint4*>(xp) + i) : make_uint4(0, 0, 0, 0);
         const uint32_t* rx = reinterpret_cast<const uint32_t*>(xv);
 #pragma unroll
-        for (int s = 0; s < F::kSub; s++) {
-          uint32_t af[4];
-          if constexpr (FP8) {
-            // sub-step s uses bytes 4s..4s+3 of the 16: word s.
-            af[0] = fp8x2ToBf16x2(ra[s]);
-            af[1] = fp8x2ToBf16x2(rb[s]);
-            af[2] = fp8x2ToBf16x2(ra[s] >> 16);
-            af[3] = fp8x2ToBf16x2(rb[s] >> 16);
-          } else {
-            af[0] = ra[2 * s];
-            af[1] = rb[2 * s];
-            af[2] = ra[2 * s + 1];
-            af[3] = rb[2 * s + 1];
-          }
-          mmaBf16(acc[nt], af, rx[2 * s], rx[2 * s + 1]);
-        }
+        for (int s = 0; s < F::kSub; s++) mmaBf16(acc[nt], af[s], rx[2 * s], rx[2 * s + 1]);
       }
     }
   }

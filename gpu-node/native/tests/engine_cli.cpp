@@ -59,6 +59,11 @@ static bool readManifest(const std::string& path, ModelConfig& c, std::vector<Te
       TensorSource t;
       std::string dt;
       ss >> t.name >> dt >> t.file >> t.offset >> t.byteLength;
+      // Relative files are relative to the manifest's directory (the manifest travels with the model).
+      if (!t.file.empty() && t.file[0] != '/') {
+        const size_t slash = path.find_last_of('/');
+        if (slash != std::string::npos) t.file = path.substr(0, slash + 1) + t.file;
+      }
       t.dtype = dt == "F32" ? DType::F32 : dt == "F16" ? DType::F16 : DType::BF16;
       int64_t d;
       while (ss >> d) t.shape.push_back(d);

@@ -58,32 +58,54 @@ function chiSquare(counts: number[], probs: number[]): number {
   }, 0);
 }
 
+/** Every id of `logits` in sorted order (logit descending, lower id first among equals); cached per array. */
+const sortedCache = new WeakMap<Float32Array, number[]>();
+function sortedIds(logits: Float32Array): number[] {
+  let ids = sortedCache.get(logits);
+  if (!ids) {
+    ids = Array.from({ length: logits.length }, (_, i) => i).sort((a, b) => logits[b] - logits[a] || a - b);
+    sortedCache.set(logits, ids);
+  }
+  return ids;
+}
+
 /**
- * Straightforward sampler with the same documented semantics: sort everything, filter, walk the
- * CDF in sorted order — or in id order when neither top-k nor top-p is set.
+ * Straightforward sampler with the documented semantics: sort everything, keep the first k, the
+ * shortest prefix reaching top_p, the tokens with w >= min_p; then walk the kept tokens in id order.
  */
 function bruteSample(logits: Float32Array, p: SamplingParams, u: number): number {
-  const n = logits.length;
   const max = logits.reduce((a, b) => Math.max(a, b), -Infinity);
   const w = Array.from(logits, (l) => Math.exp((l - max) / p.temperature));
-  let ids = Array.from({ length: n }, (_, i) => i);
-  if ((p.topK <= 0 || p.topK >= n) && p.topP >= 1) {
-    ids = ids.filter((i) => w[i] >= p.minP);
-  } else {
-    ids.sort((a, b) => logits[b] - logits[a] || a - b);
-    if (p.topK > 0) ids = ids.slice(0, p.topK);
-    if (p.topP < 1) {
-      const z = ids.reduce((acc, i) => acc + w[i], 0);
-      let cum = 0;
-      const cut = ids.findIndex((i) => (cum += w[i]) >= p.topP * z);
-      if (cut >= 0) ids = ids.slice(0, cut + 1);
-    }
-    ids = ids.filter((i, k) => k === 0 || w[i] >= p.minP);
+  let ids = sortedIds(logits);
+  if (p.topK > 0) ids = ids.slice(0, p.topK);
+  if (p.topP < 1) {
+    const z = ids.reduce((acc, i) => acc + w[i], 0);
+    let cum = 0;
+    const cut = ids.findIndex((i) => (cum += w[i]) >= p.topP * z);
+    if (cut >= 0) ids = ids.slice(0, cut + 1);
   }
+  ids = ids.filter((i) => w[i] >= p.minP).sort((a, b) => a - b);
   const total = ids.reduce((acc, i) => acc + w[i], 0);
   let cum = 0;
   for (const i of ids) if ((cum += w[i]) > u * total) return i;
   return ids[ids.length - 1];
+}
+
+/** Checks `sampleToken` against `bruteSample` for `draws` consecutive output indices. */
+function expectMatchesBrute(logits: Float32Array, cases: Partial<SamplingParams>[], draws: number, seed = 11): void {
+  for (const c of cases) {
+    for (let i = 0; i < draws; i++) {
+      const r = req({ seed, ...c }, i);
+      expect(sampleToken(logits, r).tokenId, JSON.stringify(c) + ` index ${i}`).toBe(bruteSample(logits, r.params, uniformFor(seed, i)));
+    }
+  }
+}
+
+/** The set of ids drawn over `n` consecutive output indices. */
+function drawnSet(logits: Float32Array, params: Partial<SamplingParams>, n: number): number[] {
+  const seen = new Set<number>();
+  for (let i = 0; i < n; i++) seen.add(sampleToken(logits, req({ temperature: 1, seed: 5, ...params }, i)).tokenId);
+  return [...seen].sort((a, b) => a - b);
 }
 
 describe("greedy", () => {
@@ -173,26 +195,98 @@ describe("temperature sampling", () => {
       { temperature: 1.1, topP: 0.9 },
       { temperature: 0.5, topP: 0.3, minP: 0.2 },
       { temperature: 1, topK: 80, topP: 0.95, minP: 0.01 },
-      { temperature: 3, topP: 0.999 }, // a flat head: wider than the first gap
+      { temperature: 3, topP: 0.999 }, // a flat head
     ];
-    const logits = randomLogits(1000, 3, 4);
-    for (const c of cases) {
-      for (let i = 0; i < 40; i++) {
-        const r = req({ seed: 11, ...c }, i);
-        expect(sampleToken(logits, r).tokenId, JSON.stringify(c) + ` index ${i}`).toBe(bruteSample(logits, r.params, uniformFor(11, i)));
-      }
+    expectMatchesBrute(randomLogits(1000, 3, 4), cases, 40);
+  });
+
+  it("draws in token-id order: u below the first kept token's share picks it", () => {
+    // p = [0.2, 0.8] for ids [0, 1] but [0.8, 0.2] sorted: id order makes u < 0.2 pick id 0.
+    const logits = logitsOf([0.2, 0.8]);
+    for (let i = 0; i < 200; i++) {
+      const u = uniformFor(3, i);
+      const expected = u < 0.2 ? 0 : 1;
+      expect(sampleToken(logits, req({ temperature: 1, seed: 3 }, i)).tokenId).toBe(expected);
+      expect(sampleToken(logits, req({ temperature: 1, seed: 3, topP: 0.999 }, i)).tokenId).toBe(expected);
+      expect(sampleToken(logits, req({ temperature: 1, seed: 3, topK: 2 }, i)).tokenId).toBe(expected); // topK = vocab: off
+      expect(sampleToken(logits, req({ temperature: 1, seed: 3, topK: 1 }, i)).tokenId).toBe(1);
     }
+  });
+
+  it("top-p ties at the boundary keep only as many as needed, lowest ids first", () => {
+    // sorted: id 2 (.4), then ids 0, 1, 3 tied at .2: top_p 0.5 → {2, 0}; 0.7 → {2, 0, 1}; 0.9 → all
+    const logits = logitsOf([0.2, 0.2, 0.4, 0.2]);
+    expect(drawnSet(logits, { topP: 0.5 }, 300)).toEqual([0, 2]);
+    expect(drawnSet(logits, { topP: 0.7 }, 300)).toEqual([0, 1, 2]);
+    expect(drawnSet(logits, { topP: 0.9 }, 300)).toEqual([0, 1, 2, 3]);
+    expect(chiSquare(histogram(logits, { topP: 0.5 }, N), [1 / 3, 0, 2 / 3, 0])).toBeLessThan(BOUND);
+    // with top-k first: top-k 3 keeps ids 2, 0, 1; top_p 0.6 of .8 = .48 → {2, 0}
+    expect(drawnSet(logits, { topK: 3, topP: 0.6 }, 300)).toEqual([0, 2]);
+    // near-ties in one histogram bucket: 1, .99, .99, .99 → target 1.985 is reached by the second token
+    expect(drawnSet(new Float32Array([0, -0.01, -0.01, -0.01]), { topP: 0.5 }, 300)).toEqual([0, 1]);
+    // all tied: the first ceil(top_p · n) ids; reaching the target exactly is enough
+    expect(drawnSet(new Float32Array(10), { topP: 0.35 }, 300)).toEqual([0, 1, 2, 3]);
+    expect(drawnSet(new Float32Array(10), { topP: 0.4 }, 300)).toEqual([0, 1, 2, 3]);
+    expect(drawnSet(new Float32Array(8), { topK: 4, topP: 0.5 }, 300)).toEqual([0, 1]);
+    // the mask path (k > 1024): ids 0..999
+    const flat3k = new Float32Array(3000);
+    expect(drawnSet(flat3k, { topK: 2000, topP: 0.5 }, 2000).every((id) => id < 1000)).toBe(true);
+    expect(drawnSet(flat3k, { topK: 2000, topP: 0.5 }, 2000).length).toBeGreaterThan(800);
+    expectMatchesBrute(flat3k, [{ temperature: 1, topK: 2000, topP: 0.5 }, { temperature: 1, topK: 2000, topP: 0.4995 }], 100);
+  });
+
+  it("min-p keeps the tokens with w exactly min_p, ties with the max included", () => {
+    expect(drawnSet(new Float32Array([0, -1, 0]), { minP: 1 }, 300)).toEqual([0, 2]);
+    expect(drawnSet(new Float32Array([0, -1, 0]), { minP: 1, topP: 0.99 }, 300)).toEqual([0, 2]);
+    expect(drawnSet(new Float32Array([0, -1, 0]), { minP: 1, topK: 2 }, 300)).toEqual([0, 2]);
+  });
+
+  it("top-k ties at the k-th value keep the lowest ids", () => {
+    const logits = new Float32Array([0, 1, 0, 1, 1, 0]);
+    expect(drawnSet(logits, { topK: 2 }, 300)).toEqual([1, 3]);
+    expect(drawnSet(logits, { topK: 4 }, 300)).toEqual([0, 1, 3, 4]);
   });
 
   it("handles a 128k vocabulary with a peaked head", () => {
     const logits = randomLogits(128256, 4, 2);
     for (let i = 0; i < 10; i++) logits[(i * 7919) % 128256] = 12 - i;
-    for (const c of [{ topP: 0.9 }, { topK: 40, topP: 0.95 }, { minP: 0.1 }]) {
-      for (let i = 0; i < 4; i++) {
-        const r = req({ temperature: 0.8, seed: 21, ...c }, i);
-        expect(sampleToken(logits, r).tokenId).toBe(bruteSample(logits, r.params, uniformFor(21, i)));
-      }
+    expectMatchesBrute(logits, [{ temperature: 0.8, topP: 0.9 }, { temperature: 0.8, topK: 40, topP: 0.95 }, { temperature: 0.8, minP: 0.1 }], 4, 21);
+  });
+
+  it("handles a flat 128k vocabulary (the boundary bucket holds hundreds of tokens)", () => {
+    const logits = Float32Array.from(randomLogits(128256, 8, 5), (l) => l + 5); // [0, 10)
+    expectMatchesBrute(
+      logits,
+      [
+        { temperature: 0.6 },
+        { temperature: 0.6, topP: 0.9 },
+        { temperature: 1, topP: 0.5, minP: 0.3 },
+        { temperature: 0.6, topK: 50 },
+        { temperature: 0.6, minP: 0.05 },
+        { temperature: 1, topK: 3000 }, // the mask path for a large k
+        { temperature: 1, topK: 20000, topP: 0.8 },
+        { temperature: 1, topK: 20000, topP: 0.8, minP: 0.5 },
+        { temperature: 50, topP: 0.999999 }, // the boundary deep in the tail
+      ],
+      5,
+    );
+  });
+
+  it("handles a 128k vocabulary packed into one bucket (re-bucketing) and one all tied", () => {
+    const narrow = randomLogits(128256, 9, 1e-3);
+    expectMatchesBrute(narrow, [{ temperature: 1, topP: 0.9 }, { temperature: 0.7, topP: 0.3 }, { temperature: 1, topK: 5000, topP: 0.5 }], 5);
+    const tied = new Float32Array(128256);
+    tied.fill(-2, 100_000); // two plateaus
+    expectMatchesBrute(tied, [{ temperature: 1, topP: 0.5 }, { temperature: 1, topP: 0.99 }, { temperature: 1, topK: 2000, topP: 0.5 }], 5);
+    for (let i = 0; i < 20; i++) expect(sampleToken(tied, req({ temperature: 1, topP: 0.5, seed: 2 }, i)).tokenId).toBeLessThan(100_000);
+  });
+
+  it("ignores −∞ logits (masked tokens)", () => {
+    const logits = Float32Array.from(randomLogits(5000, 10), (l, i) => (i % 3 === 0 ? -Infinity : l));
+    for (const c of [{ temperature: 1 }, { temperature: 1, topP: 0.95 }, { temperature: 1, topK: 3000 }, { temperature: 1, topK: 4000, topP: 0.9999 }]) {
+      for (let i = 0; i < 30; i++) expect(sampleToken(logits, req(c, i)).tokenId % 3).not.toBe(0);
     }
+    expectMatchesBrute(logits, [{ temperature: 1, topP: 0.95 }, { temperature: 1, topK: 2000, topP: 0.9 }], 10);
   });
 });
 

@@ -10,7 +10,7 @@ import type { SampleRequest, SampledToken, SamplingParams, TopLogprob } from "./
  *        ├─ temperature < 1e-5: argmax (lowest id on ties)
  *        └─ ÷ temperature → top-k → top-p → min-p → inverse-CDF draw with u = uniformFor(seed, outputIndex)
  *
- * The temperature path, exactly (the native engine implements the same procedure):
+ * The temperature path, exactly (the native engine's sampling.cpp must follow the same procedure):
  *
  *   w_i = exp((l_i − l_max) / T)   in double, l_i the (penalized) float32 logit, l_max the largest;
  *                                  the w_i are probabilities up to one normalizer, and w = 1 at the max.
@@ -148,6 +148,8 @@ export function logSumExp(v: Float32Array): number {
 
 // Scratch buffers, reused across calls (sampling is synchronous, so one set suffices).
 let weightScratch = new Float64Array(0);
+let bucketScratch = new Uint16Array(0);
+let blockScratch = new Float64Array(0);
 let idScratch = new Int32Array(0);
 let selectScratch = new Float32Array(0);
 
@@ -156,18 +158,23 @@ const LIST_TOP_K = 1024;
 /** Top-p histogram: BUCKETS buckets of (l_max − l)/T, BUCKET_SCALE per unit; the last one takes the rest. */
 const BUCKETS = 1024;
 const BUCKET_SCALE = 32;
+/** Bucket "index" of a token that is not a candidate (w = 0). */
+const NO_BUCKET = 0xffff;
 /** A boundary bucket with more tokens than this is re-bucketed over its own range before sorting. */
 const SORT_LIMIT = 2048;
 const bucketMass = new Float64Array(BUCKETS);
-const bucketCount = new Int32Array(BUCKETS);
+/** The draw records the running sum every BLOCK tokens, so the walk re-adds one block only. */
+const BLOCK = 256;
 
-function weightBuffer(vocab: number): Float64Array {
-  if (weightScratch.length < vocab) weightScratch = new Float64Array(vocab);
-  return weightScratch;
+function scratchFor(vocab: number): void {
+  if (weightScratch.length >= vocab) return;
+  weightScratch = new Float64Array(vocab);
+  bucketScratch = new Uint16Array(vocab);
+  blockScratch = new Float64Array(Math.ceil(vocab / BLOCK));
 }
 
 function idBuffer(n: number): Int32Array {
-  if (idScratch.length < n) idScratch = new Int32Array(Math.max(n, 1024));
+  if (idScratch.length < n) idScratch = new Int32Array(n);
   return idScratch;
 }
 
@@ -182,26 +189,28 @@ function sampleWithTemperature(logits: Float32Array, p: SamplingParams, u: numbe
 
   if (topK > 0 && topK <= LIST_TOP_K) return sampleFromList(logits, topKIndices(logits, topK), maxL, invT, p, u);
 
-  const w = weightBuffer(vocab);
+  scratchFor(vocab);
+  const w = weightScratch;
+  if (topK === 0 && p.topP >= 1) {
+    // Plain temperature (± min-p): weigh, filter and sum in one pass.
+    weighAndSum(logits, w, maxL, invT, p.minP);
+    return walk(logits, w, vocab, u);
+  }
+
   let cut: TopPCut = KEEP_ALL;
-  if (topK === 0 && p.topP < 1) {
-    // The common top-p case: weigh and bucket in one pass.
+  if (topK === 0) {
+    // Top-p alone: weigh and bucket in one pass.
     const mass = weighAndBucket(logits, w, maxL, invT);
-    cut = topPCut(logits, w, vocab, maxL, invT, p.topP * mass);
+    cut = topPCut(logits, w, maxL, invT, p.topP * mass);
   } else {
-    let mass = 0;
-    for (let i = 0; i < vocab; i++) {
-      const wi = Math.exp((logits[i] - maxL) * invT);
-      w[i] = wi;
-      mass += wi;
-    }
-    if (topK > 0) mass = keepTopK(logits, w, topK);
+    const mass = weighTopK(logits, w, maxL, invT, topK);
     if (p.topP < 1) {
       bucketCandidates(logits, w, maxL, invT);
-      cut = topPCut(logits, w, vocab, maxL, invT, p.topP * mass);
+      cut = topPCut(logits, w, maxL, invT, p.topP * mass);
     }
   }
-  return draw(logits, w, vocab, cut, p.minP, u);
+  applyCutAndSum(logits, w, cut, p.minP);
+  return walk(logits, w, vocab, u);
 }
 
 /**
@@ -233,22 +242,23 @@ function sampleFromList(logits: Float32Array, ids: number[], maxL: number, invT:
   }
 
   const kept = Int32Array.from(ids.slice(0, n)).sort(); // ascending id
+  const keptW = new Float64Array(n);
   let total = 0;
-  for (let j = 0; j < n; j++) total += Math.exp((logits[kept[j]] - maxL) * invT);
+  for (let j = 0; j < n; j++) total += keptW[j] = Math.exp((logits[kept[j]] - maxL) * invT);
   const target = u * total;
   let cum = 0;
   for (let j = 0; j < n; j++) {
-    cum += Math.exp((logits[kept[j]] - maxL) * invT);
+    cum += keptW[j];
     if (cum > target) return kept[j];
   }
   return kept[n - 1];
 }
 
 /**
- * Zeroes the weights outside the top k (the k largest logits, lower id first among equals) and
- * returns the candidates' Σ w.
+ * w_i for the top k (the k largest logits, lower id first among equals), 0 for the others; returns
+ * the candidates' Σ w.
  */
-function keepTopK(logits: Float32Array, w: Float64Array, k: number): number {
+function weighTopK(logits: Float32Array, w: Float64Array, maxL: number, invT: number, k: number): number {
   const vocab = logits.length;
   if (selectScratch.length < vocab) selectScratch = new Float32Array(vocab);
   const copy = selectScratch.subarray(0, vocab);
@@ -260,7 +270,7 @@ function keepTopK(logits: Float32Array, w: Float64Array, k: number): number {
   let mass = 0;
   for (let i = 0; i < vocab; i++) {
     const l = logits[i];
-    if (l > threshold || (l === threshold && ties-- > 0)) mass += w[i];
+    if (l > threshold || (l === threshold && ties-- > 0)) mass += w[i] = Math.exp((l - maxL) * invT);
     else w[i] = 0;
   }
   return mass;
@@ -268,72 +278,76 @@ function keepTopK(logits: Float32Array, w: Float64Array, k: number): number {
 
 /**
  * Where top-p cuts: keep the tokens with logit > `logit`, and the first `quota` tokens (lowest ids)
- * with logit === `logit`.
+ * of the `ties` candidates with logit === `logit`.
  */
 interface TopPCut {
   logit: number;
   quota: number;
+  ties: number;
 }
-const KEEP_ALL: TopPCut = { logit: -Infinity, quota: Infinity };
+const KEEP_ALL: TopPCut = { logit: -Infinity, quota: Infinity, ties: 0 };
 
-/** Bucket of a token: (l_max − l)/T in steps of 1/BUCKET_SCALE, monotone in the logit. */
+/** Bucket of a token: (l_max − l)/T in steps of 1/BUCKET_SCALE, clamped to the last; monotone in the logit. */
 function bucketOf(l: number, maxL: number, scale: number): number {
-  const t = (maxL - l) * scale;
-  return t < BUCKETS - 1 ? t | 0 : BUCKETS - 1;
+  return Math.min((maxL - l) * scale, BUCKETS - 1) | 0;
 }
 
-/** w_i for every token, the top-p histogram of them, and Σ w. */
+/**
+ * w_i for every token, the top-p histogram (each bucket's Σ w, and each token's bucket), and Σ w.
+ * Tokens whose w underflows to 0 land in the last bucket and add nothing to it.
+ */
 function weighAndBucket(logits: Float32Array, w: Float64Array, maxL: number, invT: number): number {
-  bucketMass.fill(0);
-  bucketCount.fill(0);
+  const mass = bucketMass;
+  const bucket = bucketScratch;
+  mass.fill(0);
   const scale = invT * BUCKET_SCALE;
-  let mass = 0;
+  let total = 0;
   for (let i = 0; i < logits.length; i++) {
     const l = logits[i];
     const wi = Math.exp((l - maxL) * invT);
     w[i] = wi;
-    mass += wi;
-    if (wi === 0) continue;
+    total += wi;
     const b = bucketOf(l, maxL, scale);
-    bucketMass[b] += wi;
-    bucketCount[b]++;
+    bucket[i] = b;
+    mass[b] += wi;
   }
-  return mass;
+  return total;
 }
 
-/** The top-p histogram of the candidates (w > 0). */
+/** The top-p histogram of the candidates (w > 0) after top-k. */
 function bucketCandidates(logits: Float32Array, w: Float64Array, maxL: number, invT: number): void {
-  bucketMass.fill(0);
-  bucketCount.fill(0);
+  const mass = bucketMass;
+  const bucket = bucketScratch;
+  mass.fill(0);
   const scale = invT * BUCKET_SCALE;
   for (let i = 0; i < logits.length; i++) {
     const wi = w[i];
-    if (wi === 0) continue;
-    const b = bucketOf(logits[i], maxL, scale);
-    bucketMass[b] += wi;
-    bucketCount[b]++;
+    const b = wi === 0 ? NO_BUCKET : bucketOf(logits[i], maxL, scale);
+    bucket[i] = b;
+    if (b !== NO_BUCKET) mass[b] += wi;
   }
 }
 
 /**
- * Finds the shortest prefix of the candidates (w > 0) in sorted order whose Σ w ≥ target. A histogram
- * of the candidates by (l_max − l)/T, with each bucket's mass, locates the bucket holding the boundary;
- * only that bucket's tokens are then ordered. Bucket indices are monotone in the logit, so equal
- * logits share a bucket and the buckets before the boundary one lie wholly inside the prefix.
+ * Finds the shortest prefix of the candidates (w > 0) in sorted order whose Σ w ≥ target. The
+ * histogram (bucketMass, bucketScratch) locates the bucket holding the boundary; only that bucket's
+ * tokens are then ordered. Bucket indices are monotone in the logit, so equal logits share a bucket
+ * and the buckets before the boundary one lie wholly inside the prefix.
  */
-function topPCut(logits: Float32Array, w: Float64Array, vocab: number, maxL: number, invT: number, target: number): TopPCut {
-  const scale = invT * BUCKET_SCALE;
+function topPCut(logits: Float32Array, w: Float64Array, maxL: number, invT: number, target: number): TopPCut {
+  const vocab = logits.length;
+  const bucket = bucketScratch;
   let cum = 0;
   for (let b = 0; b < BUCKETS; b++) {
-    if (bucketCount[b] === 0) continue;
-    if (cum + bucketMass[b] < target) {
-      cum += bucketMass[b];
+    const mass = bucketMass[b];
+    if (mass === 0) continue;
+    if (cum + mass < target) {
+      cum += mass;
       continue;
     }
-    const n = bucketCount[b];
-    const ids = idBuffer(n);
-    let m = 0;
-    for (let i = 0; i < vocab && m < n; i++) if (w[i] !== 0 && bucketOf(logits[i], maxL, scale) === b) ids[m++] = i;
+    const ids = idBuffer(vocab);
+    let n = 0;
+    for (let i = 0; i < vocab; i++) if (bucket[i] === b) ids[n++] = i;
     const found = resolveBoundary(logits, w, ids.subarray(0, n), maxL, invT, cum, target, 0);
     if (found.cut) return found.cut;
     cum = found.cum; // rounding: the tokens one by one fell just short of the bucket sum
@@ -363,7 +377,7 @@ function resolveBoundary(
     // Ties: sorted order is id order, which `ids` already is.
     for (let j = 0; j < n; j++) {
       cum += w[ids[j]];
-      if (cum >= target) return { cut: { logit: l0, quota: j + 1 }, cum };
+      if (cum >= target) return { cut: { logit: l0, quota: j + 1, ties: n }, cum };
     }
     return { cum };
   }
@@ -412,37 +426,81 @@ function resolveBoundary(
     cum += w[ids[j]];
     if (cum >= target) {
       const logit = logits[ids[j]];
-      let quota = 1;
-      for (let k = j - 1; k >= 0 && logits[ids[k]] === logit; k--) quota++;
-      return { cut: { logit, quota }, cum };
+      let first = j;
+      while (first > 0 && logits[ids[first - 1]] === logit) first--;
+      let end = j + 1;
+      while (end < n && logits[ids[end]] === logit) end++;
+      return { cut: { logit, quota: j + 1 - first, ties: end - first }, cum };
     }
   }
   return { cum };
 }
 
-/** Applies the top-p cut and min-p to `w`, then the inverse-CDF draw over the kept tokens in id order. */
-function draw(logits: Float32Array, w: Float64Array, vocab: number, cut: TopPCut, minP: number, u: number): number {
-  const cutLogit = cut.logit;
-  let quota = cut.quota;
-  let total = 0;
-  for (let i = 0; i < vocab; i++) {
-    const wi = w[i];
-    if (wi === 0) continue;
-    const l = logits[i];
-    if (l < cutLogit || (l === cutLogit && quota-- <= 0) || wi < minP) w[i] = 0;
-    else total += wi;
-  }
-  const target = u * total;
+/**
+ * Plain temperature: w_i (0 below min-p) and the running sum Σ w in id order, recorded at the end of
+ * every BLOCK tokens in blockScratch.
+ */
+function weighAndSum(logits: Float32Array, w: Float64Array, maxL: number, invT: number, minP: number): void {
+  const vocab = logits.length;
+  const blocks = blockScratch;
   let cum = 0;
-  let lastKept = -1;
-  for (let i = 0; i < vocab; i++) {
-    const wi = w[i];
-    if (wi === 0) continue;
-    cum += wi;
-    lastKept = i;
-    if (cum > target) return i;
+  for (let blk = 0, i = 0; i < vocab; blk++) {
+    const end = Math.min(i + BLOCK, vocab);
+    for (; i < end; i++) {
+      const wi = Math.exp((logits[i] - maxL) * invT);
+      const kept = wi * Number(wi >= minP); // no data-dependent branch
+      w[i] = kept;
+      cum += kept;
+    }
+    blocks[blk] = cum;
   }
-  return lastKept >= 0 ? lastKept : argmax(logits); // u·total rounded above the final sum
+}
+
+/** Applies the top-p cut and min-p to `w` and records the running sum as `weighAndSum` does. */
+function applyCutAndSum(logits: Float32Array, w: Float64Array, cut: TopPCut, minP: number): void {
+  const vocab = logits.length;
+  const cutLogit = cut.logit;
+  if (cut.ties > cut.quota) {
+    // Rare: several tokens share the boundary logit and only the lowest ids stay.
+    let quota = cut.quota;
+    for (let i = 0; i < vocab; i++) if (w[i] !== 0 && logits[i] === cutLogit && quota-- <= 0) w[i] = 0;
+  }
+  const blocks = blockScratch;
+  let cum = 0;
+  for (let blk = 0, i = 0; i < vocab; blk++) {
+    const end = Math.min(i + BLOCK, vocab);
+    for (; i < end; i++) {
+      // Dropped tokens become 0 and add nothing, so this loop needs no data-dependent branch.
+      const wi = w[i];
+      const kept = logits[i] >= cutLogit && wi >= minP ? wi : 0;
+      w[i] = kept;
+      cum += kept;
+    }
+    blocks[blk] = cum;
+  }
+}
+
+/**
+ * The inverse-CDF draw over the kept weights `w` (0 = dropped) in id order: the first token whose
+ * running sum exceeds u · total. The block sums locate its block, and re-adding from the previous
+ * block's sum gives bit for bit the running sum of a plain walk from token 0.
+ */
+function walk(logits: Float32Array, w: Float64Array, vocab: number, u: number): number {
+  const blocks = blockScratch;
+  const nBlocks = Math.ceil(vocab / BLOCK);
+  const target = u * blocks[nBlocks - 1];
+  let blk = 0;
+  while (blk < nBlocks && !(blocks[blk] > target)) blk++;
+  if (blk < nBlocks) {
+    let cum = blk > 0 ? blocks[blk - 1] : 0;
+    const end = Math.min((blk + 1) * BLOCK, vocab);
+    for (let i = blk * BLOCK; i < end; i++) {
+      cum += w[i];
+      if (cum > target) return i;
+    }
+  }
+  for (let i = vocab - 1; i >= 0; i--) if (w[i] !== 0) return i; // u·total rounded above the final sum
+  return argmax(logits);
 }
 
 function sortByValueDesc(ids: number[], v: Float32Array): void {

@@ -100,3 +100,11 @@ describe("errors inside a stream", () => {
     expect(unknown.status).toBeUndefined();
   });
 });
+
+describe("maxRetryDelay", () => {
+  it("caps the server hint the client will wait for", () => {
+    const h = new Headers({ "retry-after": "5" });
+    expect(retryDelayMs(1, h, Math.random, 10_000)).toBe(5_000);
+    expect(retryDelayMs(1, h, Math.random, 2_000)).toBeUndefined();
+  });
+});

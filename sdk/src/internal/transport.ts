@@ -7,7 +7,7 @@ import {
   type APIErrorObject,
 } from "../core/errors.js";
 import { Abortable, Watchdog, sleep } from "./abort.js";
-import { isRetryableStatus, retryDelayMs } from "./retry.js";
+import { DEFAULT_MAX_RETRY_DELAY_MS, isRetryableStatus, retryDelayMs } from "./retry.js";
 
 /** The `fetch` signature the SDK needs; pass your own to add a proxy, tracing, or a test double. */
 export type Fetch = (input: string, init: RequestInit) => Promise<Response>;
@@ -24,6 +24,8 @@ export interface RequestOptions {
   /** Streaming only: the longest silence allowed between pieces of the stream, in milliseconds. */
   idleTimeout?: number;
   maxRetries?: number;
+  /** The longest server-requested wait (`Retry-After`) sat out before a retry; longer ones throw at once. */
+  maxRetryDelay?: number;
   headers?: Record<string, string>;
 }
 
@@ -31,6 +33,7 @@ export interface TransportConfig {
   baseURL: string;
   fetch: Fetch;
   maxRetries: number;
+  maxRetryDelay?: number;
   timeout: number;
   idleTimeout: number;
   headers: Record<string, string>;
@@ -73,6 +76,7 @@ export class Transport {
   async open(call: Call, options: RequestOptions = {}): Promise<Opened> {
     const { config } = this;
     const maxRetries = options.maxRetries ?? config.maxRetries;
+    const maxRetryDelay = options.maxRetryDelay ?? config.maxRetryDelay ?? DEFAULT_MAX_RETRY_DELAY_MS;
     const timeout = options.timeout ?? config.timeout;
     const idleTimeout = options.idleTimeout ?? config.idleTimeout;
     const url = this.url(call.path, call.query);
@@ -127,7 +131,7 @@ export class Transport {
       done();
       const error = statusError(response, text);
       if (attempt < maxRetries && isRetryableStatus(response.status, response.headers)) {
-        const delay = retryDelayMs(attempt + 1, response.headers);
+        const delay = retryDelayMs(attempt + 1, response.headers, Math.random, maxRetryDelay);
         if (delay !== undefined) {
           await sleep(delay, options.signal);
           continue;

@@ -1,4 +1,4 @@
-// A line-for-line port of gpu-node/src/engine/sampling.ts (same order of operations, same doubles),
+// The sampling procedure of gpu-node/src/engine/sampling.ts (same order of operations, same doubles),
 // so the CPU flavor samples the tokens the TypeScript engine samples from the same logits.
 #include <algorithm>
 #include <cmath>
@@ -72,15 +72,13 @@ void applyPenalties(std::vector<float>& out, const SamplingSpec& p, const int32_
   }
 }
 
-// The head of the distribution holding at least top_p of the mass, sorted descending, and Σ w.
-std::vector<int> topPHead(const float* logits, int vocab, double maxL, double invT, double topP, double& total) {
-  total = 0;
+// The smallest set of top tokens (by logit) holding at least `target` of the weight, sorted: tokens within
+// `gap` (in temperature-scaled logits) of the max, widening the gap until they hold enough. The
+// sorted order of this head is the sorted order of the whole vocabulary's prefix.
+std::vector<int> topHead(const float* logits, int vocab, double maxL, double invT, double target) {
   double lowest = INFINITY;
-  for (int i = 0; i < vocab; i++) {
-    total += std::exp((double(logits[i]) - maxL) * invT);
+  for (int i = 0; i < vocab; i++)
     if (logits[i] < lowest && logits[i] > -INFINITY) lowest = logits[i];
-  }
-  const double target = topP * total;
   for (double gap = 8;; gap *= 2) {
     const double minL = maxL - gap / invT;
     std::vector<int> ids;
@@ -98,73 +96,77 @@ std::vector<int> topPHead(const float* logits, int vocab, double maxL, double in
   }
 }
 
+// The procedure documented at the top of sampling.ts: weights w = exp((l − max)/T); top-k keeps the
+// first k in sorted order; top-p the shortest sorted prefix reaching top_p of the candidates' mass;
+// min-p drops w < min_p; the draw walks the kept tokens in ascending id order.
 int sampleWithTemperature(const float* logits, int vocab, const SamplingSpec& p, double u) {
   const double invT = 1 / p.temperature;
   const int topK = p.topK > 0 && p.topK < vocab ? p.topK : 0;
-  const bool useTopP = p.topP < 1;
   double maxL = -INFINITY;
   for (int i = 0; i < vocab; i++)
     if (logits[i] > maxL) maxL = logits[i];
+  if (!(maxL > -INFINITY)) return argmax(logits, vocab);  // everything masked
+  auto weight = [&](int i) { return std::exp((double(logits[i]) - maxL) * invT); };
 
-  if (topK == 0 && !useTopP) {
-    // No sorted filter: walk the vocabulary in id order (min-p just zeroes small weights).
-    std::vector<double> w(vocab);
-    double total = 0;
+  std::vector<double> w(vocab, 0.0);  // kept weights, 0 = dropped
+  if (topK == 0 && p.topP >= 1) {
     for (int i = 0; i < vocab; i++) {
-      double wi = std::exp((double(logits[i]) - maxL) * invT);
-      if (wi < p.minP) wi = 0;
-      w[i] = wi;
-      total += wi;
+      const double wi = weight(i);
+      w[i] = wi >= p.minP ? wi : 0;
     }
-    const double target = u * total;
-    double cum = 0;
-    int lastKept = 0;
-    for (int i = 0; i < vocab; i++) {
-      if (w[i] == 0) continue;
-      cum += w[i];
-      lastKept = i;
-      if (cum > target) return i;
-    }
-    return lastKept;
-  }
-
-  std::vector<int> ids;
-  double topPMass = 0;
-  if (topK > 0) {
-    ids = topKIndices(logits, vocab, topK);
-    for (int id : ids) topPMass += std::exp((double(logits[id]) - maxL) * invT);
   } else {
-    ids = topPHead(logits, vocab, maxL, invT, p.topP, topPMass);
-  }
-  std::vector<double> w(ids.size());
-  for (size_t i = 0; i < ids.size(); i++) w[i] = std::exp((double(logits[ids[i]]) - maxL) * invT);
-
-  size_t n = ids.size();
-  if (useTopP) {
-    const double target = p.topP * topPMass;
-    double cum = 0;
-    for (size_t i = 0; i < n; i++) {
-      cum += w[i];
-      if (cum >= target) {
-        n = i + 1;
-        break;
+    std::vector<int> sorted;
+    size_t n;
+    if (topK > 0) {
+      sorted = topKIndices(logits, vocab, topK);
+      n = sorted.size();
+      if (p.topP < 1) {
+        double mass = 0;
+        for (int id : sorted) mass += weight(id);
+        const double target = p.topP * mass;
+        double cum = 0;
+        for (size_t j = 0; j < n; j++)
+          if ((cum += weight(sorted[j])) >= target) {
+            n = j + 1;
+            break;
+          }
+      }
+    } else {
+      double mass = 0;
+      for (int i = 0; i < vocab; i++) mass += weight(i);
+      const double target = p.topP * mass;
+      sorted = topHead(logits, vocab, maxL, invT, target);
+      n = sorted.size();
+      double cum = 0;
+      bool reached = false;
+      for (size_t j = 0; j < n; j++)
+        if ((cum += weight(sorted[j])) >= target) {
+          n = j + 1;
+          reached = true;
+          break;
+        }
+      if (!reached) {  // rounding kept the prefix from reaching the target: every token stays
+        sorted.resize(vocab);
+        for (int i = 0; i < vocab; i++) sorted[i] = i;
+        n = size_t(vocab);
       }
     }
-  }
-  if (p.minP > 0) {
-    size_t keep = 1;
-    while (keep < n && w[keep] >= p.minP) keep++;
-    n = keep;
+    for (size_t j = 0; j < n; j++) {
+      const double wi = weight(sorted[j]);
+      if (wi >= p.minP) w[sorted[j]] = wi;
+    }
   }
   double total = 0;
-  for (size_t i = 0; i < n; i++) total += w[i];
+  for (int i = 0; i < vocab; i++) total += w[i];
   const double target = u * total;
   double cum = 0;
-  for (size_t i = 0; i < n; i++) {
+  for (int i = 0; i < vocab; i++) {
     cum += w[i];
-    if (cum > target) return ids[i];
+    if (w[i] != 0 && cum > target) return i;
   }
-  return ids[n - 1];
+  for (int i = vocab - 1; i >= 0; i--)
+    if (w[i] != 0) return i;  // u·total rounded above the final sum
+  return argmax(logits, vocab);
 }
 
 }  // namespace

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The GPU device check, in one call of at most 8 minutes on a GPU machine (CUDA 13, nvcc, CMake,
+# Python with torch + transformers; Node not needed):
+#   1. builds the CUDA flavor (sm_80 + sm_90a, static cudart) with the ptxas register/spill report;
+#   2. kernel_tests: every kernel against its CPU reference on awkward shapes, CUDA engine vs CPU engine;
+#   3. tiny-model parity: engine_cli (CUDA bf16, CUDA fp8, CPU) vs the TypeScript reference's greedy
+#      tokens/logits and vs transformers' LlamaForCausalLM from the same directory;
+#   4. 70B-shaped decode benchmark (synthetic weights) at batch 1, 8, 32, 64 with 1k contexts, next to
+#      torch on the same shapes, with copy bandwidth and matmul peak measured in the same run;
+#   5. prints one table and appends it to BENCHMARKS.md (card, date, commit).
+#
+# Prepare on a machine with Node first (the tiny model and the reference outputs):
+#   npm run build && node gpu-node/bench/make-device-inputs.mjs      # → gpu-node/native/build/device-inputs
+# then on the GPU machine, from the repository root, with that folder present:
+#   COMMIT=<sha> bash gpu-node/bench/device-check.sh
+# Outputs (also under $OUT when set): device-check.log, build.log, report.md, BENCHMARKS.md.
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+NATIVE=$ROOT/gpu-node/native
+INPUTS=${DEVICE_INPUTS:-$NATIVE/build/device-inputs}
+OUTDIR=${OUT:-/tmp/seventy-device-check}
+BUILD=${BUILD_DIR:-/tmp/seventy-build}
+COMMIT=${COMMIT:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)}
+LOG=$OUTDIR/device-check.log
+mkdir -p "$OUTDIR"
+: >"$LOG"
+T0=$(date +%s)
+say() { echo "[$(($(date +%s) - T0))s] $*" | tee -a "$LOG"; }
+run() { "$@" 2>&1 | tee -a "$LOG"; return "${PIPESTATUS[0]}"; }
+FAILED=0
+
+say "device check, commit $COMMIT"
+run nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv,noheader
+
+say "build (ENGINE_CUDA=ON, sm_80 + sm_90a)"
+GEN=(); command -v ninja >/dev/null && GEN=(-G Ninja)
+if ! { cmake -S "$NATIVE" -B "$BUILD" "${GEN[@]}" -DENGINE_CUDA=ON -DSEVENTY_PTXAS_VERBOSE=ON -DCMAKE_BUILD_TYPE=Release &&
+       cmake --build "$BUILD" -j "$(nproc)"; } >"$OUTDIR/build.log" 2>&1; then
+  tail -40 "$OUTDIR/build.log" | tee -a "$LOG"
+  say "BUILD FAILED"
+  exit 1
+fi
+grep -E "spill stores|Used [0-9]+ registers" "$OUTDIR/build.log" | sort | uniq -c | sort -rn | head -5 >>"$LOG"
+
+say "kernel tests"
+run timeout 150 "$BUILD/kernel_tests" || FAILED=1
+
+if [ -f "$INPUTS/manifest.txt" ]; then
+  say "tiny-model parity"
+  STEPS=$(head -1 "$INPUTS/steps.txt")
+  PARITY_ARGS=()
+  for cfg in "cuda-bf16 cuda none" "cuda-fp8 cuda fp8" "cpu cpu none"; do
+    set -- $cfg
+    run timeout 60 "$BUILD/engine_cli_cuda" --manifest "$INPUTS/manifest.txt" --prompts "$INPUTS/prompts.txt" --steps "$STEPS" \
+      --backend "$2" --quant "$3" --tokens "/tmp/parity-$1.txt" --logits "/tmp/parity-$1.f32" || FAILED=1
+    PARITY_ARGS+=(--run "$1" "/tmp/parity-$1.txt" "/tmp/parity-$1.f32")
+  done
+  run timeout 150 python3 "$ROOT/gpu-node/bench/parity.py" "$INPUTS" "${PARITY_ARGS[@]}" || FAILED=1
+else
+  say "SKIPPED parity: $INPUTS/manifest.txt missing (run make-device-inputs.mjs where Node is, and carry the folder)"
+  FAILED=1
+fi
+
+# FP8 is what fits 70B on an 80 GB card; a 141 GB card also runs bf16 (layers that do not fit are projected).
+MEM_MB=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
+QUANTS=${QUANTS:-$([ "${MEM_MB:-0}" -gt 100000 ] && echo "bf16 fp8" || echo "fp8")}
+for q in $QUANTS; do
+  say "decode benchmark ($q)"
+  run timeout 170 "$BUILD/decode_bench" --quant "$q" --batches 1,8,32,64 --ctx 1024 --steps 20 || FAILED=1
+done
+say "torch baseline"
+run timeout 150 python3 "$ROOT/gpu-node/bench/torch_baseline.py" --batches 1,8,32,64 --ctx 1024 || FAILED=1
+
+say "report"
+python3 "$ROOT/gpu-node/bench/device_report.py" --log "$LOG" --benchmarks "$ROOT/BENCHMARKS.md" --commit "$COMMIT" --out "$OUTDIR/report.md"
+cp "$ROOT/BENCHMARKS.md" "$OUTDIR/BENCHMARKS.md"
+say "done (failures: $FAILED)"
+exit $FAILED

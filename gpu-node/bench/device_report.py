@@ -1,0 +1,72 @@
+"""Collects the RESULT lines of a device check into one markdown table, prints it, and appends it to
+BENCHMARKS.md with the card, the date and the commit.
+
+  python3 device_report.py --log device-check.log --benchmarks BENCHMARKS.md --commit SHA [--out report.md]
+"""
+import argparse
+import datetime
+import json
+import re
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--log", required=True)
+    ap.add_argument("--benchmarks", required=True)
+    ap.add_argument("--commit", default="unknown")
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    results, kernel_line, card = [], "kernel tests: not run", "unknown GPU"
+    with open(args.log, errors="replace") as f:
+        for line in f:
+            if line.startswith("RESULT "):
+                try:
+                    results.append(json.loads(line[7:]))
+                except json.JSONDecodeError:
+                    pass
+            m = re.match(r"^(\d+) passed, (\d+) failed", line)
+            if m:
+                kernel_line = f"kernel tests: {m.group(1)} passed, {m.group(2)} failed"
+            m = re.match(r"^device: (.+) \(sm_", line)
+            if m:
+                card = m.group(1)
+    ceil = next((r for r in results if r["kind"] == "ceilings"), {})
+    copy_cpp = next((r for r in results if r["kind"] == "copy"), {})
+    card = ceil.get("device", card)
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    lines = [f"### {card}, {date}, commit {args.commit}", ""]
+    lines.append(
+        f"Measured in the same run: copy bandwidth {copy_cpp.get('copy_tbps', float('nan')):.2f} TB/s (cudaMemcpy D2D, read + write), "
+        f"{ceil.get('copy_tbps', float('nan')):.2f} TB/s (torch copy_); bf16 matmul peak {ceil.get('matmul_tflops', float('nan')):.0f} TFLOP/s "
+        f"(8192³, torch). {kernel_line}.")
+    lines.append("")
+    parity = [r for r in results if r["kind"] == "parity"]
+    if parity:
+        lines.append("Tiny-model parity (greedy, 3 sequences × 16 tokens): " + "; ".join(
+            f"{r['name']}: tokens {'same' if r['tokens_match'] else 'DIFFER'}, logits rel max {r['logits_rel_max']:.1e}"
+            + (" OK" if r.get("ok") else " FAIL") for r in parity) + ".")
+        lines.append("")
+    lines.append("70B-shaped decode, 1k-token contexts, synthetic weights (step = one full engine step incl. sampling and the host sync):")
+    lines.append("")
+    lines.append("| engine | weights | batch | layers run | step ms (80 layers) | tok/s | GB read/step | TB/s | of copy BW |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in sorted((r for r in results if r["kind"] == "decode"), key=lambda r: (r.get("batch", 0), r.get("engine", ""), r.get("quant", ""))):
+        if "error" in r:
+            lines.append(f"| {r['engine']} | | {r['batch']} | failed | | | | | |")
+            continue
+        proj = "" if r["layers_run"] == 80 else " (projected)"
+        lines.append(
+            f"| {r['engine']} | {r['quant']} | {r['batch']} | {r['layers_run']} | {r['step_ms_80']:.2f}{proj} | {r['tok_s']:.1f} | "
+            f"{r['gb_per_step']:.1f} | {r['tbps']:.2f} | {100 * r['frac_copy']:.0f}% |")
+    lines.append("")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    with open(args.benchmarks, "a") as f:
+        f.write("\n" + text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()

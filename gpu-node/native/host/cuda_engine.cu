@@ -1,0 +1,623 @@
+// The CUDA flavor of the engine: weights and KV cache on the device, the fused kernels of kernels/,
+// the decoder loop of forward.h. One step = a few host→device copies of the step's plan, the kernel
+// launches (or one graph launch for decode steps), and one device→host copy of the sampled ids, the
+// only synchronization of the step.
+//
+// Memory: weights (bf16, or fp8 + per-row scales), then the activation workspace for
+// maxNumBatchedTokens rows, then the KV cache sized from what is left of
+// gpuMemoryUtilization · total memory (unless numKvBlocks is given).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <vector>
+
+#include "../kernels/cpu/cpu_kernels.h"
+#include "engines.h"
+#include "forward.h"
+#include "kernels.h"
+#include "seventy/numerics.h"
+#include "step_plan.h"
+#include "weight_source.h"
+
+namespace seventy {
+namespace {
+
+using cuda::LinearWeight;
+using cuda::WFormat;
+
+Status cudaStatus(cudaError_t e, const char* what) {
+  return errorStatus(e == cudaErrorMemoryAllocation ? kOutOfMemory : kDevice,
+                     std::string(what) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
+}
+
+#define CU(expr)                                    \
+  do {                                              \
+    cudaError_t e_ = (expr);                        \
+    if (e_ != cudaSuccess) return cudaStatus(e_, #expr); \
+  } while (0)
+
+struct DeviceLayer {
+  float* inputNorm = nullptr;
+  float* postNorm = nullptr;
+  LinearWeight qkv, o, gateUp, down;
+};
+
+// Decode batches are padded up to one of these sizes, each with its own captured graph.
+const int kGraphBuckets[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256};
+
+class CudaEngine final : public Engine, private ForwardOps {
+ public:
+  explicit CudaEngine(const EngineOptions& o) : opt_(o), c_(o.config) {
+    numLayers_ = o.numLayersOverride > 0 && o.numLayersOverride < c_.numLayers ? o.numLayersOverride : c_.numLayers;
+    maxRows_ = std::max(1, o.maxNumBatchedTokens);
+    maxOut_ = std::max(1, std::min(o.maxNumSeqs, maxRows_));
+    maxModelLen_ = o.maxModelLen > 0 ? o.maxModelLen : 131072;
+  }
+
+  ~CudaEngine() override {
+    for (auto& [b, g] : graphs_) cudaGraphExecDestroy(g);
+    for (void* p : deviceAllocs_) cudaFree(p);
+    for (void* p : hostAllocs_) cudaFreeHost(p);
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  const char* kind() const override { return "native-cuda"; }
+  int blockSize() const override { return opt_.blockSize; }
+  int numKvBlocks() const override { return numKvBlocks_; }
+  uint64_t weightBytes() const override { return weightBytes_; }
+  uint64_t kvCacheBytes() const override { return kvBytes_; }
+
+  Status load(const ProgressFn& progress) override {
+    Status st = checkShapes();
+    if (!st.ok()) return st;
+    CU(cudaSetDevice(0));
+    CU(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    cudaDeviceProp prop{};
+    CU(cudaGetDeviceProperties(&prop, 0));
+    numSMs_ = prop.multiProcessorCount;
+    if (opt_.loadFormat == LoadFormat::Safetensors) src_ = makeSafetensorsSource(opt_.tensors, progress);
+    else src_ = makeDummySource(c_, opt_.dummySeed);
+    if (!(st = loadWeights()).ok()) return st;
+    if (!(st = allocWorkspace()).ok()) return st;
+    if (!(st = allocKvCache()).ok()) return st;
+    src_.reset();
+    CU(cudaStreamSynchronize(stream_));
+    loaded_ = true;
+    return Status::Ok();
+  }
+
+  Status step(const StepInput& in, StepOutput& out) override {
+    if (!loaded_) return errorStatus(kInvalidArgument, "step() before load()");
+    Status st = validateStep(in, c_, numKvBlocks_, opt_.blockSize);
+    if (!st.ok()) return st;
+    plan_ = buildStepPlan(in, opt_.blockSize);
+    out.sampled.clear();
+    if (plan_.numRows == 0) return Status::Ok();
+    if (plan_.numRows > maxRows_) {
+      return errorStatus(kInvalidArgument, "step has " + std::to_string(plan_.numRows) + " tokens; maxNumBatchedTokens is " + std::to_string(maxRows_));
+    }
+    if (int(plan_.outRows.size()) > maxOut_) return errorStatus(kInvalidArgument, "step samples more sequences than maxNumSeqs");
+    if (in.blockTables.size() > tableCap_) return errorStatus(kInvalidArgument, "step's block tables exceed the engine's capacity");
+    if (in.penaltyTokens.size() > penaltyCap_) return errorStatus(kInvalidArgument, "step's penalty history exceeds the engine's capacity");
+
+    // A graph replays decode steps where every sequence computes and samples one token.
+    bool anyLogits = false, allSample = true;
+    for (const SeqInput& s : in.seqs) {
+      anyLogits |= s.returnLogits;
+      allSample &= s.sample;
+    }
+    int bucket = 0;
+    if (opt_.cudaGraphs && plan_.decodeOnly && allSample && !anyLogits) {
+      for (int b : kGraphBuckets)
+        if (b >= plan_.numRows && b <= maxOut_) {
+          bucket = b;
+          break;
+        }
+    }
+    rows_ = bucket ? bucket : plan_.numRows;
+    numOut_ = bucket ? bucket : int(plan_.outRows.size());
+    splits_ = attentionSplits(rows_, plan_.maxContext, bucket != 0);
+
+    if (!(st = uploadStep(in)).ok()) return st;
+    if (bucket) {
+      if (!(st = launchGraph(bucket)).ok()) return st;
+    } else {
+      err_ = cudaSuccess;
+      runForward(*this, numLayers_);
+      sampleOp();
+      if (err_ != cudaSuccess) return cudaStatus(err_, "forward");
+    }
+    const int realOut = int(plan_.outRows.size());
+    CU(cudaMemcpyAsync(hOutTokens_, dOutTokens_, sizeof(int32_t) * realOut, cudaMemcpyDeviceToHost, stream_));
+    CU(cudaMemcpyAsync(hOutLogprobs_, dOutLogprobs_, sizeof(float) * realOut, cudaMemcpyDeviceToHost, stream_));
+    bool anyTop = false;
+    for (const SeqInput& s : in.seqs) anyTop |= s.sample && s.sampling.logprobs > 0;
+    if (anyTop) {
+      CU(cudaMemcpyAsync(hTopIds_, dTopIds_, sizeof(int32_t) * realOut * cuda::kMaxTopLogprobs, cudaMemcpyDeviceToHost, stream_));
+      CU(cudaMemcpyAsync(hTopLogprobs_, dTopLogprobs_, sizeof(float) * realOut * cuda::kMaxTopLogprobs, cudaMemcpyDeviceToHost, stream_));
+    }
+    std::vector<float> logits;
+    if (anyLogits) {
+      logits.resize(size_t(realOut) * c_.vocabSize);
+      CU(cudaMemcpyAsync(logits.data(), dLogits_, sizeof(float) * logits.size(), cudaMemcpyDeviceToHost, stream_));
+    }
+    CU(cudaStreamSynchronize(stream_));  // the step's one synchronization: the sampled ids
+
+    for (int i = 0; i < realOut; i++) {
+      const SeqInput& s = in.seqs[plan_.outSeqs[i]];
+      SampledOutput o;
+      o.seqId = s.seqId;
+      if (s.sample) {
+        o.tokenId = hOutTokens_[i];
+        if (s.sampling.logprobs >= 0) {
+          o.hasLogprob = true;
+          o.logprob = hOutLogprobs_[i];
+          const int n = std::min(std::min(s.sampling.logprobs, cuda::kMaxTopLogprobs), c_.vocabSize);
+          for (int j = 0; j < n; j++) {
+            o.topIds.push_back(hTopIds_[i * cuda::kMaxTopLogprobs + j]);
+            o.topLogprobs.push_back(hTopLogprobs_[i * cuda::kMaxTopLogprobs + j]);
+          }
+        }
+      }
+      if (s.returnLogits) o.logits.assign(logits.begin() + size_t(i) * c_.vocabSize, logits.begin() + size_t(i + 1) * c_.vocabSize);
+      out.sampled.push_back(std::move(o));
+    }
+    return Status::Ok();
+  }
+
+ private:
+  // ---- memory ----
+  template <class T>
+  Status deviceAlloc(T*& p, size_t count) {
+    void* v = nullptr;
+    CU(cudaMalloc(&v, std::max<size_t>(count, 1) * sizeof(T)));
+    deviceAllocs_.push_back(v);
+    p = static_cast<T*>(v);
+    return Status::Ok();
+  }
+  template <class T>
+  Status hostAlloc(T*& p, size_t count) {
+    void* v = nullptr;
+    CU(cudaHostAlloc(&v, std::max<size_t>(count, 1) * sizeof(T), cudaHostAllocDefault));
+    hostAllocs_.push_back(v);
+    p = static_cast<T*>(v);
+    return Status::Ok();
+  }
+
+  Status checkShapes() const {
+    const int G = c_.numHeads / c_.numKvHeads;
+    if (G != 1 && G != 2 && G != 4 && G != 8) return errorStatus(kUnsupported, "CUDA engine: numHeads / numKvHeads must be 1, 2, 4 or 8");
+    if (c_.headDim != 16 && c_.headDim != 32 && c_.headDim != 64 && c_.headDim != 128) {
+      return errorStatus(kUnsupported, "CUDA engine: headDim must be 16, 32, 64 or 128");
+    }
+    const int align = opt_.quantization == Quantization::Fp8 ? 16 : 8;
+    if (c_.hiddenSize % align != 0 || c_.intermediateSize % align != 0 || (c_.numHeads * c_.headDim) % align != 0) {
+      return errorStatus(kUnsupported, "CUDA engine: hidden, intermediate and head sizes must be multiples of " + std::to_string(align));
+    }
+    return Status::Ok();
+  }
+
+  // ---- weights ----
+  // Rows of one HF tensor into device bf16 memory (dummy: generated there).
+  Status stageTensor(const std::string& name, uint16_t* dst, int64_t& rows, int64_t& cols) {
+    Status st = src_->shape(name, rows, cols);
+    if (!st.ok()) return st;
+    if (opt_.loadFormat == LoadFormat::Dummy) {
+      if (isNormWeight(name)) CU(cuda::fillBf16(dst, rows * cols, 1.0f, stream_));
+      else CU(cuda::fillDummyBf16(dst, 0, rows, cols, opt_.dummySeed, dummyTensorId(name), dummyAmplitude(name, cols), stream_));
+      return Status::Ok();
+    }
+    const int64_t chunkRows = std::max<int64_t>(1, int64_t(kPinnedElems) / cols);
+    for (int64_t r = 0; r < rows; r += chunkRows) {
+      const int64_t n = std::min(chunkRows, rows - r);
+      CU(cudaStreamSynchronize(stream_));  // the pinned buffer is free again
+      if (!(st = src_->readRowsBf16(name, r, n, pinned_)).ok()) return st;
+      CU(cudaMemcpyAsync(dst + r * cols, pinned_, size_t(n * cols) * 2, cudaMemcpyHostToDevice, stream_));
+    }
+    return Status::Ok();
+  }
+
+  // The HF tensors `names` concatenated by rows, permuted by `order`, stored bf16 or fp8.
+  Status loadLinear(const std::vector<std::string>& names, const std::vector<int32_t>* order, bool fp8, LinearWeight& w) {
+    int64_t total = 0, K = 0;
+    for (const std::string& n : names) {
+      int64_t r, c;
+      Status st = src_->shape(n, r, c);
+      if (!st.ok()) return st;
+      total += r;
+      K = c;
+    }
+    if (total * K > stagingElems_) return errorStatus(kInvalidArgument, "staging buffer too small for " + names[0]);
+    int64_t off = 0;
+    for (const std::string& n : names) {
+      int64_t r, c;
+      Status st = stageTensor(n, staging_ + off * K, r, c);
+      if (!st.ok()) return st;
+      if (c != K) return errorStatus(kInvalidArgument, "tensor " + n + " has " + std::to_string(c) + " columns, expected " + std::to_string(K));
+      off += r;
+    }
+    const uint16_t* rowsSrc = staging_;
+    if (order) {
+      CU(cudaMemcpyAsync(dOrder_, order->data(), order->size() * 4, cudaMemcpyHostToDevice, stream_));
+      CU(cuda::permuteRows(staging2_, staging_, dOrder_, total, K, stream_));
+      rowsSrc = staging2_;
+    }
+    w.N = int(total);
+    w.K = int(K);
+    if (fp8) {
+      uint8_t* q;
+      float* scales;
+      Status st = deviceAlloc(q, size_t(total * K));
+      if (st.ok()) st = deviceAlloc(scales, size_t(total));
+      if (!st.ok()) return st;
+      CU(cuda::quantizeFp8Rows(rowsSrc, total, K, q, scales, stream_));
+      w.format = WFormat::FP8;
+      w.data = q;
+      w.scales = scales;
+      weightBytes_ += uint64_t(total * K) + uint64_t(total) * 4;
+    } else {
+      uint16_t* d;
+      Status st = deviceAlloc(d, size_t(total * K));
+      if (!st.ok()) return st;
+      CU(cudaMemcpyAsync(d, rowsSrc, size_t(total * K) * 2, cudaMemcpyDeviceToDevice, stream_));
+      w.format = WFormat::BF16;
+      w.data = d;
+      weightBytes_ += uint64_t(total * K) * 2;
+    }
+    CU(cudaStreamSynchronize(stream_));  // staging is reused by the next tensor
+    return Status::Ok();
+  }
+
+  Status loadBf16Table(const std::string& name, uint16_t*& dst) {
+    int64_t rows, cols;
+    Status st = src_->shape(name, rows, cols);
+    if (!st.ok()) return st;
+    if (!(st = deviceAlloc(dst, size_t(rows * cols))).ok()) return st;
+    weightBytes_ += uint64_t(rows * cols) * 2;
+    return stageTensor(name, dst, rows, cols);
+  }
+
+  Status loadNorm(const std::string& name, float*& dst) {
+    int64_t rows, cols;
+    Status st = src_->shape(name, rows, cols);
+    if (!st.ok()) return st;
+    std::vector<float> h(size_t(rows * cols));
+    if (!(st = src_->readRowsF32(name, 0, rows, h.data())).ok()) return st;
+    if (opt_.loadFormat == LoadFormat::Dummy) std::fill(h.begin(), h.end(), 1.0f);
+    if (!(st = deviceAlloc(dst, h.size())).ok()) return st;
+    CU(cudaMemcpy(dst, h.data(), h.size() * 4, cudaMemcpyHostToDevice));
+    weightBytes_ += h.size() * 4;
+    return Status::Ok();
+  }
+
+  Status loadWeights() {
+    const bool fp8 = opt_.quantization == Quantization::Fp8;
+    const int64_t H = c_.hiddenSize, I = c_.intermediateSize, qkvRows = int64_t(c_.numHeads + 2 * c_.numKvHeads) * c_.headDim;
+    stagingElems_ = std::max({qkvRows * H, 2 * I * H, H * I, H * int64_t(c_.numHeads) * c_.headDim});
+    Status st = deviceAlloc(staging_, size_t(stagingElems_));
+    if (st.ok()) st = deviceAlloc(staging2_, size_t(stagingElems_));
+    if (st.ok()) st = hostAlloc(pinned_, kPinnedElems);
+    if (st.ok()) st = deviceAlloc(dOrder_, size_t(std::max(qkvRows, 2 * I)));
+    if (!st.ok()) return st;
+
+    std::vector<int32_t> qkvOrder(qkvRows), gateUpOrder(2 * I);
+    cuda::qkvRowOrder(c_.numHeads, c_.numKvHeads, c_.headDim, qkvOrder.data());
+    cuda::gateUpRowOrder(int(I), gateUpOrder.data());
+
+    if (!(st = loadBf16Table("model.embed_tokens.weight", embed_)).ok()) return st;
+    if (!(st = loadNorm("model.norm.weight", finalNorm_)).ok()) return st;
+    // lm_head stays bf16 (as vLLM's FP8 checkpoints keep it): it is 1.5% of the bytes and all of the logits.
+    if (c_.tieWordEmbeddings) lmHead_ = {WFormat::BF16, embed_, nullptr, c_.vocabSize, c_.hiddenSize};
+    else {
+      uint16_t* lm;
+      if (!(st = loadBf16Table("lm_head.weight", lm)).ok()) return st;
+      lmHead_ = {WFormat::BF16, lm, nullptr, c_.vocabSize, c_.hiddenSize};
+    }
+    layers_.resize(numLayers_);
+    for (int l = 0; l < numLayers_; l++) {
+      DeviceLayer& L = layers_[l];
+      auto n = [l](const char* s) { return layerTensorName(l, s); };
+      if (!(st = loadNorm(n("input_layernorm.weight"), L.inputNorm)).ok()) return st;
+      if (!(st = loadNorm(n("post_attention_layernorm.weight"), L.postNorm)).ok()) return st;
+      if (!(st = loadLinear({n("self_attn.q_proj.weight"), n("self_attn.k_proj.weight"), n("self_attn.v_proj.weight")}, &qkvOrder, fp8, L.qkv)).ok())
+        return st;
+      if (!(st = loadLinear({n("self_attn.o_proj.weight")}, nullptr, fp8, L.o)).ok()) return st;
+      if (!(st = loadLinear({n("mlp.gate_proj.weight"), n("mlp.up_proj.weight")}, &gateUpOrder, fp8, L.gateUp)).ok()) return st;
+      if (!(st = loadLinear({n("mlp.down_proj.weight")}, nullptr, fp8, L.down)).ok()) return st;
+    }
+    std::vector<float> inv = cpu::ropeInvFreq(c_.headDim, c_.ropeTheta, c_.rope);
+    if (!(st = deviceAlloc(invFreq_, inv.size())).ok()) return st;
+    CU(cudaMemcpy(invFreq_, inv.data(), inv.size() * 4, cudaMemcpyHostToDevice));
+    CU(cudaStreamSynchronize(stream_));
+    // The staging buffers are the largest temporary: give them back before sizing the KV cache.
+    CU(cudaFree(staging_));
+    CU(cudaFree(staging2_));
+    deviceAllocs_.erase(std::remove_if(deviceAllocs_.begin(), deviceAllocs_.end(), [this](void* p) { return p == staging_ || p == staging2_; }),
+                        deviceAllocs_.end());
+    staging_ = staging2_ = nullptr;
+    return Status::Ok();
+  }
+
+  // ---- workspace and KV cache ----
+  int maxSplits() const { return 64; }
+
+  // Enough blocks to fill the GPU ~3 times over, but no split shorter than a 64-token tile. Graph
+  // steps fix the count per bucket (the context grows under a captured graph); the kernel
+  // recomputes each split's range from the actual context length.
+  int attentionSplits(int rows, int maxContext, bool forGraph) const {
+    const int blocks = rows * c_.numKvHeads;
+    int s = (3 * numSMs_ + blocks - 1) / blocks;
+    if (!forGraph) s = std::min(s, (maxContext + 63) / 64);
+    s = std::max(1, std::min(s, maxSplits()));
+    if (rows > maxOut_) s = 1;  // the partial workspace is sized for maxNumSeqs rows
+    return s;
+  }
+
+  Status allocWorkspace() {
+    const size_t T = size_t(maxRows_), S = size_t(maxOut_), H = size_t(c_.hiddenSize), I = size_t(c_.intermediateSize);
+    const size_t Q = size_t(c_.numHeads) * c_.headDim, V = size_t(c_.vocabSize);
+    tableCap_ = S * size_t((maxModelLen_ + opt_.blockSize - 1) / opt_.blockSize);
+    penaltyCap_ = size_t(4) << 20;
+    Status st;
+    auto all = [&](std::initializer_list<Status> list) {
+      for (const Status& s : list)
+        if (!s.ok()) return s;
+      return Status::Ok();
+    };
+    st = all({deviceAlloc(resid_, T * H), deviceAlloc(hbuf_, T * H), deviceAlloc(delta_, T * H), deviceAlloc(q_, T * Q),
+              deviceAlloc(attnOut_, T * Q), deviceAlloc(act_, T * I), deviceAlloc(lastH_, S * H), deviceAlloc(dLogits_, S * V),
+              deviceAlloc(dWork_, S * V),
+              deviceAlloc(partial_, cuda::attentionWorkspaceBytes(int(S), maxSplits(), c_.numHeads, c_.headDim) / 4 + 1),
+              deviceAlloc(dRowToken_, T), deviceAlloc(dRowPos_, T), deviceAlloc(dRowSlot_, T), deviceAlloc(dRowTable_, T),
+              deviceAlloc(dRowCtx_, T), deviceAlloc(dOutRows_, S), deviceAlloc(dTables_, tableCap_), deviceAlloc(dPenalty_, penaltyCap_),
+              deviceAlloc(dParams_, S), deviceAlloc(dOutTokens_, S), deviceAlloc(dOutLogprobs_, S),
+              deviceAlloc(dTopIds_, S * cuda::kMaxTopLogprobs), deviceAlloc(dTopLogprobs_, S * cuda::kMaxTopLogprobs),
+              hostAlloc(hRowToken_, T), hostAlloc(hRowPos_, T), hostAlloc(hRowSlot_, T), hostAlloc(hRowTable_, T), hostAlloc(hRowCtx_, T),
+              hostAlloc(hOutRows_, S), hostAlloc(hTables_, tableCap_), hostAlloc(hPenalty_, penaltyCap_), hostAlloc(hParams_, S),
+              hostAlloc(hOutTokens_, S), hostAlloc(hOutLogprobs_, S), hostAlloc(hTopIds_, S * cuda::kMaxTopLogprobs),
+              hostAlloc(hTopLogprobs_, S * cuda::kMaxTopLogprobs)});
+    return st;
+  }
+
+  Status allocKvCache() {
+    const size_t perBlock = size_t(numLayers_) * 2 * c_.numKvHeads * opt_.blockSize * c_.headDim * 2;
+    numKvBlocks_ = opt_.numKvBlocks;
+    if (numKvBlocks_ <= 0) {
+      size_t freeB = 0, totalB = 0;
+      CU(cudaMemGetInfo(&freeB, &totalB));
+      const double budget = opt_.gpuMemoryUtilization * double(totalB) - double(totalB - freeB);
+      const double reserve = 512.0 * (1 << 20);  // graphs, cuBLAS-free kernels' module data, fragmentation
+      if (budget - reserve < double(perBlock)) {
+        return errorStatus(kOutOfMemory, "no room for a KV cache: weights and workspace use " + std::to_string((totalB - freeB) >> 20) +
+                                             " MiB of " + std::to_string(totalB >> 20) + " MiB (gpuMemoryUtilization " +
+                                             std::to_string(opt_.gpuMemoryUtilization) + ")");
+      }
+      numKvBlocks_ = int(std::min((budget - reserve) / double(perBlock), 2.0e9));
+    }
+    const size_t layerElems = size_t(numKvBlocks_) * c_.numKvHeads * opt_.blockSize * c_.headDim;
+    Status st = deviceAlloc(kv_, layerElems * 2 * numLayers_);
+    if (!st.ok()) return st;
+    kvLayerElems_ = layerElems;
+    kvBytes_ = uint64_t(layerElems) * 2 * numLayers_ * 2;
+    if (opt_.loadFormat == LoadFormat::Dummy) {
+      // Benchmarks decode against contexts they never prefilled: give them plausible values, not zeros.
+      CU(cuda::fillDummyBf16(kv_, 0, int64_t(numLayers_) * 2, int64_t(layerElems), opt_.dummySeed, 0x6b76u, 1.0f, stream_));
+    } else {
+      CU(cudaMemsetAsync(kv_, 0, kvBytes_, stream_));
+    }
+    return Status::Ok();
+  }
+
+  uint16_t* kCache(int l) const { return kv_ + size_t(2 * l) * kvLayerElems_; }
+  uint16_t* vCache(int l) const { return kv_ + size_t(2 * l + 1) * kvLayerElems_; }
+
+  // ---- a step ----
+  Status uploadStep(const StepInput& in) {
+    const int n = plan_.numRows;
+    for (int r = 0; r < rows_; r++) {
+      if (r < n) {
+        const SeqInput& s = in.seqs[plan_.rowSeq[r]];
+        hRowToken_[r] = plan_.rowToken[r];
+        hRowPos_[r] = plan_.rowPos[r];
+        hRowSlot_[r] = plan_.rowSlot[r];
+        hRowTable_[r] = s.blockOffset;
+        hRowCtx_[r] = plan_.rowPos[r] + 1;
+      } else {  // graph padding: attends to one cached position of sequence 0, writes nothing
+        hRowToken_[r] = 0;
+        hRowPos_[r] = 0;
+        hRowSlot_[r] = -1;
+        hRowTable_[r] = 0;
+        hRowCtx_[r] = 1;
+      }
+    }
+    for (int i = 0; i < numOut_; i++) {
+      cuda::DeviceSamplingParams p{};
+      p.repetitionPenalty = 1.0f;
+      p.topP = 1.0f;
+      p.logprobs = -1;
+      if (i < int(plan_.outRows.size())) {
+        hOutRows_[i] = plan_.outRows[i];
+        const SeqInput& s = in.seqs[plan_.outSeqs[i]];
+        if (s.sample) {
+          const SamplingSpec& q = s.sampling;
+          p.temperature = float(q.temperature);
+          p.topP = float(q.topP);
+          p.minP = float(q.minP);
+          p.presencePenalty = float(q.presencePenalty);
+          p.frequencyPenalty = float(q.frequencyPenalty);
+          p.repetitionPenalty = float(q.repetitionPenalty);
+          p.topK = q.topK;
+          p.logprobs = q.logprobs;
+          p.seed = (unsigned long long)q.seed;
+          p.outputIndex = (unsigned long long)q.outputIndex;
+          p.penaltyOffset = s.penaltyOffset;
+          p.promptLen = s.promptLen;
+          p.outputLen = s.outputLen;
+        }
+      } else {
+        hOutRows_[i] = i;  // padding rows of a graph bucket
+      }
+      hParams_[i] = p;
+    }
+    std::memcpy(hTables_, in.blockTables.data(), in.blockTables.size() * 4);
+    if (!in.penaltyTokens.empty()) std::memcpy(hPenalty_, in.penaltyTokens.data(), in.penaltyTokens.size() * 4);
+    const size_t R = size_t(rows_) * 4;
+    CU(cudaMemcpyAsync(dRowToken_, hRowToken_, R, cudaMemcpyHostToDevice, stream_));
+    CU(cudaMemcpyAsync(dRowPos_, hRowPos_, R, cudaMemcpyHostToDevice, stream_));
+    CU(cudaMemcpyAsync(dRowSlot_, hRowSlot_, R, cudaMemcpyHostToDevice, stream_));
+    CU(cudaMemcpyAsync(dRowTable_, hRowTable_, R, cudaMemcpyHostToDevice, stream_));
+    CU(cudaMemcpyAsync(dRowCtx_, hRowCtx_, R, cudaMemcpyHostToDevice, stream_));
+    CU(cudaMemcpyAsync(dOutRows_, hOutRows_, size_t(numOut_) * 4, cudaMemcpyHostToDevice, stream_));
+    CU(cudaMemcpyAsync(dParams_, hParams_, size_t(numOut_) * sizeof(cuda::DeviceSamplingParams), cudaMemcpyHostToDevice, stream_));
+    CU(cudaMemcpyAsync(dTables_, hTables_, in.blockTables.size() * 4, cudaMemcpyHostToDevice, stream_));
+    if (!in.penaltyTokens.empty()) CU(cudaMemcpyAsync(dPenalty_, hPenalty_, in.penaltyTokens.size() * 4, cudaMemcpyHostToDevice, stream_));
+    return Status::Ok();
+  }
+
+  Status launchGraph(int bucket) {
+    auto it = graphs_.find(bucket);
+    if (it == graphs_.end()) {
+      cudaGraph_t graph;
+      CU(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+      err_ = cudaSuccess;
+      runForward(*this, numLayers_);
+      sampleOp();
+      const cudaError_t endErr = cudaStreamEndCapture(stream_, &graph);
+      if (err_ != cudaSuccess) return cudaStatus(err_, "capturing the decode graph");
+      CU(endErr);
+      cudaGraphExec_t exec;
+      const cudaError_t instErr = cudaGraphInstantiate(&exec, graph, 0);
+      cudaGraphDestroy(graph);
+      CU(instErr);
+      it = graphs_.emplace(bucket, exec).first;
+    }
+    CU(cudaGraphLaunch(it->second, stream_));
+    return Status::Ok();
+  }
+
+  void record(cudaError_t e) {
+    if (err_ == cudaSuccess && e != cudaSuccess) err_ = e;
+  }
+
+  // ---- forward stages (ForwardOps) ----
+  void embed() override { record(cuda::embeddingGather(embed_, c_.hiddenSize, dRowToken_, rows_, resid_, stream_)); }
+
+  void addNorm(int l, bool post) override {
+    const DeviceLayer& L = layers_[l];
+    record(cuda::rmsNormResidual(resid_, (post || l > 0) ? delta_ : nullptr, post ? L.postNorm : L.inputNorm, rows_, c_.hiddenSize,
+                                 float(c_.rmsNormEps), hbuf_, nullptr, true, stream_));
+  }
+
+  void qkvRopeCache(int l) override {
+    cuda::QkvRopeArgs a;
+    a.positions = dRowPos_;
+    a.slots = dRowSlot_;
+    a.invFreq = invFreq_;
+    a.q = q_;
+    a.kCache = kCache(l);
+    a.vCache = vCache(l);
+    a.numHeads = c_.numHeads;
+    a.numKvHeads = c_.numKvHeads;
+    a.headDim = c_.headDim;
+    a.blockSize = opt_.blockSize;
+    record(cuda::gemvQkvRope(hbuf_, rows_, layers_[l].qkv, a, stream_));
+  }
+
+  void attention(int l) override {
+    cuda::AttentionArgs a;
+    a.q = q_;
+    a.kCache = kCache(l);
+    a.vCache = vCache(l);
+    a.blockTables = dTables_;
+    a.tableOffset = dRowTable_;
+    a.ctxLen = dRowCtx_;
+    a.out = attnOut_;
+    a.partial = partial_;
+    a.rows = rows_;
+    a.numHeads = c_.numHeads;
+    a.numKvHeads = c_.numKvHeads;
+    a.headDim = c_.headDim;
+    a.blockSize = opt_.blockSize;
+    a.numSplits = splits_;
+    record(cuda::pagedAttention(a, stream_));
+  }
+
+  void oProj(int l) override { record(cuda::gemvBf16Out(attnOut_, rows_, layers_[l].o, delta_, stream_)); }
+  void gateUpSwiglu(int l) override { record(cuda::gemvSwiglu(hbuf_, rows_, layers_[l].gateUp, act_, stream_)); }
+  void downProj(int l) override { record(cuda::gemvBf16Out(act_, rows_, layers_[l].down, delta_, stream_)); }
+
+  void finalNormLmHead() override {
+    record(cuda::rmsNormResidual(resid_, numLayers_ > 0 ? delta_ : nullptr, finalNorm_, numOut_, c_.hiddenSize, float(c_.rmsNormEps), lastH_,
+                                 dOutRows_, false, stream_));
+    record(cuda::gemvF32Out(lastH_, numOut_, lmHead_, dLogits_, stream_));
+  }
+
+  void sampleOp() {
+    cuda::SamplingArgs a;
+    a.logits = dLogits_;
+    a.work = dWork_;
+    a.params = dParams_;
+    a.penaltyTokens = dPenalty_;
+    a.tokens = dOutTokens_;
+    a.logprobs = dOutLogprobs_;
+    a.topIds = dTopIds_;
+    a.topLogprobs = dTopLogprobs_;
+    a.rows = numOut_;
+    a.vocab = c_.vocabSize;
+    record(cuda::sampleTokens(a, stream_));
+  }
+
+  static constexpr size_t kPinnedElems = size_t(32) << 20;  // 64 MiB of bf16 staging on the host
+
+  EngineOptions opt_;
+  ModelConfig c_;
+  int numLayers_ = 0, maxRows_ = 0, maxOut_ = 0, maxModelLen_ = 0, numSMs_ = 1, numKvBlocks_ = 0;
+  bool loaded_ = false;
+  uint64_t weightBytes_ = 0, kvBytes_ = 0;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<WeightSource> src_;
+  std::vector<void*> deviceAllocs_, hostAllocs_;
+  std::map<int, cudaGraphExec_t> graphs_;
+  cudaError_t err_ = cudaSuccess;
+
+  // weights
+  uint16_t* embed_ = nullptr;
+  float* finalNorm_ = nullptr;
+  float* invFreq_ = nullptr;
+  LinearWeight lmHead_;
+  std::vector<DeviceLayer> layers_;
+  uint16_t *staging_ = nullptr, *staging2_ = nullptr, *pinned_ = nullptr;
+  int32_t* dOrder_ = nullptr;
+  int64_t stagingElems_ = 0;
+
+  // KV cache: per layer K then V, each [block][kvHead][blockSize][headDim]
+  uint16_t* kv_ = nullptr;
+  size_t kvLayerElems_ = 0;
+
+  // workspace
+  float* resid_ = nullptr;
+  uint16_t *hbuf_ = nullptr, *delta_ = nullptr, *q_ = nullptr, *attnOut_ = nullptr, *act_ = nullptr, *lastH_ = nullptr;
+  float *dLogits_ = nullptr, *dWork_ = nullptr, *partial_ = nullptr;
+  int32_t *dRowToken_ = nullptr, *dRowPos_ = nullptr, *dRowSlot_ = nullptr, *dRowTable_ = nullptr, *dRowCtx_ = nullptr, *dOutRows_ = nullptr;
+  int32_t *dTables_ = nullptr, *dPenalty_ = nullptr, *dOutTokens_ = nullptr, *dTopIds_ = nullptr;
+  float *dOutLogprobs_ = nullptr, *dTopLogprobs_ = nullptr;
+  cuda::DeviceSamplingParams* dParams_ = nullptr;
+  int32_t *hRowToken_ = nullptr, *hRowPos_ = nullptr, *hRowSlot_ = nullptr, *hRowTable_ = nullptr, *hRowCtx_ = nullptr, *hOutRows_ = nullptr;
+  int32_t *hTables_ = nullptr, *hPenalty_ = nullptr, *hOutTokens_ = nullptr, *hTopIds_ = nullptr;
+  float *hOutLogprobs_ = nullptr, *hTopLogprobs_ = nullptr;
+  cuda::DeviceSamplingParams* hParams_ = nullptr;
+  size_t tableCap_ = 0, penaltyCap_ = 0;
+
+  // per step
+  StepPlan plan_;
+  int rows_ = 0, numOut_ = 0, splits_ = 1;
+};
+
+}  // namespace
+
+std::unique_ptr<Engine> makeCudaEngine(const EngineOptions& o) { return std::make_unique<CudaEngine>(o); }
+
+}  // namespace seventy

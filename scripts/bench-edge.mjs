@@ -1,0 +1,332 @@
+// `node scripts/bench-edge.mjs`: what the edge adds to a request, side by side with calling the
+// upstream directly in the same run.
+//
+// The edge runs as production runs it: the bundle from `wrangler deploy --dry-run`, under bare
+// `workerd serve` (wrangler dev adds 2-5 ms of its own proxying), with auth, rate limits, routing,
+// signing and usage metering all on. The upstream is a stub gpu-node in its own process that
+// answers instantly (a 50-chunk OpenAI stream, or a JSON completion), so every millisecond above
+// the direct path is the edge's.
+//
+// Options: --requests N (sequential samples per path, default 2000), --seconds S (per throughput
+// run, default 5), --concurrency C (default 32), --log-level info|error (default error).
+import { readFile, mkdtemp, mkdir, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:http";
+import { tmpdir, cpus } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { signRequest } from "@seventy/sdk/signing";
+import { Pool } from "undici";
+import { ROOT, adminCall, freePort, spawnGroup, stopGroup, waitFor, waitForNodes, wranglerEnv } from "../edge/scripts/stack.mjs";
+
+const MODEL = "bench-model";
+const CHUNKS = 50;
+
+// ---------------------------------------------------------------------------------------------
+// The stub upstream (run as a child: `bench-edge.mjs --stub PORT EDGE_URL SECRET`).
+
+function chunk(i) {
+  return `data: ${JSON.stringify({
+    id: "chatcmpl-bench",
+    object: "chat.completion.chunk",
+    created: 1,
+    model: MODEL,
+    choices: [{ index: 0, delta: i === 0 ? { role: "assistant", content: "" } : { content: ` tok${i}` }, logprobs: null, finish_reason: i === CHUNKS - 1 ? "length" : null }],
+  })}\n\n`;
+}
+
+async function runStub(port, edgeUrl, secret) {
+  const events = Array.from({ length: CHUNKS }, (_, i) => chunk(i));
+  const usage = { prompt_tokens: 40, completion_tokens: CHUNKS, total_tokens: 40 + CHUNKS };
+  const usageEvent = `data: ${JSON.stringify({ id: "chatcmpl-bench", object: "chat.completion.chunk", created: 1, model: MODEL, choices: [], usage })}\n\n`;
+  const completion = JSON.stringify({
+    id: "chatcmpl-bench",
+    object: "chat.completion",
+    created: 1,
+    model: MODEL,
+    choices: [{ index: 0, message: { role: "assistant", content: "tok ".repeat(CHUNKS) }, logprobs: null, finish_reason: "length" }],
+    usage,
+  });
+  const server = createServer((req, res) => {
+    const parts = [];
+    req.on("data", (d) => parts.push(d));
+    req.on("end", () => {
+      const body = Buffer.concat(parts).toString();
+      if (req.url === "/health") return res.end("{}");
+      if (body.includes('"stream":true')) {
+        res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+        for (const e of events) res.write(e);
+        if (body.includes('"include_usage":true')) res.write(usageEvent);
+        res.end("data: [DONE]\n\n");
+      } else {
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end(completion);
+      }
+    });
+  });
+  server.keepAliveTimeout = 60_000;
+  server.listen(port, "127.0.0.1");
+  const beat = async () => {
+    const body = JSON.stringify({
+      node_id: "bench-stub",
+      url: `http://127.0.0.1:${port}`,
+      models: [MODEL],
+      engine: "stub",
+      capacity: { max_num_seqs: 1024, kv_blocks_total: 1, max_model_len: 8192 },
+      load: { running: 0, waiting: 0, kv_usage: 0 },
+    });
+    const headers = await signRequest({ method: "POST", path: "/internal/nodes/heartbeat", body, secret });
+    await fetch(`${edgeUrl}/internal/nodes/heartbeat`, { method: "POST", body, headers: { ...headers, "content-type": "application/json" } }).catch(() => undefined);
+  };
+  setInterval(beat, 1000);
+  await beat();
+  console.log("stub ready");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The edge under bare workerd.
+
+/** Reads `[vars]`, compatibility date and flags from wrangler.toml (flat key = "value" lines). */
+async function readWranglerToml() {
+  const text = await readFile(join(ROOT, "wrangler.toml"), "utf8");
+  const vars = {};
+  let section = "";
+  let compatibilityDate = "2026-04-20";
+  let compatibilityFlags = [];
+  for (const raw of text.split("\n")) {
+    const line = raw.trim();
+    if (line.startsWith("[")) section = line;
+    const m = /^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.+)$/.exec(line);
+    if (!m) continue;
+    if (section === "[vars]") vars[m[1]] = JSON.parse(m[2]);
+    else if (section === "" && m[1] === "compatibility_date") compatibilityDate = JSON.parse(m[2]);
+    else if (section === "" && m[1] === "compatibility_flags") compatibilityFlags = JSON.parse(m[2]);
+  }
+  return { vars, compatibilityDate, compatibilityFlags };
+}
+
+async function buildBundle(outdir) {
+  const child = spawnGroup(join(ROOT, "node_modules", ".bin", "wrangler"), ["deploy", "--dry-run", "--outdir", outdir], { env: wranglerEnv() });
+  const { code } = await child.exited;
+  if (code !== 0) throw new Error(`wrangler deploy --dry-run failed:\n${child.output()}`);
+  const size = (await readFile(join(outdir, "index.js"))).byteLength;
+  return size;
+}
+
+function capnpString(s) {
+  return JSON.stringify(s);
+}
+
+async function workerdConfig({ dir, port, bundle, vars, compatibilityDate, compatibilityFlags }) {
+  const classes = ["KeyRegistry", "KeyLimiter", "NodePool"];
+  const bindingNames = { KeyRegistry: "KEY_REGISTRY", KeyLimiter: "KEY_LIMITER", NodePool: "NODE_POOL" };
+  const bindings = [
+    ...Object.entries(vars).map(([k, v]) => `(name = ${capnpString(k)}, text = ${capnpString(v)})`),
+    ...classes.map((c) => `(name = ${capnpString(bindingNames[c])}, durableObjectNamespace = (className = ${capnpString(c)}))`),
+  ];
+  const config = `using Workerd = import "/workerd/workerd.capnp";
+const config :Workerd.Config = (
+  services = [
+    (name = "edge", worker = .edge),
+    (name = "do-disk", disk = (path = ${capnpString(join(dir, "do"))}, writable = true)),
+    (name = "internet", network = (allow = ["public", "private", "local"])),
+  ],
+  sockets = [ (name = "http", address = "127.0.0.1:${port}", http = (), service = "edge") ],
+);
+const edge :Workerd.Worker = (
+  # embed paths are relative to this file
+  modules = [ (name = "index.js", esModule = embed ${capnpString(bundle)}) ],
+  compatibilityDate = ${capnpString(compatibilityDate)},
+  compatibilityFlags = [${compatibilityFlags.map(capnpString).join(", ")}],
+  bindings = [
+    ${bindings.join(",\n    ")}
+  ],
+  durableObjectNamespaces = [
+    ${classes.map((c) => `(className = ${capnpString(c)}, uniqueKey = ${capnpString(`seventy-${c}`)}, enableSql = true)`).join(",\n    ")}
+  ],
+  durableObjectStorage = (localDisk = "do-disk"),
+  globalOutbound = "internet",
+);
+`;
+  await mkdir(join(dir, "do"), { recursive: true });
+  const path = join(dir, "edge.capnp");
+  await writeFile(path, config);
+  return path;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load generation.
+
+function percentile(sorted, p) {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+function stats(samples) {
+  const s = [...samples].sort((a, b) => a - b);
+  return { p50: percentile(s, 50), p99: percentile(s, 99), n: s.length };
+}
+
+function makeTarget(name, origin, path, headers) {
+  return { name, pool: new Pool(origin, { connections: 64, pipelining: 1, keepAliveTimeout: 60_000 }), path, headers };
+}
+
+const BODY = JSON.stringify({
+  model: MODEL,
+  messages: [
+    { role: "system", content: "You are a concise assistant for a TypeScript team." },
+    { role: "user", content: "Summarise the difference between a token bucket and a sliding window in two sentences." },
+  ],
+  max_tokens: 64,
+});
+const STREAM_BODY = BODY.replace(/}$/, ',"stream":true}');
+
+/** One non-stream request; ms until the whole body arrived. */
+async function once(t) {
+  const start = performance.now();
+  const res = await t.pool.request({ path: t.path, method: "POST", headers: t.headers, body: BODY });
+  await res.body.text();
+  if (res.statusCode !== 200) throw new Error(`${t.name}: status ${res.statusCode}`);
+  return performance.now() - start;
+}
+
+/** One stream request; ms until the first body bytes (and checks the stream completed). */
+async function onceStream(t) {
+  const start = performance.now();
+  const res = await t.pool.request({ path: t.path, method: "POST", headers: t.headers, body: STREAM_BODY });
+  let ttfb = 0;
+  let text = "";
+  for await (const piece of res.body) {
+    if (ttfb === 0) ttfb = performance.now() - start;
+    text += piece.toString();
+  }
+  if (res.statusCode !== 200 || !text.endsWith("data: [DONE]\n\n")) throw new Error(`${t.name}: bad stream (${res.statusCode})`);
+  return ttfb;
+}
+
+/** Alternates the targets request by request so both see the same machine state. */
+async function sequential(targets, n, fn) {
+  const samples = targets.map(() => []);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < targets.length; j++) samples[j].push(await fn(targets[j]));
+  }
+  return samples.map(stats);
+}
+
+async function throughput(t, concurrency, seconds) {
+  let count = 0;
+  const deadline = performance.now() + seconds * 1000;
+  const worker = async () => {
+    while (performance.now() < deadline) {
+      await once(t);
+      count++;
+    }
+  };
+  const start = performance.now();
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return count / ((performance.now() - start) / 1000);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main() {
+  const { values } = parseArgs({
+    options: {
+      stub: { type: "string" },
+      requests: { type: "string", default: "2000" },
+      seconds: { type: "string", default: "5" },
+      concurrency: { type: "string", default: "32" },
+      "log-level": { type: "string", default: "error" },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  const n = Number(values.requests);
+  const seconds = Number(values.seconds);
+  const concurrency = Number(values.concurrency);
+
+  const dir = await mkdtemp(join(tmpdir(), "seventy-bench-edge-"));
+  const children = [];
+  const cleanup = async () => {
+    for (const c of children.reverse()) await stopGroup(c, "SIGTERM", 2000);
+    await rm(dir, { recursive: true, force: true });
+  };
+  process.on("SIGINT", () => void cleanup().then(() => process.exit(130)));
+  try {
+    const adminToken = `bench-admin-${crypto.randomUUID()}`;
+    const nodeSecret = `bench-node-${crypto.randomUUID()}`;
+    const bundleSize = await buildBundle(join(dir, "dist"));
+    const toml = await readWranglerToml();
+    const edgePort = await freePort();
+    const config = await workerdConfig({
+      dir,
+      port: edgePort,
+      bundle: "dist/index.js",
+      vars: { ...toml.vars, LOG_LEVEL: values["log-level"], ADMIN_TOKEN: adminToken, NODE_SECRET: nodeSecret },
+      compatibilityDate: toml.compatibilityDate,
+      compatibilityFlags: toml.compatibilityFlags,
+    });
+    const workerd = spawnGroup(join(ROOT, "node_modules", ".bin", "workerd"), ["serve", config]);
+    children.push(workerd);
+    const edgeUrl = `http://127.0.0.1:${edgePort}`;
+    await waitFor(
+      async () => {
+        if (workerd.exitCode !== null) throw new Error(`workerd exited:\n${workerd.output()}`);
+        return (await fetch(`${edgeUrl}/health`)).ok;
+      },
+      { timeoutMs: 20_000, what: "workerd to serve the edge" },
+    ).catch((err) => {
+      throw new Error(`${err.message}\n${workerd.output()}`);
+    });
+
+    const stubPort = await freePort();
+    const stub = spawnGroup(process.execPath, [new URL(import.meta.url).pathname, "--stub", String(stubPort), edgeUrl, nodeSecret]);
+    children.push(stub);
+    await waitFor(() => stub.output().includes("stub ready"), { timeoutMs: 10_000, what: "the stub upstream" });
+    await waitForNodes(edgeUrl, adminToken, ["bench-stub"]);
+    const { key } = await adminCall(edgeUrl, adminToken, "POST", "/admin/keys", {
+      name: "bench",
+      limits: { rpm: 100_000_000, tpm: 1_000_000_000_000, concurrency: 10_000 },
+    });
+
+    const direct = makeTarget("direct", `http://127.0.0.1:${stubPort}`, "/v1/chat/completions", { "content-type": "application/json" });
+    const viaEdge = makeTarget("edge", edgeUrl, "/v1/chat/completions", { "content-type": "application/json", authorization: `Bearer ${key}` });
+    const targets = [direct, viaEdge];
+
+    // Warm up: JIT, connections, the key's and the pool's objects.
+    await sequential(targets, 300, once);
+    await sequential(targets, 300, onceStream);
+    await throughput(viaEdge, concurrency, 1);
+
+    const [dNs, eNs] = await sequential(targets, n, once);
+    const [dSt, eSt] = await sequential(targets, n, onceStream);
+    const rps = { direct: [], edge: [] };
+    for (let round = 0; round < 2; round++) {
+      rps.direct.push(await throughput(direct, concurrency, seconds));
+      rps.edge.push(await throughput(viaEdge, concurrency, seconds));
+    }
+    const best = (a) => Math.max(...a);
+
+    const f = (x) => x.toFixed(2).padStart(7);
+    const fd = (x) => `${x >= 0 ? "+" : ""}${x.toFixed(2)}`.padStart(7);
+    console.log(`\nedge overhead — bundle ${(bundleSize / 1024).toFixed(0)} KiB under bare workerd, LOG_LEVEL=${values["log-level"]}, ${cpus().length} cores, ${n} sequential samples per path`);
+    console.log(`stub upstream answers instantly: JSON completion, or a ${CHUNKS}-chunk SSE stream; auth + rate limits + metering on\n`);
+    console.log("| measure                         |  direct |    edge |   added | target   |");
+    console.log("|---------------------------------|--------:|--------:|--------:|----------|");
+    console.log(`| non-stream latency p50 (ms)     | ${f(dNs.p50)} | ${f(eNs.p50)} | ${fd(eNs.p50 - dNs.p50)} | ≤ +1     |`);
+    console.log(`| non-stream latency p99 (ms)     | ${f(dNs.p99)} | ${f(eNs.p99)} | ${fd(eNs.p99 - dNs.p99)} |          |`);
+    console.log(`| stream first byte p50 (ms)      | ${f(dSt.p50)} | ${f(eSt.p50)} | ${fd(eSt.p50 - dSt.p50)} | ≤ +2     |`);
+    console.log(`| stream first byte p99 (ms)      | ${f(dSt.p99)} | ${f(eSt.p99)} | ${fd(eSt.p99 - dSt.p99)} | ≤ +10    |`);
+    console.log(`| req/s at ${String(concurrency).padEnd(2)} concurrent (best of 2) | ${best(rps.direct).toFixed(0).padStart(7)} | ${best(rps.edge).toFixed(0).padStart(7)} |         | ≥ 4400   |`);
+    console.log(`\nreq/s runs: direct ${rps.direct.map((x) => x.toFixed(0)).join(", ")}; edge ${rps.edge.map((x) => x.toFixed(0)).join(", ")}`);
+    await Promise.all(targets.map((t) => t.pool.close()));
+  } finally {
+    await cleanup();
+  }
+}
+
+const args = process.argv.slice(2);
+if (args[0] === "--stub") {
+  await runStub(Number(args[1]), args[2], args[3]);
+} else {
+  await main();
+  process.exit(0);
+}
