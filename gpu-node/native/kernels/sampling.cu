@@ -8,9 +8,10 @@
 //                with u = uniformFor(seed, outputIndex)
 //   logprobs of the raw logits: log-softmax at the token, and the top-n in (value desc, id asc) order.
 //
-// Greedy picks exactly what the CPU sampler picks. Seeded sampling draws from the same distribution
-// with the same u, but walks the kept tokens in id order where sampling.ts walks them sorted, and ties
-// at a top-k/top-p threshold are all kept: so seeded samples can differ from the CPU flavor.
+// Greedy picks exactly what the CPU sampler picks. Seeded sampling follows the procedure of
+// sampling.ts (same u, kept tokens walked in id order), except that every token tied at a top-k or
+// top-p threshold is kept and the sums are float: a seeded sample can differ from the CPU flavor's
+// only on a token whose inclusion hinges on that.
 #include <cmath>
 
 #include "cuda_common.cuh"
