@@ -8,6 +8,7 @@ const USAGE = `usage:
                      [--served-model-name NAME] [--max-num-seqs N] [--max-num-batched-tokens N]
                      [--kv-cache-blocks N] [--max-model-len N] [--max-queue N]
                      [--edge URL] [--node-id ID] [--public-url URL] [--heartbeat-interval-ms N]
+                     [--quantization none|fp8] [--load-format safetensors|dummy] [--gpu-memory-utilization F]
       The edge's shared secret comes from SEVENTY_NODE_SECRET. Without --model, serves a tiny
       random Llama 3.1 model created on first use in the cache folder.
   seventy-node make-tiny-model --out DIR [--seed N]`;
@@ -42,10 +43,19 @@ async function serveCommand(args: string[]): Promise<void> {
       "node-id": { type: "string" },
       "public-url": { type: "string" },
       "heartbeat-interval-ms": { type: "string" },
+      quantization: { type: "string" },
+      "load-format": { type: "string" },
+      "gpu-memory-utilization": { type: "string" },
     },
   });
   const engine = values.engine as EngineChoice;
   if (!ENGINE_CHOICES.includes(engine)) throw new UsageError(`--engine must be one of ${ENGINE_CHOICES.join(", ")}, got '${values.engine}'`);
+  const quantization = values.quantization;
+  if (quantization !== undefined && quantization !== "none" && quantization !== "fp8") throw new UsageError(`--quantization must be none or fp8, got '${quantization}'`);
+  const loadFormat = values["load-format"];
+  if (loadFormat !== undefined && loadFormat !== "safetensors" && loadFormat !== "dummy") throw new UsageError(`--load-format must be safetensors or dummy, got '${loadFormat}'`);
+  const gmu = values["gpu-memory-utilization"];
+  if (gmu !== undefined && !(Number(gmu) > 0 && Number(gmu) <= 1)) throw new UsageError(`--gpu-memory-utilization must be in (0, 1], got '${gmu}'`);
   if (values.edge !== undefined && !/^https?:\/\//.test(values.edge)) throw new UsageError(`--edge must be an http(s) URL, got '${values.edge}'`);
   const node = await startNode({
     modelDir: values.model,
@@ -64,6 +74,9 @@ async function serveCommand(args: string[]): Promise<void> {
     nodeId: values["node-id"],
     publicUrl: values["public-url"],
     heartbeatIntervalMs: int("heartbeat-interval-ms", values["heartbeat-interval-ms"], 100),
+    quantization,
+    loadFormat,
+    gpuMemoryUtilization: gmu === undefined ? undefined : Number(gmu),
     progress: true,
     log: (line) => console.error(line),
   });

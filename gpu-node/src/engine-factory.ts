@@ -12,12 +12,20 @@ export interface EngineSetup {
   numKvBlocks?: number;
   onProgress?: ProgressCallback;
   log: (line: string) => void;
+  /** Native engine only. */
+  quantization?: "none" | "fp8";
+  loadFormat?: "safetensors" | "dummy";
+  gpuMemoryUtilization?: number;
+  maxNumSeqs?: number;
+  maxModelLen?: number;
 }
 
 /** Builds the engine behind the scheduler. The native engine is loaded lazily: it needs its addon built. */
 export async function createEngine(choice: EngineChoice, model: ModelDir, setup: EngineSetup): Promise<Engine> {
   switch (choice) {
     case "reference": {
+      if (setup.quantization && setup.quantization !== "none") throw new Error("--quantization needs --engine native");
+      if (setup.loadFormat === "dummy") throw new Error("--load-format dummy needs --engine native");
       const weights = await loadTensorsF32(model.tensors, undefined, setup.onProgress);
       return new ReferenceEngine(model.config, weights, {
         numKvBlocks: setup.numKvBlocks ?? 4096,

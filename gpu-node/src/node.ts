@@ -28,6 +28,10 @@ export interface NodeOptions {
   maxModelLen?: number;
   maxQueue?: number;
   maxBodyBytes?: number;
+  /** Native engine: FP8 weights converted at load, synthetic weights, share of free GPU memory to use. */
+  quantization?: "none" | "fp8";
+  loadFormat?: "safetensors" | "dummy";
+  gpuMemoryUtilization?: number;
   /** Shared with the edge; required to listen on anything but loopback. */
   secret?: string;
   edgeUrl?: string;
@@ -73,6 +77,11 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
       numKvBlocks: opts.kvCacheBlocks,
       onProgress: opts.progress ? progressReporter() : undefined,
       log,
+      quantization: opts.quantization,
+      loadFormat: opts.loadFormat,
+      gpuMemoryUtilization: opts.gpuMemoryUtilization,
+      maxNumSeqs: opts.maxNumSeqs,
+      maxModelLen: opts.maxModelLen,
     }));
   const kvCapacity = engine.numKvBlocks * engine.blockSize;
   const maxModelLen = opts.maxModelLen ?? Math.min(model.config.maxPositionEmbeddings, kvCapacity);
