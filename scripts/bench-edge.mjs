@@ -235,6 +235,7 @@ async function main() {
       seconds: { type: "string", default: "5" },
       concurrency: { type: "string", default: "32" },
       "log-level": { type: "string", default: "error" },
+      "throughput-only": { type: "boolean", default: false },
     },
     allowPositionals: true,
     strict: true,
@@ -290,6 +291,14 @@ async function main() {
     const direct = makeTarget("direct", `http://127.0.0.1:${stubPort}`, "/v1/chat/completions", { "content-type": "application/json" });
     const viaEdge = makeTarget("edge", edgeUrl, "/v1/chat/completions", { "content-type": "application/json", authorization: `Bearer ${key}` });
     const targets = [direct, viaEdge];
+
+    if (values["throughput-only"]) {
+      await throughput(viaEdge, concurrency, 1);
+      const runs = [];
+      for (let round = 0; round < 2; round++) runs.push(await throughput(viaEdge, concurrency, seconds));
+      console.log(`edge req/s at ${concurrency} concurrent: ${runs.map((x) => x.toFixed(0)).join(", ")}`);
+      return;
+    }
 
     // Warm up: JIT, connections, the key's and the pool's objects.
     await sequential(targets, 300, once);
