@@ -116,9 +116,11 @@ function capnpString(s) {
   return JSON.stringify(s);
 }
 
-async function workerdConfig({ dir, port, bundle, vars, compatibilityDate, compatibilityFlags }) {
-  const classes = ["KeyRegistry", "KeyLimiter", "NodePool"];
-  const bindingNames = { KeyRegistry: "KEY_REGISTRY", KeyLimiter: "KEY_LIMITER", NodePool: "NODE_POOL" };
+const EDGE_CLASSES = { KeyRegistry: "KEY_REGISTRY", KeyLimiter: "KEY_LIMITER", NodePool: "NODE_POOL" };
+
+async function workerdConfig({ dir, name = "edge", port, bundle, vars, compatibilityDate, compatibilityFlags, objects = EDGE_CLASSES }) {
+  const classes = Object.keys(objects);
+  const bindingNames = objects;
   const bindings = [
     ...Object.entries(vars).map(([k, v]) => `(name = ${capnpString(k)}, text = ${capnpString(v)})`),
     ...classes.map((c) => `(name = ${capnpString(bindingNames[c])}, durableObjectNamespace = (className = ${capnpString(c)}))`),
@@ -127,7 +129,7 @@ async function workerdConfig({ dir, port, bundle, vars, compatibilityDate, compa
 const config :Workerd.Config = (
   services = [
     (name = "edge", worker = .edge),
-    (name = "do-disk", disk = (path = ${capnpString(join(dir, "do"))}, writable = true)),
+    (name = "do-disk", disk = (path = ${capnpString(join(dir, `do-${name}`))}, writable = true)),
     (name = "internet", network = (allow = ["public", "private", "local"])),
   ],
   sockets = [ (name = "http", address = "127.0.0.1:${port}", http = (), service = "edge") ],
@@ -147,10 +149,50 @@ const edge :Workerd.Worker = (
   globalOutbound = "internet",
 );
 `;
-  await mkdir(join(dir, "do"), { recursive: true });
-  const path = join(dir, "edge.capnp");
+  await mkdir(join(dir, `do-${name}`), { recursive: true });
+  const path = join(dir, `${name}.capnp`);
   await writeFile(path, config);
   return path;
+}
+
+/**
+ * Reference workers that set the floor on this machine: the least any proxy worker costs, and the
+ * least one that asks a Durable Object before forwarding costs (the edge admits every request
+ * through the key's object, which is what makes its limits exact).
+ */
+const FLOOR_PROXY = `
+import { DurableObject } from "cloudflare:workers";
+export class Counter extends DurableObject {
+  n = 0;
+  admit() { return ++this.n; }
+}
+export default {
+  async fetch(req, env) {
+    const body = await req.arrayBuffer();
+    if (env.WITH_OBJECT === "1") await env.COUNTER.get(env.COUNTER.idFromName("k")).admit();
+    const res = await fetch(env.UPSTREAM + "/v1/chat/completions", { method: "POST", body, headers: { "content-type": "application/json" } });
+    return new Response(await res.arrayBuffer(), { headers: { "content-type": "application/json" } });
+  },
+};
+`;
+
+async function startFloor(dir, name, upstream, withObject, toml) {
+  await writeFile(join(dir, `${name}.js`), FLOOR_PROXY);
+  const port = await freePort();
+  const config = await workerdConfig({
+    dir,
+    name,
+    port,
+    bundle: `${name}.js`,
+    vars: { UPSTREAM: upstream, WITH_OBJECT: withObject ? "1" : "0" },
+    compatibilityDate: toml.compatibilityDate,
+    compatibilityFlags: [],
+    objects: { Counter: "COUNTER" },
+  });
+  const child = spawnGroup(join(ROOT, "node_modules", ".bin", "workerd"), ["serve", config]);
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(async () => (await fetch(url, { method: "POST", body: "{}" })).ok, { timeoutMs: 20_000, what: `workerd (${name})` });
+  return { child, url };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -314,6 +356,17 @@ async function main() {
     }
     const best = (a) => Math.max(...a);
 
+    const floors = {};
+    for (const [name, withObject] of [["bare-proxy", false], ["bare-proxy-plus-object", true]]) {
+      const floor = await startFloor(dir, name, `http://127.0.0.1:${stubPort}`, withObject, toml);
+      children.push(floor.child);
+      const t = makeTarget(name, floor.url, "/v1/chat/completions", { "content-type": "application/json" });
+      await throughput(t, concurrency, 1);
+      floors[name] = Math.max(await throughput(t, concurrency, seconds), await throughput(t, concurrency, seconds));
+      await t.pool.close();
+      await stopGroup(floor.child, "SIGTERM", 2000);
+    }
+
     const f = (x) => x.toFixed(2).padStart(7);
     const fd = (x) => `${x >= 0 ? "+" : ""}${x.toFixed(2)}`.padStart(7);
     console.log(`\nedge overhead — bundle ${(bundleSize / 1024).toFixed(0)} KiB under bare workerd, LOG_LEVEL=${values["log-level"]}, ${cpus().length} cores, ${n} sequential samples per path`);
@@ -326,6 +379,10 @@ async function main() {
     console.log(`| stream first byte p99 (ms)      | ${f(dSt.p99)} | ${f(eSt.p99)} | ${fd(eSt.p99 - dSt.p99)} | ≤ +10    |`);
     console.log(`| req/s at ${String(concurrency).padEnd(2)} concurrent (best of 2) | ${best(rps.direct).toFixed(0).padStart(7)} | ${best(rps.edge).toFixed(0).padStart(7)} |         | ≥ 4400   |`);
     console.log(`\nreq/s runs: direct ${rps.direct.map((x) => x.toFixed(0)).join(", ")}; edge ${rps.edge.map((x) => x.toFixed(0)).join(", ")}`);
+    console.log(
+      `floors under the same workerd, same client and upstream, ${concurrency} concurrent: a do-nothing proxy worker ${floors["bare-proxy"].toFixed(0)} req/s; ` +
+        `the same asking one Durable Object per request ${floors["bare-proxy-plus-object"].toFixed(0)} req/s`,
+    );
     await Promise.all(targets.map((t) => t.pool.close()));
   } finally {
     await cleanup();

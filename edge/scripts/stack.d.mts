@@ -27,6 +27,8 @@ export function startEdge(opts: {
   vars?: Record<string, string>;
   stateDir: string;
   echo?: string | null;
+  /** wrangler's own log level (worker console output shows at "info"). */
+  logLevel?: "debug" | "info" | "log" | "warn" | "error" | "none";
   timeoutMs?: number;
 }): Promise<Started>;
 

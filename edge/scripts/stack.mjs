@@ -106,6 +106,7 @@ export async function startEdge({
   vars = {},
   stateDir,
   echo = null,
+  logLevel = "warn",
   timeoutMs = 60_000,
 }) {
   await mkdir(stateDir, { recursive: true });
@@ -121,7 +122,7 @@ export async function startEdge({
     "--show-interactive-dev-session=false",
     "--env-file", envFile,
     "--persist-to", join(stateDir, "wrangler-state"),
-    "--log-level", "warn",
+    "--log-level", logLevel,
   ];
   for (const [k, v] of Object.entries(vars)) args.push("--var", `${k}:${v}`);
   const child = spawnGroup(join(ROOT, "node_modules", ".bin", "wrangler"), args, { env: wranglerEnv(), echo });

@@ -53,7 +53,7 @@ export function config(env: Env): EdgeConfig {
     defaultMaxTokens: int(env.DEFAULT_MAX_TOKENS, 1024, 1),
     affinityPrefixChars: int(env.AFFINITY_PREFIX_CHARS, 1024, 1),
     leaseTtlMs: int(env.LEASE_TTL_MS, 900_000, 1000),
-    logRequests: (env.LOG_LEVEL ?? "info").toLowerCase() === "info",
+    logRequests: (env.LOG_LEVEL ?? "info").toLowerCase() !== "error",
   };
   parsed.set(env, cfg);
   return cfg;

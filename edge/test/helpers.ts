@@ -109,7 +109,3 @@ export function streamOf(pieces: (string | Uint8Array)[], opts: { errorAtEnd?: b
     },
   });
 }
-
-export async function readAll(res: Response): Promise<string> {
-  return await res.text();
-}

@@ -86,7 +86,7 @@ describe("KeyLimiter", () => {
 
   it("refuses a request larger than the whole token limit", async () => {
     const { stub } = await limiter({ limits: { rpm: 1000, tpm: 1000, concurrency: 100 } });
-    expect(await stub.admit("m", 1001, TTL)).toMatchObject({ ok: false, status: 429, code: "request_too_large" });
+    expect(await stub.admit("m", 1001, TTL)).toMatchObject({ ok: false, status: 429, code: "tokens_per_minute_exceeded" });
     expect((await stub.admit("m", 1000, TTL)).ok).toBe(true);
   });
 

@@ -33,6 +33,12 @@ export interface UsageReport {
   error: boolean;
 }
 
+/** A finished request: its lease and what it really used. */
+export interface LeaseRelease {
+  leaseId: string;
+  usage: UsageReport;
+}
+
 export interface UsageDay {
   day: string;
   requests: number;
@@ -107,6 +113,8 @@ export class KeyLimiter extends DurableObject<Env> {
   private leasesDirty = false;
   private flushTimer: ReturnType<typeof setTimeout> | null = null;
   private periodUsage: { key: string; tokens: number } | null = null;
+  /** Leases released lately: a release that arrives twice (a retried batch) is applied once. */
+  private readonly released = new Set<string>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -146,9 +154,11 @@ export class KeyLimiter extends DurableObject<Env> {
 
   /**
    * Admits a request that may use up to `tokens` tokens (estimated prompt + max completion), or
-   * says why not. An admitted request holds a lease until `release`.
+   * says why not. An admitted request holds a lease until it is released. `releases` are finished
+   * requests that ride along (applied first, so the decision sees them).
    */
-  admit(model: string, tokens: number, leaseTtlMs: number): Admission {
+  admit(model: string, tokens: number, leaseTtlMs: number, releases?: LeaseRelease[]): Admission {
+    if (releases) this.settle(releases);
     const refused = this.refuseAccess(model);
     if (refused) return refused;
     const r = this.record!;
@@ -189,7 +199,7 @@ export class KeyLimiter extends DurableObject<Env> {
     if (tokens > limits.tpm) {
       return this.limited(now, 429, {
         message: `Request too large: it may use ${tokens} tokens (prompt estimate + max_tokens), more than this key's limit of ${limits.tpm} tokens per minute. Lower max_tokens or the prompt.`,
-        code: "request_too_large",
+        code: "tokens_per_minute_exceeded",
       });
     }
     if (bucket.level < tokens) {
@@ -211,8 +221,16 @@ export class KeyLimiter extends DurableObject<Env> {
     return { ok: true, keyId: r.id, leaseId, models: r.models, rate: this.snapshot(now) };
   }
 
+  /** Ends leases (see `release`). */
+  settle(releases: LeaseRelease[]): void {
+    for (const r of releases) this.release(r.leaseId, r.usage);
+  }
+
   /** Ends a lease: returns the reserved tokens, charges the real usage and meters it. */
   release(leaseId: string, usage: UsageReport): RateSnapshot | null {
+    if (this.released.has(leaseId)) return null;
+    if (this.released.size >= 10_000) this.released.clear();
+    this.released.add(leaseId);
     const now = Date.now();
     const actual = Math.max(0, usage.promptTokens) + Math.max(0, usage.completionTokens);
     const lease = this.leases.get(leaseId);
@@ -387,6 +405,15 @@ export class KeyLimiter extends DurableObject<Env> {
   }
 }
 
+// Object ids are plain values (idFromName hashes the name): computed once per key per isolate.
+const ids = new Map<string, DurableObjectId>();
+
 export function limiterFor(env: Env, keyHash: string): DurableObjectStub<KeyLimiter> {
-  return env.KEY_LIMITER.get(env.KEY_LIMITER.idFromName(keyHash));
+  let id = ids.get(keyHash);
+  if (!id) {
+    if (ids.size >= 10_000) ids.clear();
+    id = env.KEY_LIMITER.idFromName(keyHash);
+    ids.set(keyHash, id);
+  }
+  return env.KEY_LIMITER.get(id);
 }

@@ -4,10 +4,7 @@ import type { AppEnv } from "../app-env";
 const VALID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 function newRequestId(): string {
-  const b = crypto.getRandomValues(new Uint8Array(12));
-  let out = "req_";
-  for (let i = 0; i < b.length; i++) out += b[i]!.toString(16).padStart(2, "0");
-  return out;
+  return `req_${crypto.randomUUID().replace(/-/g, "")}`;
 }
 
 /**

@@ -1,8 +1,9 @@
-import { HEADER_REQUEST_ID, signRequest } from "@seventy/sdk/protocol";
+import { HEADER_REQUEST_ID } from "@seventy/sdk/protocol";
 import type { EdgeConfig } from "../config";
 import { ApiError, retryAfterHeaders } from "../errors";
 import type { PoolNode } from "../pool/node-pool";
 import type { PoolView } from "../pool/view";
+import { signForNode } from "./sign";
 
 export interface ForwardInput {
   path: string;
@@ -51,7 +52,7 @@ type Failure = "connect" | "timeout" | "status" | "busy" | "empty";
  */
 export async function forward(input: ForwardInput): Promise<Forwarded> {
   const { cfg, view } = input;
-  const signature = await signRequest({ method: "POST", path: input.path, body: input.body, secret: input.secret });
+  const signature = await signForNode("POST", input.path, input.body, input.secret);
   const headers: Record<string, string> = {
     "content-type": "application/json",
     accept: input.stream ? "text/event-stream" : "application/json",
@@ -65,6 +66,7 @@ export async function forward(input: ForwardInput): Promise<Forwarded> {
   for (const node of plan) {
     if (input.clientSignal?.aborted) break;
     attempts++;
+    // The timer covers the time to the first byte only: it is cleared once the answer is in hand.
     const abort = new AbortController();
     let timedOut = false;
     const timer = setTimeout(() => {

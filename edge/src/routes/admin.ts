@@ -69,7 +69,7 @@ export const admin = new Hono<AppEnv>()
       id: newKeyId(),
       name: input.name,
       prefix: displayPrefix(key),
-      hash: await hashApiKey(key),
+      hash: hashApiKey(key),
       created: Math.floor(Date.now() / 1000),
       disabled: input.disabled ?? false,
       models: input.models ?? null,

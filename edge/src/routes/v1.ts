@@ -13,12 +13,13 @@ import { config } from "../config";
 import { ApiError, apiErrorFromBody, errorResponse, retryAfterHeaders } from "../errors";
 import { rateLimitHeaders } from "../limits/headers";
 import { limiterFor, type Admission, type KeyLimiter, type UsageReport } from "../limits/key-limiter";
+import { queueRelease, returnReleases, sendReleasesNow, takeReleases } from "../limits/releases";
 import { logError, logInfo } from "../log";
 import { poolView } from "../pool/view";
 import { parseJson, readBody } from "../proxy/body";
 import { chatPrefixHash, completionPrefixHash, estimateTokens } from "../proxy/estimate";
 import { meteredStream } from "../proxy/sse";
-import { forward } from "../proxy/upstream";
+import { forward, type Forwarded } from "../proxy/upstream";
 
 type Kind = "chat" | "completions";
 type Refusal = Extract<Admission, { ok: false }>;
@@ -78,7 +79,8 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
   const ctx = c.executionCtx;
   const requestId = c.get("requestId");
   const apiKey = apiKeyOf(c);
-  const [body, keyHash] = await Promise.all([readBody(c.req.raw, cfg.maxBodyBytes), hashApiKey(apiKey)]);
+  const keyHash = hashApiKey(apiKey);
+  const body = await readBody(c.req.raw, cfg.maxBodyBytes);
   const limiter = limiterFor(env, keyHash);
 
   try {
@@ -87,7 +89,7 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
     let req: ChatCompletionRequest | CompletionRequest;
     try {
       const raw = parseJson(body);
-      const result = env.LOG_LEVEL === "skip-zod" ? ({ success: true, data: raw } as any) : kind === "chat" ? chatCompletionRequestSchema.safeParse(raw) : completionRequestSchema.safeParse(raw);
+      const result = kind === "chat" ? chatCompletionRequestSchema.safeParse(raw) : completionRequestSchema.safeParse(raw);
       if (!result.success) throw apiErrorFromBody(400, zodErrorBody(result.error));
       json = raw as Record<string, unknown>;
       req = result.data;
@@ -119,22 +121,37 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
     }
 
     const estimate = estimateTokens(body.byteLength, req, cfg.defaultMaxTokens);
-    (globalThis as any).SKIP_RELEASE = env.LOG_LEVEL === "skip-release" || env.LOG_LEVEL === "skip-both";
-    const admission = env.LOG_LEVEL === "skip-both" ? ({ ok: true, keyId: "k", leaseId: "l", models: null, rate: { limitRequests: 1, remainingRequests: 1, resetRequestsMs: 1, limitTokens: 1, remainingTokens: 1, resetTokensMs: 1 } } as Admission) : await limiter.admit(model, estimate.total, cfg.leaseTtlMs);
+    // Finished requests of this key ride along with the admission (see limits/releases.ts).
+    const carried = takeReleases(keyHash);
+    let admission: Admission;
+    try {
+      admission = await limiter.admit(model, estimate.total, cfg.leaseTtlMs, carried);
+    } catch (err) {
+      returnReleases(keyHash, carried);
+      throw err;
+    }
     if (!admission.ok) throw new RefusedError(admission);
     const rateHeaders = rateLimitHeaders(admission.rate);
 
-    // The lease is settled exactly once, and the invocation lives until it is.
+    // The lease is settled exactly once. Registered now, while the request is surely alive, this
+    // keeps the invocation running until the release has been handed on, even if the client goes.
     let settle!: () => void;
     ctx.waitUntil(new Promise<void>((resolve) => (settle = resolve)));
     let released = false;
-    const release = (usage: UsageReport, fields: Record<string, string | number | boolean | null>) => {
+    const release = (
+      usage: UsageReport,
+      fields: Record<string, string | number | boolean | null>,
+      clientGone = false,
+    ) => {
       if (released) return;
       released = true;
-      (globalThis as any).SKIP_RELEASE ? Promise.resolve(null) : limiter
-        .release(admission.leaseId, usage)
-        .catch((e: unknown) => logError("release_failed", { request_id: requestId, key_id: admission.keyId, error: String(e) }))
-        .finally(settle);
+      const lease = { leaseId: admission.leaseId, usage };
+      if (clientGone) {
+        void sendReleasesNow(env, keyHash, lease).finally(settle);
+      } else {
+        queueRelease(env, keyHash, lease, (p) => ctx.waitUntil(p));
+        settle();
+      }
       if (cfg.logRequests || usage.error) {
         (usage.error ? logError : logInfo)("request", {
           request_id: requestId,
@@ -159,22 +176,29 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
           )
         : body;
 
-    const fwd = await forward({
-      path: PATHS[kind],
-      body: upstreamBody,
-      requestId,
-      stream,
-      nodes: route.nodes,
-      secret: env.NODE_SECRET,
-      cfg,
-      view: poolView,
-      clientSignal: c.req.raw.signal,
-    });
+    let fwd: Forwarded;
+    try {
+      fwd = await forward({
+        path: PATHS[kind],
+        body: upstreamBody,
+        requestId,
+        stream,
+        nodes: route.nodes,
+        secret: env.NODE_SECRET,
+        cfg,
+        view: poolView,
+        clientSignal: c.req.raw.signal,
+      });
+    } catch (err) {
+      release({ promptTokens: 0, completionTokens: 0, error: true }, { status: 500 });
+      throw err;
+    }
     if (!fwd.ok) {
       // A client that left before any answer still used the prompt on whichever node started it.
       release(
         { promptTokens: fwd.cancelled ? estimate.prompt : 0, completionTokens: 0, error: !fwd.cancelled },
         { status: fwd.error.status, attempts: fwd.attempts, code: fwd.error.code },
+        fwd.cancelled,
       );
       return fwd.error.toResponse(rateHeaders);
     }
@@ -215,6 +239,7 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
             attempts: fwd.attempts,
             outcome: o.cancelled ? "client_cancelled" : o.completed && !o.errored ? "completed" : "cut_off",
           },
+          o.cancelled,
         );
       },
     });
@@ -233,7 +258,7 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
 async function listModels(c: Context<AppEnv>): Promise<Response> {
   const env = c.env;
   const cfg = config(env);
-  const limiter = limiterFor(env, await hashApiKey(apiKeyOf(c)));
+  const limiter = limiterFor(env, hashApiKey(apiKeyOf(c)));
   try {
     const auth = await authenticate(limiter, null);
     await poolView.ensureFresh(env, cfg, (p) => c.executionCtx.waitUntil(p));
