@@ -253,12 +253,13 @@ async function sequential(targets, n, fn) {
   return samples.map(stats);
 }
 
+/** Completed requests per second with `concurrency` clients; a dropped connection is retried, a second in a row fails the run. */
 async function throughput(t, concurrency, seconds) {
   let count = 0;
   const deadline = performance.now() + seconds * 1000;
   const worker = async () => {
     while (performance.now() < deadline) {
-      await once(t);
+      await once(t).catch(() => once(t));
       count++;
     }
   };
