@@ -1,3 +1,4 @@
+import { WorkerEntrypoint } from "cloudflare:workers";
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { AppEnv } from "./app-env";
@@ -37,5 +38,17 @@ app.onError((err, c) => {
   logError("unhandled", { request_id: c.get("requestId"), error: err instanceof Error ? err.name : "unknown" });
   return errorResponse(500, "The edge hit an internal error.", { code: "internal_error" });
 });
+
+/**
+ * The RPC entrypoint for other Workers bound to the edge by a service binding
+ * (`services = [{ binding = "SEVENTY", service = "seventy-edge", entrypoint = "SeventyEntrypoint" }]`):
+ * `Seventy.fromBinding(env.SEVENTY, { apiKey })` sends the very same requests, with no public HTTP hop,
+ * through the same app, so auth and limits apply exactly as over HTTP.
+ */
+export class SeventyEntrypoint extends WorkerEntrypoint<Env> {
+  override fetch(request: Request): Promise<Response> {
+    return Promise.resolve(app.fetch(request, this.env, this.ctx));
+  }
+}
 
 export default app satisfies ExportedHandler<Env>;

@@ -2,7 +2,6 @@
 // to its RPC entrypoint, and over HTTP; a real gpu-node behind the edge.
 import { build } from "esbuild";
 import { Miniflare } from "miniflare";
-import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Seventy, SeventyAdmin } from "@seventy/sdk";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -35,21 +34,9 @@ async function bundle(contents: string): Promise<string> {
 /**
  * The edge worker as deployed. A service binding targets its RPC entrypoint `SeventyEntrypoint`,
  * which hands each request to the edge's own fetch handler, so auth, limits and metering are the
- * ones HTTP requests get. Until edge/src/index.ts exports that class itself, this entry adds the
- * same few lines around the edge's app.
+ * ones HTTP requests get.
  */
-const edgeExportsEntrypoint = /export class SeventyEntrypoint\b/.test(readFileSync(`${root}edge/src/index.ts`, "utf8"));
-const EDGE_ENTRY = edgeExportsEntrypoint
-  ? `export * from "./edge/src/index.ts"; export { default } from "./edge/src/index.ts";`
-  : `
-  import { WorkerEntrypoint } from "cloudflare:workers";
-  import app from "./edge/src/index.ts";
-  export * from "./edge/src/index.ts";
-  export class SeventyEntrypoint extends WorkerEntrypoint {
-    fetch(request) { return app.fetch(request, this.env, this.ctx); }
-  }
-  export default app;
-`;
+const EDGE_ENTRY = `export * from "./edge/src/index.ts"; export { default } from "./edge/src/index.ts";`;
 
 let mf: Miniflare;
 let node: GpuNode;
