@@ -90,11 +90,11 @@ seventy is running.
   gpu-node  ${node.url}   (${NODE_ID}, model ${model})
   dev key   ${created.key}
 
-Call it:
+Stream an answer:
 
-  curl ${edge.url}/v1/chat/completions \\
+  curl -N ${edge.url}/v1/chat/completions \\
     -H "Authorization: Bearer ${created.key}" -H "Content-Type: application/json" \\
-    -d '{"model":"${model}","messages":[{"role":"user","content":"Hello!"}],"max_tokens":16}'
+    -d '{"model":"${model}","messages":[{"role":"user","content":"Hello!"}],"max_tokens":16,"stream":true}'
 
   or from TypeScript:
     baseURL: "${edge.url}/v1", apiKey: "${created.key}"
