@@ -203,6 +203,7 @@ function streamChat(
   // Created after admission succeeds, so a refusal can still be an ordinary error response.
   // Scheduler events are always delivered asynchronously, after this function returns.
   let sse!: SseWriter;
+  let lastFinish: string = "abort";
 
   const choiceChunk = (index: number, delta: string, logprobs: string, finish: string) =>
     `${head}{"index":${index},"delta":${delta},"logprobs":${logprobs},"finish_reason":${finish}}]}`;
@@ -223,6 +224,7 @@ function streamChat(
             const deltas = calls.map((c, i) => ({ index: i, id: c.id, type: "function", function: c.function }));
             sse.data(choiceChunk(d.index, `{"role":"assistant","content":null,"tool_calls":${JSON.stringify(deltas)}}`, "null", "null"));
             sse.data(choiceChunk(d.index, "{}", "null", '"tool_calls"'));
+            lastFinish = "tool_calls";
             return;
           }
           text = buffered;
@@ -237,10 +239,13 @@ function streamChat(
       if (text.length > 0 || d.logprobs.length > 0) {
         sse.data(choiceChunk(d.index, `{"content":${JSON.stringify(text)}}`, lp, "null"));
       }
-      if (d.finishReason) sse.data(choiceChunk(d.index, "{}", "null", `"${d.finishReason}"`));
+      if (d.finishReason) {
+        lastFinish = d.finishReason;
+        sse.data(choiceChunk(d.index, "{}", "null", `"${d.finishReason}"`));
+      }
     },
     onDone(usage) {
-      observe.done("stop");
+      observe.done(lastFinish);
       if (sse.isClosed) return;
       if (opts.includeUsage) {
         sse.data(`{"id":"${opts.id}","object":"chat.completion.chunk","created":${opts.created},"model":${JSON.stringify(ctx.modelName)},"system_fingerprint":null,"choices":[],"usage":${JSON.stringify(usageJson(usage))}}`);

@@ -126,7 +126,7 @@ export async function completions(ctx: NodeContext, body: unknown, conn: Request
           }
         },
         onDone(u) {
-          observe.done("stop");
+          observe.done(finish[pi * n] ?? "length");
           usage.promptTokens += u.promptTokens;
           usage.completionTokens += u.completionTokens;
           usage.cachedTokens += u.cachedTokens;
