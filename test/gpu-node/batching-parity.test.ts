@@ -1,3 +1,4 @@
+import { GREEDY_SAMPLING } from "../../gpu-node/src/engine/sampling.js";
 import { beforeAll, describe, expect, it } from "vitest";
 import { ReferenceEngine } from "../../gpu-node/src/engine/index.js";
 import type { SamplingParams } from "../../gpu-node/src/engine/types.js";
@@ -17,17 +18,7 @@ beforeAll(async () => {
   weights = await model.loadTensorsF32();
 });
 
-const greedy: SamplingParams = {
-  temperature: 0,
-  topK: 0,
-  topP: 1,
-  minP: 0,
-  presencePenalty: 0,
-  frequencyPenalty: 0,
-  repetitionPenalty: 1,
-  seed: 0,
-  logprobs: -1,
-};
+const greedy: SamplingParams = { ...GREEDY_SAMPLING };
 
 function run(scheduler: Scheduler, id: string, prompt: number[], maxTokens: number): Promise<number[]> {
   return new Promise((resolve, reject) => {

@@ -12,6 +12,7 @@ export {
   argmax,
   logSumExp,
   SAMPLING_EPS,
+  GREEDY_SAMPLING,
   type SampleOutcome,
 } from "./sampling.js";
 export { uniformFor } from "./rng.js";

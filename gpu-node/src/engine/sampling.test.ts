@@ -1,19 +1,10 @@
+import { GREEDY_SAMPLING } from "./sampling.js";
 import { describe, expect, it } from "vitest";
 import { uniformFor } from "./rng.js";
 import { applyPenalties, argmax, sampleToken, topKIndices } from "./sampling.js";
 import type { SampleRequest, SamplingParams } from "./types.js";
 
-const GREEDY: SamplingParams = {
-  temperature: 0,
-  topK: 0,
-  topP: 1,
-  minP: 0,
-  presencePenalty: 0,
-  frequencyPenalty: 0,
-  repetitionPenalty: 1,
-  seed: 0,
-  logprobs: -1,
-};
+const GREEDY: SamplingParams = { ...GREEDY_SAMPLING };
 
 const req = (over: Partial<SamplingParams>, outputIndex = 0, extra: Partial<SampleRequest> = {}): SampleRequest => ({
   params: { ...GREEDY, ...over },

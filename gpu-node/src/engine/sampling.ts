@@ -579,3 +579,16 @@ function kthLargest(a: Float32Array, k: number): number {
   }
   return a[target];
 }
+
+/** Greedy decoding with every filter and penalty off and no logprobs: the neutral parameters. */
+export const GREEDY_SAMPLING: Readonly<SamplingParams> = Object.freeze({
+  temperature: 0,
+  topK: 0,
+  topP: 1,
+  minP: 0,
+  presencePenalty: 0,
+  frequencyPenalty: 0,
+  repetitionPenalty: 1,
+  seed: 0,
+  logprobs: -1,
+});

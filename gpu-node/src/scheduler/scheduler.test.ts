@@ -1,3 +1,4 @@
+import { GREEDY_SAMPLING } from "../engine/sampling.js";
 import { describe, expect, it } from "vitest";
 import { DEFAULT_TOKEN_CYCLE, SimulatedEngine } from "../engine/simulated.js";
 import type { Engine, SampledToken, SamplingParams, StepBatch, StepResult } from "../engine/types.js";
@@ -110,17 +111,7 @@ class FakeEngine implements Engine {
   }
 }
 
-const PARAMS: SamplingParams = {
-  temperature: 0,
-  topK: 0,
-  topP: 1,
-  minP: 0,
-  presencePenalty: 0,
-  frequencyPenalty: 0,
-  repetitionPenalty: 1,
-  seed: 0,
-  logprobs: -1,
-};
+const PARAMS: SamplingParams = { ...GREEDY_SAMPLING };
 
 function request(requestId: string, promptTokenIds: number[], maxTokens: number, extra: Partial<GenerationRequest> = {}): GenerationRequest {
   return { requestId, promptTokenIds, params: { ...PARAMS, seed: requestId.length * 7919 }, maxTokens, stopTokenIds: [], ...extra };

@@ -1,3 +1,4 @@
+import { GREEDY_SAMPLING } from "../sampling.js";
 /**
  * The native engine (CPU flavor here; the CUDA flavor where a GPU is present) against the TypeScript
  * reference engine on tiny models: same greedy tokens, logits within float32 reordering error, same
@@ -16,17 +17,7 @@ import type { SamplingParams, SeqStep, StepBatch, StepResult } from "../types.js
 import { defaultAddonDir, loadNativeAddon, NativeAddonError } from "./addon.js";
 import { NativeEngine } from "./native-engine.js";
 
-const GREEDY: SamplingParams = {
-  temperature: 0,
-  topK: 0,
-  topP: 1,
-  minP: 0,
-  presencePenalty: 0,
-  frequencyPenalty: 0,
-  repetitionPenalty: 1,
-  seed: 0,
-  logprobs: -1,
-};
+const GREEDY: SamplingParams = { ...GREEDY_SAMPLING };
 
 interface Model {
   config: LlamaConfig;

@@ -1,3 +1,4 @@
+import { GREEDY_SAMPLING } from "../sampling.js";
 import { describe, expect, it } from "vitest";
 import type { LlamaConfig } from "../../model/types.js";
 import type { SampleRequest, SeqStep } from "../types.js";
@@ -186,17 +187,7 @@ function plainForward(c: LlamaConfig, W: Map<string, Float32Array>, tokens: numb
 // ───────────────────────────────────────── helpers ─────────────────────────────────────────
 
 const greedy = (outputIndex = 0): SampleRequest => ({
-  params: {
-    temperature: 0,
-    topK: 0,
-    topP: 1,
-    minP: 0,
-    presencePenalty: 0,
-    frequencyPenalty: 0,
-    repetitionPenalty: 1,
-    seed: 0,
-    logprobs: -1,
-  },
+  params: { ...GREEDY_SAMPLING },
   outputIndex,
 });
 
