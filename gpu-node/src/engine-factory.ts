@@ -1,5 +1,5 @@
 import type { Engine } from "./engine/types.js";
-import { ReferenceEngine, SimulatedEngine } from "./engine/index.js";
+import { SimulatedEngine, ThreadedReferenceEngine } from "./engine/index.js";
 import { loadTensorsF32, type ModelDir } from "./model/index.js";
 import type { ProgressCallback } from "./model/types.js";
 
@@ -27,7 +27,8 @@ export async function createEngine(choice: EngineChoice, model: ModelDir, setup:
       if (setup.quantization && setup.quantization !== "none") throw new Error("--quantization needs --engine native");
       if (setup.loadFormat === "dummy") throw new Error("--load-format dummy needs --engine native");
       const weights = await loadTensorsF32(model.tensors, undefined, setup.onProgress);
-      return new ReferenceEngine(model.config, weights, {
+      // On its own thread: a long prefill must not stall HTTP, /health or the edge heartbeats.
+      return ThreadedReferenceEngine.create(model.config, weights, {
         numKvBlocks: setup.numKvBlocks ?? 4096,
         blockSize: setup.blockSize,
       });

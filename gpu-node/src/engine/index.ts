@@ -1,5 +1,6 @@
 export type * from "./types.js";
 export { ReferenceEngine, type ReferenceEngineOptions } from "./reference/reference-engine.js";
+export { ThreadedReferenceEngine } from "./reference/threaded-engine.js";
 export { validateStepBatch, type StepLimits } from "./reference/validate.js";
 export { ropeInvFreq, applyLlama3Scaling } from "./reference/rope.js";
 export { resolveLlamaWeights, type LlamaWeights, type LlamaLayerWeights } from "./reference/weights.js";
