@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { finishReasonSchema, opt, samplingFields, tokenLogprobSchema, usageSchema } from "./common.js";
 
 export const textPartSchema = z.object({ type: z.literal("text"), text: z.string() });

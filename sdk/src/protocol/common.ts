@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 
 /**
  * Optional request fields: OpenAI clients and proxies send `null` for "not set", so null and

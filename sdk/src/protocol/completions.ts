@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { finishReasonSchema, opt, samplingFields, usageSchema } from "./common.js";
 
 const tokenIdsSchema = z.array(z.number().int().min(0)).min(1, "must not be empty");

@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 
 /** The OpenAI error body: `{ error: { message, type, param, code } }`. */
 export const errorBodySchema = z.object({

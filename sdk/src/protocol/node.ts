@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 
 /**
  * What a gpu-node reports to the edge in its signed heartbeat (`POST /internal/nodes/heartbeat`),
