@@ -41,4 +41,3 @@ export {
 } from "./resources/completions.js";
 export { Models } from "./resources/models.js";
 export { SeventyAdmin, AdminKeys, AdminNodes, AdminUsage, type AdminClientOptions } from "./admin/client.js";
-export type * from "./admin/types.js";

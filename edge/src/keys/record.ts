@@ -1,21 +1,8 @@
 import { ApiError, invalidValue } from "../errors";
+import type { ApiKey, KeyBudget, KeyCreateParams, KeyLimits, KeyUpdateParams } from "@seventy/sdk/protocol";
 
-export interface KeyLimits {
-  /** Requests per minute. */
-  rpm: number;
-  /** Tokens (prompt + completion) per minute. */
-  tpm: number;
-  /** Requests in flight at once. */
-  concurrency: number;
-}
-
-export type BudgetPeriod = "day" | "month";
-
-/** A hard cap on tokens per calendar day or month (UTC). */
-export interface KeyBudget {
-  tokens: number;
-  period: BudgetPeriod;
-}
+export type { KeyBudget, KeyLimits };
+export type BudgetPeriod = KeyBudget["period"];
 
 /** What the edge stores about a key. `hash` is the SHA-256 of the key; the key itself is never stored. */
 export interface KeyRecord {
@@ -34,18 +21,8 @@ export interface KeyRecord {
   deleted?: number;
 }
 
-/** The admin API's view of a key. */
-export interface KeyView {
-  id: string;
-  object: "api_key";
-  name: string;
-  prefix: string;
-  created: number;
-  disabled: boolean;
-  models: string[] | null;
-  limits: KeyLimits;
-  budget: KeyBudget | null;
-}
+/** The admin API's view of a key (the protocol's `ApiKey`). */
+export type KeyView = ApiKey;
 
 export function toView(r: KeyRecord): KeyView {
   return {
@@ -61,23 +38,8 @@ export function toView(r: KeyRecord): KeyView {
   };
 }
 
-export interface KeyCreateInput {
-  name: string;
-  /** Import this exact key instead of generating one. */
-  key?: string;
-  models?: string[] | null;
-  limits?: Partial<KeyLimits>;
-  budget?: KeyBudget | null;
-  disabled?: boolean;
-}
-
-export interface KeyPatch {
-  name?: string;
-  models?: string[] | null;
-  limits?: Partial<KeyLimits>;
-  budget?: KeyBudget | null;
-  disabled?: boolean;
-}
+export type KeyCreateInput = KeyCreateParams;
+export type KeyPatch = KeyUpdateParams;
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);

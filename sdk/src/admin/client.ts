@@ -12,7 +12,7 @@ import type {
   List,
   UsageParams,
   UsageReport,
-} from "./types.js";
+} from "../protocol/admin.js";
 
 export interface AdminClientOptions {
   /** The edge's origin, e.g. `https://llm.example.com` (the admin API lives under `/admin`). Default: `SEVENTY_ADMIN_URL`. */

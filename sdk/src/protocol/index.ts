@@ -5,3 +5,4 @@ export * from "./completions.js";
 export * from "./models.js";
 export * from "./node.js";
 export * from "./signing.js";
+export type * from "./admin.js";

@@ -1,4 +1,4 @@
-/** The admin API's shapes, as the edge serves them under `/admin`. */
+/** The admin API's shapes, as the edge serves them under `/admin` (types only: the edge validates admin input itself). */
 
 export interface KeyLimits {
   /** Requests per minute. */
