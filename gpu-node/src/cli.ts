@@ -82,11 +82,14 @@ async function serveCommand(args: string[]): Promise<void> {
   });
   console.log(`seventy gpu-node: model ${node.ctx.modelName}, engine ${node.ctx.engineKind}, max_model_len ${node.ctx.maxModelLen}`);
   console.log(`listening on ${node.url}`);
+  // First Ctrl-C / SIGTERM drains (no new requests; running ones finish, up to a minute);
+  // a second one stops at once.
   let stopping = false;
   const stop = () => {
     if (stopping) process.exit(130);
     stopping = true;
-    void node.close().then(() => process.exit(0));
+    console.error("draining: finishing running requests (Ctrl-C again to stop now)");
+    void node.drain().then(() => process.exit(0));
   };
   process.on("SIGINT", stop);
   process.on("SIGTERM", stop);

@@ -47,6 +47,12 @@ export interface RunningNode {
   url: string;
   port: number;
   ctx: NodeContext;
+  /**
+   * Graceful stop: refuse new requests (503, and the edge is told at once so it routes elsewhere),
+   * let running and queued requests finish, then close. Requests still running after `graceMs` are
+   * aborted.
+   */
+  drain(graceMs?: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -157,10 +163,18 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
     : null;
 
   let closed = false;
-  return {
+  const running: RunningNode = {
     url,
     port,
     ctx,
+    async drain(graceMs = 60_000) {
+      ctx.draining = true;
+      await heartbeat?.beat();
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([scheduler.idle(), new Promise<void>((r) => (timer = setTimeout(r, graceMs)))]);
+      clearTimeout(timer);
+      await running.close();
+    },
     async close() {
       if (closed) return;
       closed = true;
@@ -174,6 +188,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
       await engine.close();
     },
   };
+  return running;
 }
 
 function progressReporter() {

@@ -104,3 +104,21 @@ describe("text path", () => {
     expect(events.at(-1)).toBe("[DONE]");
   });
 });
+
+describe("graceful drain", () => {
+  it("refuses new requests with 503, finishes running streams, then closes", async () => {
+    await nodeEmitting("one two three four five six seven eight nine ten", { stepDelayMs: 10 });
+    const running = post({ model: MODEL, messages: [{ role: "user", content: "x" }], max_tokens: 30, ignore_eos: true, stream: true });
+    const res = await running;
+    expect(res.status).toBe(200);
+    const drained = node!.drain(10_000);
+    const refused = await post({ model: MODEL, messages: [{ role: "user", content: "x" }], max_tokens: 2 });
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get("retry-after")).toBeTruthy();
+    expect(((await refused.json()) as { error: { code: string } }).error.code).toBe("node_draining");
+    const events = await readSse(res);
+    expect(events.at(-1)).toBe("[DONE]");
+    await drained;
+    await expect(fetch(node!.url + "/health")).rejects.toThrow();
+  });
+});
