@@ -85,18 +85,26 @@ const server = await startServer();
 try {
   await stream(server, []); // warm-up
   const rows = [];
+  // Each level runs ROUNDS times; the table shows the round with the median server cost
+  // (this machine is noisy: single rounds vary by ±20%).
+  const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
   for (const c of LEVELS) {
-    const gaps = [];
-    const cpu0 = cpuSeconds(server.pid);
-    const t0 = performance.now();
-    const counts = await Promise.all(Array.from({ length: c }, () => stream(server, gaps)));
-    const secs = (performance.now() - t0) / 1000;
-    const cpu1 = cpuSeconds(server.pid);
-    // Content chunks = events minus the role chunk, the finish chunk and [DONE].
-    const tokens = counts.reduce((a, n) => a + n - 3, 0);
-    gaps.sort((a, b) => a - b);
-    const serverCpu = cpu0 !== null && cpu1 !== null ? cpu1 - cpu0 : null;
-    rows.push({ streams: c, tokens, tokPerSec: tokens / secs, p50: pct(gaps, 50), p99: pct(gaps, 99), serverCpu, secs });
+    const rounds = [];
+    for (let k = 0; k < ROUNDS; k++) {
+      const gaps = [];
+      const cpu0 = cpuSeconds(server.pid);
+      const t0 = performance.now();
+      const counts = await Promise.all(Array.from({ length: c }, () => stream(server, gaps)));
+      const secs = (performance.now() - t0) / 1000;
+      const cpu1 = cpuSeconds(server.pid);
+      // Content chunks = events minus the role chunk, the finish chunk and [DONE].
+      const tokens = counts.reduce((a, n) => a + n - 3, 0);
+      gaps.sort((a, b) => a - b);
+      const serverCpu = cpu0 !== null && cpu1 !== null ? cpu1 - cpu0 : null;
+      rounds.push({ streams: c, tokens, tokPerSec: tokens / secs, p50: pct(gaps, 50), p99: pct(gaps, 99), serverCpu, secs });
+    }
+    rounds.sort((a, b) => (a.serverCpu ?? -a.tokPerSec) / a.tokens - (b.serverCpu ?? -b.tokPerSec) / b.tokens);
+    rows.push(rounds[Math.floor(rounds.length / 2)]);
   }
   console.log(`\ngpu-node host path (simulated zero-cost engine, loopback, server in one process${PIN ? " pinned to core 0, clients on the other cores" : ""})`);
   console.log("| concurrent streams | tokens | streamed tokens/s | gap p50 (ms) | gap p99 (ms) | server busy | server CPU µs/token | one-core capacity tokens/s | capacity vs 50k target |");

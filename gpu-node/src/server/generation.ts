@@ -111,12 +111,15 @@ export class Generation {
     if (ev.type === "token") {
       this.hooks.onToken?.(choice.index, performance.now());
       if (choice.stoppedByString) return;
-      const raw = choice.detok.push(ev.tokenId);
-      const { text, stopped } = choice.stop.push(raw);
+      // The common case (no stop strings, no logprobs) allocates nothing but the delta: this runs
+      // once per token of every stream.
+      let text = choice.detok.push(ev.tokenId);
+      let stopped = false;
+      if (this.spec.stopStrings.length > 0) ({ text, stopped } = choice.stop.push(text));
       const logprobs: TokenLogprobInfo[] =
         this.spec.wantLogprobs && ev.logprob !== undefined
           ? [{ tokenId: ev.tokenId, logprob: ev.logprob, top: ev.topLogprobs ?? [] }]
-          : [];
+          : NO_LOGPROBS;
       if (stopped) {
         choice.stoppedByString = true;
         // The scheduler reports this as an abort; we remember it was our stop string.
@@ -154,6 +157,8 @@ export class Generation {
     if (--this.remaining === 0) this.hooks.onDone(this.usage);
   }
 }
+
+const NO_LOGPROBS: TokenLogprobInfo[] = [];
 
 interface ChoiceState {
   index: number;
