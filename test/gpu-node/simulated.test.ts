@@ -83,7 +83,7 @@ describe("text path", () => {
   });
 
   it("parses a Llama 3.1 JSON tool call into tool_calls", async () => {
-    const { tokens } = await nodeEmitting('{"name": "get_weather", "parameters": {"city": "Paris"}}<|eom_id|>');
+    const { tokens } = await nodeEmitting('\n\n{"name": "get_weather", "parameters": {"city": "Paris"}}<|eom_id|>');
     const body = {
       model: MODEL,
       messages: [{ role: "user", content: "Weather in Paris?" }],

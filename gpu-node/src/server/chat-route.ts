@@ -212,13 +212,14 @@ function streamChat(
     onToken: observe.onToken,
     onDelta(d) {
       let text = d.text;
-      if (opts.tools.length > 0) {
-        if (!started[d.index] && toolBuffer[d.index] === null && text.trimStart().startsWith("{")) toolBuffer[d.index] = "";
-        if (toolBuffer[d.index] !== null) {
-          toolBuffer[d.index] += text;
-          text = "";
+      if (opts.tools.length > 0 && !started[d.index]) {
+        // Undecided while the answer is only whitespace; a tool call once it starts with "{".
+        const pending = (toolBuffer[d.index] ?? "") + text;
+        const head = pending.trimStart();
+        if (head === "" || head.startsWith("{")) {
+          toolBuffer[d.index] = pending;
           if (!d.finishReason) return;
-          const buffered = toolBuffer[d.index]!;
+          const buffered = pending;
           const calls = parseToolCalls(buffered, opts.tools, opts.makeToolCallId);
           if (calls) {
             const deltas = calls.map((c, i) => ({ index: i, id: c.id, type: "function", function: c.function }));
@@ -228,7 +229,10 @@ function streamChat(
             return;
           }
           text = buffered;
+        } else {
+          text = pending;
         }
+        toolBuffer[d.index] = null;
       }
       const lp = d.logprobs.length ? JSON.stringify({ content: toLogprobs(ctx, d.logprobs) }) : "null";
       if (!started[d.index]) {
