@@ -17,6 +17,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <type_traits>
 
 #include "seventy/engine.h"
 
@@ -239,7 +240,10 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
   }
 
   // ---- conversions ----
-  static bool getInt(Napi::Object o, const char* key, int& out, std::string& err, bool required = true) {
+  // Reads a numeric field: a missing optional field leaves `out` as it is; a missing required one or
+  // a non-number is an error message in `err`.
+  template <typename T>
+  static bool getNumber(Napi::Object o, const char* key, T& out, std::string& err, bool required) {
     Napi::Value v = o.Get(key);
     if (v.IsUndefined()) {
       if (required) err = std::string(key) + " is required";
@@ -249,21 +253,15 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
       err = std::string(key) + " must be a number";
       return false;
     }
-    out = v.As<Napi::Number>().Int32Value();
+    if constexpr (std::is_same_v<T, int>) out = v.As<Napi::Number>().Int32Value();
+    else out = static_cast<T>(v.As<Napi::Number>().DoubleValue());
     return true;
   }
+  static bool getInt(Napi::Object o, const char* key, int& out, std::string& err, bool required = true) {
+    return getNumber(o, key, out, err, required);
+  }
   static bool getDouble(Napi::Object o, const char* key, double& out, std::string& err, bool required = true) {
-    Napi::Value v = o.Get(key);
-    if (v.IsUndefined()) {
-      if (required) err = std::string(key) + " is required";
-      return !required;
-    }
-    if (!v.IsNumber()) {
-      err = std::string(key) + " must be a number";
-      return false;
-    }
-    out = v.As<Napi::Number>().DoubleValue();
-    return true;
+    return getNumber(o, key, out, err, required);
   }
 
   static bool parseOptions(Napi::Object o, EngineOptions& opt, std::string& err) {

@@ -1,6 +1,6 @@
 import type { HttpBindings } from "@hono/node-server";
 import { Hono, type Context } from "hono";
-import { tokenizeRequestSchema, zodErrorBody } from "@seventy/sdk/protocol";
+import { tokenizeRequestSchema } from "@seventy/sdk/protocol";
 import { chatCompletions } from "./chat-route.js";
 import { completions } from "./completions-route.js";
 import type { NodeContext, RequestConn } from "./context.js";
@@ -111,7 +111,7 @@ export function createApp(ctx: NodeContext): Hono<NodeEnv> {
 
   app.post("/tokenize", async (c) => {
     const parsed = tokenizeRequestSchema.safeParse(await jsonBody(c));
-    if (!parsed.success) return c.json(zodErrorBody(parsed.error), 400);
+    if (!parsed.success) throw HttpError.fromZod(parsed.error);
     const req = parsed.data;
     if (req.model) checkModel(ctx, req.model);
     let tokens: number[];

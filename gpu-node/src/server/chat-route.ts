@@ -1,6 +1,5 @@
 import {
   chatCompletionRequestSchema,
-  zodErrorBody,
   type ChatCompletion,
   type ChatCompletionRequest,
   type TokenLogprob,
@@ -70,10 +69,7 @@ function toLogprobs(ctx: NodeContext, infos: TokenLogprobInfo[]): TokenLogprob[]
 export async function chatCompletions(ctx: NodeContext, body: unknown, conn: RequestConn): Promise<Response> {
   const parsed = chatCompletionRequestSchema.safeParse(body);
   if (!parsed.success) {
-    return new Response(JSON.stringify(zodErrorBody(parsed.error)), {
-      status: 400,
-      headers: { "content-type": "application/json" },
-    });
+    throw HttpError.fromZod(parsed.error);
   }
   const req = parsed.data;
   checkModel(ctx, req.model);
@@ -258,9 +254,7 @@ function streamChat(
     },
     onError(err) {
       observe.done("error");
-      // An in-band error event, and no [DONE]: the client must not mistake a cut-off answer for a whole one.
-      sse.data(JSON.stringify({ error: { message: `Generation failed: ${err.message}`, type: "server_error", param: null, code: "engine_error" } }));
-      sse.close();
+      sse.fail(err);
     },
   });
   admit(gen);

@@ -1,4 +1,4 @@
-import { completionRequestSchema, zodErrorBody, type Completion } from "@seventy/sdk/protocol";
+import { completionRequestSchema, type Completion } from "@seventy/sdk/protocol";
 import { admit, observeRequest } from "./admission.js";
 import { usageJson } from "./chat-route.js";
 import type { NodeContext, RequestConn } from "./context.js";
@@ -32,10 +32,7 @@ function legacyLogprobs(ctx: NodeContext, infos: TokenLogprobInfo[], startOffset
 export async function completions(ctx: NodeContext, body: unknown, conn: RequestConn): Promise<Response> {
   const parsed = completionRequestSchema.safeParse(body);
   if (!parsed.success) {
-    return new Response(JSON.stringify(zodErrorBody(parsed.error)), {
-      status: 400,
-      headers: { "content-type": "application/json" },
-    });
+    throw HttpError.fromZod(parsed.error);
   }
   const req = parsed.data;
   checkModel(ctx, req.model);
@@ -163,8 +160,7 @@ export async function completions(ctx: NodeContext, body: unknown, conn: Request
         writer.done();
       },
       (err: Error) => {
-        writer.data(JSON.stringify({ error: { message: `Generation failed: ${err.message}`, type: "server_error", param: null, code: "engine_error" } }));
-        writer.close();
+        writer.fail(err);
       },
     );
     return writer.response(RESPONSE_ALREADY_SENT);

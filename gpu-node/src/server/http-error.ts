@@ -1,4 +1,4 @@
-import { errorBody } from "@seventy/sdk/protocol";
+import { errorBody, zodErrorBody } from "@seventy/sdk/protocol";
 
 /** The one error type of the HTTP layer: knows its status and how to become an OpenAI error body. */
 export class HttpError extends Error {
@@ -9,6 +9,12 @@ export class HttpError extends Error {
   ) {
     super(message);
     this.name = "HttpError";
+  }
+
+  /** A request body that failed its schema: 400 naming the first bad parameter. */
+  static fromZod(error: Parameters<typeof zodErrorBody>[0]): HttpError {
+    const { message, param, code } = zodErrorBody(error).error;
+    return new HttpError(400, message, { param: param ?? null, code: code == null ? null : String(code) });
   }
 
   toResponse(extraHeaders: Record<string, string> = {}): Response {

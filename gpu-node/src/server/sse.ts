@@ -1,4 +1,5 @@
 import type { ServerResponse } from "node:http";
+import { errorBody } from "@seventy/sdk/protocol";
 
 /**
  * A push-based SSE response. Events are written as OpenAI does (`data: …\n\n`), and the client
@@ -53,6 +54,15 @@ export class SseWriter {
   data(json: string): void {
     if (this.closed) return;
     this.sink.write(`data: ${json}\n\n`);
+  }
+
+  /**
+   * Ends the stream with an in-band error event and no [DONE]: the client must not mistake a
+   * cut-off answer for a whole one.
+   */
+  fail(err: Error): void {
+    this.data(JSON.stringify(errorBody(500, `Generation failed: ${err.message}`, { type: "server_error", code: "engine_error" })));
+    this.close();
   }
 
   done(): void {

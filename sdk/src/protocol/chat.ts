@@ -1,5 +1,5 @@
 import * as z from "zod";
-import { finishReasonSchema, opt, samplingFields, tokenLogprobSchema, usageSchema } from "./common.js";
+import { finishReasonSchema, opt, samplingFields, tokenLogprobSchema, usageSchema, responseEnvelope } from "./common.js";
 
 export const textPartSchema = z.object({ type: z.literal("text"), text: z.string() });
 
@@ -88,11 +88,8 @@ export const chatCompletionMessageSchema = z.object({
 });
 
 export const chatCompletionSchema = z.object({
-  id: z.string(),
+  ...responseEnvelope,
   object: z.literal("chat.completion"),
-  created: z.number().int(),
-  model: z.string(),
-  system_fingerprint: z.string().nullable().optional(),
   choices: z.array(
     z.object({
       index: z.number().int(),
@@ -113,11 +110,8 @@ export const toolCallDeltaSchema = z.object({
 });
 
 export const chatCompletionChunkSchema = z.object({
-  id: z.string(),
+  ...responseEnvelope,
   object: z.literal("chat.completion.chunk"),
-  created: z.number().int(),
-  model: z.string(),
-  system_fingerprint: z.string().nullable().optional(),
   choices: z.array(
     z.object({
       index: z.number().int(),

@@ -51,3 +51,11 @@ export const samplingFields = {
   /** vLLM extra: do not stop at the model's end-of-sequence tokens. */
   ignore_eos: opt(z.boolean()),
 };
+
+/** Fields every completion response and stream chunk starts with (`object` names the kind). */
+export const responseEnvelope = {
+  id: z.string(),
+  created: z.number().int(),
+  model: z.string(),
+  system_fingerprint: z.string().nullable().optional(),
+};

@@ -1,5 +1,5 @@
 import * as z from "zod";
-import { finishReasonSchema, opt, samplingFields, usageSchema } from "./common.js";
+import { finishReasonSchema, opt, samplingFields, usageSchema, responseEnvelope } from "./common.js";
 
 const tokenIdsSchema = z.array(z.number().int().min(0)).min(1, "must not be empty");
 
@@ -23,11 +23,8 @@ export const completionLogprobsSchema = z.object({
 });
 
 export const completionSchema = z.object({
-  id: z.string(),
+  ...responseEnvelope,
   object: z.literal("text_completion"),
-  created: z.number().int(),
-  model: z.string(),
-  system_fingerprint: z.string().nullable().optional(),
   choices: z.array(
     z.object({
       index: z.number().int(),
