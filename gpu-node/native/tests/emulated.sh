@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the CUDA sources for the CPU emulator (native/emu, g++, no CUDA toolkit) and runs
-# emu_selftest (the emulator's own instructions and checks) and kernel_tests_emu (every kernel against
-# its CPU reference, and the CUDA engine against the CPU engine). `npm run test:kernels` in gpu-node.
+# emu_selftest (the emulator's own instructions and checks), kernel_tests_emu (every kernel against
+# its CPU reference, and the CUDA engine against the CPU engine) and, when gpu-node is built (dist/),
+# the tiny-model parity of the emulated CUDA engine (emulated-parity.mjs). `npm run test:kernels` in gpu-node.
 #   SEVENTY_EMU_SEED=n   shuffles block order / thread turns differently (default 1)
 #   EMU_BUILD=dir        build directory (default native/build/emu)
 set -euo pipefail
@@ -10,9 +11,14 @@ BUILD=${EMU_BUILD:-$NATIVE/build/emu}
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 T0=$(date +%s)
 cmake -S "$NATIVE" -B "$BUILD" -DENGINE_CUDA=OFF -DSEVENTY_EMU=ON -DCMAKE_BUILD_TYPE=Release --log-level=WARNING >/dev/null
-cmake --build "$BUILD" -j "$JOBS" --target emu_selftest kernel_tests_emu -- --no-print-directory >/dev/null
+cmake --build "$BUILD" -j "$JOBS" --target emu_selftest kernel_tests_emu engine_cli_emu -- --no-print-directory >/dev/null
 T1=$(date +%s)
 echo "emulated kernel tests: built in $((T1 - T0)) s"
 "$BUILD/emu_selftest"
 "$BUILD/kernel_tests_emu"
+if [ -f "$NATIVE/../dist/model/index.js" ]; then
+  node "$NATIVE/tests/emulated-parity.mjs" "$BUILD/engine_cli_emu" "$BUILD"
+else
+  echo "SKIPPED tiny-model parity: gpu-node is not built (npm run build)"
+fi
 echo "emulated kernel tests: ran in $(($(date +%s) - T1)) s"
