@@ -10,8 +10,13 @@ NATIVE=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${EMU_BUILD:-$NATIVE/build/emu}
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 T0=$(date +%s)
+mkdir -p "$BUILD"
 cmake -S "$NATIVE" -B "$BUILD" -DENGINE_CUDA=OFF -DSEVENTY_EMU=ON -DCMAKE_BUILD_TYPE=Release --log-level=WARNING >/dev/null
-cmake --build "$BUILD" -j "$JOBS" --target emu_selftest kernel_tests_emu engine_cli_emu -- --no-print-directory >/dev/null
+if ! cmake --build "$BUILD" -j "$JOBS" --target emu_selftest kernel_tests_emu engine_cli_emu >"$BUILD/build.log" 2>&1; then
+  tail -60 "$BUILD/build.log"
+  echo "emulated kernel tests: BUILD FAILED (full log: $BUILD/build.log)"
+  exit 1
+fi
 T1=$(date +%s)
 echo "emulated kernel tests: built in $((T1 - T0)) s"
 "$BUILD/emu_selftest"
