@@ -498,6 +498,24 @@ static void testDummyFill() {
   report(same, "dummy weights: device bits == host bits", "");
 }
 
+static void testFillAndWiden() {
+  const int64_t n = 70000;  // more than one grid-stride pass of the 256-thread blocks' first wave
+  Dev<uint16_t> d{static_cast<size_t>(n)};
+  CHECK_CUDA(cuda::fillBf16(d.p, n, -1.375f, 0));
+  CHECK_CUDA(cudaDeviceSynchronize());
+  const auto h = d.get();
+  bool filled = true;
+  for (uint16_t v : h) filled &= v == floatToBf16(-1.375f);
+  auto src = randomBf16(size_t(n), 3.0f);
+  Dev<uint16_t> ds(src);
+  Dev<float> out{static_cast<size_t>(n)};
+  out.poison();
+  CHECK_CUDA(cuda::bf16ToF32(ds.p, out.p, n, 0));
+  CHECK_CUDA(cudaDeviceSynchronize());
+  const double e = relErr(out.get(), widen(src));
+  report(filled && e == 0.0, "fillBf16 and bf16ToF32, n " + std::to_string(n), fmt("widen err %.1e", e));
+}
+
 // The CUDA engine against the CPU engine on a dummy tiny model: chunked prefill, then decode through
 // graphs (and once more without graphs). Same greedy tokens expected; logits within bf16 error.
 static void testEngines(bool fp8) {
@@ -617,6 +635,7 @@ int main() {
     testAttention(4, 2, 16, {1, 7, 33, 129}, 3, 8);
     testSampling(20, 1000);
     testDummyFill();
+    testFillAndWiden();
     testEngines(false);
   } else {
     testEmbedding(1000, 200, 19);
@@ -643,6 +662,7 @@ int main() {
     testSampling(20, 1000);
     testSampling(10, 128256);
     testDummyFill();
+    testFillAndWiden();
     testEngines(false);
     testEngines(true);
   }

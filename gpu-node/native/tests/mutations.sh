@@ -37,6 +37,7 @@ MUTATIONS=(
   "wrong RoPE pair|kernels/gemv.cu|        float x = acc[nt][h], y = acc[nt][2 + h];|        float x = acc[nt][h], y = acc[nt][3 - h];"
   "RoPE rotation sign|kernels/gemv.cu|const float rx = x * cs - y * sn, ry = y * cs + x * sn;|const float rx = x * cs + y * sn, ry = y * cs - x * sn;"
   "gemv row guard off by one|kernels/gemv.cu|const bool okA = rowA < N, okB = rowB < N;|const bool okA = rowA < N, okB = rowB <= N;"
+  "rmsnorm launched past its __launch_bounds__|kernels/rmsnorm.cu|SEVENTY_LAUNCH(rows, kNormThreads, smem, s, rmsNormResidualKernel)|SEVENTY_LAUNCH(rows, 2 * kNormThreads, smem, s, rmsNormResidualKernel)"
   "sampling: pick not initialised|kernels/sampling.cu|    if (threadIdx.x == 0) pick = 0x7fffffff;
 |"
   "split-K combine ignores the running max|kernels/decode_attention.cu|const float w = exp2f(ml[2 * part] - M);|const float w = exp2f(ml[2 * part]);"
@@ -47,10 +48,8 @@ MUTATIONS=(
 )
 
 want() {
-  [ $# -eq 0 ] && return 0
-  local n=$1
-  shift
-  for w in "${SELECT[@]}"; do [[ "$n" == *"$w"* ]] && return 0; done
+  [ ${#SELECT[@]} -eq 0 ] && return 0
+  for w in "${SELECT[@]}"; do [[ "$1" == *"$w"* ]] && return 0; done
   return 1
 }
 SELECT=("$@")
