@@ -623,49 +623,64 @@ int main() {
   std::printf("device: %s (sm_%d, %d SMs)\n", d.name.c_str(), d.computeCapability, d.multiprocessors);
 
   // KERNEL_TESTS_SMALL=1: one small case per kernel (for compute-sanitizer, which is 10-100x slower).
+  // KERNEL_TESTS_ONLY=gemv,engine: only those groups (embedding rmsnorm gemv swiglu qkv attention sampling
+  // weights engine). KERNEL_TESTS_FAIL_FAST=1: stop at the first failure.
   const bool small = std::getenv("KERNEL_TESTS_SMALL") != nullptr;
-  if (small) {
-    testEmbedding(517, 111, 7);
-    testRmsNorm(19, 200, true);
-    for (bool fp8 : {false, true}) {
-      testGemv(5, 111 * 2, 1024, fp8, false);
-      testSwiglu(1, 8 * 13, 128, fp8);
-      testQkvRope(19, 4, 2, 32, 256, fp8);
-    }
-    testAttention(4, 2, 16, {1, 7, 33, 129}, 3, 8);
-    testSampling(20, 1000);
-    testDummyFill();
-    testFillAndWiden();
-    testEngines(false);
-  } else {
+  const char* only = std::getenv("KERNEL_TESTS_ONLY");
+  const bool failFast = std::getenv("KERNEL_TESTS_FAIL_FAST") != nullptr;
+  auto group = [&](const char* name, const std::function<void()>& big, const std::function<void()>& little) {
+    if (only && !std::strstr(only, name)) return;
+    if (failed && failFast) return;
+    (small ? little : big)();
+  };
+  group("embedding", [] {
     testEmbedding(1000, 200, 19);
     testEmbedding(517, 111, 7);
+  }, [] { testEmbedding(517, 111, 7); });
+  group("rmsnorm", [] {
     testRmsNorm(19, 111, false);
     testRmsNorm(5, 8192, false);
     testRmsNorm(19, 200, true);
-    for (bool fp8 : {false, true}) {
+  }, [] { testRmsNorm(19, 200, true); });
+  for (bool fp8 : {false, true}) {
+    group("gemv", [fp8] {
       testGemv(1, 200, fp8 ? 272 : 264, fp8, false);
       testGemv(5, 111 * 2, 1024, fp8, false);
       testGemv(19, 333, fp8 ? 2064 : 2056, fp8, true);
       testGemv(64, 1024, 512, fp8, false);
       testGemv(77, 96, 8192, fp8, false);  // two M slices
+    }, [fp8] { testGemv(5, 111 * 2, 1024, fp8, false); });
+    group("swiglu", [fp8] {
       testSwiglu(19, 104, 256, fp8);
       testSwiglu(1, 8 * 13, 128, fp8);
+    }, [fp8] { testSwiglu(1, 8 * 13, 128, fp8); });
+    group("qkv", [fp8] {
       testQkvRope(19, 4, 2, 32, 256, fp8);
       testQkvRope(3, 8, 1, 128, 512, fp8);
-    }
+    }, [fp8] { testQkvRope(19, 4, 2, 32, 256, fp8); });
+  }
+  group("attention", [] {
     testAttention(64, 8, 128, {1, 15, 16, 17, 300, 1000, 64}, 1, 16);
     testAttention(64, 8, 128, {1, 15, 16, 17, 300, 1000, 64}, 5, 16);
     testAttention(32, 8, 128, {2048, 3}, 16, 16);
     testAttention(4, 2, 16, {1, 7, 33, 129}, 3, 8);
     testAttention(8, 8, 64, {19, 200}, 2, 32);
+  }, [] { testAttention(4, 2, 16, {1, 7, 33, 129}, 3, 8); });
+  group("sampling", [] {
     testSampling(20, 1000);
     testSampling(10, 128256);
+  }, [] { testSampling(20, 1000); });
+  group("weights", [] {
     testDummyFill();
     testFillAndWiden();
+  }, [] {
+    testDummyFill();
+    testFillAndWiden();
+  });
+  group("engine", [] {
     testEngines(false);
     testEngines(true);
-  }
+  }, [] { testEngines(false); });
 
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;

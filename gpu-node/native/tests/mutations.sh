@@ -5,6 +5,9 @@
 # synccheck). Prints one line per mutation and exits 1 if any was missed (or no longer applies).
 #
 #   bash gpu-node/native/tests/mutations.sh            # all (about 10 min on 2 cores; not part of npm test)
+#
+# Each mutation runs the kernel_tests groups that cover the mutated code (the whole suite runs once,
+# unmutated, first), stopping at the first failure.
 #   bash gpu-node/native/tests/mutations.sh rope mask  # only those whose name contains a word given
 #
 # Each mutation is an exact text replacement that must match exactly once, so a source change that
@@ -16,35 +19,35 @@ JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 SRC=$WORK/src
 BUILD=$WORK/build
 
-# name | file (under native/) | original text | mutated text
+# name | kernel_tests groups to run (KERNEL_TESTS_ONLY) | file (under native/) | original text | mutated text
 MUTATIONS=(
-  "paged KV addressing off by one (attention K read)|kernels/decode_attention.cu|kraw[p] = *reinterpret_cast<const uint2*>(a.kCache + base);|kraw[p] = *reinterpret_cast<const uint2*>(a.kCache + base + HD);"
-  "paged KV slot off by one (QKV epilogue cache write)|kernels/gemv.cu|+ slot % a.blockSize) * a.headDim;|+ (slot + 1) % a.blockSize) * a.headDim;"
-  "removed __syncthreads (rmsnorm partial sums)|kernels/rmsnorm.cu|  if ((threadIdx.x & 31) == 0) warpSums[threadIdx.x >> 5] = sumSq;
+  "paged KV addressing off by one (attention K read)|attention,engine|kernels/decode_attention.cu|kraw[p] = *reinterpret_cast<const uint2*>(a.kCache + base);|kraw[p] = *reinterpret_cast<const uint2*>(a.kCache + base + HD);"
+  "paged KV slot off by one (QKV epilogue cache write)|qkv,engine|kernels/gemv.cu|+ slot % a.blockSize) * a.headDim;|+ (slot + 1) % a.blockSize) * a.headDim;"
+  "removed __syncthreads (rmsnorm partial sums)|rmsnorm|kernels/rmsnorm.cu|  if ((threadIdx.x & 31) == 0) warpSums[threadIdx.x >> 5] = sumSq;
   __syncthreads();|  if ((threadIdx.x & 31) == 0) warpSums[threadIdx.x >> 5] = sumSq;"
-  "removed __syncthreads (attention scores before softmax)|kernels/decode_attention.cu|      for (int i = 0; i < KEEP; i++) sc[headBase + i][ti] = valid ? v[i] : -INFINITY;  // lanes holding the same head write the same value
+  "removed __syncthreads (attention scores before softmax)|attention|kernels/decode_attention.cu|      for (int i = 0; i < KEEP; i++) sc[headBase + i][ti] = valid ? v[i] : -INFINITY;  // lanes holding the same head write the same value
     }
     __syncthreads();|      for (int i = 0; i < KEEP; i++) sc[headBase + i][ti] = valid ? v[i] : -INFINITY;  // lanes holding the same head write the same value
     }"
-  "removed __syncthreads (gemv split-K reduction)|kernels/gemv.cu|  __syncthreads();
+  "removed __syncthreads (gemv split-K reduction)|gemv|kernels/gemv.cu|  __syncthreads();
   if (warp != 0) return;|  if (warp != 0) return;"
-  "wrong shuffle mask (warp sum)|kernels/cuda_common.cuh|for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);|for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0x0000ffffu, v, o);"
-  "wrong shuffle lane (attention head reduce-scatter)|kernels/decode_attention.cu|v[i] = keep + __shfl_xor_sync(kFullMask, send, OFF);|v[i] = keep + __shfl_xor_sync(kFullMask, send, OFF / 2 + (OFF == 1));"
-  "swapped mma fragment index (bf16 A registers 1 and 2)|kernels/gemv.cu|          af[s][1] = rb[2 * s];
+  "wrong shuffle mask (warp sum)|rmsnorm|kernels/cuda_common.cuh|for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);|for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0x0000ffffu, v, o);"
+  "wrong shuffle lane (attention head reduce-scatter)|attention|kernels/decode_attention.cu|v[i] = keep + __shfl_xor_sync(kFullMask, send, OFF);|v[i] = keep + __shfl_xor_sync(kFullMask, send, OFF / 2 + (OFF == 1));"
+  "swapped mma fragment index (bf16 A registers 1 and 2)|gemv|kernels/gemv.cu|          af[s][1] = rb[2 * s];
           af[s][2] = ra[2 * s + 1];|          af[s][1] = ra[2 * s + 1];
           af[s][2] = rb[2 * s];"
-  "swapped mma fragment index (fp8 A halves)|kernels/gemv.cu|          af[s][0] = fp8x2ToBf16x2(ra[s]);|          af[s][0] = fp8x2ToBf16x2(ra[s] >> 16);"
-  "wrong RoPE pair|kernels/gemv.cu|        float x = acc[nt][h], y = acc[nt][2 + h];|        float x = acc[nt][h], y = acc[nt][3 - h];"
-  "RoPE rotation sign|kernels/gemv.cu|const float rx = x * cs - y * sn, ry = y * cs + x * sn;|const float rx = x * cs + y * sn, ry = y * cs - x * sn;"
-  "gemv row guard off by one|kernels/gemv.cu|const bool okA = rowA < N, okB = rowB < N;|const bool okA = rowA < N, okB = rowB <= N;"
-  "rmsnorm launched past its __launch_bounds__|kernels/rmsnorm.cu|SEVENTY_LAUNCH(rows, kNormThreads, smem, s, rmsNormResidualKernel)|SEVENTY_LAUNCH(rows, 2 * kNormThreads, smem, s, rmsNormResidualKernel)"
-  "sampling: pick not initialised|kernels/sampling.cu|    if (threadIdx.x == 0) pick = 0x7fffffff;
+  "swapped mma fragment index (fp8 A halves)|gemv|kernels/gemv.cu|          af[s][0] = fp8x2ToBf16x2(ra[s]);|          af[s][0] = fp8x2ToBf16x2(ra[s] >> 16);"
+  "wrong RoPE pair|qkv|kernels/gemv.cu|        float x = acc[nt][h], y = acc[nt][2 + h];|        float x = acc[nt][h], y = acc[nt][3 - h];"
+  "RoPE rotation sign|qkv|kernels/gemv.cu|const float rx = x * cs - y * sn, ry = y * cs + x * sn;|const float rx = x * cs + y * sn, ry = y * cs - x * sn;"
+  "gemv row guard off by one|gemv|kernels/gemv.cu|const bool okA = rowA < N, okB = rowB < N;|const bool okA = rowA < N, okB = rowB <= N;"
+  "rmsnorm launched past its __launch_bounds__|rmsnorm|kernels/rmsnorm.cu|SEVENTY_LAUNCH(rows, kNormThreads, smem, s, rmsNormResidualKernel)|SEVENTY_LAUNCH(rows, 2 * kNormThreads, smem, s, rmsNormResidualKernel)"
+  "sampling: pick not initialised|sampling|kernels/sampling.cu|    if (threadIdx.x == 0) pick = 0x7fffffff;
 |"
-  "split-K combine ignores the running max|kernels/decode_attention.cu|const float w = exp2f(ml[2 * part] - M);|const float w = exp2f(ml[2 * part]);"
-  "embedding reads the next table row|kernels/embedding.cu|const uint16_t* src = table + int64_t(ids[r]) * hidden;|const uint16_t* src = table + int64_t(ids[r] + 1) * hidden;"
-  "engine step: context lengths not uploaded|host/cuda_engine.cu|    CU(cudaMemcpyAsync(dRowCtx_, hRowCtx_, R, cudaMemcpyHostToDevice, stream_));
+  "split-K combine ignores the running max|attention|kernels/decode_attention.cu|const float w = exp2f(ml[2 * part] - M);|const float w = exp2f(ml[2 * part]);"
+  "embedding reads the next table row|embedding|kernels/embedding.cu|const uint16_t* src = table + int64_t(ids[r]) * hidden;|const uint16_t* src = table + int64_t(ids[r] + 1) * hidden;"
+  "engine step: context lengths not uploaded|engine|host/cuda_engine.cu|    CU(cudaMemcpyAsync(dRowCtx_, hRowCtx_, R, cudaMemcpyHostToDevice, stream_));
 |"
-  "engine graph: padding rows write the KV cache|host/cuda_engine.cu|        hRowSlot_[r] = -1;|        hRowSlot_[r] = 0;"
+  "engine graph: padding rows write the KV cache|engine|host/cuda_engine.cu|        hRowSlot_[r] = -1;|        hRowSlot_[r] = 0;"
 )
 
 want() {
@@ -66,7 +69,7 @@ fi
 
 caught=0 missed=0 broken=0
 for m in "${MUTATIONS[@]}"; do
-  IFS='|' read -r -d '' name file old new <<<"$m" || true
+  IFS='|' read -r -d '' name groups file old new <<<"$m" || true
   new=${new%$'\n'}
   want "$name" || continue
   cp "$NATIVE/$file" "$SRC/$file"
@@ -79,7 +82,7 @@ for m in "${MUTATIONS[@]}"; do
   if ! build; then
     how="does not compile"
     result=CAUGHT
-  elif timeout 600 "$BUILD/kernel_tests_emu" >"$WORK/run.log" 2>&1; then
+  elif KERNEL_TESTS_ONLY=$groups KERNEL_TESTS_FAIL_FAST=1 timeout 600 "$BUILD/kernel_tests_emu" >"$WORK/run.log" 2>&1; then
     result=MISSED
     how="all kernel tests pass"
   else
