@@ -11,7 +11,8 @@ const USAGE = `usage:
                      [--quantization none|fp8] [--load-format safetensors|dummy] [--gpu-memory-utilization F]
       The edge's shared secret comes from SEVENTY_NODE_SECRET. Without --model, serves a tiny
       random Llama 3.1 model created on first use in the cache folder.
-  seventy-node make-tiny-model --out DIR [--seed N]`;
+  seventy-node make-tiny-model --out DIR [--seed N] [--quant awq|fp8]
+      --quant awq writes an AutoAWQ GEMM 4-bit checkpoint, --quant fp8 a compressed-tensors FP8 one.`;
 
 /** A user mistake: one line on stderr and exit code 2. */
 class UsageError extends Error {}
@@ -96,10 +97,12 @@ async function serveCommand(args: string[]): Promise<void> {
 }
 
 async function makeTinyModelCommand(args: string[]): Promise<void> {
-  const { values } = parseArgs({ args, strict: true, options: { out: { type: "string" }, seed: { type: "string", default: "0" } } });
+  const { values } = parseArgs({ args, strict: true, options: { out: { type: "string" }, seed: { type: "string", default: "0" }, quant: { type: "string" } } });
   if (!values.out) throw new UsageError("make-tiny-model needs --out DIR");
-  const dir = await makeTinyModel({ outDir: values.out, seed: int("seed", values.seed, 0) ?? 0 });
-  console.log(`wrote a tiny Llama 3.1 model to ${dir ?? values.out}`);
+  const quant = values.quant;
+  if (quant !== undefined && quant !== "awq" && quant !== "fp8") throw new UsageError(`--quant must be awq or fp8, got '${quant}'`);
+  const dir = await makeTinyModel({ outDir: values.out, seed: int("seed", values.seed, 0) ?? 0, quant });
+  console.log(`wrote a tiny Llama 3.1${quant ? ` ${quant === "awq" ? "AWQ 4-bit" : "FP8"}` : ""} model to ${dir ?? values.out}`);
 }
 
 async function main(argv: string[]): Promise<void> {
