@@ -20,7 +20,10 @@ export interface EngineSetup {
   /** Native engine only. */
   loadFormat?: "safetensors" | "dummy";
   gpuMemoryUtilization?: number;
+  /** Native engine only: plan memory for a device of this size (see engine/memory-plan.ts). */
+  deviceMemoryBytes?: number;
   maxNumSeqs?: number;
+  maxNumBatchedTokens?: number;
   maxModelLen?: number;
 }
 

@@ -64,7 +64,7 @@ static bool readManifest(const std::string& path, ModelConfig& c, std::vector<Te
         const size_t slash = path.find_last_of('/');
         if (slash != std::string::npos) t.file = path.substr(0, slash + 1) + t.file;
       }
-      t.dtype = dt == "F32" ? DType::F32 : dt == "F16" ? DType::F16 : DType::BF16;
+      t.dtype = dt == "F32" ? DType::F32 : dt == "F16" ? DType::F16 : dt == "F8_E4M3" ? DType::F8E4M3 : dt == "I32" ? DType::I32 : DType::BF16;
       int64_t d;
       while (ss >> d) t.shape.push_back(d);
       tensors.push_back(t);
