@@ -246,10 +246,10 @@ cudaError_t launchHd(const AttentionArgs& a, float scaleLog2, cudaStream_t s) {
   const int G = a.numHeads / a.numKvHeads;
   const dim3 grid(a.rows, a.numKvHeads, a.numSplits), block(kAttnWarps * 32);
   switch (G) {
-    case 1: attentionKernel<HD, 1><<<grid, block, 0, s>>>(a, scaleLog2); break;
-    case 2: attentionKernel<HD, 2><<<grid, block, 0, s>>>(a, scaleLog2); break;
-    case 4: attentionKernel<HD, 4><<<grid, block, 0, s>>>(a, scaleLog2); break;
-    case 8: attentionKernel<HD, 8><<<grid, block, 0, s>>>(a, scaleLog2); break;
+    case 1: SEVENTY_LAUNCH(grid, block, 0, s, attentionKernel<HD, 1>)(a, scaleLog2); break;
+    case 2: SEVENTY_LAUNCH(grid, block, 0, s, attentionKernel<HD, 2>)(a, scaleLog2); break;
+    case 4: SEVENTY_LAUNCH(grid, block, 0, s, attentionKernel<HD, 4>)(a, scaleLog2); break;
+    case 8: SEVENTY_LAUNCH(grid, block, 0, s, attentionKernel<HD, 8>)(a, scaleLog2); break;
     default: return cudaErrorNotSupported;
   }
   return cudaGetLastError();
@@ -274,7 +274,7 @@ cudaError_t pagedAttention(const AttentionArgs& a, cudaStream_t s) {
     default: return cudaErrorNotSupported;
   }
   if (e != cudaSuccess || a.numSplits == 1) return e;
-  combineSplitsKernel<<<dim3(a.rows, a.numHeads), min(a.headDim, 128), 0, s>>>(a, a.headDim);
+  SEVENTY_LAUNCH(dim3(a.rows, a.numHeads), min(a.headDim, 128), 0, s, combineSplitsKernel)(a, a.headDim);
   return cudaGetLastError();
 }
 
