@@ -3,10 +3,12 @@
 # Python with torch + transformers; Node not needed):
 #   1. builds the CUDA flavor (sm_80 + sm_90a, static cudart) with the ptxas register/spill report;
 #   2. kernel_tests: every kernel against its CPU reference on awkward shapes, CUDA engine vs CPU engine;
+#      quant_kernel_tests: the W4A16 and FP8 GEMVs and the bit-manipulation widening;
 #   3. tiny-model parity: engine_cli (CUDA bf16, CUDA fp8, CPU) vs the TypeScript reference's greedy
 #      tokens/logits and vs transformers' LlamaForCausalLM from the same directory;
 #   4. 70B-shaped decode benchmark (synthetic weights) at batch 1, 8, 32, 64 with 1k contexts, next to
-#      torch on the same shapes, with copy bandwidth and matmul peak measured in the same run;
+#      torch on the same shapes, with copy bandwidth and matmul peak measured in the same run; the
+#      decode GEMVs of one 70B layer in bf16, FP8 and W4A16 (quant_bench) against copy bandwidth;
 #   5. prints one table and appends it to BENCHMARKS.md (card, date, commit).
 #
 # Prepare on a machine with Node first (the tiny model and the reference outputs):
@@ -46,6 +48,8 @@ grep -E "spill stores|Used [0-9]+ registers" "$OUTDIR/build.log" | sort | uniq -
 
 say "kernel tests"
 run timeout 150 "$BUILD/kernel_tests" || FAILED=1
+say "quantization kernel tests (W4A16, FP8 GEMV, bit-manipulation widening)"
+run timeout 60 "$BUILD/quant_kernel_tests" || FAILED=1
 
 if [ -f "$INPUTS/manifest.txt" ]; then
   say "tiny-model parity"
@@ -70,6 +74,8 @@ for q in $QUANTS; do
   say "decode benchmark ($q)"
   run timeout 170 "$BUILD/decode_bench" --quant "$q" --batches 1,8,32,64 --ctx 1024 --steps 20 || FAILED=1
 done
+say "W4A16 / FP8 / bf16 decode GEMV bandwidth (one 70B layer)"
+run timeout 90 "$BUILD/quant_bench" --batches 1,8,32 --iters 20 || FAILED=1
 say "torch baseline"
 run timeout 150 python3 "$ROOT/gpu-node/bench/torch_baseline.py" --batches 1,8,32,64 --ctx 1024 || FAILED=1
 
