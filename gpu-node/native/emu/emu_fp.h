@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <cmath>
+
 #include "emu_runtime.h"
 
 // ---- bfloat16 ----
@@ -116,4 +118,37 @@ inline __half_raw __nv_cvt_fp8_to_halfraw(__nv_fp8_storage_t x, __nv_fp8_interpr
 inline __half2_raw __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t x, __nv_fp8_interpretation_t fmt) {
   // The low byte becomes the low half (.x), as cvt's "upper half of the source to the upper half of d".
   return __half2_raw{emu_fp8_to_f16((unsigned char)(x & 0xffu), fmt), emu_fp8_to_f16((unsigned char)(x >> 8), fmt)};
+}
+
+// cvt.rn.satfinite.e4m3x2.f32 (PTX ISA 8.7, §9.7.9.21 "cvt"): round to nearest even; .satfinite clamps
+// finite values beyond the largest e4m3 (±448) to it, and NaN (and ±inf) become NaN (0x7f) / ±448.
+// Written from the format: |x| = (1 + m/8)·2^(e−7) for e in 1..15 (S.1111.111 is NaN), m/8·2^−6 for e = 0.
+inline unsigned char emu_f32_to_e4m3_satfinite(float x) {
+  const unsigned char sign = std::signbit(x) ? 0x80 : 0x00;
+  if (std::isnan(x)) return 0x7f;
+  const double a = std::fabs(double(x));
+  if (a >= 448.0) return (unsigned char)(sign | 0x7e);
+  auto rne = [](double v) {  // v ≥ 0, round half to even
+    const double f = std::floor(v), d = v - f;
+    return (d > 0.5 || (d == 0.5 && std::fmod(f, 2.0) != 0.0)) ? f + 1 : f;
+  };
+  if (a < 0.015625) return (unsigned char)(sign | (unsigned)rne(a * 512.0));  // subnormal: m·2^-9 (8 → 2^-6)
+  int e2;
+  const double fr = std::frexp(a, &e2);  // a = fr·2^e2, fr in [0.5, 1)
+  int e = e2 - 1;                         // a = (2·fr)·2^e, 2·fr in [1, 2)
+  double m = rne((2.0 * fr - 1.0) * 8.0);
+  if (m == 8) {
+    m = 0;
+    e++;
+  }
+  if (e + 7 > 15 || (e + 7 == 15 && m == 7)) return (unsigned char)(sign | 0x7e);
+  return (unsigned char)(sign | ((e + 7) << 3) | (unsigned)m);
+}
+inline __nv_fp8_storage_t __nv_cvt_float_to_fp8(float x, __nv_saturation_t sat, __nv_fp8_interpretation_t fmt) {
+  // Only the form the engine uses is emulated: saturating e4m3.
+  if (sat != __NV_SATFINITE || fmt != __NV_E4M3) emu::fail("ptx", "__nv_cvt_float_to_fp8: only __NV_SATFINITE / __NV_E4M3 is emulated");
+  return emu_f32_to_e4m3_satfinite(x);
+}
+inline __nv_fp8x2_storage_t __nv_cvt_float2_to_fp8x2(float2 x, __nv_saturation_t sat, __nv_fp8_interpretation_t fmt) {
+  return (__nv_fp8x2_storage_t)(__nv_cvt_float_to_fp8(x.x, sat, fmt) | __nv_cvt_float_to_fp8(x.y, sat, fmt) << 8);
 }

@@ -36,7 +36,6 @@
 #define __host__
 #define __device__
 #define __forceinline__ inline
-#define __noinline__ __attribute__((noinline))
 #define __global__ __attribute__((noinline))
 // Static __shared__ variables are function-local statics: the emulator runs one block at a time, and
 // treats every access from device code to the program's writable static data as shared memory.
@@ -326,10 +325,12 @@ inline T shfl(WarpOp op, unsigned mask, T v, int arg, int width, const void* sit
 #define __any_sync(mask, pred) int(::emu::warpCollective(::emu::WarpOp::Any, (mask), (pred) ? 1 : 0, 0, 32, EMU_SITE_))
 #define __all_sync(mask, pred) int(::emu::warpCollective(::emu::WarpOp::All, (mask), (pred) ? 1 : 0, 0, 32, EMU_SITE_))
 
-// Atomics (one block runs at a time, so plain read-modify-write is atomic; the access is checked).
+// Atomics (one block runs at a time, so plain read-modify-write is atomic). Not instrumented: the
+// access is checked once, as an atomic (atomics of different threads do not race with each other).
+#define EMU_NOT_INSTRUMENTED __attribute__((no_sanitize("thread"), noinline))
 #define EMU_ATOMIC_(name, expr)                          \
   template <class T, class U>                            \
-  inline T name(T* p, U v_) {                            \
+  EMU_NOT_INSTRUMENTED T name(T* p, U v_) {              \
     ::emu::checkAccess(p, sizeof(T), ::emu::Access::Atomic); \
     const T v = T(v_);                                   \
     const T old = *p;                                    \
@@ -346,7 +347,7 @@ EMU_ATOMIC_(atomicOr, old | v)
 EMU_ATOMIC_(atomicXor, old ^ v)
 #undef EMU_ATOMIC_
 template <class T>
-inline T atomicCAS(T* p, T cmp, T v) {
+EMU_NOT_INSTRUMENTED T atomicCAS(T* p, T cmp, T v) {
   ::emu::checkAccess(p, sizeof(T), ::emu::Access::Atomic);
   const T old = *p;
   if (old == cmp) *p = v;

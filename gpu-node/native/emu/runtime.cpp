@@ -880,7 +880,7 @@ cudaError_t cudaGetDevice(int* d) {
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
   if (d != 0) return setError(cudaErrorInvalidValue);
   memset(p, 0, sizeof *p);
-  snprintf(p->name, sizeof p->name, "seventy-emu (CPU emulation of sm_90)");
+  snprintf(p->name, sizeof p->name, "seventy-emu (CPU emulation of an sm_90 device)");
   p->totalGlobalMem = kTotalDeviceBytes;
   p->sharedMemPerBlock = 48 * 1024;
   p->sharedMemPerBlockOptin = kMaxDynSmem;
@@ -893,7 +893,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
   p->maxGridSize[1] = p->maxGridSize[2] = 65535;
   p->major = 9;
   p->minor = 0;
-  p->multiProcessorCount = 4;
+  p->multiProcessorCount = 132;  // as an H100 SXM: the engine sizes split-K from it
   return cudaSuccess;
 }
 cudaError_t cudaDeviceGetAttribute(int* v, int, int) {

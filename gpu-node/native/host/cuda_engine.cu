@@ -110,7 +110,7 @@ class CudaEngine final : public Engine, private ForwardOps {
       allSample &= s.sample;
     }
     int bucket = 0;
-    if (opt_.cudaGraphs && plan_.decodeOnly && allSample && !anyLogits) {
+    if (opt_.cudaGraphs && plan_.decodeOnly && allSample && !anyLogits && !cuda::syncDebugEnabled()) {
       for (int b : kGraphBuckets)
         if (b >= plan_.numRows && b <= maxOut_) {
           bucket = b;

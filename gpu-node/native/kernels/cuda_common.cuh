@@ -7,15 +7,17 @@
 
 #ifndef SEVENTY_EMU
 #include <cstdio>
-#include <cstdlib>
 #endif
+
+#include "kernels.h"
 
 // Launches and dynamic shared memory are spelled through two macros, so that the same source also
 // compiles under the CPU emulator (emu/, which defines them first):
 //   SEVENTY_LAUNCH(grid, block, smem, stream, kernel)(args...)   ≡ kernel<<<grid, block, smem, stream>>>(args...)
 //   SEVENTY_DYNAMIC_SMEM(type, name);                              ≡ extern __shared__ type name[];
-// With SEVENTY_CUDA_SYNC_DEBUG=1 in the environment every launch outside a graph capture is followed by
-// a stream synchronization, and a failing kernel is named (file:line of its launch) before aborting.
+// With SEVENTY_CUDA_SYNC_DEBUG=1 in the environment (syncDebugEnabled, kernels.h) every launch outside a
+// graph capture is followed by a stream synchronization, and a failing kernel is named (with the file:line
+// of its launch) before the process aborts.
 #ifndef SEVENTY_LAUNCH
 #define SEVENTY_LAUNCH(grid, block, smem, stream, ...) \
   ::seventy::cuda::LaunchDebug{#__VA_ARGS__, __FILE__, __LINE__, (stream)}, __VA_ARGS__<<<grid, block, smem, stream>>>
@@ -57,14 +59,6 @@ __device__ __forceinline__ uint16_t toBf16Bits(float f) {
 inline cudaError_t lastLaunchError() { return cudaGetLastError(); }
 
 #ifndef SEVENTY_EMU
-inline bool syncDebugEnabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("SEVENTY_CUDA_SYNC_DEBUG");
-    return v && *v && *v != '0';
-  }();
-  return on;
-}
-
 // Lives until the end of the launch's full expression, so its destructor runs right after the launch.
 struct LaunchDebug {
   const char* kernel;

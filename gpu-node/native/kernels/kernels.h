@@ -6,7 +6,19 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include <cstdlib>
+
 namespace seventy::cuda {
+
+// SEVENTY_CUDA_SYNC_DEBUG=1 (device checks): every launch is followed by a stream synchronization that
+// names a failing kernel, and the engine captures no graphs, so every kernel runs (and is checked) eagerly.
+inline bool syncDebugEnabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("SEVENTY_CUDA_SYNC_DEBUG");
+    return v && *v && *v != '0';
+  }();
+  return on;
+}
 
 enum class WFormat { BF16, FP8 };
 

@@ -130,6 +130,22 @@ static void testConversions() {
     if (!same(lo, ref) || !same(hi, refHi)) bad++;
   }
   report(bad == 0, "ptx cvt.rn.f16x2.e4m3x2: all 256 codes, byte order", std::to_string(bad) + " wrong");
+  int badQ = 0;
+  {
+    std::mt19937 r2(5);
+    std::uniform_real_distribution<float> lg(-14.0f, 10.0f);
+    std::vector<float> xs = {0.0f, -0.0f, 448.0f, 449.0f, 464.0f, 1e9f, -1e9f, 0.015625f, 0.0009765625f, 0.00146484375f, NAN, INFINITY};
+    for (int i = 0; i < 200000; i++) xs.push_back((i & 1 ? -1.0f : 1.0f) * std::exp2(lg(r2)));
+    for (int v = 0; v < 256; v++) xs.push_back(seventy::fp8e4m3ToFloat(uint8_t(v)));  // every code round-trips
+    for (float x : xs) {
+      const unsigned char q = __nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3);
+      const bool ok = std::isnan(x)   ? (q & 0x7f) == 0x7f  // NaN (its sign is not specified)
+                      : std::isinf(x) ? q == (x > 0 ? 0x7e : 0xfe)
+                                      : q == seventy::floatToFp8e4m3(x);
+      badQ += !ok;
+    }
+  }
+  report(badQ == 0, "ptx cvt.rn.satfinite.e4m3x2.f32 against the CPU quantizer", std::to_string(badQ) + " wrong");
   std::mt19937 rng(3);
   std::uniform_real_distribution<float> u(-1e5f, 1e5f);
   int badBf = 0, badH = 0;

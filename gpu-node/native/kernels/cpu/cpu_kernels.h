@@ -21,9 +21,9 @@ struct WeightView {
   WType type = WType::BF16;
   const void* data = nullptr;
   const float* scales = nullptr;  // FP8: one per row; W4: one per (group, row)
+  int rows = 0, cols = 0;
   const int32_t* zeros = nullptr;  // W4 only
   int groupSize = 0;               // W4 only
-  int rows = 0, cols = 0;
 };
 
 // Output column `col` of a row of AWQ-packed int32s: nibble i of word c holds column 8c + [0,2,4,6,1,3,5,7][i],
