@@ -221,7 +221,55 @@ class CudaEngine final : public Engine, private ForwardOps {
   }
 
   // The HF tensors `names` concatenated by rows, permuted by `order`, stored bf16 or fp8.
+  // compressed-tensors FP8: the checkpoint's e4m3 rows and scales as stored ([out, 1] per channel or
+  // one per tensor, broadcast per row), concatenated and permuted on the host; the device quantizer
+  // would pick other scales.
+  Status loadCheckpointFp8(const std::vector<std::string>& names, const std::vector<int32_t>* order, LinearWeight& w) {
+    std::vector<uint8_t> rows;
+    std::vector<float> scales;
+    int64_t K = 0;
+    for (const std::string& n : names) {
+      if (src_->dtype(n) != DType::F8E4M3) return errorStatus(kInvalidArgument, "tensor " + n + " is not FP8 like the others it is fused with");
+      int64_t r, c, sr, sc;
+      Status st = src_->shape(n, r, c);
+      const std::string scaleName = n.substr(0, n.size() - 7) + ".weight_scale";  // strip ".weight"
+      if (st.ok()) st = src_->shape(scaleName, sr, sc);
+      if (!st.ok()) return st;
+      if (K != 0 && c != K) return errorStatus(kInvalidArgument, "tensor " + n + " has " + std::to_string(c) + " columns, expected " + std::to_string(K));
+      if (sr * sc != r && sr * sc != 1) return errorStatus(kInvalidArgument, scaleName + " must have one value per row or one in all");
+      K = c;
+      const size_t at = rows.size();
+      rows.resize(at + size_t(r * c));
+      if (!(st = src_->readRaw(n, rows.data() + at, uint64_t(r * c))).ok()) return st;
+      std::vector<float> s(static_cast<size_t>(sr * sc));
+      if (!(st = src_->readRowsF32(scaleName, 0, sr, s.data())).ok()) return st;
+      for (int64_t i = 0; i < r; i++) scales.push_back(s[s.size() == 1 ? 0 : size_t(i)]);
+    }
+    const int64_t total = int64_t(scales.size());
+    std::vector<uint8_t> permuted;
+    std::vector<float> permutedScales;
+    if (order) {
+      permuted.resize(rows.size());
+      permutedScales.resize(scales.size());
+      for (int64_t r = 0; r < total; r++) {
+        std::memcpy(permuted.data() + r * K, rows.data() + int64_t((*order)[size_t(r)]) * K, size_t(K));
+        permutedScales[size_t(r)] = scales[size_t((*order)[size_t(r)])];
+      }
+    }
+    uint8_t* q;
+    float* dScales;
+    Status st = deviceAlloc(q, rows.size());
+    if (st.ok()) st = deviceAlloc(dScales, size_t(total));
+    if (!st.ok()) return st;
+    CU(cudaMemcpy(q, order ? permuted.data() : rows.data(), rows.size(), cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(dScales, order ? permutedScales.data() : scales.data(), size_t(total) * 4, cudaMemcpyHostToDevice));
+    w = {WFormat::FP8, q, dScales, int(total), int(K)};
+    weightBytes_ += uint64_t(rows.size()) + uint64_t(total) * 4;
+    return Status::Ok();
+  }
+
   Status loadLinear(const std::vector<std::string>& names, const std::vector<int32_t>* order, bool fp8, LinearWeight& w) {
+    if (opt_.loadFormat == LoadFormat::Safetensors && src_->dtype(names[0]) == DType::F8E4M3) return loadCheckpointFp8(names, order, w);
     int64_t total = 0, K = 0;
     for (const std::string& n : names) {
       int64_t r, c;
@@ -275,6 +323,9 @@ class CudaEngine final : public Engine, private ForwardOps {
     int64_t rows, cols;
     Status st = src_->shape(name, rows, cols);
     if (!st.ok()) return st;
+    if (opt_.loadFormat == LoadFormat::Safetensors && src_->dtype(name) != DType::BF16 && src_->dtype(name) != DType::F16 && src_->dtype(name) != DType::F32) {
+      return errorStatus(kUnsupported, "the CUDA flavor keeps " + name + " in bf16; an FP8 or packed " + name + " is not supported");
+    }
     if (!(st = deviceAlloc(dst, size_t(rows * cols))).ok()) return st;
     weightBytes_ += uint64_t(rows * cols) * 2;
     return stageTensor(name, dst, rows, cols);

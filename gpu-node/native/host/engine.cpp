@@ -59,12 +59,12 @@ Status createEngine(const EngineOptions& o, std::unique_ptr<Engine>& out) {
     return Status::Ok();
   }
 #if SEVENTY_WITH_CUDA
-  // The CUDA kernels for AWQ int4 and checkpoint FP8 weights and for an FP8 KV cache are not built
-  // yet: say so rather than load the packed bytes as something else.
+  // The CUDA engine has no AWQ int4 linears and no FP8 KV cache yet: say so rather than load the
+  // packed bytes as something else.
   for (const TensorSource& t : o.tensors) {
-    if (t.dtype == DType::I32 || t.dtype == DType::F8E4M3) {
-      return errorStatus(kUnsupported, "the CUDA flavor does not run quantized checkpoints yet (tensor " + t.name +
-                                           " is packed); use the CPU flavor or a bf16 checkpoint with --quantization fp8");
+    if (t.dtype == DType::I32) {
+      return errorStatus(kUnsupported, "the CUDA flavor does not run AWQ checkpoints yet (tensor " + t.name +
+                                           " is packed int4); use the CPU flavor, an FP8 checkpoint, or a bf16 one with --quantization fp8");
     }
   }
   if (o.kvCacheDtype == KvCacheDtype::Fp8) return errorStatus(kUnsupported, "the CUDA flavor has no FP8 KV cache yet; use --kv-cache-dtype auto");

@@ -25,6 +25,7 @@ echo "emulated kernel tests: built in $((T1 - T0)) s"
 "$BUILD/quant_kernel_tests_emu"
 if [ -f "$NATIVE/../dist/model/index.js" ]; then
   node "$NATIVE/tests/emulated-parity.mjs" "$BUILD/engine_cli_emu" "$BUILD"
+  node "$NATIVE/tests/emulated-quant-parity.mjs" "$BUILD/engine_cli_emu" "$BUILD"
 else
   echo "SKIPPED tiny-model parity: gpu-node is not built (npm run build)"
 fi
