@@ -59,14 +59,7 @@ Status createEngine(const EngineOptions& o, std::unique_ptr<Engine>& out) {
     return Status::Ok();
   }
 #if SEVENTY_WITH_CUDA
-  // The CUDA engine has no AWQ int4 linears and no FP8 KV cache yet: say so rather than load the
-  // packed bytes as something else.
-  for (const TensorSource& t : o.tensors) {
-    if (t.dtype == DType::I32) {
-      return errorStatus(kUnsupported, "the CUDA flavor does not run AWQ checkpoints yet (tensor " + t.name +
-                                           " is packed int4); use the CPU flavor, an FP8 checkpoint, or a bf16 one with --quantization fp8");
-    }
-  }
+  // The CUDA engine has no FP8 KV cache yet: say so rather than run with another one.
   if (o.kvCacheDtype == KvCacheDtype::Fp8) return errorStatus(kUnsupported, "the CUDA flavor has no FP8 KV cache yet; use --kv-cache-dtype auto");
   DeviceInfo d = probeCudaDevice();
   if (!d.usable) return errorStatus(kNoDevice, "no usable CUDA device: " + d.reason);

@@ -24,4 +24,14 @@ size_t w4GemvWorkspaceBytes(int M, int N);
 // N a multiple of 8, K of groupSize, groupSize of 8. `work` holds w4GemvWorkspaceBytes(M, N).
 cudaError_t w4Gemv(const uint16_t* x, int M, const W4Weight& w, float* y, float* work, cudaStream_t s);
 
+// ---- w4_epilogues.cu: what gemv.cu's fused epilogues do, from float32 GEMV outputs ----
+// RoPE on q and k of M rows (float32, HF order [M][numHeads·headDim] / [M][numKvHeads·headDim]), q
+// stored bf16, k and v written into the paged cache: the same math and rounding as gemvQkvRope.
+struct QkvRopeArgs;
+cudaError_t qkvRopeFromF32(const float* q, const float* k, const float* v, int M, const QkvRopeArgs& a, cudaStream_t s);
+// y[m][j] = bf16(silu(gate[m][j]) · up[m][j]), as gemvSwiglu.
+cudaError_t swigluFromF32(const float* gate, const float* up, int64_t n, uint16_t* y, cudaStream_t s);
+// y[i] = bf16(x[i]), round to nearest even.
+cudaError_t f32ToBf16(const float* x, int64_t n, uint16_t* y, cudaStream_t s);
+
 }  // namespace seventy::cuda
