@@ -493,7 +493,10 @@ class CudaEngine final : public Engine, private ForwardOps {
   }
 
   Status allocKvCache() {
-    const size_t perBlock = size_t(numLayers_) * 2 * c_.numKvHeads * opt_.blockSize * c_.headDim * 2;
+    // bf16, or e4m3 bytes (scale 1) with --kv-cache-dtype fp8: the same element offsets, half the bytes.
+    kvFp8_ = opt_.kvCacheDtype == KvCacheDtype::Fp8;
+    const size_t elemBytes = kvFp8_ ? 1 : 2;
+    const size_t perBlock = size_t(numLayers_) * 2 * c_.numKvHeads * opt_.blockSize * c_.headDim * elemBytes;
     numKvBlocks_ = opt_.numKvBlocks;
     if (numKvBlocks_ <= 0) {
       size_t freeB = 0, totalB = 0;
@@ -508,11 +511,13 @@ class CudaEngine final : public Engine, private ForwardOps {
       numKvBlocks_ = int(std::min((budget - reserve) / double(perBlock), 2.0e9));
     }
     const size_t layerElems = size_t(numKvBlocks_) * c_.numKvHeads * opt_.blockSize * c_.headDim;
-    Status st = deviceAlloc(kv_, layerElems * 2 * numLayers_);
+    Status st = deviceAlloc(kv_, (layerElems * 2 * numLayers_ * elemBytes + 1) / 2);
     if (!st.ok()) return st;
     kvLayerElems_ = layerElems;
-    kvBytes_ = uint64_t(layerElems) * 2 * numLayers_ * 2;
-    if (opt_.loadFormat == LoadFormat::Dummy) {
+    kvBytes_ = uint64_t(layerElems) * 2 * numLayers_ * elemBytes;
+    if (opt_.loadFormat == LoadFormat::Dummy && kvFp8_) {
+      CU(cudaMemsetAsync(kv_, 0x30, kvBytes_, stream_));  // e4m3 0.5 everywhere: plausible magnitudes for benchmarks
+    } else if (opt_.loadFormat == LoadFormat::Dummy) {
       // Benchmarks decode against contexts they never prefilled: give them plausible values, not zeros.
       CU(cuda::fillDummyBf16(kv_, 0, int64_t(numLayers_) * 2, int64_t(layerElems), opt_.dummySeed, 0x6b76u, 1.0f, stream_));
     } else {
@@ -521,8 +526,10 @@ class CudaEngine final : public Engine, private ForwardOps {
     return Status::Ok();
   }
 
-  uint16_t* kCache(int l) const { return kv_ + size_t(2 * l) * kvLayerElems_; }
-  uint16_t* vCache(int l) const { return kv_ + size_t(2 * l + 1) * kvLayerElems_; }
+  // Layer l's K (or V) cache; with an FP8 cache the pointer addresses bytes (kernels get kvFp8 too).
+  uint16_t* kCache(int l) const { return kvAt(size_t(2 * l) * kvLayerElems_); }
+  uint16_t* vCache(int l) const { return kvAt(size_t(2 * l + 1) * kvLayerElems_); }
+  uint16_t* kvAt(size_t elem) const { return reinterpret_cast<uint16_t*>(reinterpret_cast<uint8_t*>(kv_) + elem * (kvFp8_ ? 1 : 2)); }
 
   // ---- a step ----
   Status uploadStep(const StepInput& in) {
@@ -634,6 +641,7 @@ class CudaEngine final : public Engine, private ForwardOps {
     a.numKvHeads = c_.numKvHeads;
     a.headDim = c_.headDim;
     a.blockSize = opt_.blockSize;
+    a.kvFp8 = kvFp8_;
     record(cuda::gemvQkvRope(hbuf_, rows_, layers_[l].qkv, a, stream_));
   }
 
@@ -653,6 +661,7 @@ class CudaEngine final : public Engine, private ForwardOps {
     a.headDim = c_.headDim;
     a.blockSize = opt_.blockSize;
     a.numSplits = splits_;
+    a.kvFp8 = kvFp8_;
     record(cuda::pagedAttention(a, stream_));
   }
 
@@ -692,6 +701,7 @@ class CudaEngine final : public Engine, private ForwardOps {
       a.numKvHeads = c_.numKvHeads;
       a.headDim = c_.headDim;
       a.blockSize = opt_.blockSize;
+      a.kvFp8 = kvFp8_;
       record(cuda::qkvRopeFromF32(fq, fk, fv, m, a, stream_));
     }
   }
@@ -759,6 +769,7 @@ class CudaEngine final : public Engine, private ForwardOps {
   LinearWeight lmHead_;
   std::vector<DeviceLayer> layers_;
   bool hasW4_ = false;
+  bool kvFp8_ = false;
   float* w4Out_ = nullptr;
   float* w4Work_ = nullptr;
   uint16_t *staging_ = nullptr, *staging2_ = nullptr, *pinned_ = nullptr;

@@ -59,8 +59,6 @@ Status createEngine(const EngineOptions& o, std::unique_ptr<Engine>& out) {
     return Status::Ok();
   }
 #if SEVENTY_WITH_CUDA
-  // The CUDA engine has no FP8 KV cache yet: say so rather than run with another one.
-  if (o.kvCacheDtype == KvCacheDtype::Fp8) return errorStatus(kUnsupported, "the CUDA flavor has no FP8 KV cache yet; use --kv-cache-dtype auto");
   DeviceInfo d = probeCudaDevice();
   if (!d.usable) return errorStatus(kNoDevice, "no usable CUDA device: " + d.reason);
   out = makeCudaEngine(o);

@@ -159,8 +159,13 @@ struct QkvRope {
           const int kvh = isV ? head - a.numHeads - a.numKvHeads : head - a.numHeads;
           const int64_t base = ((int64_t(slot / a.blockSize) * a.numKvHeads + kvh) * a.blockSize + slot % a.blockSize) * a.headDim;
           uint16_t* cache = isV ? a.vCache : a.kCache;
-          cache[base + lo] = toBf16Bits(x);
-          cache[base + hi] = toBf16Bits(y);
+          if (a.kvFp8) {
+            reinterpret_cast<uint8_t*>(cache)[base + lo] = floatToFp8e4m3(x);
+            reinterpret_cast<uint8_t*>(cache)[base + hi] = floatToFp8e4m3(y);
+          } else {
+            cache[base + lo] = toBf16Bits(x);
+            cache[base + hi] = toBf16Bits(y);
+          }
         }
       }
   }

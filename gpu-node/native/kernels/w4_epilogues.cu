@@ -7,6 +7,7 @@
 #include "cuda_common.cuh"
 #include "gemv_w4.h"
 #include "kernels.h"
+#include "widen_bits.cuh"
 
 namespace seventy::cuda {
 namespace {
@@ -43,8 +44,13 @@ __global__ void qkvRopeF32Kernel(const float* __restrict__ q, const float* __res
   if (slot < 0) return;
   const int64_t base = ((int64_t(slot / a.blockSize) * a.numKvHeads + kvh) * a.blockSize + slot % a.blockSize) * a.headDim;
   uint16_t* cache = isV ? a.vCache : a.kCache;
-  cache[base + lo] = toBf16Bits(x);
-  cache[base + hi] = toBf16Bits(y);
+  if (a.kvFp8) {
+    reinterpret_cast<uint8_t*>(cache)[base + lo] = floatToFp8e4m3(x);
+    reinterpret_cast<uint8_t*>(cache)[base + hi] = floatToFp8e4m3(y);
+  } else {
+    cache[base + lo] = toBf16Bits(x);
+    cache[base + hi] = toBf16Bits(y);
+  }
 }
 
 __global__ void swigluF32Kernel(const float* __restrict__ gate, const float* __restrict__ up, int64_t n, uint16_t* __restrict__ y) {

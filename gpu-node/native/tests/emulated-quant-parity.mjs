@@ -24,7 +24,7 @@ const prompts = [5, 23, 37].map((len, s) => Array.from({ length: len }, (_, i) =
 writeFileSync(join(work, "prompts.txt"), prompts.map((p) => p.join(" ")).join("\n") + "\n");
 const greedy = { temperature: 0, topK: 0, topP: 1, minP: 0, presencePenalty: 0, frequencyPenalty: 0, repetitionPenalty: 1, seed: 0, logprobs: -1 };
 
-async function prepare(name, opts) {
+async function prepare(name, opts, refOpts = {}) {
   const dir = await makeTinyModel({ outDir: join(work, name), overwrite: true, ...opts });
   const config = await readLlamaConfig(join(dir, "config.json"));
   const tensors = await listTensors(dir);
@@ -39,7 +39,8 @@ async function prepare(name, opts) {
   const manifest = join(work, `${name}.manifest.txt`);
   writeFileSync(manifest, lines.join("\n") + "\n");
   // The reference: every prompt prefilled in one step, then batched greedy decode (engine_cli's schedule).
-  const engine = new ReferenceEngine(config, await loadReferenceWeights(config, tensors), { numKvBlocks: 64, blockSize: 16 });
+  const weights = await loadReferenceWeights(config, tensors, { quantization: refOpts.quantization });
+  const engine = new ReferenceEngine(config, weights, { numKvBlocks: 64, blockSize: 16, kvCacheDtype: refOpts.kvCacheDtype });
   const gen = prompts.map(() => []);
   const logits = [];
   for (let step = 0; step < STEPS; step++) {
@@ -61,16 +62,20 @@ async function prepare(name, opts) {
 }
 
 let ok = true;
+// [label, model name, makeTinyModel options, engine_cli flags, reference options]
 const cases = [
-  ["AutoAWQ GEMM int4", "awq", { quant: "awq", seed: 11 }],
-  ["compressed-tensors FP8, per-channel scales", "fp8", { quant: "fp8", seed: 12 }],
-  ["compressed-tensors FP8, per-tensor scales", "fp8-tensor", { quant: "fp8", fp8Strategy: "tensor", seed: 13 }],
+  ["AutoAWQ GEMM int4", "awq", { quant: "awq", seed: 11 }, [], {}],
+  ["compressed-tensors FP8, per-channel scales", "fp8", { quant: "fp8", seed: 12 }, [], {}],
+  ["compressed-tensors FP8, per-tensor scales", "fp8-tensor", { quant: "fp8", fp8Strategy: "tensor", seed: 13 }, [], {}],
+  ["bf16 quantized to FP8 at load", "bf16", { seed: 14 }, ["--quant", "fp8"], { quantization: "fp8" }],
+  ["bf16 with an FP8 KV cache", "bf16", { seed: 14 }, ["--kv-cache-dtype", "fp8"], { kvCacheDtype: "fp8" }],
+  ["AutoAWQ GEMM int4 with an FP8 KV cache", "awq", { quant: "awq", seed: 11 }, ["--kv-cache-dtype", "fp8"], { kvCacheDtype: "fp8" }],
 ];
-for (const [label, name, opts] of cases) {
-  const ref = await prepare(name, opts);
+for (const [label, name, opts, flags, refOpts] of cases) {
+  const ref = await prepare(name, opts, refOpts);
   const tokFile = join(work, `${name}.tokens.txt`), logitFile = join(work, `${name}.f32`);
   const t0 = Date.now();
-  execFileSync(cli, ["--manifest", ref.manifest, "--prompts", join(work, "prompts.txt"), "--steps", String(STEPS), "--backend", "cuda", "--tokens", tokFile, "--logits", logitFile], {
+  execFileSync(cli, ["--manifest", ref.manifest, "--prompts", join(work, "prompts.txt"), "--steps", String(STEPS), "--backend", "cuda", ...flags, "--tokens", tokFile, "--logits", logitFile], {
     stdio: ["ignore", "ignore", "inherit"],
   });
   const got = readFileSync(tokFile, "utf8").split("\n").filter((l) => l.trim()).map((l) => l.trim().split(/\s+/).map(Number));

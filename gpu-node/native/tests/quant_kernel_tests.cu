@@ -3,7 +3,8 @@
 //   - the integer bit-manipulation widening of e4m3 and fp16 (widen_bits.cuh, the sm_80 FP8 path of
 //     gemv.cu), bit-exact against the CPU conversions for every input;
 //   - the FP8 skinny GEMM (gemv.cu) against cpu::linear on FP8 weights;
-//   - the W4A16 GEMV (gemv_w4.cu) against cpu::linear on AWQ-packed weights, awkward shapes.
+//   - the W4A16 GEMV (gemv_w4.cu) against cpu::linear on AWQ-packed weights, awkward shapes;
+//   - paged attention over an FP8 KV cache (decode_attention.cu) against cpu::pagedAttention's FP8 overload.
 // Prints one line per check and "N passed, M failed" last; exit status 1 on any failure.
 // Standard headers first: the emulator's <cuda_runtime.h> defines CUDA's specifiers (__noinline__ …) as macros.
 #include <algorithm>
@@ -226,6 +227,83 @@ static void testW4Gemv(int M, int N, int K, int G) {
   cudaFree(work);
 }
 
+// ---- paged attention over an FP8 (e4m3, scale 1) KV cache ----
+
+static void testFp8Attention(int numHeads, int numKvHeads, int headDim, int splits) {
+  const int bs = 16, numBlocks = 11;
+  const std::vector<int> ctx = {5, 23, 37};
+  const int rows = int(ctx.size()), kvDim = numKvHeads * headDim;
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  // The same e4m3 values in the device layout [block][kvHead][bs][headDim] and the CPU one [slot][kvDim].
+  std::vector<uint8_t> kDev(size_t(numBlocks) * bs * kvDim), vDev(kDev.size()), kCpu(kDev.size()), vCpu(kDev.size());
+  for (int b = 0; b < numBlocks; b++)
+    for (int h = 0; h < numKvHeads; h++)
+      for (int t = 0; t < bs; t++)
+        for (int d = 0; d < headDim; d++) {
+          const size_t dev = ((size_t(b) * numKvHeads + h) * bs + t) * headDim + d, cpu = (size_t(b) * bs + t) * kvDim + size_t(h) * headDim + d;
+          kDev[dev] = kCpu[cpu] = floatToFp8e4m3(nd(rng) * 2.0f);
+          vDev[dev] = vCpu[cpu] = floatToFp8e4m3(nd(rng));
+        }
+  // Block tables: row r uses blocks numBlocks-1-r, numBlocks-1-r-3, … (not contiguous, not 0-based).
+  std::vector<int32_t> tables, offsets, ctxLen;
+  for (int r = 0; r < rows; r++) {
+    offsets.push_back(int32_t(tables.size()));
+    ctxLen.push_back(ctx[size_t(r)]);
+    for (int b = 0; b < (ctx[size_t(r)] + bs - 1) / bs; b++) tables.push_back(numBlocks - 1 - r - 3 * b);
+  }
+  const size_t qDim = size_t(numHeads) * headDim;
+  std::vector<uint16_t> q(rows * qDim);
+  std::vector<float> qf(q.size());
+  for (size_t i = 0; i < q.size(); i++) {
+    q[i] = floatToBf16(nd(rng));
+    qf[i] = bf16ToFloat(q[i]);
+  }
+  std::vector<float> ref(rows * qDim);
+  std::vector<double> scratch;
+  for (int r = 0; r < rows; r++) {
+    cpu::pagedAttention(ref.data() + r * qDim, qf.data() + r * qDim, kCpu.data(), vCpu.data(), tables.data() + offsets[size_t(r)], bs,
+                        ctx[size_t(r)] - 1, numHeads, numKvHeads, headDim, scratch);
+  }
+  cuda::AttentionArgs a;
+  a.q = upload(q);
+  a.kCache = reinterpret_cast<const uint16_t*>(upload(kDev));
+  a.vCache = reinterpret_cast<const uint16_t*>(upload(vDev));
+  a.blockTables = upload(tables);
+  a.tableOffset = upload(offsets);
+  a.ctxLen = upload(ctxLen);
+  std::vector<uint16_t> poison(rows * qDim, 0x7fc0);  // bf16 NaN
+  uint16_t* out = upload(poison);
+  a.out = out;
+  float* partial = nullptr;
+  CHECK_CUDA(cudaMalloc(&partial, cuda::attentionWorkspaceBytes(rows, splits, numHeads, headDim) + 4));
+  a.partial = partial;
+  a.rows = rows;
+  a.numHeads = numHeads;
+  a.numKvHeads = numKvHeads;
+  a.headDim = headDim;
+  a.blockSize = bs;
+  a.numSplits = splits;
+  a.kvFp8 = true;
+  CHECK_CUDA(cuda::pagedAttention(a, 0));
+  CHECK_CUDA(cudaDeviceSynchronize());
+  const std::vector<uint16_t> got = download(out, rows * qDim);
+  std::vector<float> gotF(got.size());
+  for (size_t i = 0; i < got.size(); i++) gotF[i] = bf16ToFloat(got[i]);
+  const double err = relErr(gotF, ref);
+  char detail[96];
+  std::snprintf(detail, sizeof detail, "rel err %.2e (bf16 output)", err);
+  report(err < 1e-2, "fp8-kv attention heads " + std::to_string(numHeads) + "/" + std::to_string(numKvHeads) + " d=" + std::to_string(headDim) +
+                         " splits=" + std::to_string(splits), detail);
+  cudaFree(const_cast<uint16_t*>(a.q));
+  cudaFree(const_cast<uint16_t*>(a.kCache));
+  cudaFree(const_cast<uint16_t*>(a.vCache));
+  cudaFree(const_cast<int32_t*>(a.blockTables));
+  cudaFree(const_cast<int32_t*>(a.tableOffset));
+  cudaFree(const_cast<int32_t*>(a.ctxLen));
+  cudaFree(out);
+  cudaFree(partial);
+}
+
 int main() {
   testWidening();
   for (int M : {1, 5, 33}) testFp8Gemv(M, 40, 272);
@@ -234,6 +312,9 @@ int main() {
   testW4Gemv(17, 24, 256, 64);
   testW4Gemv(2, 264, 96, 32);  // more words than one block's 32 lanes; 3 groups over 3 splits
   testW4Gemv(1, 8, 32, 32);    // one word, one group
+  testFp8Attention(8, 2, 32, 1);
+  testFp8Attention(8, 2, 32, 3);
+  testFp8Attention(4, 4, 128, 2);
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;
 }
