@@ -5,11 +5,13 @@
 #   2. kernel_tests: every kernel against its CPU reference on awkward shapes, CUDA engine vs CPU engine,
 #      with SEVENTY_CUDA_SYNC_DEBUG=1 (a synchronization after every launch names a faulting kernel);
 #      then once more at small shapes (KERNEL_TESTS_SMALL=1) under compute-sanitizer's memcheck,
-#      racecheck and synccheck (SANITIZE=0 skips that);
+#      racecheck and synccheck (SANITIZE=0 skips that); quant_kernel_tests: the W4A16 and FP8 GEMVs and
+#      the bit-manipulation widening;
 #   3. tiny-model parity: engine_cli (CUDA bf16, CUDA fp8, CPU) vs the TypeScript reference's greedy
 #      tokens/logits and vs transformers' LlamaForCausalLM from the same directory;
 #   4. 70B-shaped decode benchmark (synthetic weights) at batch 1, 8, 32, 64 with 1k contexts, next to
-#      torch on the same shapes, with copy bandwidth and matmul peak measured in the same run;
+#      torch on the same shapes, with copy bandwidth and matmul peak measured in the same run; the
+#      decode GEMVs of one 70B layer in bf16, FP8 and W4A16 (quant_bench) against copy bandwidth;
 #   5. prints one table and appends it to BENCHMARKS.md (card, date, commit).
 #
 # Prepare on a machine with Node first (the tiny model and the reference outputs):
@@ -65,6 +67,8 @@ if [ "${SANITIZE:-1}" != 0 ]; then
     FAILED=1
   fi
 fi
+say "quantization kernel tests (W4A16, FP8 GEMV, bit-manipulation widening)"
+SEVENTY_CUDA_SYNC_DEBUG=1 run timeout 60 "$BUILD/quant_kernel_tests" || FAILED=1
 
 if [ -f "$INPUTS/manifest.txt" ]; then
   say "tiny-model parity"
@@ -89,6 +93,8 @@ for q in $QUANTS; do
   say "decode benchmark ($q)"
   run timeout 170 "$BUILD/decode_bench" --quant "$q" --batches 1,8,32,64 --ctx 1024 --steps 20 || FAILED=1
 done
+say "W4A16 / FP8 / bf16 decode GEMV bandwidth (one 70B layer)"
+run timeout 90 "$BUILD/quant_bench" --batches 1,8,32 --iters 20 || FAILED=1
 say "torch baseline"
 run timeout 150 python3 "$ROOT/gpu-node/bench/torch_baseline.py" --batches 1,8,32,64 --ctx 1024 || FAILED=1
 

@@ -21,6 +21,7 @@
 
 #include "cuda_common.cuh"
 #include "kernels.h"
+#include "widen_bits.cuh"
 
 namespace seventy::cuda {
 namespace {
@@ -40,9 +41,14 @@ __device__ __forceinline__ void mmaBf16(float (&c)[4], const uint32_t (&a)[4], u
 }
 
 __device__ __forceinline__ uint32_t fp8x2ToBf16x2(uint32_t twoBytes) {
+#if defined(SEVENTY_EMU) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 890)
+  // No FP8 hardware before sm_89: integer bit manipulation (widen_bits.cuh), not cuda_fp8.hpp's software path.
+  return fp8x2ToBf16x2Bits(twoBytes);
+#else
   __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(twoBytes & 0xffffu), __NV_E4M3);
   const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&h));
   return packBf16x2(f.x, f.y);
+#endif
 }
 
 __device__ __forceinline__ uint4 ldgStream(const void* p) {
@@ -153,8 +159,13 @@ struct QkvRope {
           const int kvh = isV ? head - a.numHeads - a.numKvHeads : head - a.numHeads;
           const int64_t base = ((int64_t(slot / a.blockSize) * a.numKvHeads + kvh) * a.blockSize + slot % a.blockSize) * a.headDim;
           uint16_t* cache = isV ? a.vCache : a.kCache;
-          cache[base + lo] = toBf16Bits(x);
-          cache[base + hi] = toBf16Bits(y);
+          if (a.kvFp8) {
+            reinterpret_cast<uint8_t*>(cache)[base + lo] = floatToFp8e4m3(x);
+            reinterpret_cast<uint8_t*>(cache)[base + hi] = floatToFp8e4m3(y);
+          } else {
+            cache[base + lo] = toBf16Bits(x);
+            cache[base + hi] = toBf16Bits(y);
+          }
         }
       }
   }
