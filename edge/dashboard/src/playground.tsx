@@ -91,6 +91,7 @@ function Stats({ turn }: { turn: Turn }) {
     parts.push(`${s.usage.prompt_tokens} prompt${cached ? ` (${cached} cached)` : ""} + ${s.usage.completion_tokens} completion tokens`);
   }
   if (s.outcome === "stopped") parts.push("stopped");
+  if (s.outcome === "error") parts.push("failed");
   return (
     <p class="stats muted small" data-outcome={s.outcome}>
       {parts.join(" · ")}

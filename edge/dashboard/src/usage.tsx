@@ -101,6 +101,7 @@ export function Usage({ token }: { token: string }) {
                       {k.name}
                     </button>{" "}
                     <code class="muted small">{k.prefix}</code>
+                    {k.revoked && <span class="muted small"> · revoked</span>}
                   </td>
                   <td data-label="Requests" data-metric="requests">{int(total(k, "requests"))}</td>
                   <td data-label="Prompt">{int(total(k, "prompt_tokens"))}</td>

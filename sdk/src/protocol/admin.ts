@@ -135,7 +135,7 @@ export interface UsageSeries {
   window: "hour" | "month";
   /** Bucket width in ms. */
   step: number;
-  keys: { id: string; name: string; prefix: string; buckets: UsageBucket[] }[];
+  keys: { id: string; name: string; prefix: string; revoked: boolean; buckets: UsageBucket[] }[];
 }
 
 export interface List<T> {
