@@ -207,7 +207,7 @@ describe("/dashboard and /playground", () => {
     const row = ops.locator(`#top-keys tr[data-key="${created.id}"]`);
     // Three answers: 48 tokens, a stopped one, and 8 tokens.
     await poll(async () => (await row.isVisible()) && row.locator('[data-metric="requests"]').textContent(), 20_000).toBe("3");
-    expect(await ops.locator(".chart canvas").count()).toBeGreaterThanOrEqual(2);
+    await poll(() => ops.locator(".chart canvas").count()).toBe(2);
     await ops.getByRole("button", { name: "Last 30 days, by day" }).click();
     await poll(() => row.locator('[data-metric="requests"]').textContent()).toBe("3");
     await ops.getByRole("button", { name: "Last hour, by minute" }).click();
@@ -225,6 +225,10 @@ describe("/dashboard and /playground", () => {
     const answer = lastAnswer(dev);
     await answer.locator('[data-outcome="error"]').waitFor({ timeout: 15_000 });
     expect(await answer.getByRole("alert").textContent()).toMatch(/401 .*Incorrect API key/);
+    // Opened again, the playground asks for another key.
+    await dev.reload();
+    expect(await dev.getByRole("alert").textContent()).toMatch(/That key was refused: 401 Incorrect API key/);
+    await dev.locator("#api-key").waitFor();
   });
 
   it("drains and undrains the node from the keyboard, and its state follows", async () => {
@@ -244,14 +248,24 @@ describe("/dashboard and /playground", () => {
   });
 
   it("fits a phone-width screen", async () => {
-    for (const page of [ops, dev]) await page.setViewportSize(PHONE);
-    await ops.reload();
+    await ops.setViewportSize(PHONE);
+    const fits = () => ops.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    for (const tab of ["Keys", "Usage", "Pool"]) {
+      await ops.getByRole("link", { name: tab }).click();
+      await ops.locator("h2", { hasText: tab }).waitFor();
+      expect(await fits(), tab).toBeLessThanOrEqual(0);
+    }
     await ops.locator(`[data-node="${nodeId}"]`).waitFor();
-    await dev.reload();
-    await dev.locator("#prompt").waitFor();
-    for (const page of [ops, dev]) expect(await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth)).toBeLessThanOrEqual(0);
     await shot(ops, "dashboard-pool-phone");
-    await shot(dev, "playground-phone");
+    // This tab still holds the key it minted.
+    await ops.goto(`${stack.origin}/playground`);
+    await poll(() => ops.locator("#model").inputValue()).toBe(stack.model);
+    await ops.locator("#max_tokens").fill("8");
+    await ops.locator("#max_tokens").press("Tab");
+    await send(ops, "Hi from a phone");
+    await lastAnswer(ops).locator('[data-outcome="done"]').waitFor({ timeout: 30_000 });
+    expect(await fits()).toBeLessThanOrEqual(0);
+    await shot(ops, "playground-phone");
   });
 
   it("loaded nothing from anywhere but the edge, with no script error or CSP violation", () => {

@@ -16,8 +16,7 @@ export async function checkAdminToken(token: string): Promise<boolean> {
   }
 }
 
-/** A message for an error, as the API or the network gave it. */
+/** A message for an error, as the API or the network gave it (an APIError's starts with its status). */
 export function errorText(err: unknown): string {
-  if (err instanceof APIError) return `${err.status ?? ""} ${err.message}`.trim();
   return err instanceof Error ? err.message : String(err);
 }

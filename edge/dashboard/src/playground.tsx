@@ -1,4 +1,4 @@
-import { APIUserAbortError, Seventy, type ChatCompletionStream, type Usage } from "@seventy/sdk";
+import { APIUserAbortError, AuthenticationError, Seventy, type ChatCompletionStream, type Usage } from "@seventy/sdk";
 import { render, useEffect, useRef, useState } from "hono/jsx/dom";
 import { adminClient, errorText } from "./admin";
 import { codeFor, type ChatRequest, type CodeFlavor } from "./code";
@@ -27,8 +27,8 @@ interface Settings {
 }
 
 /** Choose how to call: paste an API key, or mint a short-lived one with the admin token. */
-function Credentials({ onKey }: { onKey: (key: string, expiresAt: number | null) => void }) {
-  const [error, setError] = useState("");
+function Credentials({ onKey, notice }: { onKey: (key: string, expiresAt: number | null) => void; notice: string }) {
+  const [error, setError] = useState(notice);
   const stored = session.adminToken();
   const useKey = (e: Event) => {
     e.preventDefault();
@@ -128,6 +128,7 @@ function Playground() {
   const [settings, setSettings] = useState<Settings>({ model: "", system: "", temperature: 0.7, top_p: 1, max_tokens: 256 });
   const [turns, setTurns] = useState<Turn[]>([]);
   const [error, setError] = useState("");
+  const [notice, setNotice] = useState("");
   const [lastRequest, setLastRequest] = useState<ChatRequest | null>(null);
   const streaming = useRef<{ stream: ChatCompletionStream | null; abort: AbortController } | null>(null);
   const [busy, setBusy] = useState(false);
@@ -143,7 +144,16 @@ function Playground() {
         setModels(ids);
         setSettings((s) => ({ ...s, model: s.model || ids[0] || "" }));
       })
-      .catch((err) => setError(errorText(err)));
+      .catch((err) => {
+        // A revoked or expired key: ask for another one.
+        if (err instanceof AuthenticationError) {
+          session.setPlaygroundKey(null);
+          setKey(null);
+          setNotice(`That key was refused: ${errorText(err)}`);
+        } else {
+          setError(errorText(err));
+        }
+      });
   }, [key]);
 
   useEffect(() => {
@@ -153,7 +163,9 @@ function Playground() {
   if (!client) {
     return (
       <Credentials
+        notice={notice}
         onKey={(k, expiresAt) => {
+          setNotice("");
           session.setPlaygroundKey({ key: k, expiresAt });
           setKey(k);
         }}
