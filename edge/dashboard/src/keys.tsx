@@ -12,17 +12,19 @@ const MAX_STATES = 100;
 
 interface Fields {
   name: string;
-  limits: KeyLimits;
+  /** Limits left empty are not sent: a new key then gets the edge's defaults. */
+  limits: Partial<KeyLimits>;
   budget: KeyBudget | null;
 }
 
 function readFields(form: HTMLFormElement): Fields {
   const v = (name: string) => (form.elements.namedItem(name) as HTMLInputElement | HTMLSelectElement).value.trim();
-  const n = (name: string) => Number(v(name));
+  const limits: Partial<KeyLimits> = {};
+  for (const name of ["rpm", "tpm", "concurrency"] as const) if (v(name)) limits[name] = Number(v(name));
   const budgetTokens = v("budget_tokens");
   return {
     name: v("name"),
-    limits: { rpm: n("rpm"), tpm: n("tpm"), concurrency: n("concurrency") },
+    limits,
     budget: budgetTokens ? { tokens: Number(budgetTokens), period: v("budget_period") as KeyBudget["period"] } : null,
   };
 }
@@ -35,11 +37,11 @@ function KeyFields({ idPrefix, record: key }: { idPrefix: string; record?: ApiKe
       <label for={id("name")}>Name</label>
       <input id={id("name")} name="name" required maxLength={128} value={key?.name ?? ""} />
       <label for={id("rpm")}>Requests / min</label>
-      <input id={id("rpm")} name="rpm" type="number" min={1} step={1} required value={String(key?.limits.rpm ?? 60)} />
+      <input id={id("rpm")} name="rpm" type="number" min={1} step={1} required={key !== undefined} placeholder="edge default" value={key ? String(key.limits.rpm) : ""} />
       <label for={id("tpm")}>Tokens / min</label>
-      <input id={id("tpm")} name="tpm" type="number" min={1} step={1} required value={String(key?.limits.tpm ?? 200000)} />
+      <input id={id("tpm")} name="tpm" type="number" min={1} step={1} required={key !== undefined} placeholder="edge default" value={key ? String(key.limits.tpm) : ""} />
       <label for={id("concurrency")}>Concurrent requests</label>
-      <input id={id("concurrency")} name="concurrency" type="number" min={1} step={1} required value={String(key?.limits.concurrency ?? 8)} />
+      <input id={id("concurrency")} name="concurrency" type="number" min={1} step={1} required={key !== undefined} placeholder="edge default" value={key ? String(key.limits.concurrency) : ""} />
       <label for={id("budget_tokens")}>Token budget</label>
       <span class="inline">
         <input id={id("budget_tokens")} name="budget_tokens" type="number" min={1} step={1} placeholder="none" value={key?.budget ? String(key.budget.tokens) : ""} />
