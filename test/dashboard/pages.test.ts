@@ -169,6 +169,9 @@ describe("/dashboard and /playground", () => {
     await dev.getByRole("button", { name: "curl", exact: true }).click();
     expect(await code.textContent()).toMatch(/curl -N http:\/\/127\.0\.0\.1:\d+\/v1\/chat\/completions[\s\S]*\$SEVENTY_API_KEY/);
     expect(await code.textContent()).not.toContain(created.key);
+    await dev.getByRole("button", { name: "@seventy/sdk", exact: true }).click();
+    await dev.getByRole("button", { name: "Copy code" }).click();
+    expect(await dev.evaluate(() => navigator.clipboard.readText())).toBe(await code.textContent());
     await shot(dev, "playground");
   });
 
