@@ -2,7 +2,8 @@
 // dev serving the built pages, a gpu-node on the tiny model), as an operator and a developer use them.
 // Screenshots of every page land in .seventy/screenshots/, or in docs/screenshots/ (the README's)
 // with SEVENTY_UPDATE_SCREENSHOTS=1.
-import { mkdir } from "node:fs/promises";
+import { execFile } from "node:child_process";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { SeventyAdmin } from "@seventy/sdk";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
@@ -47,6 +48,26 @@ async function shot(page: Page, name: string): Promise<void> {
 /** The playground's last answer: its text and how it ended. */
 function lastAnswer(page: Page) {
   return page.locator(".turn.assistant").last();
+}
+
+/**
+ * Runs a "copy as code" snippet as its user would: curl in bash, the TypeScript ones as ES modules
+ * from the repository (where @seventy/sdk and openai resolve), the key in SEVENTY_API_KEY.
+ */
+async function runSnippet(flavor: "sdk" | "openai" | "curl", code: string, apiKey: string): Promise<string> {
+  const dir = await mkdtemp(join(ROOT, ".seventy", "snippet-"));
+  try {
+    const file = join(dir, flavor === "curl" ? "run.sh" : "run.mjs");
+    await writeFile(file, code);
+    const [cmd, args] = flavor === "curl" ? ["bash", [file]] : [process.execPath, [file]];
+    return await new Promise<string>((resolve, reject) =>
+      execFile(cmd, args, { cwd: ROOT, env: { ...process.env, SEVENTY_API_KEY: apiKey }, timeout: 30_000 }, (err, stdout, stderr) =>
+        err ? reject(new Error(`${flavor}: ${err.message}\n${stderr}`)) : resolve(stdout),
+      ),
+    );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 /** Polls `fn` for up to 15 s: pages refresh every 2 to 3 s, answers take a few seconds on two cores. */
@@ -139,7 +160,8 @@ describe("/dashboard and /playground", () => {
     await dev.locator("#api-key").fill(created.key);
     await dev.locator("#api-key").press("Enter");
     await poll(() => dev.locator("#model").inputValue()).toBe(stack.model);
-    await dev.locator("#system").fill("You are terse.");
+    // An apostrophe, which the curl snippet must quote for the shell.
+    await dev.locator("#system").fill("You're terse.");
     await dev.locator("#max_tokens").fill("48");
     await dev.locator("#max_tokens").press("Tab");
     // Record every length the answer goes through: a streamed answer grows in steps.
@@ -160,15 +182,20 @@ describe("/dashboard and /playground", () => {
     expect(new Set(lengths.filter((n) => n > 0 && n < text.length)).size).toBeGreaterThan(1);
     const stats = (await answer.locator(".stats").textContent()) ?? "";
     expect(stats).toMatch(/TTFT \d+ ms · [\d.]+ tokens\/s · \d+ prompt( \(\d+ cached\))? \+ 48 completion tokens/);
-    // Copy as code: the same request for the SDK, the openai client and curl, without the key.
+    // Copy as code: the same request for the SDK, the openai client and curl, without the key; each runs.
     await dev.locator("summary", { hasText: "Copy as code" }).click();
     const code = dev.locator("#code pre");
-    expect(await code.textContent()).toMatch(/from "@seventy\/sdk"[\s\S]*"You are terse\."[\s\S]*"max_tokens": 48/);
+    expect(await code.textContent()).toMatch(/from "@seventy\/sdk"[\s\S]*"You're terse\."[\s\S]*"max_tokens": 48/);
+    const sdkOut = await runSnippet("sdk", (await code.textContent())!, created.key);
+    expect(sdkOut).toMatch(/completion_tokens: 48/);
     await dev.getByRole("button", { name: "openai", exact: true }).click();
     expect(await code.textContent()).toMatch(/import OpenAI from "openai"[\s\S]*"Hello there"/);
+    expect((await runSnippet("openai", (await code.textContent())!, created.key)).length).toBeGreaterThan(0);
     await dev.getByRole("button", { name: "curl", exact: true }).click();
     expect(await code.textContent()).toMatch(/curl -N http:\/\/127\.0\.0\.1:\d+\/v1\/chat\/completions[\s\S]*\$SEVENTY_API_KEY/);
     expect(await code.textContent()).not.toContain(created.key);
+    const curlOut = await runSnippet("curl", (await code.textContent())!, created.key);
+    expect(curlOut).toMatch(/^data: \{[\s\S]*data: \[DONE\]\s*$/);
     await dev.getByRole("button", { name: "@seventy/sdk", exact: true }).click();
     await dev.getByRole("button", { name: "Copy code" }).click();
     expect(await dev.evaluate(() => navigator.clipboard.readText())).toBe(await code.textContent());
@@ -208,11 +235,11 @@ describe("/dashboard and /playground", () => {
   it("charts usage per key over the last hour and the last 30 days, with the top keys", async () => {
     await ops.getByRole("link", { name: "Usage" }).click();
     const row = ops.locator(`#top-keys tr[data-key="${created.id}"]`);
-    // Three answers: 48 tokens, a stopped one, and 8 tokens.
-    await poll(async () => (await row.isVisible()) && row.locator('[data-metric="requests"]').textContent(), 20_000).toBe("3");
+    // Six answers: 48 tokens, the same request three times from its code, a stopped one, and 8 tokens.
+    await poll(async () => (await row.isVisible()) && row.locator('[data-metric="requests"]').textContent(), 20_000).toBe("6");
     await poll(() => ops.locator(".chart canvas").count()).toBe(2);
     await ops.getByRole("button", { name: "Last 30 days, by day" }).click();
-    await poll(() => row.locator('[data-metric="requests"]').textContent()).toBe("3");
+    await poll(() => row.locator('[data-metric="requests"]').textContent()).toBe("6");
     await ops.getByRole("button", { name: "Last hour, by minute" }).click();
     await row.getByRole("button", { name: "browser test" }).click();
     await poll(() => ops.locator("figcaption").nth(1).textContent()).toBe("Tokens · browser test");
@@ -271,8 +298,14 @@ describe("/dashboard and /playground", () => {
     await shot(ops, "playground-phone");
   });
 
-  it("loaded nothing from anywhere but the edge, with no script error or CSP violation", () => {
+  it("loaded nothing from anywhere but the edge, with no script error or CSP violation", async () => {
     expect(foreign).toEqual([]);
     expect(problems).toEqual([]);
+    for (const path of ["/dashboard", "/playground"]) {
+      const res = await fetch(`${stack.origin}${path}`);
+      expect(res.status).toBe(200);
+      expect(res.headers.get("content-security-policy")).toMatch(/default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'/);
+      expect(res.headers.get("x-frame-options")).toBe("DENY");
+    }
   });
 });
