@@ -9,8 +9,9 @@ import { fileURLToPath } from "node:url";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
 const out = `${here}dist`;
-// Built next to dist/ and swapped in whole, so a wrangler dev already serving dist/ never sees half a build.
-const staging = `${here}dist.${process.pid}`;
+// Built aside (in the ignored .cache/, on the same disk) and swapped in whole, so a wrangler dev
+// already serving dist/ never sees half a build.
+const staging = fileURLToPath(new URL(`../../.cache/dashboard-build-${process.pid}`, import.meta.url));
 
 await rm(staging, { recursive: true, force: true });
 await mkdir(staging, { recursive: true });
