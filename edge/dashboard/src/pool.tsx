@@ -8,7 +8,7 @@ import { usePoll } from "./poll";
 const POLL_MS = 2000;
 
 /** The API's `gone` is a node whose heartbeats stopped: shown as stale until it is forgotten. */
-function stateOf(n: GpuNode): "healthy" | "draining" | "stale" {
+function stateOf(n: GpuNode): string {
   return n.status === "gone" ? "stale" : n.status;
 }
 
@@ -88,17 +88,16 @@ export function Pool({ token }: { token: string }) {
                   </span>
                 </td>
                 <td data-label="Model">{n.models.join(", ")}</td>
+                {/* A node known but not yet heard from has no load, capacity or heartbeat to show. */}
                 <td data-label="Running / waiting">
-                  {n.load.running} / {n.load.waiting}
-                  <span class="muted small"> of {n.capacity.max_num_seqs}</span>
+                  {n.load ? `${n.load.running} / ${n.load.waiting}` : <span class="muted">n/a</span>}
+                  {n.capacity && <span class="muted small"> of {n.capacity.max_num_seqs}</span>}
                 </td>
-                <td data-label="KV cache">
-                  <Meter value={n.load.kv_usage} label={`KV cache use of ${n.id}`} />
-                </td>
+                <td data-label="KV cache">{n.load ? <Meter value={n.load.kv_usage} label={`KV cache use of ${n.id}`} /> : <span class="muted">n/a</span>}</td>
                 <td data-label="Prefix-cache hits">
-                  {n.load.prefix_cache_hit_rate === undefined ? <span class="muted">n/a</span> : percent(n.load.prefix_cache_hit_rate)}
+                  {n.load?.prefix_cache_hit_rate == null ? <span class="muted">n/a</span> : percent(n.load.prefix_cache_hit_rate)}
                 </td>
-                <td data-label="Heartbeat">{age(n.last_heartbeat_ms_ago)} ago</td>
+                <td data-label="Heartbeat">{n.last_heartbeat_ms_ago == null ? <span class="muted">none yet</span> : `${age(n.last_heartbeat_ms_ago)} ago`}</td>
                 <td data-label="">
                   <button
                     type="button"
