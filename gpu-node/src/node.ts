@@ -163,7 +163,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
             models: [modelName],
             engine: engine.kind,
             capacity: { max_num_seqs: opts.maxNumSeqs ?? 256, kv_blocks_total: s.kvBlocksTotal, max_model_len: maxModelLen },
-            load: { running: s.numRunning, waiting: s.numWaiting, kv_usage: s.kvUsage },
+            load: { running: s.numRunning, waiting: s.numWaiting, kv_usage: s.kvUsage, prefix_cache_hit_rate: s.prefixCacheHitRate },
             draining: ctx.draining,
           };
         },
