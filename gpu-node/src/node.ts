@@ -11,6 +11,8 @@ import type { NodeContext } from "./server/context.js";
 import { ByteLevelDetokenizer, GenericDetokenizer, TokenByteTable } from "./server/detokenizer.js";
 import { startHeartbeat } from "./server/heartbeat.js";
 import { NodeMetrics } from "./server/metrics.js";
+import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from "./server/request-limits.js";
+import { TokenizerPool } from "./model/tokenizer-pool.js";
 
 export interface NodeOptions {
   /** Hugging Face model directory; default: the tiny random model, created on first use. */
@@ -27,7 +29,15 @@ export interface NodeOptions {
   blockSize?: number;
   maxModelLen?: number;
   maxQueue?: number;
+  /** Request body limit; default: the edge's (1 MiB) plus room for the fields the edge adds. */
   maxBodyBytes?: number;
+  /** Open client connections at most; more are closed at once. Default maxNumSeqs + maxQueue + 64. */
+  maxConnections?: number;
+  /** Threads rendering and tokenizing large prompts (default 2), and the time one prompt may take (default 10 s). */
+  tokenizerThreads?: number;
+  tokenizeTimeoutMs?: number;
+  /** Overrides of the per-request caps (tests use small ones). */
+  limits?: Partial<RequestLimits>;
   /** Native engine: FP8 weights converted at load, synthetic weights, share of free GPU memory to use. */
   quantization?: "none" | "fp8";
   loadFormat?: "safetensors" | "dummy";
@@ -58,6 +68,8 @@ export interface RunningNode {
 
 /** The model card's output cap. */
 const MAX_OUTPUT_TOKENS = 4096;
+/** The edge's MAX_BODY_BYTES default, plus room for what the edge adds to a body (stream_options). */
+export const DEFAULT_MAX_BODY_BYTES = (1 << 20) + 4096;
 
 export function isLoopback(host: string): boolean {
   return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
@@ -121,6 +133,8 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
       repetitionPenalty: model.generation.repetitionPenalty,
     },
     tokenizer,
+    tokenizerPool: new TokenizerPool(modelPath, { threads: opts.tokenizerThreads ?? 2, timeoutMs: opts.tokenizeTimeoutMs ?? 10_000 }),
+    limits: { ...DEFAULT_REQUEST_LIMITS, ...opts.limits },
     tokenTable: table,
     makeDetokenizer: table
       ? () => new ByteLevelDetokenizer(table)
@@ -128,7 +142,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
     scheduler,
     metrics: new NodeMetrics(modelName),
     secret: opts.secret,
-    maxBodyBytes: opts.maxBodyBytes ?? 8 * 1024 * 1024,
+    maxBodyBytes: opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
     draining: false,
     startedAt: Date.now(),
   };
@@ -138,6 +152,12 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
     const s = serve({ fetch: app.fetch, hostname: host, port: opts.port ?? 8100 }, () => resolve(s));
     s.once("error", reject);
   });
+  // Bounded connections, and bounded time to send a request: a slow or half-sent request cannot
+  // hold a socket (and its buffered body) for long.
+  const http = server as import("node:http").Server;
+  http.maxConnections = opts.maxConnections ?? scheduler.maxNumSeqs + scheduler.maxQueue + 64;
+  http.headersTimeout = 10_000;
+  http.requestTimeout = 30_000;
   const port = (server.address() as AddressInfo).port;
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
 
@@ -185,6 +205,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
         // Streams that are still open would keep close() waiting; they were aborted above.
         (server as { closeAllConnections?: () => void }).closeAllConnections?.();
       });
+      await ctx.tokenizerPool?.close();
       await engine.close();
     },
   };

@@ -6,6 +6,8 @@ import { completions } from "./completions-route.js";
 import type { NodeContext, RequestConn } from "./context.js";
 import { HttpError } from "./http-error.js";
 import { checkModel } from "./request-prep.js";
+import { loopbackGuard } from "./loopback-guard.js";
+import { encodeChatPrompt, encodeTextPrompt } from "./prompt.js";
 import { SignatureVerifier } from "./signature.js";
 
 const REQUEST_ID_RE = /^[\w.:\-]{1,128}$/;
@@ -72,6 +74,9 @@ export function createApp(ctx: NodeContext): Hono<NodeEnv> {
     if (!c.res.headers.has("x-hono-already-sent")) c.res.headers.set("x-request-id", requestId);
   });
 
+  // Without a credential the node serves anyone who can reach it: only loopback, and never a browser page.
+  if (!verifier) app.use("*", loopbackGuard());
+
   /** Reads, verifies and parses a JSON body for the API routes. */
   async function jsonBody(c: Context<NodeEnv>): Promise<unknown> {
     if (ctx.draining) {
@@ -114,19 +119,14 @@ export function createApp(ctx: NodeContext): Hono<NodeEnv> {
     if (!parsed.success) throw HttpError.fromZod(parsed.error);
     const req = parsed.data;
     if (req.model) checkModel(ctx, req.model);
-    let tokens: number[];
-    if ("messages" in req) {
-      try {
-        tokens = ctx.tokenizer.encodeChat(
-          req.messages.map((m) => ({ ...m, content: typeof m.content === "string" || m.content == null ? m.content : m.content.map((p) => p.text).join("") })),
-          { addGenerationPrompt: req.add_generation_prompt ?? true, tools: req.tools ?? undefined },
-        );
-      } catch (err) {
-        throw new HttpError(400, `The chat template rejected the messages: ${(err as Error).message}`, { param: "messages" });
-      }
-    } else {
-      tokens = ctx.tokenizer.encode(req.prompt, { addSpecialTokens: req.add_special_tokens ?? true });
-    }
+    const tokens =
+      "messages" in req
+        ? await encodeChatPrompt(
+            ctx,
+            req.messages.map((m) => ({ ...m, content: typeof m.content === "string" || m.content == null ? m.content : m.content.map((p) => p.text).join("") })),
+            { addGenerationPrompt: req.add_generation_prompt ?? true, tools: req.tools ?? undefined },
+          )
+        : await encodeTextPrompt(ctx, req.prompt, req.add_special_tokens ?? true, "prompt");
     return c.json({ tokens, count: tokens.length, max_model_len: ctx.maxModelLen });
   });
 

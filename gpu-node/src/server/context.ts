@@ -1,7 +1,9 @@
 import type { ServerResponse } from "node:http";
+import type { TokenizerPool } from "../model/tokenizer-pool.js";
 import type { Scheduler } from "../scheduler/index.js";
 import type { IncrementalDetokenizer, TokenByteTable } from "./detokenizer.js";
 import type { NodeMetrics } from "./metrics.js";
+import type { RequestLimits } from "./request-limits.js";
 
 /** What the HTTP layer needs of a tokenizer (the model directory's LlamaTokenizer satisfies it). */
 export interface ServedTokenizer {
@@ -28,6 +30,10 @@ export interface NodeContext {
   eosTokenIds: number[];
   samplingDefaults: SamplingDefaults;
   tokenizer: ServedTokenizer;
+  /** Threads that render and tokenize large prompts off the event loop; absent: everything inline. */
+  tokenizerPool?: TokenizerPool;
+  /** Caps on the work one request may ask for. */
+  limits: RequestLimits;
   tokenTable: TokenByteTable | null;
   makeDetokenizer(): IncrementalDetokenizer;
   scheduler: Scheduler;
