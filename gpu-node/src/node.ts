@@ -36,6 +36,8 @@ export interface NodeOptions {
   /** Threads rendering and tokenizing large prompts (default 2), and the time one prompt may take (default 10 s). */
   tokenizerThreads?: number;
   tokenizeTimeoutMs?: number;
+  /** A stream whose client stops reading is paused; cancelled (KV freed) after this long behind. Default 30 s. */
+  streamStallMs?: number;
   /** Overrides of the per-request caps (tests use small ones). */
   limits?: Partial<RequestLimits>;
   /** Native engine: FP8 weights converted at load, synthetic weights, share of free GPU memory to use. */
@@ -135,6 +137,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
     tokenizer,
     tokenizerPool: new TokenizerPool(modelPath, { threads: opts.tokenizerThreads ?? 2, timeoutMs: opts.tokenizeTimeoutMs ?? 10_000 }),
     limits: { ...DEFAULT_REQUEST_LIMITS, ...opts.limits },
+    streamBounds: { stallMs: opts.streamStallMs ?? 30_000, maxBufferedBytes: 1 << 20 },
     tokenTable: table,
     makeDetokenizer: table
       ? () => new ByteLevelDetokenizer(table)

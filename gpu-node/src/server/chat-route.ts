@@ -256,7 +256,7 @@ function streamChat(
     },
   });
   admit(gen);
-  sse = new SseWriter(() => gen.cancel(), conn.outgoing, { "x-request-id": conn.requestId });
+  sse = new SseWriter(() => gen.cancel(), conn.outgoing, { "x-request-id": conn.requestId }, { pause: () => gen.pause(), resume: () => gen.resume(), ...ctx.streamBounds });
   conn.signal.addEventListener("abort", () => gen.cancel(), { once: true });
   return sse.response(RESPONSE_ALREADY_SENT);
 }

@@ -158,7 +158,11 @@ export async function completions(ctx: NodeContext, body: unknown, conn: Request
   conn.signal.addEventListener("abort", () => gens.forEach((g) => g.cancel()), { once: true });
 
   if (stream) {
-    const writer = new SseWriter(() => gens.forEach((g) => g.cancel()), conn.outgoing, { "x-request-id": conn.requestId });
+    const writer = new SseWriter(() => gens.forEach((g) => g.cancel()), conn.outgoing, { "x-request-id": conn.requestId }, {
+      pause: () => gens.forEach((g) => g.pause()),
+      resume: () => gens.forEach((g) => g.resume()),
+      ...ctx.streamBounds,
+    });
     sse = writer;
     all.then(
       () => {

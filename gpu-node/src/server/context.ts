@@ -32,6 +32,8 @@ export interface NodeContext {
   tokenizer: ServedTokenizer;
   /** Threads that render and tokenize large prompts off the event loop; absent: everything inline. */
   tokenizerPool?: TokenizerPool;
+  /** A stream whose client stops reading is paused, and cancelled after `stallMs` or past `maxBufferedBytes`. */
+  streamBounds: { stallMs: number; maxBufferedBytes: number };
   /** Caps on the work one request may ask for. */
   limits: RequestLimits;
   tokenTable: TokenByteTable | null;

@@ -106,6 +106,15 @@ export class Generation {
     for (const c of this.choices) if (!c.done) this.scheduler.abort(c.requestId);
   }
 
+  /** The reader is behind: stop scheduling every unfinished choice (their KV blocks stay). */
+  pause(): void {
+    for (const c of this.choices) if (!c.done) this.scheduler.pause(c.requestId);
+  }
+
+  resume(): void {
+    for (const c of this.choices) if (!c.done) this.scheduler.resume(c.requestId);
+  }
+
   private onEvent(choice: ChoiceState, ev: SeqEvent): void {
     if (choice.done) return;
     if (ev.type === "token") {
