@@ -9,7 +9,8 @@ const USAGE = `usage:
                      [--kv-cache-blocks N] [--max-model-len N] [--max-queue N]
                      [--edge URL] [--node-id ID] [--public-url URL] [--heartbeat-interval-ms N]
                      [--quantization none|fp8] [--load-format safetensors|dummy] [--gpu-memory-utilization F]
-      The edge's shared secret comes from SEVENTY_NODE_SECRET. Without --model, serves a tiny
+      The node's credential (from the edge: POST /admin/nodes) comes from SEVENTY_NODE_CREDENTIAL.
+      Without --model, serves a tiny
       random Llama 3.1 model created on first use in the cache folder.
   seventy-node make-tiny-model --out DIR [--seed N]`;
 
@@ -48,6 +49,9 @@ async function serveCommand(args: string[]): Promise<void> {
       "gpu-memory-utilization": { type: "string" },
     },
   });
+  if (process.env.SEVENTY_NODE_SECRET) {
+    throw new UsageError("SEVENTY_NODE_SECRET is no longer used: register the node with the edge (POST /admin/nodes) and set SEVENTY_NODE_CREDENTIAL");
+  }
   const engine = values.engine as EngineChoice;
   if (!ENGINE_CHOICES.includes(engine)) throw new UsageError(`--engine must be one of ${ENGINE_CHOICES.join(", ")}, got '${values.engine}'`);
   const quantization = values.quantization;
@@ -69,7 +73,7 @@ async function serveCommand(args: string[]): Promise<void> {
     maxModelLen: int("max-model-len", values["max-model-len"]),
     maxQueue: int("max-queue", values["max-queue"], 0),
     maxBodyBytes: int("max-body-bytes", values["max-body-bytes"]),
-    secret: process.env.SEVENTY_NODE_SECRET || undefined,
+    credential: process.env.SEVENTY_NODE_CREDENTIAL || undefined,
     edgeUrl: values.edge,
     nodeId: values["node-id"],
     publicUrl: values["public-url"],

@@ -2,6 +2,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 import { serve, type ServerType } from "@hono/node-server";
+import { nodeUrlProblem, parseNodeCredential, type NodeCredential } from "@seventy/sdk/protocol";
 import { createEngine, type EngineChoice } from "./engine-factory.js";
 import type { Engine } from "./engine/types.js";
 import { ensureTinyModel, openModelDir, createProgressBar } from "./model/index.js";
@@ -44,8 +45,11 @@ export interface NodeOptions {
   quantization?: "none" | "fp8";
   loadFormat?: "safetensors" | "dummy";
   gpuMemoryUtilization?: number;
-  /** Shared with the edge; required to listen on anything but loopback. */
-  secret?: string;
+  /**
+   * This node's credential from the edge's admin API (`snc1.…`, SEVENTY_NODE_CREDENTIAL): its id and
+   * its keys. Required to listen on anything but loopback and to join an edge.
+   */
+  credential?: string;
   edgeUrl?: string;
   nodeId?: string;
   publicUrl?: string;
@@ -80,10 +84,25 @@ export function isLoopback(host: string): boolean {
 export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
   const log = opts.log ?? ((line: string) => console.log(line));
   const host = opts.host ?? "127.0.0.1";
-  if (!opts.secret && !isLoopback(host)) {
-    throw new Error(`refusing to listen on ${host} without SEVENTY_NODE_SECRET: unsigned requests are served on loopback only`);
+  let credential: NodeCredential | undefined;
+  if (opts.credential !== undefined) {
+    credential = parseNodeCredential(opts.credential) ?? undefined;
+    if (!credential) throw new Error("SEVENTY_NODE_CREDENTIAL is not a node credential (expected snc1.<node id>.<key>.<key> from POST /admin/nodes)");
+    if (opts.nodeId !== undefined && opts.nodeId !== credential.nodeId) {
+      throw new Error(`--node-id ${opts.nodeId} does not match the credential's node id ${credential.nodeId}`);
+    }
   }
-  if (opts.edgeUrl && !opts.secret) throw new Error("--edge needs SEVENTY_NODE_SECRET (heartbeats and requests are signed)");
+  if (!credential && !isLoopback(host)) {
+    throw new Error(`refusing to listen on ${host} without SEVENTY_NODE_CREDENTIAL: unsigned requests are served on loopback only`);
+  }
+  if (opts.edgeUrl && !credential) throw new Error("--edge needs SEVENTY_NODE_CREDENTIAL (heartbeats and requests are signed with it)");
+  if (opts.edgeUrl && !opts.publicUrl && !isLoopback(host)) {
+    throw new Error(`--public-url is required with --edge when listening on ${host}: the edge must be told the URL it can reach`);
+  }
+  if (opts.publicUrl !== undefined) {
+    const problem = nodeUrlProblem(opts.publicUrl, true);
+    if (problem) throw new Error(`--public-url ${problem}`);
+  }
 
   const modelPath = opts.modelDir ?? (await ensureTinyModel({ log }));
   const model = await openModelDir(modelPath);
@@ -144,7 +163,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
       : () => new GenericDetokenizer((ids) => tokenizer.decode(ids, { skipSpecialTokens: true })),
     scheduler,
     metrics: new NodeMetrics(modelName),
-    secret: opts.secret,
+    credential,
     maxBodyBytes: opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
     draining: false,
     startedAt: Date.now(),
@@ -163,17 +182,23 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
   http.requestTimeout = 30_000;
   const port = (server.address() as AddressInfo).port;
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  // Signed requests must be newer than the node's start (see SignatureVerifier): wait for the next
+  // whole second before announcing the node, so nothing valid is ever refused for that reason.
+  if (credential) {
+    const wait = (Math.floor(ctx.startedAt / 1000) + 1) * 1000 - Date.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait + 5));
+  }
 
   const heartbeat = opts.edgeUrl
     ? startHeartbeat({
         edgeUrl: opts.edgeUrl,
-        secret: opts.secret!,
+        credential: credential!,
         intervalMs: opts.heartbeatIntervalMs ?? 2000,
         onError: (m) => log(`[gpu-node] ${m}`),
         report: () => {
           const s = scheduler.stats();
           return {
-            node_id: opts.nodeId ?? `node-${port}`,
+            node_id: credential!.nodeId,
             url: opts.publicUrl ?? url,
             models: [modelName],
             engine: engine.kind,

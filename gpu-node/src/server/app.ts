@@ -8,7 +8,7 @@ import { HttpError } from "./http-error.js";
 import { checkModel } from "./request-prep.js";
 import { loopbackGuard } from "./loopback-guard.js";
 import { encodeChatPrompt, encodeTextPrompt } from "./prompt.js";
-import { SignatureVerifier } from "./signature.js";
+import { LOCAL_TENANT, SignatureVerifier, type Tenant } from "./signature.js";
 
 const REQUEST_ID_RE = /^[\w.:\-]{1,128}$/;
 
@@ -59,11 +59,11 @@ function parseJson(bytes: Uint8Array): unknown {
  * /health and Prometheus /metrics.
  */
 /** Node's bindings are present when served by @hono/node-server; absent under `app.fetch`. */
-export type NodeEnv = { Bindings: Partial<HttpBindings>; Variables: { requestId: string } };
+export type NodeEnv = { Bindings: Partial<HttpBindings>; Variables: { requestId: string; tenant: Tenant } };
 
 export function createApp(ctx: NodeContext): Hono<NodeEnv> {
   const app = new Hono<NodeEnv>();
-  const verifier = ctx.secret ? new SignatureVerifier(ctx.secret) : null;
+  const verifier = ctx.credential ? new SignatureVerifier(ctx.credential, Math.floor(ctx.startedAt / 1000) + 1) : null;
 
   app.use("*", async (c, next) => {
     const given = c.req.header("x-request-id");
@@ -85,8 +85,10 @@ export function createApp(ctx: NodeContext): Hono<NodeEnv> {
         headers: { "retry-after": "1" },
       });
     }
+    // Unsigned, stale or misaddressed requests are refused before a byte of their body is read.
+    verifier?.precheck(c.req.raw);
     const bytes = await readBody(c, ctx.maxBodyBytes);
-    if (verifier) await verifier.verify(c.req.raw, bytes);
+    c.set("tenant", verifier ? await verifier.verify(c.req.raw, bytes) : LOCAL_TENANT);
     return parseJson(bytes);
   }
 
@@ -94,12 +96,16 @@ export function createApp(ctx: NodeContext): Hono<NodeEnv> {
     signal: c.req.raw.signal,
     outgoing: c.env?.outgoing,
     requestId: c.get("requestId"),
+    tenant: c.get("tenant") ?? LOCAL_TENANT,
   });
   app.post("/v1/chat/completions", async (c) => chatCompletions(ctx, await jsonBody(c), conn(c)));
   app.post("/v1/completions", async (c) => completions(ctx, await jsonBody(c), conn(c)));
 
   app.get("/v1/models", async (c) => {
-    if (verifier) await verifier.verify(c.req.raw, new Uint8Array(0));
+    if (verifier) {
+      verifier.precheck(c.req.raw);
+      await verifier.verify(c.req.raw, new Uint8Array(0));
+    }
     return c.json({
       object: "list",
       data: [

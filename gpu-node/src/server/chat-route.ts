@@ -105,6 +105,7 @@ export async function chatCompletions(ctx: NodeContext, body: unknown, conn: Req
     stopTokenIds: req.ignore_eos ? [] : ctx.eosTokenIds,
     stopStrings: stops,
     wantLogprobs,
+    ...conn.tenant,
   };
   const makeToolCallId = () => `call_${crypto.randomUUID().replace(/-/g, "").slice(0, 24)}`;
 

@@ -109,6 +109,7 @@ export async function completions(ctx: NodeContext, body: unknown, conn: Request
         stopTokenIds: req.ignore_eos ? [] : ctx.eosTokenIds,
         stopStrings: stops,
         wantLogprobs,
+        ...conn.tenant,
       },
       ctx.makeDetokenizer,
       {

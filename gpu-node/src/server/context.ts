@@ -1,4 +1,6 @@
 import type { ServerResponse } from "node:http";
+import type { NodeCredential } from "@seventy/sdk/protocol";
+import type { Tenant } from "./signature.js";
 import type { TokenizerPool } from "../model/tokenizer-pool.js";
 import type { Scheduler } from "../scheduler/index.js";
 import type { IncrementalDetokenizer, TokenByteTable } from "./detokenizer.js";
@@ -40,8 +42,8 @@ export interface NodeContext {
   makeDetokenizer(): IncrementalDetokenizer;
   scheduler: Scheduler;
   metrics: NodeMetrics;
-  /** HMAC secret shared with the edge; undefined serves unsigned requests (loopback only). */
-  secret?: string;
+  /** This node's credential (its id and keys); undefined serves unsigned requests (loopback only). */
+  credential?: NodeCredential;
   maxBodyBytes: number;
   /** Set while draining: new requests get 503. */
   draining: boolean;
@@ -55,4 +57,6 @@ export interface RequestConn {
   /** Node's response object, when served by Node: streams are written to it directly. */
   outgoing?: ServerResponse;
   requestId: string;
+  /** The key the edge admitted the request under (signed), or the single local tenant. */
+  tenant: Tenant;
 }
