@@ -17,6 +17,11 @@ export interface KeyRecord {
   models: string[] | null;
   limits: KeyLimits;
   budget: KeyBudget | null;
+  /**
+   * Keys with the same cache_salt share gpu-node prefix caches (one tenant's keys); null or absent:
+   * the key's cache is its own, so another key can neither reuse nor detect its prompts.
+   */
+  cache_salt?: string | null;
   /** Unix seconds; set when the key was deleted (revoked for good). */
   deleted?: number;
 }
@@ -35,7 +40,13 @@ export function toView(r: KeyRecord): KeyView {
     models: r.models,
     limits: r.limits,
     budget: r.budget,
+    cache_salt: r.cache_salt ?? null,
   };
+}
+
+/** The prefix-cache salt the node gets for this key (signed): its own unless the admin set a shared one. */
+export function cacheSaltOf(r: KeyRecord): string {
+  return r.cache_salt ? `salt:${r.cache_salt}` : `key:${r.id}`;
 }
 
 export type KeyCreateInput = KeyCreateParams;
@@ -92,6 +103,12 @@ function parseBudget(v: unknown): KeyBudget | null {
   return { tokens, period: v.period };
 }
 
+function parseCacheSalt(v: unknown): string | null {
+  if (v === null) return null;
+  if (typeof v !== "string" || !/^[\w.:-]{1,128}$/.test(v)) throw invalidValue("cache_salt", "expected null or 1-128 letters, digits, '_', '.', ':' or '-'");
+  return v;
+}
+
 function parseDisabled(v: unknown): boolean {
   if (typeof v !== "boolean") throw invalidValue("disabled", "expected a boolean");
   return v;
@@ -99,7 +116,7 @@ function parseDisabled(v: unknown): boolean {
 
 export function parseKeyCreate(body: unknown): KeyCreateInput {
   if (!isObject(body)) throw new ApiError(400, "The request body must be a JSON object.", { code: "invalid_json" });
-  rejectUnknown(body, ["name", "key", "models", "limits", "budget", "disabled"]);
+  rejectUnknown(body, ["name", "key", "models", "limits", "budget", "disabled", "cache_salt"]);
   const out: KeyCreateInput = { name: parseName(body.name) };
   if (body.key !== undefined) {
     if (typeof body.key !== "string" || !/^sk-[A-Za-z0-9._-]{8,200}$/.test(body.key)) {
@@ -111,18 +128,20 @@ export function parseKeyCreate(body: unknown): KeyCreateInput {
   if (body.limits !== undefined) out.limits = parseLimits(body.limits);
   if (body.budget !== undefined) out.budget = parseBudget(body.budget);
   if (body.disabled !== undefined) out.disabled = parseDisabled(body.disabled);
+  if (body.cache_salt !== undefined) out.cache_salt = parseCacheSalt(body.cache_salt);
   return out;
 }
 
 export function parseKeyPatch(body: unknown): KeyPatch {
   if (!isObject(body)) throw new ApiError(400, "The request body must be a JSON object.", { code: "invalid_json" });
-  rejectUnknown(body, ["name", "models", "limits", "budget", "disabled"]);
+  rejectUnknown(body, ["name", "models", "limits", "budget", "disabled", "cache_salt"]);
   const out: KeyPatch = {};
   if (body.name !== undefined) out.name = parseName(body.name);
   if (body.models !== undefined) out.models = parseModels(body.models);
   if (body.limits !== undefined) out.limits = parseLimits(body.limits);
   if (body.budget !== undefined) out.budget = parseBudget(body.budget);
   if (body.disabled !== undefined) out.disabled = parseDisabled(body.disabled);
+  if (body.cache_salt !== undefined) out.cache_salt = parseCacheSalt(body.cache_salt);
   return out;
 }
 
@@ -134,5 +153,6 @@ export function applyPatch(r: KeyRecord, p: KeyPatch): KeyRecord {
     limits: { ...r.limits, ...p.limits },
     budget: p.budget !== undefined ? p.budget : r.budget,
     disabled: p.disabled ?? r.disabled,
+    cache_salt: p.cache_salt !== undefined ? p.cache_salt : (r.cache_salt ?? null),
   };
 }
