@@ -87,8 +87,10 @@ export function nodeUrlProblem(url: string, allowHttpLoopback: boolean): string 
   return "must use https";
 }
 
-/** A node URL without trailing slashes, as the edge stores and compares it. */
+/** A node URL without trailing slashes, as the edge stores and compares it (everything else kept). */
 export function normalizeNodeUrl(url: string): string {
   const u = new URL(url);
-  return `${u.protocol}//${u.host}${u.pathname.replace(/\/+$/, "")}`;
+  u.pathname = u.pathname.replace(/\/+$/, "") || "/";
+  const href = u.href;
+  return u.pathname === "/" && !u.search && !u.hash ? href.slice(0, -1) : href;
 }
