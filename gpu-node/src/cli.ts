@@ -9,6 +9,7 @@ const USAGE = `usage:
                      [--kv-cache-blocks N] [--max-model-len N] [--max-queue N]
                      [--edge URL] [--node-id ID] [--public-url URL] [--heartbeat-interval-ms N]
                      [--quantization none|fp8] [--load-format safetensors|dummy] [--gpu-memory-utilization F]
+                     [--max-body-bytes N] [--max-connections N] [--tokenizer-threads N] [--stream-stall-ms N]
       The node's credential (from the edge: POST /admin/nodes) comes from SEVENTY_NODE_CREDENTIAL.
       Without --model, serves a tiny
       random Llama 3.1 model created on first use in the cache folder.
@@ -40,6 +41,9 @@ async function serveCommand(args: string[]): Promise<void> {
       "max-model-len": { type: "string" },
       "max-queue": { type: "string" },
       "max-body-bytes": { type: "string" },
+      "max-connections": { type: "string" },
+      "tokenizer-threads": { type: "string" },
+      "stream-stall-ms": { type: "string" },
       edge: { type: "string" },
       "node-id": { type: "string" },
       "public-url": { type: "string" },
@@ -73,6 +77,9 @@ async function serveCommand(args: string[]): Promise<void> {
     maxModelLen: int("max-model-len", values["max-model-len"]),
     maxQueue: int("max-queue", values["max-queue"], 0),
     maxBodyBytes: int("max-body-bytes", values["max-body-bytes"]),
+    maxConnections: int("max-connections", values["max-connections"]),
+    tokenizerThreads: int("tokenizer-threads", values["tokenizer-threads"]),
+    streamStallMs: int("stream-stall-ms", values["stream-stall-ms"], 100),
     credential: process.env.SEVENTY_NODE_CREDENTIAL || undefined,
     edgeUrl: values.edge,
     nodeId: values["node-id"],
