@@ -115,3 +115,35 @@ describe("prefix-cache salt", () => {
     expect(await cached("same-tenant", "tenant-1")).toBe(36);
   });
 });
+
+describe("paused requests (slow readers)", () => {
+  it("are not scheduled while paused, keep their blocks, and finish once resumed", async () => {
+    const scheduler = new Scheduler(new SimulatedEngine({ numKvBlocks: 64, blockSize: 16 }), {});
+    let tokens = 0;
+    let finished = false;
+    scheduler.add(req("slow", "k", 50), (ev) => {
+      if (ev.type === "token") {
+        if (++tokens === 5) scheduler.pause("slow");
+      } else finished = true;
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(tokens).toBe(5);
+    expect(scheduler.stats().kvBlocksUsed).toBeGreaterThan(0);
+    scheduler.resume("slow");
+    await scheduler.idle();
+    expect(finished).toBe(true);
+    expect(tokens).toBe(50);
+  });
+
+  it("an aborted paused request frees its blocks and idle() resolves", async () => {
+    const scheduler = new Scheduler(new SimulatedEngine({ numKvBlocks: 64, blockSize: 16 }), {});
+    scheduler.add(req("stuck", "k", 50), (ev) => {
+      if (ev.type === "token") scheduler.pause("stuck");
+    });
+    await new Promise((r) => setTimeout(r, 20));
+    const idle = scheduler.idle();
+    scheduler.abort("stuck");
+    await idle;
+    expect(scheduler.stats().kvBlocksUsed).toBe(0);
+  });
+});

@@ -167,8 +167,9 @@ export class Scheduler {
     } else {
       this.finishRequest(req, "abort"); // removed from `running` at the next reap
     }
-    // A loop parked on paused requests must see the slot and blocks this freed.
-    if (this.requests.size > 0) this.wake();
+    // A loop parked on paused requests must see the slot and blocks this freed (or, with nothing
+    // left, resolve idle()).
+    this.wake();
   }
 
   /**
