@@ -53,7 +53,7 @@ export class SignatureVerifier {
       nodeId: this.credential.nodeId,
     });
     reject(result);
-    if (!this.nonces.use((result as { nonce: string }).nonce)) {
+    if (!this.nonces.use(result.nonce)) {
       throw new HttpError(401, "Request signature rejected: replayed nonce.", { code: "invalid_signature" });
     }
     const keyId = req.headers.get(KEY_ID_HEADER) ?? "";
@@ -61,6 +61,6 @@ export class SignatureVerifier {
   }
 }
 
-function reject(result: VerifyResult): void {
+function reject(result: VerifyResult): asserts result is Extract<VerifyResult, { ok: true }> {
   if (!result.ok) throw new HttpError(401, `Request signature rejected: ${result.reason}.`, { code: "invalid_signature" });
 }
