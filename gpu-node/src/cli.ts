@@ -10,8 +10,10 @@ const USAGE = `usage:
                      [--edge URL] [--node-id ID] [--public-url URL] [--heartbeat-interval-ms N]
                      [--quantization none|fp8] [--kv-cache-dtype auto|fp8] [--load-format safetensors|dummy]
                      [--gpu-memory-utilization F] [--device-memory SIZE]
+                     [--max-body-bytes N] [--max-connections N] [--tokenizer-threads N] [--stream-stall-ms N]
       --device-memory (e.g. 80GB, 81559MiB) plans memory for that card instead of the GPU found.
-      The edge's shared secret comes from SEVENTY_NODE_SECRET. Without --model, serves a tiny
+      The node's credential (from the edge: POST /admin/nodes) comes from SEVENTY_NODE_CREDENTIAL.
+      Without --model, serves a tiny
       random Llama 3.1 model created on first use in the cache folder.
   seventy-node make-tiny-model --out DIR [--seed N] [--quant awq|fp8]
       --quant awq writes an AutoAWQ GEMM 4-bit checkpoint, --quant fp8 a compressed-tensors FP8 one.`;
@@ -52,6 +54,9 @@ async function serveCommand(args: string[]): Promise<void> {
       "max-model-len": { type: "string" },
       "max-queue": { type: "string" },
       "max-body-bytes": { type: "string" },
+      "max-connections": { type: "string" },
+      "tokenizer-threads": { type: "string" },
+      "stream-stall-ms": { type: "string" },
       edge: { type: "string" },
       "node-id": { type: "string" },
       "public-url": { type: "string" },
@@ -63,6 +68,9 @@ async function serveCommand(args: string[]): Promise<void> {
       "gpu-memory-utilization": { type: "string" },
     },
   });
+  if (process.env.SEVENTY_NODE_SECRET) {
+    throw new UsageError("SEVENTY_NODE_SECRET is no longer used: register the node with the edge (POST /admin/nodes) and set SEVENTY_NODE_CREDENTIAL");
+  }
   const engine = values.engine as EngineChoice;
   if (!ENGINE_CHOICES.includes(engine)) throw new UsageError(`--engine must be one of ${ENGINE_CHOICES.join(", ")}, got '${values.engine}'`);
   const quantization = values.quantization;
@@ -86,7 +94,10 @@ async function serveCommand(args: string[]): Promise<void> {
     maxModelLen: int("max-model-len", values["max-model-len"]),
     maxQueue: int("max-queue", values["max-queue"], 0),
     maxBodyBytes: int("max-body-bytes", values["max-body-bytes"]),
-    secret: process.env.SEVENTY_NODE_SECRET || undefined,
+    maxConnections: int("max-connections", values["max-connections"]),
+    tokenizerThreads: int("tokenizer-threads", values["tokenizer-threads"]),
+    streamStallMs: int("stream-stall-ms", values["stream-stall-ms"], 100),
+    credential: process.env.SEVENTY_NODE_CREDENTIAL || undefined,
     edgeUrl: values.edge,
     nodeId: values["node-id"],
     publicUrl: values["public-url"],

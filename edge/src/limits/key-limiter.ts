@@ -1,6 +1,6 @@
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
-import type { KeyLimits, KeyRecord } from "../keys/record";
+import { cacheSaltOf, type KeyLimits, type KeyRecord } from "../keys/record";
 import { UsageSeries, type SeriesBucket, type SeriesWindow } from "../usage/series";
 import { TokenBucket } from "./bucket";
 
@@ -14,7 +14,7 @@ export interface RateSnapshot {
 }
 
 export type Admission =
-  | { ok: true; keyId: string; leaseId: string; models: string[] | null; rate: RateSnapshot }
+  | { ok: true; keyId: string; cacheSalt: string; leaseId: string; models: string[] | null; rate: RateSnapshot }
   | {
       ok: false;
       status: 401 | 403 | 429;
@@ -154,7 +154,7 @@ export class KeyLimiter extends DurableObject<Env> {
     const refused = this.refuseAccess(model);
     if (refused) return refused;
     const r = this.record!;
-    return { ok: true, keyId: r.id, leaseId: "", models: r.models, rate: this.snapshot(Date.now()) };
+    return { ok: true, keyId: r.id, cacheSalt: cacheSaltOf(r), leaseId: "", models: r.models, rate: this.snapshot(Date.now()) };
   }
 
   /**
@@ -223,7 +223,7 @@ export class KeyLimiter extends DurableObject<Env> {
     this.leases.set(leaseId, lease);
     this.reservedTokens += tokens;
     this.leasesChanged();
-    return { ok: true, keyId: r.id, leaseId, models: r.models, rate: this.snapshot(now) };
+    return { ok: true, keyId: r.id, cacheSalt: cacheSaltOf(r), leaseId, models: r.models, rate: this.snapshot(now) };
   }
 
   /** Ends leases (see `release`). */

@@ -1,4 +1,6 @@
 import {
+  CACHE_SALT_HEADER,
+  KEY_ID_HEADER,
   chatCompletionRequestSchema,
   completionRequestSchema,
   zodErrorBody,
@@ -185,6 +187,7 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
         stream,
         nodes: route.nodes,
         secret: env.NODE_SECRET,
+        signed: { [KEY_ID_HEADER]: admission.keyId, [CACHE_SALT_HEADER]: admission.cacheSalt },
         cfg,
         view: poolView,
         clientSignal: c.req.raw.signal,

@@ -10,7 +10,9 @@ import type { NodeContext, RequestConn } from "./context.js";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { Generation, type ChoiceDelta, type FinishReason, type GenerationUsage, type TokenLogprobInfo } from "./generation.js";
 import { HttpError } from "./http-error.js";
-import { checkModel, newId, resolveMaxTokens, samplingParams, stopStrings } from "./request-prep.js";
+import { checkModel, newId, resolveMaxTokens, samplingParams } from "./request-prep.js";
+import { encodeChatPrompt } from "./prompt.js";
+import { checkLogprobVolume, checkSchemaDepth, checkSequences, checkStopStrings, checkTools } from "./request-limits.js";
 import { SseWriter } from "./sse.js";
 import { tokenText } from "./token-text.js";
 import { parseToolCalls } from "./tool-calls.js";
@@ -79,24 +81,20 @@ export async function chatCompletions(ctx: NodeContext, body: unknown, conn: Req
       code: "unsupported_value",
     });
   }
+  checkSequences(ctx, 1, req.n ?? 1);
+  if (req.tools) checkTools(ctx, req.tools);
+  if (req.response_format?.type === "json_schema") checkSchemaDepth(ctx, req.response_format.json_schema.schema, "response_format.json_schema.schema");
+  const stops = checkStopStrings(ctx, req.stop);
   const tools: Tool[] = req.tool_choice === "none" ? [] : (req.tools ?? []);
 
-  let promptTokenIds: number[];
-  try {
-    promptTokenIds = ctx.tokenizer.encodeChat(req.messages.map(templateMessage), {
-      addGenerationPrompt: true,
-      tools: tools.length > 0 ? tools : undefined,
-    });
-  } catch (err) {
-    // The chat template raises for conversations it cannot express (e.g. two tool calls at once).
-    throw new HttpError(400, `The chat template rejected the messages: ${(err as Error).message}`, {
-      param: "messages",
-      code: "invalid_messages",
-    });
-  }
+  const promptTokenIds = await encodeChatPrompt(ctx, req.messages.map(templateMessage), {
+    addGenerationPrompt: true,
+    tools: tools.length > 0 ? tools : undefined,
+  });
   const maxParam = req.max_completion_tokens !== undefined ? "max_completion_tokens" : "max_tokens";
   const maxTokens = resolveMaxTokens(ctx, promptTokenIds.length, req.max_completion_tokens ?? req.max_tokens, maxParam, "messages");
   const wantLogprobs = req.logprobs === true;
+  if (wantLogprobs) checkLogprobVolume(ctx, req.n ?? 1, req.top_logprobs ?? 0, maxTokens, "top_logprobs");
   const id = newId("chatcmpl");
   const created = Math.floor(Date.now() / 1000);
   const spec = {
@@ -105,8 +103,9 @@ export async function chatCompletions(ctx: NodeContext, body: unknown, conn: Req
     params: samplingParams(ctx, req, wantLogprobs ? (req.top_logprobs ?? 0) : -1),
     maxTokens,
     stopTokenIds: req.ignore_eos ? [] : ctx.eosTokenIds,
-    stopStrings: stopStrings(req.stop),
+    stopStrings: stops,
     wantLogprobs,
+    ...conn.tenant,
   };
   const makeToolCallId = () => `call_${crypto.randomUUID().replace(/-/g, "").slice(0, 24)}`;
 
@@ -258,7 +257,7 @@ function streamChat(
     },
   });
   admit(gen);
-  sse = new SseWriter(() => gen.cancel(), conn.outgoing, { "x-request-id": conn.requestId });
+  sse = new SseWriter(() => gen.cancel(), conn.outgoing, { "x-request-id": conn.requestId }, { pause: () => gen.pause(), resume: () => gen.resume(), ...ctx.streamBounds });
   conn.signal.addEventListener("abort", () => gen.cancel(), { once: true });
   return sse.response(RESPONSE_ALREADY_SENT);
 }

@@ -35,6 +35,10 @@ export interface GenerationSpec {
   stopTokenIds: number[];
   stopStrings: string[];
   wantLogprobs: boolean;
+  /** The API key the request came under: queue share and fair scheduling (default: one local tenant). */
+  keyId?: string;
+  /** Prefix-cache salt: cached blocks are shared only within one salt. */
+  cacheSalt?: string;
 }
 
 export interface GenerationHooks {
@@ -87,6 +91,8 @@ export class Generation {
             params: this.spec.params[choice.index]!,
             maxTokens: this.spec.maxTokens,
             stopTokenIds: this.spec.stopTokenIds,
+            keyId: this.spec.keyId,
+            cacheSalt: this.spec.cacheSalt,
           },
           (ev) => this.onEvent(choice, ev),
         );
@@ -104,6 +110,15 @@ export class Generation {
     if (this.cancelled) return;
     this.cancelled = true;
     for (const c of this.choices) if (!c.done) this.scheduler.abort(c.requestId);
+  }
+
+  /** The reader is behind: stop scheduling every unfinished choice (their KV blocks stay). */
+  pause(): void {
+    for (const c of this.choices) if (!c.done) this.scheduler.pause(c.requestId);
+  }
+
+  resume(): void {
+    for (const c of this.choices) if (!c.done) this.scheduler.resume(c.requestId);
   }
 
   private onEvent(choice: ChoiceState, ev: SeqEvent): void {

@@ -6,7 +6,10 @@ import type {
   ApiKeyWithState,
   CreatedApiKey,
   DeletedApiKey,
+  DeletedGpuNode,
   GpuNode,
+  NodeRegisterParams,
+  RegisteredGpuNode,
   KeyCreateParams,
   KeyUpdateParams,
   List,
@@ -94,6 +97,21 @@ export class AdminNodes {
 
   list(options?: RequestOptions): Promise<List<GpuNode>> {
     return this.t.json({ method: "GET", path: "/nodes" }, options);
+  }
+
+  /** Registers a node with the URL the edge may send its requests to; the answer holds its credential, shown once. */
+  register(params: NodeRegisterParams, options?: RequestOptions): Promise<RegisteredGpuNode> {
+    return this.t.json({ method: "POST", path: "/nodes", body: params }, options);
+  }
+
+  /** A new credential for the node; the old one stops working at once. */
+  rotate(nodeId: string, options?: RequestOptions): Promise<RegisteredGpuNode> {
+    return this.t.json({ method: "POST", path: `/nodes/${id(nodeId)}/rotate` }, options);
+  }
+
+  /** Removes the node from the pool and revokes its credential at once. */
+  revoke(nodeId: string, options?: RequestOptions): Promise<DeletedGpuNode> {
+    return this.t.json({ method: "DELETE", path: `/nodes/${id(nodeId)}` }, options);
   }
 
   /** Stops routing new requests to the node; its running streams finish. */
