@@ -11,6 +11,7 @@ import type { NodeContext } from "./server/context.js";
 import { ByteLevelDetokenizer, GenericDetokenizer, TokenByteTable } from "./server/detokenizer.js";
 import { startHeartbeat } from "./server/heartbeat.js";
 import { NodeMetrics } from "./server/metrics.js";
+import { ConstrainedEngine, StructuredOutputs, grammarVocabFromTokenizerJson } from "./structured/index.js";
 
 export interface NodeOptions {
   /** Hugging Face model directory; default: the tiny random model, created on first use. */
@@ -76,7 +77,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
   const modelName = opts.servedModelName ?? model.modelName;
 
   const blockSize = opts.blockSize ?? 16;
-  const engine =
+  const baseEngine =
     opts.engineInstance ??
     (await createEngine(opts.engine ?? "reference", model, {
       blockSize,
@@ -89,6 +90,8 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
       maxNumSeqs: opts.maxNumSeqs,
       maxModelLen: opts.maxModelLen,
     }));
+  // Every engine samples under token masks for constrained requests (structured outputs, forced tool calls).
+  const engine = new ConstrainedEngine(baseEngine, model.config.vocabSize);
   const kvCapacity = engine.numKvBlocks * engine.blockSize;
   const maxModelLen = opts.maxModelLen ?? Math.min(model.config.maxPositionEmbeddings, kvCapacity);
   if (maxModelLen > model.config.maxPositionEmbeddings) {
@@ -106,6 +109,14 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
 
   const tokenizerJson = JSON.parse(await readFile(join(modelPath, "tokenizer.json"), "utf8"));
   const table = TokenByteTable.fromTokenizerJson(tokenizerJson);
+  const metrics = new NodeMetrics(modelName);
+  engine.onMaskTime = (seconds) => metrics.grammarMaskSeconds.observe(seconds);
+  // Constrained decoding needs the byte-level vocabulary; other tokenizers serve free text only.
+  const structured = table
+    ? await StructuredOutputs.create(grammarVocabFromTokenizerJson(tokenizerJson, model.config.vocabSize, model.generation.eosTokenIds), {
+        onCompile: (seconds, kind) => metrics.grammarCompileSeconds.observe({ kind }, seconds),
+      })
+    : null;
   const tokenizer = model.tokenizer;
   const ctx: NodeContext = {
     modelName,
@@ -126,7 +137,8 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
       ? () => new ByteLevelDetokenizer(table)
       : () => new GenericDetokenizer((ids) => tokenizer.decode(ids, { skipSpecialTokens: true })),
     scheduler,
-    metrics: new NodeMetrics(modelName),
+    metrics,
+    structured,
     secret: opts.secret,
     maxBodyBytes: opts.maxBodyBytes ?? 8 * 1024 * 1024,
     draining: false,

@@ -64,12 +64,14 @@ export class SimulatedEngine implements Engine {
     if (this.closed) throw new Error("SimulatedEngine is closed");
     validateStepBatch(batch, { numKvBlocks: this.numKvBlocks, blockSize: this.blockSize, vocabSize: this.vocabSize });
     if (this.stepDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.stepDelayMs));
+    if (batch.masksReady) await batch.masksReady;
 
     const sampled: SampledToken[] = [];
     for (const s of batch.seqs) {
       if (!s.sample) continue;
       const i = s.sample.outputIndex;
-      const tokenId = this.eosAfter !== undefined && i >= this.eosAfter ? this.eosTokenId : this.cycle[i % this.cycle.length];
+      let tokenId = this.eosAfter !== undefined && i >= this.eosAfter ? this.eosTokenId : this.cycle[i % this.cycle.length];
+      if (s.sample.allowedTokens) tokenId = allowedTokenNear(s.sample.allowedTokens, tokenId, this.vocabSize, s.sample.params.seed + i);
       const entry: SampledToken = { seqId: s.seqId, tokenId };
       // The simulated model is certain of every token: probability 1.
       if (s.sample.params.logprobs >= 0) {
@@ -84,4 +86,26 @@ export class SimulatedEngine implements Engine {
   async close(): Promise<void> {
     this.closed = true;
   }
+}
+
+/**
+ * The simulated model's choice under a token mask: its own token when allowed, else an allowed
+ * token picked by `salt` (so constrained outputs vary between sequences, like a model's would).
+ */
+function allowedTokenNear(allowed: Int32Array, preferred: number, vocab: number, salt: number): number {
+  const has = (id: number) => ((allowed[id >> 5] >>> (id & 31)) & 1) === 1;
+  if (has(preferred)) return preferred;
+  let count = 0;
+  for (let w = 0; w < allowed.length; w++) count += popcount(allowed[w]);
+  if (count === 0) throw new Error("SimulatedEngine: allowedTokens allows no token");
+  let k = Math.imul(salt | 0, 0x9e3779b1) >>> 0;
+  k %= count;
+  for (let id = 0; id < vocab; id++) if (has(id) && k-- === 0) return id;
+  throw new Error("SimulatedEngine: allowedTokens is shorter than the vocabulary");
+}
+
+function popcount(x: number): number {
+  x -= (x >>> 1) & 0x55555555;
+  x = (x & 0x33333333) + ((x >>> 2) & 0x33333333);
+  return (((x + (x >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;
 }

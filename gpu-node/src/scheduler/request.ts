@@ -1,4 +1,4 @@
-import type { SamplingParams, TopLogprob } from "../engine/types.js";
+import type { SamplingParams, TokenConstraint, TopLogprob } from "../engine/types.js";
 import type { KvRequest } from "./kv-cache-manager.js";
 
 /** What the HTTP layer submits: an already tokenized prompt and resolved sampling parameters. */
@@ -10,6 +10,8 @@ export interface GenerationRequest {
   maxTokens: number;
   /** Sampling any of these finishes the request with "stop"; the stop token is not emitted. */
   stopTokenIds: number[];
+  /** Constrained decoding: the grammar the sampled tokens must follow (the engine applies it). */
+  constraint?: TokenConstraint;
 }
 
 export type FinishReason = "stop" | "length" | "abort" | "error";
@@ -49,6 +51,7 @@ export class Request implements KvRequest {
   readonly onEvent: (ev: SeqEvent) => void;
   /** Whether the engine needs the prompt and output tokens (a penalty is active). */
   readonly needsTokenHistory: boolean;
+  readonly constraint: TokenConstraint | undefined;
 
   status: RequestStatus = "waiting";
   numComputedTokens = 0;
@@ -65,6 +68,7 @@ export class Request implements KvRequest {
     this.maxTokens = req.maxTokens;
     this.stopTokenIds = new Set(req.stopTokenIds);
     this.onEvent = onEvent;
+    this.constraint = req.constraint;
     const p = req.params;
     this.needsTokenHistory = p.presencePenalty !== 0 || p.frequencyPenalty !== 0 || p.repetitionPenalty !== 1;
   }

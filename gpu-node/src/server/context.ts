@@ -2,6 +2,7 @@ import type { ServerResponse } from "node:http";
 import type { Scheduler } from "../scheduler/index.js";
 import type { IncrementalDetokenizer, TokenByteTable } from "./detokenizer.js";
 import type { NodeMetrics } from "./metrics.js";
+import type { StructuredOutputs } from "../structured/index.js";
 
 /** What the HTTP layer needs of a tokenizer (the model directory's LlamaTokenizer satisfies it). */
 export interface ServedTokenizer {
@@ -32,6 +33,8 @@ export interface NodeContext {
   makeDetokenizer(): IncrementalDetokenizer;
   scheduler: Scheduler;
   metrics: NodeMetrics;
+  /** Constrained decoding; null when the tokenizer is not byte-level BPE. */
+  structured: StructuredOutputs | null;
   /** HMAC secret shared with the edge; undefined serves unsigned requests (loopback only). */
   secret?: string;
   maxBodyBytes: number;

@@ -1,0 +1,130 @@
+import { ConstraintError } from "./spec.js";
+
+/**
+ * The JSON-Schema keywords the grammar engine enforces. A keyword outside this list would be
+ * silently ignored by the grammar (the output could then violate the schema), so it is refused.
+ * Annotations that never constrain a value (title, description, examples, ...) are accepted.
+ */
+const ENFORCED = new Set([
+  "type", "properties", "required", "additionalProperties", "items", "prefixItems", "minItems", "maxItems",
+  "enum", "const", "anyOf", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+  "minLength", "maxLength", "pattern", "$ref", "$defs", "definitions",
+]);
+const ANNOTATIONS = new Set([
+  "title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated", "readOnly", "writeOnly", "strict",
+]);
+const TYPES = new Set(["object", "array", "string", "number", "integer", "boolean", "null"]);
+
+export interface SchemaLimits {
+  /** Serialized schema size in bytes at most. */
+  maxBytes: number;
+  /** Nesting depth (objects/arrays/combinators) at most. */
+  maxDepth: number;
+}
+
+export const DEFAULT_SCHEMA_LIMITS: SchemaLimits = { maxBytes: 64 * 1024, maxDepth: 32 };
+
+/**
+ * Checks that every keyword of `schema` is one the grammar enforces and returns the schema the
+ * grammar is compiled from. One rewrite keeps the output valid where the engine is not exact:
+ * xgrammar's bounded *number* grammar admits values outside the bounds (e.g. `100.5` for
+ * `maximum: 100`), while its integer ranges are exact, so a bounded number is generated as an
+ * integer inside the bounds (a valid number for the original schema; fractions are not produced).
+ *
+ * @throws ConstraintError naming the first unsupported keyword and where it is.
+ */
+export function checkJsonSchema(schema: unknown, param: string, limits: SchemaLimits = DEFAULT_SCHEMA_LIMITS): unknown {
+  const text = JSON.stringify(schema);
+  if (text === undefined) throw new ConstraintError("The JSON schema must be a JSON value.", param);
+  if (Buffer.byteLength(text) > limits.maxBytes) {
+    throw new ConstraintError(`The JSON schema is ${Buffer.byteLength(text)} bytes; at most ${limits.maxBytes} are supported.`, param, "schema_too_large");
+  }
+  return walk(schema, `${param}`, 0, limits);
+}
+
+function walk(node: unknown, path: string, depth: number, limits: SchemaLimits): unknown {
+  if (typeof node === "boolean") return node;
+  if (!node || typeof node !== "object" || Array.isArray(node)) throw new ConstraintError(`${path} must be a JSON schema object.`, path);
+  if (depth > limits.maxDepth) {
+    throw new ConstraintError(`The JSON schema nests deeper than ${limits.maxDepth} levels.`, path, "schema_too_large");
+  }
+  const s = node as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(s)) {
+    if (ANNOTATIONS.has(key)) continue;
+    if (!ENFORCED.has(key)) throw unsupported(key, path);
+    out[key] = value;
+  }
+  const types = Array.isArray(s.type) ? s.type : s.type === undefined ? [] : [s.type];
+  for (const t of types) if (typeof t !== "string" || !TYPES.has(t)) throw new ConstraintError(`${path}.type ${JSON.stringify(t)} is not a JSON-Schema type.`, path);
+  if (s.pattern !== undefined) {
+    if (typeof s.pattern !== "string") throw new ConstraintError(`${path}.pattern must be a string.`, path);
+    try {
+      new RegExp(s.pattern, "u");
+    } catch (err) {
+      throw new ConstraintError(`${path}.pattern is not a valid regular expression: ${(err as Error).message}`, path);
+    }
+  }
+  for (const key of ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems"]) {
+    if (s[key] !== undefined && (typeof s[key] !== "number" || !Number.isFinite(s[key]))) {
+      throw new ConstraintError(`${path}.${key} must be a finite number.`, path);
+    }
+  }
+  if (s.properties !== undefined) {
+    if (!s.properties || typeof s.properties !== "object" || Array.isArray(s.properties)) throw new ConstraintError(`${path}.properties must be an object.`, path);
+    out.properties = Object.fromEntries(
+      Object.entries(s.properties as Record<string, unknown>).map(([k, v]) => [k, walk(v, `${path}.properties.${k}`, depth + 1, limits)]),
+    );
+  }
+  for (const key of ["items", "additionalProperties"]) {
+    if (s[key] !== undefined && typeof s[key] !== "boolean") out[key] = walk(s[key], `${path}.${key}`, depth + 1, limits);
+  }
+  for (const key of ["anyOf", "prefixItems"]) {
+    if (s[key] === undefined) continue;
+    if (!Array.isArray(s[key])) throw new ConstraintError(`${path}.${key} must be an array.`, path);
+    out[key] = (s[key] as unknown[]).map((v, i) => walk(v, `${path}.${key}[${i}]`, depth + 1, limits));
+  }
+  for (const key of ["$defs", "definitions"]) {
+    if (s[key] === undefined) continue;
+    out[key] = Object.fromEntries(Object.entries(s[key] as Record<string, unknown>).map(([k, v]) => [k, walk(v, `${path}.${key}.${k}`, depth + 1, limits)]));
+  }
+  if (types.length === 1 && types[0] === "number" && hasBounds(s)) return boundedNumberAsInteger(out, path);
+  return out;
+}
+
+function hasBounds(s: Record<string, unknown>): boolean {
+  return s.minimum !== undefined || s.maximum !== undefined || s.exclusiveMinimum !== undefined || s.exclusiveMaximum !== undefined;
+}
+
+/** `{type: number}` with bounds → the integers inside the bounds (see checkJsonSchema). */
+function boundedNumberAsInteger(s: Record<string, unknown>, path: string): Record<string, unknown> {
+  let lo = -Infinity;
+  let hi = Infinity;
+  if (typeof s.minimum === "number") lo = Math.max(lo, Math.ceil(s.minimum));
+  if (typeof s.exclusiveMinimum === "number") lo = Math.max(lo, Math.floor(s.exclusiveMinimum) + 1);
+  if (typeof s.maximum === "number") hi = Math.min(hi, Math.floor(s.maximum));
+  if (typeof s.exclusiveMaximum === "number") hi = Math.min(hi, Math.ceil(s.exclusiveMaximum) - 1);
+  if (lo > hi) {
+    throw new ConstraintError(
+      `${path}: a number bounded to an interval with no integer in it is not supported (bounded numbers are generated as integers).`,
+      path,
+      "unsupported_schema",
+    );
+  }
+  const out: Record<string, unknown> = { ...s, type: "integer" };
+  delete out.exclusiveMinimum;
+  delete out.exclusiveMaximum;
+  delete out.minimum;
+  delete out.maximum;
+  if (lo > -Infinity) out.minimum = lo;
+  if (hi < Infinity) out.maximum = hi;
+  return out;
+}
+
+function unsupported(keyword: string, path: string): ConstraintError {
+  return new ConstraintError(
+    `The JSON-Schema keyword '${keyword}' (at ${path}) is not supported by constrained decoding.`,
+    path,
+    "unsupported_schema",
+  );
+}
