@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import type { CompiledGrammar, GrammarCompiler as XGrammarCompiler, GrammarMatcher, TokenizerInfo } from "@mlc-ai/web-xgrammar";
 import { checkJsonSchema } from "./json-schema.js";
 import { ConstraintError, type ConstraintSpec } from "./spec.js";
-import { loadXGrammar } from "./xgrammar.js";
+import { loadXGrammar, takeXGrammarError } from "./xgrammar.js";
 
 export interface GrammarCompilerOptions {
   /** Compiled grammars kept (LRU). Default 256. */
@@ -80,11 +80,13 @@ export class GrammarCompiler {
     const refusal = this.refused.get(key);
     if (refusal) throw new ConstraintError(refusal, param, "grammar_too_complex");
     const t0 = performance.now();
+    takeXGrammarError();
     let compiled: CompiledGrammar;
     try {
       compiled = await prepared.compile(this.compiler);
     } catch (err) {
-      throw new ConstraintError(`The ${describe(spec.kind)} could not be compiled: ${errorText(err)}`, param);
+      const reason = takeXGrammarError() || errorText(err);
+      throw new ConstraintError(`The ${describe(spec.kind)} could not be compiled: ${reason}`, param);
     }
     const ms = performance.now() - t0;
     this.numCompiles++;
@@ -120,10 +122,10 @@ export class GrammarCompiler {
     };
     switch (spec.kind) {
       case "json_object":
-        return { kind: "json_object", source: "", compile: (c) => c.compileJSONSchema(JSON.stringify({ type: "object" }), false, -1) };
+        return { kind: "json_object", source: "", compile: (c) => compileSchema(c, JSON.stringify({ type: "object" })) };
       case "json_schema": {
         const schema = JSON.stringify(checkJsonSchema(spec.schema, param));
-        return { kind: "json_schema", source: schema, compile: (c) => c.compileJSONSchema(schema, false, -1) };
+        return { kind: "json_schema", source: schema, compile: (c) => compileSchema(c, schema) };
       }
       case "regex": {
         const pattern = limit("regular expression", spec.pattern);
@@ -162,11 +164,24 @@ export class GrammarCompiler {
           required: ["name", "parameters"],
         }));
         const schema = limit("tool schema", JSON.stringify(calls.length === 1 ? calls[0] : { anyOf: calls }));
-        return { kind: "tool_call", source: schema, compile: (c) => c.compileJSONSchema(schema, false, -1) };
+        return { kind: "tool_call", source: schema, compile: (c) => compileSchema(c, schema) };
       }
     }
   }
 }
+
+/**
+ * A JSON schema's grammar: xgrammar's converter (no free whitespace, one line, `", "` and `": "`
+ * separators, no properties beyond the schema's), with one repair. Its length-bounded strings use
+ * the character class `[^"\\\r\n]`, which admits raw control characters (a tab, say) that JSON
+ * forbids inside strings; they get the class of its unbounded strings, which excludes \0–\x1f.
+ */
+async function compileSchema(c: XGrammarCompiler, schema: string): Promise<CompiledGrammar> {
+  const ebnf = await loadXGrammar().Testings._jsonSchemaToEBNF(schema, false, -1);
+  return c.compileGrammar(ebnf.replaceAll(LOOSE_STRING_CHAR, STRICT_STRING_CHAR));
+}
+const LOOSE_STRING_CHAR = String.raw`[^"\\\r\n]`;
+const STRICT_STRING_CHAR = String.raw`[^\0-\x1f\"\\\r\n]`;
 
 function describe(kind: ConstraintSpec["kind"]): string {
   return kind === "json_object" || kind === "json_schema" ? "JSON schema" : kind === "tool_call" ? "tool schema" : kind === "choice" ? "choice list" : kind;

@@ -88,7 +88,7 @@ function walk(node: unknown, path: string, depth: number, limits: SchemaLimits):
     if (s[key] === undefined) continue;
     out[key] = Object.fromEntries(Object.entries(s[key] as Record<string, unknown>).map(([k, v]) => [k, walk(v, `${path}.${key}.${k}`, depth + 1, limits)]));
   }
-  if (types.length === 1 && types[0] === "number" && hasBounds(s)) return boundedNumberAsInteger(out, path);
+  if (types.length === 1 && (types[0] === "number" || types[0] === "integer") && hasBounds(s)) return boundedInteger(out, path);
   return out;
 }
 
@@ -96,14 +96,26 @@ function hasBounds(s: Record<string, unknown>): boolean {
   return s.minimum !== undefined || s.maximum !== undefined || s.exclusiveMinimum !== undefined || s.exclusiveMaximum !== undefined;
 }
 
-/** `{type: number}` with bounds → the integers inside the bounds (see checkJsonSchema). */
-function boundedNumberAsInteger(s: Record<string, unknown>, path: string): Record<string, unknown> {
+/** Bounded integer ranges up to this many values become an exact `enum`. */
+const MAX_ENUM_RANGE = 4096;
+
+/**
+ * A bounded number or integer as a schema whose grammar is exact. xgrammar 0.1.27's range grammars
+ * are not: `maximum: 120` admits 121–129, and bounded *numbers* admit values past the bounds (e.g.
+ * `100.5` for `maximum: 100`). So a bounded number is generated as an integer inside its bounds (a
+ * valid number; fractions are not produced), a small integer range as the enum of its values, and a
+ * large one as the widest all-nines ranges inside it (`0..10^k−1`, `−(10^k−1)..0`), which xgrammar
+ * does get right: every output is valid, though values near a large range's edges are not produced.
+ */
+function boundedInteger(s: Record<string, unknown>, path: string): Record<string, unknown> {
   let lo = -Infinity;
   let hi = Infinity;
   if (typeof s.minimum === "number") lo = Math.max(lo, Math.ceil(s.minimum));
   if (typeof s.exclusiveMinimum === "number") lo = Math.max(lo, Math.floor(s.exclusiveMinimum) + 1);
   if (typeof s.maximum === "number") hi = Math.min(hi, Math.floor(s.maximum));
   if (typeof s.exclusiveMaximum === "number") hi = Math.min(hi, Math.ceil(s.exclusiveMaximum) - 1);
+  lo = Math.max(lo, -Number.MAX_SAFE_INTEGER);
+  hi = Math.min(hi, Number.MAX_SAFE_INTEGER);
   if (lo > hi) {
     throw new ConstraintError(
       `${path}: a number bounded to an interval with no integer in it is not supported (bounded numbers are generated as integers).`,
@@ -111,14 +123,19 @@ function boundedNumberAsInteger(s: Record<string, unknown>, path: string): Recor
       "unsupported_schema",
     );
   }
-  const out: Record<string, unknown> = { ...s, type: "integer" };
-  delete out.exclusiveMinimum;
-  delete out.exclusiveMaximum;
-  delete out.minimum;
-  delete out.maximum;
-  if (lo > -Infinity) out.minimum = lo;
-  if (hi < Infinity) out.maximum = hi;
-  return out;
+  const range = (a: number, b: number) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
+  if (hi - lo < MAX_ENUM_RANGE) return { enum: range(lo, hi) };
+  if (lo > 0) return { enum: range(lo, lo + MAX_ENUM_RANGE - 1) };
+  if (hi < 0) return { enum: range(hi - MAX_ENUM_RANGE + 1, hi) };
+  const nines = (limit: number) => {
+    let n = 9;
+    while (n * 10 + 9 <= limit && n * 10 + 9 <= Number.MAX_SAFE_INTEGER) n = n * 10 + 9;
+    return n;
+  };
+  const parts: Record<string, unknown>[] = [];
+  parts.push(hi >= 9 ? { type: "integer", minimum: 0, maximum: nines(hi) } : { enum: range(0, hi) });
+  if (lo < 0) parts.push(-lo >= 9 ? { type: "integer", minimum: -nines(-lo), maximum: 0 } : { enum: range(lo, -1) });
+  return parts.length === 1 ? parts[0]! : { anyOf: parts };
 }
 
 function unsupported(keyword: string, path: string): ConstraintError {

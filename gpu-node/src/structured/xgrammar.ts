@@ -5,6 +5,14 @@ import type * as XGrammar from "@mlc-ai/web-xgrammar";
 export type XGrammarModule = typeof XGrammar;
 
 let loaded: XGrammarModule | null = null;
+let lastError = "";
+
+/** The engine's last error message (e.g. where a grammar fails to parse), then forgets it. */
+export function takeXGrammarError(): string {
+  const e = lastError.replace(/^\[FATAL\] [^:]*:\d+: /, "");
+  lastError = "";
+  return e;
+}
 
 /**
  * `@mlc-ai/web-xgrammar` (xgrammar compiled to WebAssembly) as a module object.
@@ -19,8 +27,19 @@ export function loadXGrammar(): XGrammarModule {
   const require = createRequire(import.meta.url);
   const file = require.resolve("@mlc-ai/web-xgrammar");
   const mod = { exports: {} as Record<string, unknown> };
+  // The glue's one dynamic `import('module')` is handed in as a parameter too: code made by
+  // `new Function` has no module to resolve imports from under loaders such as vitest's.
+  // Its error printer is handed in as well: a grammar that fails to parse makes the engine print the
+  // reason (with a piece of the user's grammar) to stderr and throw a bare "Aborted()"; the reason
+  // belongs in the 400 instead of the node's log.
+  const source = readFileSync(file, "utf8")
+    .replaceAll("await import('module')", "nodeModule")
+    .replace('var err=Module["printErr"]||console.error.bind(console);', "var err=printErr;");
+  const printErr = (text: string) => {
+    lastError = String(text);
+  };
   // eslint-disable-next-line @typescript-eslint/no-implied-eval -- evaluating the package's own bundle, see above
-  new Function("exports", "module", "require", "__filename", readFileSync(file, "utf8"))(mod.exports, mod, require, file);
+  new Function("exports", "module", "require", "__filename", "nodeModule", "printErr", source)(mod.exports, mod, require, file, { createRequire }, printErr);
   loaded = mod.exports as unknown as XGrammarModule;
   return loaded;
 }
