@@ -35,8 +35,9 @@ export function loadXGrammar(): XGrammarModule {
   const source = readFileSync(file, "utf8")
     .replaceAll("await import('module')", "nodeModule")
     .replace('var err=Module["printErr"]||console.error.bind(console);', "var err=printErr;");
+  // The first line is the reason; "Aborted()" follows it.
   const printErr = (text: string) => {
-    lastError = String(text);
+    if (!lastError) lastError = String(text);
   };
   // eslint-disable-next-line @typescript-eslint/no-implied-eval -- evaluating the package's own bundle, see above
   new Function("exports", "module", "require", "__filename", "nodeModule", "printErr", source)(mod.exports, mod, require, file, { createRequire }, printErr);
