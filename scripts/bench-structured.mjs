@@ -21,7 +21,7 @@ console.log(`vocabulary preprocessing: ${(performance.now() - t0).toFixed(0)} ms
 
 const q = (xs, p) => xs.slice().sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))];
 const SCHEMAS = {
-  "flat object": { type: "object", properties: { name: { type: "string", maxLength: 20 }, age: { type: "integer", minimum: 0, maximum: 120 } }, required: ["name", "age"] },
+  "flat object": { type: "object", properties: { name: { type: "string", maxLength: 8 }, age: { type: "integer", minimum: 0, maximum: 120 } }, required: ["name", "age"] },
   "nested + arrays + anyOf": {
     type: "object",
     properties: {

@@ -89,23 +89,20 @@ export class SimulatedEngine implements Engine {
 }
 
 /**
- * The simulated model's choice under a token mask: its own token when allowed, else an allowed
- * token picked by `salt` (so constrained outputs vary between sequences, like a model's would).
+ * The simulated model's choice under a token mask: its own token when allowed, else the first
+ * allowed token at or after a position picked by `salt` (so constrained outputs vary between
+ * sequences, like a model's would). Costs one scan of the mask at most.
  */
 function allowedTokenNear(allowed: Int32Array, preferred: number, vocab: number, salt: number): number {
-  const has = (id: number) => ((allowed[id >> 5] >>> (id & 31)) & 1) === 1;
-  if (has(preferred)) return preferred;
-  let count = 0;
-  for (let w = 0; w < allowed.length; w++) count += popcount(allowed[w]);
-  if (count === 0) throw new Error("SimulatedEngine: allowedTokens allows no token");
-  let k = Math.imul(salt | 0, 0x9e3779b1) >>> 0;
-  k %= count;
-  for (let id = 0; id < vocab; id++) if (has(id) && k-- === 0) return id;
-  throw new Error("SimulatedEngine: allowedTokens is shorter than the vocabulary");
-}
-
-function popcount(x: number): number {
-  x -= (x >>> 1) & 0x55555555;
-  x = (x & 0x33333333) + ((x >>> 2) & 0x33333333);
-  return (((x + (x >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;
+  if (((allowed[preferred >> 5]! >>> (preferred & 31)) & 1) === 1) return preferred;
+  const words = Math.ceil(vocab / 32);
+  const start = (Math.imul(salt | 0, 0x9e3779b1) >>> 0) % words;
+  for (let k = 0; k < words; k++) {
+    const w = (start + k) % words;
+    const bits = allowed[w]!;
+    if (bits === 0) continue;
+    const id = w * 32 + (31 - Math.clz32(bits & -bits));
+    if (id < vocab) return id;
+  }
+  throw new Error("SimulatedEngine: allowedTokens allows no token");
 }

@@ -7,7 +7,7 @@ import { loadXGrammar, takeXGrammarError } from "./xgrammar.js";
 export interface GrammarCompilerOptions {
   /** Compiled grammars kept (LRU). Default 256. */
   cacheSize?: number;
-  /** A grammar whose compilation takes longer is refused (and remembered as refused). Default 5000 ms. */
+  /** A grammar whose compilation takes longer is refused (and remembered as refused). Default 10 s. */
   compileTimeoutMs?: number;
   /** Regex / grammar source length and choice count at most. */
   maxSourceBytes?: number;
@@ -47,7 +47,7 @@ export class GrammarCompiler {
   ) {
     this.vocabSize = info.getVocabSize();
     this.cacheSize = opts.cacheSize ?? 256;
-    this.compileTimeoutMs = opts.compileTimeoutMs ?? 5000;
+    this.compileTimeoutMs = opts.compileTimeoutMs ?? 10_000;
     this.maxSourceBytes = opts.maxSourceBytes ?? 64 * 1024;
     this.maxChoices = opts.maxChoices ?? 1024;
   }
