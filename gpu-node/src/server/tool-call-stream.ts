@@ -33,6 +33,7 @@ export class ToolCallStream {
   private depth = 0;
   private inString = false;
   private escaped = false;
+  private valueStarted = false;
 
   constructor(
     private readonly tools: readonly Tool[],
@@ -101,12 +102,19 @@ export class ToolCallStream {
           out.push({ type: "call", index, id, name: h.name });
           this.buf = this.buf.slice(h.end);
           this.state = "arguments";
+          this.valueStarted = false;
           this.depth = 0;
           this.inString = false;
           this.escaped = false;
           break;
         }
         case "arguments": {
+          if (!this.valueStarted) {
+            // Whitespace between the key and the value belongs to neither.
+            this.buf = this.buf.replace(/^\s+/, "");
+            if (!this.buf) return;
+            this.valueStarted = true;
+          }
           const end = this.scanValue();
           const piece = end < 0 ? this.buf : this.buf.slice(0, end);
           if (piece) {
@@ -226,8 +234,6 @@ function matchHeader(s: string): Header {
   i += (hit === 0 ? "parameters" : "arguments").length + 1;
   r = seq(":");
   if (r !== "ok") return { status: r };
-  ws();
-  if (i >= s.length) return { status: "partial" };
   return { status: "ok", name, end: i };
 }
 

@@ -1,8 +1,8 @@
 import { createHash } from "node:crypto";
-import type { CompiledGrammar, GrammarCompiler as XGrammarCompiler, GrammarMatcher, TokenizerInfo } from "@mlc-ai/web-xgrammar";
+import type { CompiledGrammar, GrammarCompiler as XGrammarCompiler, TokenizerInfo } from "@mlc-ai/web-xgrammar";
 import { checkJsonSchema } from "./json-schema.js";
 import { ConstraintError, type ConstraintSpec } from "./spec.js";
-import { loadXGrammar, takeXGrammarError } from "./xgrammar.js";
+import { loadXGrammar, takeXGrammarError, type FastGrammarMatcher } from "./xgrammar.js";
 
 export interface GrammarCompilerOptions {
   /** Compiled grammars kept (LRU). Default 256. */
@@ -109,8 +109,8 @@ export class GrammarCompiler {
   }
 
   /** A fresh matcher (one per sequence) that ends on the model's stop tokens. */
-  async matcher(compiled: CompiledGrammar): Promise<GrammarMatcher> {
-    return loadXGrammar().GrammarMatcher.createGrammarMatcher(compiled, this.stopTokenIds);
+  async matcher(compiled: CompiledGrammar): Promise<FastGrammarMatcher> {
+    return (await loadXGrammar().GrammarMatcher.createGrammarMatcher(compiled, this.stopTokenIds)) as FastGrammarMatcher;
   }
 
   private prepare(spec: ConstraintSpec, param: string): { kind: string; source: string; compile(c: XGrammarCompiler): Promise<CompiledGrammar> } {

@@ -1,5 +1,5 @@
-import type { GrammarMatcher } from "@mlc-ai/web-xgrammar";
 import type { TokenConstraint } from "../engine/types.js";
+import type { FastGrammarMatcher } from "./xgrammar.js";
 
 /**
  * One sequence's grammar state: an xgrammar matcher over the full vocabulary. Owns WebAssembly
@@ -9,7 +9,7 @@ export class GrammarConstraint implements TokenConstraint {
   private disposed = false;
 
   constructor(
-    private readonly matcher: GrammarMatcher,
+    private readonly matcher: FastGrammarMatcher,
     private readonly stopTokenIds: readonly number[],
   ) {}
 
@@ -20,7 +20,7 @@ export class GrammarConstraint implements TokenConstraint {
       for (const id of this.stopTokenIds) bitmask[id >> 5] = (bitmask[id >> 5] ?? 0) | (1 << (id & 31));
       return;
     }
-    bitmask.set(await this.matcher.getNextTokenBitmask());
+    this.matcher.fillNextTokenBitmask(bitmask);
   }
 
   acceptToken(tokenId: number): boolean {

@@ -4,6 +4,9 @@ import type * as XGrammar from "@mlc-ai/web-xgrammar";
 
 export type XGrammarModule = typeof XGrammar;
 
+/** The matcher with the synchronous mask fill this loader adds (see below). */
+export type FastGrammarMatcher = XGrammar.GrammarMatcher & { fillNextTokenBitmask(out: Int32Array): void };
+
 let loaded: XGrammarModule | null = null;
 let lastError = "";
 
@@ -32,9 +35,23 @@ export function loadXGrammar(): XGrammarModule {
   // Its error printer is handed in as well: a grammar that fails to parse makes the engine print the
   // reason (with a piece of the user's grammar) to stderr and throw a bare "Aborted()"; the reason
   // belongs in the 400 instead of the node's log.
-  const source = readFileSync(file, "utf8")
-    .replaceAll("await import('module')", "nodeModule")
-    .replace('var err=Module["printErr"]||console.error.bind(console);', "var err=printErr;");
+  //
+  // And the matcher gets a synchronous `fillNextTokenBitmask(out)`: the package's async
+  // getNextTokenBitmask() copies the mask into a fresh array per call (16 KB per sequence per token
+  // at 128k vocabulary), garbage that lands on the engine's critical path as collector pauses.
+  const patches: Array<[string, string]> = [
+    ["await import('module')", "nodeModule"],
+    ['var err=Module["printErr"]||console.error.bind(console);', "var err=printErr;"],
+    [
+      "      async getNextTokenBitmask() {",
+      "      fillNextTokenBitmask(out) { const v = this.handle.GetNextTokenBitmask(this.vocab_size); out.set(binding.vecIntToView(v)); v.delete(); }\n      async getNextTokenBitmask() {",
+    ],
+  ];
+  let source = readFileSync(file, "utf8");
+  for (const [from, to] of patches) {
+    if (!source.includes(from)) throw new Error(`@mlc-ai/web-xgrammar: unexpected bundle (no ${JSON.stringify(from)}); pin the tested version`);
+    source = source.replace(from, to);
+  }
   // The first line is the reason; "Aborted()" follows it.
   const printErr = (text: string) => {
     if (!lastError) lastError = String(text);
