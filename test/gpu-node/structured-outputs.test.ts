@@ -29,7 +29,7 @@ async function chat(body: Record<string, unknown>): Promise<ChatResult> {
   return (await res.json()) as ChatResult;
 }
 
-const short = z.string().max(12);
+const short = z.string().max(6);
 /** 20 schemas covering nested objects, arrays, enums, bounded numbers, optional fields, anyOf and patterns. */
 const SCHEMAS: Record<string, z.ZodType> = {
   flat: z.object({ name: short, age: z.number().int().min(0).max(120) }),

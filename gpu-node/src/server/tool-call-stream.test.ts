@@ -70,3 +70,14 @@ describe("ToolCallStream", () => {
     expect(calls).toEqual([{ id: "call_0", type: "function", function: { name: "add", arguments: '{"a": ' } }]);
   });
 });
+
+describe("ToolCallStream after a call", () => {
+  it("keeps announced calls and drops text that follows them, streamed or not", () => {
+    const text = '{"name": "add", "parameters": {"a": 1}} and then some words';
+    const whole = run([text]);
+    const split = run(['{"name": "add", "parameters": {"a": 1}}', " and then", " some words"]);
+    expect(whole.calls!.map((c) => c.function)).toEqual([{ name: "add", arguments: '{"a": 1}' }]);
+    expect(split.calls!.map((c) => c.function)).toEqual(whole.calls!.map((c) => c.function));
+    expect(split.events.filter((e) => e.type === "content")).toEqual([]);
+  });
+});

@@ -23,11 +23,12 @@ type Header = { status: "partial" } | { status: "fail" } | { status: "ok"; name:
  * re-serialised, and the non-streamed response is built by running the whole text through the same
  * class, so streamed pieces concatenate to exactly the non-streamed `arguments`. Text that does not
  * start like a call becomes content at once; a call whose keys come in another order is held to the
- * end and parsed whole.
+ * end and parsed whole; text after announced calls that is not another call is dropped.
  */
 export class ToolCallStream {
   private buf = "";
-  private state: "start" | "header" | "arguments" | "tail" | "content" | "held" = "start";
+  /** "after": calls were announced and something else followed; it is dropped (a stream cannot take a call back). */
+  private state: "start" | "header" | "arguments" | "tail" | "content" | "held" | "after" = "start";
   private readonly names: Set<string>;
   private readonly calls: ToolCall[] = [];
   private depth = 0;
@@ -42,17 +43,13 @@ export class ToolCallStream {
     this.names = new Set(tools.map((t) => t.function.name));
   }
 
-  /** Whether the text so far has been recognised as tool calls. */
-  get isToolCall(): boolean {
-    return this.calls.length > 0 && this.state !== "content";
-  }
-
   push(text: string): ToolCallEvent[] {
     const out: ToolCallEvent[] = [];
     if (this.state === "content") {
       if (text) out.push({ type: "content", text });
       return out;
     }
+    if (this.state === "after") return out;
     this.buf += text;
     this.advance(out);
     return out;
@@ -92,8 +89,7 @@ export class ToolCallStream {
           if (h.status === "partial") return;
           if (h.status === "fail" || !this.names.has(h.name)) {
             if (this.calls.length === 0 && h.status === "ok") return this.toContent(out);
-            this.state = this.calls.length === 0 ? "held" : "content";
-            if (this.state === "content") this.calls.length = 0;
+            this.state = this.calls.length === 0 ? "held" : "after";
             return;
           }
           const index = this.calls.length;
@@ -134,16 +130,11 @@ export class ToolCallStream {
           // `}` closes the call; then whitespace, and `;` before another call.
           const m = /^\s*\}\s*(;?)/.exec(this.buf);
           if (!m) {
-            if (/^\s*$/.test(this.buf)) return;
-            this.state = "content";
-            this.calls.length = 0;
+            if (!/^\s*$/.test(this.buf)) this.state = "after";
             return;
           }
           if (!m[1]) {
-            if (m[0].length < this.buf.length) {
-              this.state = "content";
-              this.calls.length = 0;
-            }
+            if (m[0].length < this.buf.length) this.state = "after";
             return;
           }
           this.buf = this.buf.slice(m[0].length);
@@ -151,8 +142,7 @@ export class ToolCallStream {
           // After ";" only another call may follow.
           const i = this.buf.search(/\S/);
           if (i >= 0 && this.buf[i] !== "{") {
-            this.state = "content";
-            this.calls.length = 0;
+            this.state = "after";
             return;
           }
           if (i >= 0) this.state = "header";
@@ -161,6 +151,7 @@ export class ToolCallStream {
         }
         case "content":
         case "held":
+        case "after":
           return;
       }
     }
