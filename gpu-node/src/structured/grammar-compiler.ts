@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type { CompiledGrammar, GrammarCompiler as XGrammarCompiler, TokenizerInfo } from "@mlc-ai/web-xgrammar";
-import { checkJsonSchema } from "./json-schema.js";
+import { checkJsonSchema, checkRepetitionBudget } from "./json-schema.js";
 import { ConstraintError, type ConstraintSpec } from "./spec.js";
 import { loadXGrammar, takeXGrammarError, type FastGrammarMatcher } from "./xgrammar.js";
 
@@ -129,6 +129,7 @@ export class GrammarCompiler {
       }
       case "regex": {
         const pattern = limit("regular expression", spec.pattern);
+        checkRepetitionBudget(pattern, param);
         try {
           new RegExp(pattern, "u");
         } catch (err) {
@@ -149,6 +150,7 @@ export class GrammarCompiler {
       }
       case "grammar": {
         const grammar = limit("grammar", spec.grammar);
+        checkRepetitionBudget(grammar, param);
         return { kind: "grammar", source: grammar, compile: (c) => c.compileGrammar(grammar) };
       }
       case "tool_call": {

@@ -20,9 +20,45 @@ export interface SchemaLimits {
   maxBytes: number;
   /** Nesting depth (objects/arrays/combinators) at most. */
   maxDepth: number;
+  /** Compile-cost budget for bounded repetitions (see `repetitionCost`). */
+  maxRepetitionCost: number;
 }
 
-export const DEFAULT_SCHEMA_LIMITS: SchemaLimits = { maxBytes: 64 * 1024, maxDepth: 32 };
+/**
+ * The repetition budget admits one `maxLength: 35` string, or four of `maxLength: 14`, or a pattern
+ * with `[a-z]{0,80}`: about 5 s of compiling at most on a loaded 2-core host (cached afterwards).
+ */
+export const DEFAULT_SCHEMA_LIMITS: SchemaLimits = { maxBytes: 64 * 1024, maxDepth: 32, maxRepetitionCost: 300 };
+
+/**
+ * Compiling a bounded repetition of a character class (a string's `maxLength`, a pattern's `{m,n}`)
+ * costs about n^1.6 (one grammar state per remaining length, each classifying the whole vocabulary);
+ * a string's "any character but a quote" class costs about four times a narrow class like `[a-z]`.
+ * The compile runs on the node's thread, so a schema over budget is refused before it can stall it.
+ */
+export function repetitionCost(n: number, broadClass: boolean): number {
+  return Math.pow(Math.max(0, n), 1.6) * (broadClass ? 1 : 0.25);
+}
+
+/** Refuses a regular expression or EBNF grammar whose `{m,n}` repetitions go over the compile budget. */
+export function checkRepetitionBudget(source: string, param: string, limits: SchemaLimits = DEFAULT_SCHEMA_LIMITS): void {
+  let cost = 0;
+  for (const n of patternRepetitions(source)) {
+    cost += repetitionCost(n, false);
+    if (cost > limits.maxRepetitionCost) {
+      throw new ConstraintError(
+        `The repetition counts in '${param}' (up to {${n}}) are too large for constrained decoding: its grammar would take too long to compile.`,
+        param,
+        "grammar_too_complex",
+      );
+    }
+  }
+}
+
+/** The largest upper bounds of `{m}` / `{m,n}` / `{m,}` quantifiers in a regular expression. */
+function patternRepetitions(pattern: string): number[] {
+  return [...pattern.matchAll(/\{(\d+)(?:,(\d*))?\}/g)].map((m) => Number(m[2] ? m[2] : m[1]));
+}
 
 /**
  * Checks that every keyword of `schema` is one the grammar enforces and returns the schema the
@@ -39,10 +75,11 @@ export function checkJsonSchema(schema: unknown, param: string, limits: SchemaLi
   if (Buffer.byteLength(text) > limits.maxBytes) {
     throw new ConstraintError(`The JSON schema is ${Buffer.byteLength(text)} bytes; at most ${limits.maxBytes} are supported.`, param, "schema_too_large");
   }
-  return walk(schema, `${param}`, 0, limits);
+  const budget = { left: limits.maxRepetitionCost };
+  return walk(schema, `${param}`, 0, limits, budget);
 }
 
-function walk(node: unknown, path: string, depth: number, limits: SchemaLimits): unknown {
+function walk(node: unknown, path: string, depth: number, limits: SchemaLimits, budget: { left: number }): unknown {
   if (typeof node === "boolean") return node;
   if (!node || typeof node !== "object" || Array.isArray(node)) throw new ConstraintError(`${path} must be a JSON schema object.`, path);
   if (depth > limits.maxDepth) {
@@ -70,23 +107,36 @@ function walk(node: unknown, path: string, depth: number, limits: SchemaLimits):
       throw new ConstraintError(`${path}.${key} must be a finite number.`, path);
     }
   }
+  const spend = (cost: number, what: string) => {
+    budget.left -= cost;
+    if (budget.left < 0) {
+      throw new ConstraintError(
+        `The length bounds in this JSON schema are too large for constrained decoding (${what} at ${path} goes over the budget): its grammar would take too long to compile. Lower maxLength or the pattern's repetition counts.`,
+        path,
+        "grammar_too_complex",
+      );
+    }
+  };
+  if (typeof s.maxLength === "number") spend(repetitionCost(s.maxLength, true), `maxLength ${s.maxLength}`);
+  else if (typeof s.minLength === "number" && s.minLength > 0) spend(repetitionCost(s.minLength, true), `minLength ${s.minLength}`);
+  if (typeof s.pattern === "string") for (const n of patternRepetitions(s.pattern)) spend(repetitionCost(n, false), `a {${n}} repetition in the pattern`);
   if (s.properties !== undefined) {
     if (!s.properties || typeof s.properties !== "object" || Array.isArray(s.properties)) throw new ConstraintError(`${path}.properties must be an object.`, path);
     out.properties = Object.fromEntries(
-      Object.entries(s.properties as Record<string, unknown>).map(([k, v]) => [k, walk(v, `${path}.properties.${k}`, depth + 1, limits)]),
+      Object.entries(s.properties as Record<string, unknown>).map(([k, v]) => [k, walk(v, `${path}.properties.${k}`, depth + 1, limits, budget)]),
     );
   }
   for (const key of ["items", "additionalProperties"]) {
-    if (s[key] !== undefined && typeof s[key] !== "boolean") out[key] = walk(s[key], `${path}.${key}`, depth + 1, limits);
+    if (s[key] !== undefined && typeof s[key] !== "boolean") out[key] = walk(s[key], `${path}.${key}`, depth + 1, limits, budget);
   }
   for (const key of ["anyOf", "prefixItems"]) {
     if (s[key] === undefined) continue;
     if (!Array.isArray(s[key])) throw new ConstraintError(`${path}.${key} must be an array.`, path);
-    out[key] = (s[key] as unknown[]).map((v, i) => walk(v, `${path}.${key}[${i}]`, depth + 1, limits));
+    out[key] = (s[key] as unknown[]).map((v, i) => walk(v, `${path}.${key}[${i}]`, depth + 1, limits, budget));
   }
   for (const key of ["$defs", "definitions"]) {
     if (s[key] === undefined) continue;
-    out[key] = Object.fromEntries(Object.entries(s[key] as Record<string, unknown>).map(([k, v]) => [k, walk(v, `${path}.${key}.${k}`, depth + 1, limits)]));
+    out[key] = Object.fromEntries(Object.entries(s[key] as Record<string, unknown>).map(([k, v]) => [k, walk(v, `${path}.${key}.${k}`, depth + 1, limits, budget)]));
   }
   if (types.length === 1 && (types[0] === "number" || types[0] === "integer") && hasBounds(s)) return boundedInteger(out, path);
   return out;
@@ -97,7 +147,7 @@ function hasBounds(s: Record<string, unknown>): boolean {
 }
 
 /** Bounded integer ranges up to this many values become an exact `enum`. */
-const MAX_ENUM_RANGE = 4096;
+const MAX_ENUM_RANGE = 1024;
 
 /**
  * A bounded number or integer as a schema whose grammar is exact. xgrammar 0.1.27's range grammars
