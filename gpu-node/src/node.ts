@@ -14,6 +14,7 @@ import { startHeartbeat } from "./server/heartbeat.js";
 import { NodeMetrics } from "./server/metrics.js";
 import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from "./server/request-limits.js";
 import { TokenizerPool } from "./model/tokenizer-pool.js";
+import { ConstrainedEngine, StructuredOutputs, grammarVocabFromTokenizerJson } from "./structured/index.js";
 
 export interface NodeOptions {
   /** Hugging Face model directory; default: the tiny random model, created on first use. */
@@ -113,7 +114,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
   const modelName = opts.servedModelName ?? model.modelName;
 
   const blockSize = opts.blockSize ?? 16;
-  const engine =
+  const baseEngine =
     opts.engineInstance ??
     (await createEngine(opts.engine ?? "reference", model, {
       blockSize,
@@ -129,6 +130,8 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
       maxNumBatchedTokens: opts.maxNumBatchedTokens,
       maxModelLen: opts.maxModelLen,
     }));
+  // Every engine samples under token masks for constrained requests (structured outputs, forced tool calls).
+  const engine = new ConstrainedEngine(baseEngine, model.config.vocabSize);
   const kvCapacity = engine.numKvBlocks * engine.blockSize;
   const maxModelLen = opts.maxModelLen ?? Math.min(model.config.maxPositionEmbeddings, kvCapacity);
   if (maxModelLen > model.config.maxPositionEmbeddings) {
@@ -146,6 +149,14 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
 
   const tokenizerJson = JSON.parse(await readFile(join(modelPath, "tokenizer.json"), "utf8"));
   const table = TokenByteTable.fromTokenizerJson(tokenizerJson);
+  const metrics = new NodeMetrics(modelName);
+  engine.onMaskTime = (seconds) => metrics.grammarMaskSeconds.observe(seconds);
+  // Constrained decoding needs the byte-level vocabulary; other tokenizers serve free text only.
+  const structured = table
+    ? await StructuredOutputs.create(grammarVocabFromTokenizerJson(tokenizerJson, model.config.vocabSize, model.generation.eosTokenIds), {
+        onCompile: (seconds, kind) => metrics.grammarCompileSeconds.observe({ kind }, seconds),
+      })
+    : null;
   const tokenizer = model.tokenizer;
   const ctx: NodeContext = {
     modelName,
@@ -169,7 +180,8 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
       ? () => new ByteLevelDetokenizer(table)
       : () => new GenericDetokenizer((ids) => tokenizer.decode(ids, { skipSpecialTokens: true })),
     scheduler,
-    metrics: new NodeMetrics(modelName),
+    metrics,
+    structured,
     credential,
     maxBodyBytes: opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
     draining: false,

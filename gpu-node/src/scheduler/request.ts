@@ -1,4 +1,4 @@
-import type { SamplingParams, TopLogprob } from "../engine/types.js";
+import type { SamplingParams, TokenConstraint, TopLogprob } from "../engine/types.js";
 import type { KvRequest } from "./kv-cache-manager.js";
 
 /** What the HTTP layer submits: an already tokenized prompt and resolved sampling parameters. */
@@ -17,6 +17,8 @@ export interface GenerationRequest {
    * tenant's prompts can neither be detected (cached_tokens, timing) nor reused by another. Default "".
    */
   cacheSalt?: string;
+  /** Constrained decoding: the grammar the sampled tokens must follow (the engine applies it). */
+  constraint?: TokenConstraint;
 }
 
 export type FinishReason = "stop" | "length" | "abort" | "error";
@@ -58,6 +60,7 @@ export class Request implements KvRequest {
   readonly needsTokenHistory: boolean;
   readonly keyId: string;
   readonly cacheSalt: string;
+  readonly constraint: TokenConstraint | undefined;
 
   status: RequestStatus = "waiting";
   numComputedTokens = 0;
@@ -78,6 +81,7 @@ export class Request implements KvRequest {
     this.onEvent = onEvent;
     this.keyId = req.keyId ?? "";
     this.cacheSalt = req.cacheSalt ?? "";
+    this.constraint = req.constraint;
     const p = req.params;
     this.needsTokenHistory = p.presencePenalty !== 0 || p.frequencyPenalty !== 0 || p.repetitionPenalty !== 1;
   }

@@ -429,6 +429,7 @@ export class Scheduler {
             params: req.params,
             outputIndex: req.numOutputTokens,
             ...(req.needsTokenHistory ? { promptTokenIds: req.promptTokenIds, outputTokenIds: req.outputTokenIds.slice() } : {}),
+            ...(req.constraint ? { constraint: req.constraint } : {}),
           }
         : null;
     return {

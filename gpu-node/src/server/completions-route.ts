@@ -5,6 +5,7 @@ import type { NodeContext, RequestConn } from "./context.js";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { Generation, type FinishReason, type GenerationUsage, type TokenLogprobInfo } from "./generation.js";
 import { HttpError } from "./http-error.js";
+import { prepareConstraints } from "./constraint-request.js";
 import { checkModel, newId, resolveMaxTokens, samplingParams } from "./request-prep.js";
 import { encodeTextPrompt } from "./prompt.js";
 import { checkLogprobVolume, checkSequences, checkStopStrings } from "./request-limits.js";
@@ -97,6 +98,8 @@ export async function completions(ctx: NodeContext, body: unknown, conn: Request
   let sse: SseWriter | null = null;
   const head = `{"id":"${id}","object":"text_completion","created":${created},"model":${JSON.stringify(ctx.modelName)},"system_fingerprint":null,"choices":[`;
 
+  // Last before the Generations, which release the grammars' memory.
+  const { constraints } = await prepareConstraints(ctx, req, total);
   prompts.forEach((ids, pi) => {
     const observe = observeRequest(ctx, ids.length);
     const gen = new Generation(
@@ -110,6 +113,7 @@ export async function completions(ctx: NodeContext, body: unknown, conn: Request
         stopStrings: stops,
         wantLogprobs,
         ...conn.tenant,
+        ...(constraints ? { constraints: constraints.slice(pi * n, pi * n + n) } : {}),
       },
       ctx.makeDetokenizer,
       {

@@ -7,6 +7,7 @@ import type { Scheduler } from "../scheduler/index.js";
 import type { IncrementalDetokenizer, TokenByteTable } from "./detokenizer.js";
 import type { NodeMetrics } from "./metrics.js";
 import type { RequestLimits } from "./request-limits.js";
+import type { StructuredOutputs } from "../structured/index.js";
 
 /** What the HTTP layer needs of a tokenizer (the model directory's LlamaTokenizer satisfies it). */
 export interface ServedTokenizer {
@@ -43,6 +44,8 @@ export interface NodeContext {
   makeDetokenizer(): IncrementalDetokenizer;
   scheduler: Scheduler;
   metrics: NodeMetrics;
+  /** Constrained decoding; null when the tokenizer is not byte-level BPE. */
+  structured: StructuredOutputs | null;
   /** This node's credential (its id and keys); undefined serves unsigned requests (loopback only). */
   credential?: NodeCredential;
   maxBodyBytes: number;
