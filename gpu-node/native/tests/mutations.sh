@@ -43,7 +43,7 @@ MUTATIONS=(
   "rmsnorm launched past its __launch_bounds__|rmsnorm|kernels/rmsnorm.cu|SEVENTY_LAUNCH(rows, kNormThreads, smem, s, rmsNormResidualKernel)|SEVENTY_LAUNCH(rows, 2 * kNormThreads, smem, s, rmsNormResidualKernel)"
   "sampling: pick not initialised|sampling|kernels/sampling.cu|    if (threadIdx.x == 0) pick = 0x7fffffff;
 |"
-  "split-K combine ignores the running max|attention|kernels/decode_attention.cu|const float w = exp2f(ml[2 * part] - M);|const float w = exp2f(ml[2 * part]);"
+  "split-K combine without the max shift (overflows on large scores)|attention|kernels/decode_attention.cu|const float w = exp2f(ml[2 * part] - M);|const float w = exp2f(ml[2 * part]);"
   "embedding reads the next table row|embedding|kernels/embedding.cu|const uint16_t* src = table + int64_t(ids[r]) * hidden;|const uint16_t* src = table + int64_t(ids[r] + 1) * hidden;"
   "engine step: context lengths not uploaded|engine|host/cuda_engine.cu|    CU(cudaMemcpyAsync(dRowCtx_, hRowCtx_, R, cudaMemcpyHostToDevice, stream_));
 |"
