@@ -58,7 +58,9 @@ want() {
 SELECT=("$@")
 
 mkdir -p "$SRC" "$BUILD"
-rsync -a --delete --exclude build "$NATIVE/" "$SRC/" 2>/dev/null || { rm -rf "$SRC" && mkdir -p "$SRC" && (cd "$NATIVE" && tar --exclude=./build -cf - .) | (cd "$SRC" && tar -xf -); }
+# Copies get the current time (not the original's), so a file restored after a mutation is always rebuilt.
+rsync -r --checksum --delete --exclude build "$NATIVE/" "$SRC/" 2>/dev/null ||
+  { rm -rf "$SRC" && mkdir -p "$SRC" && (cd "$NATIVE" && tar --exclude=./build -cf - .) | (cd "$SRC" && tar -m -xf -); }
 build() { cmake --build "$BUILD" -j "$JOBS" --target kernel_tests_emu -- --no-print-directory >"$WORK/build.log" 2>&1; }
 cmake -S "$SRC" -B "$BUILD" -DENGINE_CUDA=OFF -DSEVENTY_EMU=ON -DCMAKE_BUILD_TYPE=Release --log-level=WARNING >/dev/null
 echo "mutations: building the unmutated tests in $WORK"
