@@ -180,7 +180,6 @@ struct Block {
   int n = 0;  // threads
   std::vector<ThreadState> t;
   std::vector<Pending> pend;        // [n] lanes' pending collectives (indexed by linear thread id)
-  std::vector<uint32_t> warpSyncs;  // collectives completed per warp
   uint32_t epoch = 0;               // barriers passed
 };
 
@@ -267,7 +266,7 @@ int phdrCallback(dl_phdr_info* info, size_t, void* first) {
     if (ph.p_type != PT_LOAD) continue;
     const uintptr_t lo = info->dlpi_addr + ph.p_vaddr, hi = lo + ph.p_memsz;
     if (ph.p_flags & PF_W) {
-      if (isMain) g_data = {std::min(g_data.lo ? g_data.lo : lo, lo), std::max(g_data.hi, hi)};
+      if (isMain) g_data = {g_data.lo ? std::min(g_data.lo, lo) : lo, std::max(g_data.hi, hi)};
     } else {
       g_image.push_back({lo, hi});
     }
@@ -391,8 +390,6 @@ void sharedAccess(Shadow* sh, uintptr_t a, size_t n, Access acc) {
 void checkAccess(const void* p, size_t n, Access acc) {
   if (!g_checking) return;
   const uintptr_t a = uintptr_t(p);
-  const ThreadState& ts = g_block.t[size_t(g_cur)];
-  (void)ts;
   const Fiber& f = g_fibers[size_t(g_cur)];
   if (a >= uintptr_t(f.stackLo) && a + n <= uintptr_t(f.stackHi)) return;  // its own local memory
   if ((n == 2 || n == 4 || n == 8 || n == 16) && (a & (n - 1)) != 0)
@@ -519,7 +516,6 @@ void runBlock(const LaunchInfo& L, uint3 idx, std::vector<int>& order) {
     B.pend[size_t(i)].on = false;
     fiberReset(g_fibers[size_t(i)]);
   }
-  std::fill(B.warpSyncs.begin(), B.warpSyncs.end(), 0);
   for (;;) {
     std::shuffle(order.begin(), order.end(), g_rng);
     bool ran = false;
@@ -608,7 +604,6 @@ void runLaunch(const LaunchInfo& L) {
   B.n = n;
   B.t.assign(size_t(n), ThreadState{});
   B.pend.assign(size_t(n), Pending{});
-  B.warpSyncs.assign(size_t((n + 31) / 32), 0);
   g_dynBytes = L.smem;
   std::vector<uint3> blocks;
   for (unsigned z = 0; z < L.grid.z; z++)
@@ -690,7 +685,6 @@ void completeCollective(int w0, unsigned mask) {
       }
     }
   }
-  B.warpSyncs[size_t(w0 / 32)]++;
   for (int l = 0; l < 32; l++)
     if (mask >> l & 1u) {
       B.pend[size_t(w0 + l)].on = false;
