@@ -18,7 +18,12 @@
 
 #include "emu_runtime.h"
 
-#if !defined(__x86_64__)
+// x86-64: a hand-written stack switch (no signal-mask system call per switch); elsewhere, or with
+// -DSEVENTY_EMU_UCONTEXT, ucontext.
+#if defined(__x86_64__) && !defined(SEVENTY_EMU_UCONTEXT)
+#define EMU_ASM_SWITCH 1
+#else
+#define EMU_ASM_SWITCH 0
 #include <ucontext.h>
 #endif
 
@@ -37,7 +42,7 @@ extern "C" void emu_fiber_main();
 namespace emu {
 namespace {
 
-#if defined(__x86_64__)
+#if EMU_ASM_SWITCH
 // switch(saveSp, newSp): push the callee-saved registers, swap stacks, pop, return on the new stack.
 extern "C" void emu_switch(void** saveSp, void* newSp);
 asm(R"(
@@ -83,14 +88,14 @@ emu_fiber_entry:
 struct Fiber {
   char* stackLo = nullptr;  // usable range (a guard page below)
   char* stackHi = nullptr;
-#if defined(__x86_64__)
+#if EMU_ASM_SWITCH
   void* sp = nullptr;
 #else
   ucontext_t ctx;
 #endif
 };
 
-#if defined(__x86_64__)
+#if EMU_ASM_SWITCH
 void* g_schedSp = nullptr;
 #else
 ucontext_t g_schedCtx;
@@ -115,7 +120,7 @@ void allocFibers(size_t n) {
 }
 
 void fiberReset(Fiber& f) {
-#if defined(__x86_64__)
+#if EMU_ASM_SWITCH
   uintptr_t top = uintptr_t(f.stackHi) & ~uintptr_t(15);
   void** sp = reinterpret_cast<void**>(top);
   *--sp = reinterpret_cast<void*>(&emu_fiber_entry);  // ret target; it calls emu_fiber_main with rsp ≡ 0 (mod 16)
@@ -138,14 +143,14 @@ void fiberReset(Fiber& f) {
 }
 
 void switchToFiber(Fiber& f) {
-#if defined(__x86_64__)
+#if EMU_ASM_SWITCH
   emu_switch(&g_schedSp, f.sp);
 #else
   swapcontext(&g_schedCtx, &f.ctx);
 #endif
 }
 void switchToScheduler(Fiber& f) {
-#if defined(__x86_64__)
+#if EMU_ASM_SWITCH
   emu_switch(&f.sp, g_schedSp);
 #else
   swapcontext(&f.ctx, &g_schedCtx);
