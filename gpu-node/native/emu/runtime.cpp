@@ -8,6 +8,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cxxabi.h>
+
 #include <algorithm>
 #include <deque>
 #include <map>
@@ -333,17 +335,55 @@ void describeThread(char* buf, size_t len, int linear) {
   snprintf(buf, len, "thread (%u,%u,%u) [warp %d]", t.x, t.y, t.z, linear / 32);
 }
 
+// The static variable holding address a, from the program's own symbol table (function-local statics
+// are not in the dynamic symbol table dladdr reads). Only on the error path.
+std::string staticSymbolAt(uintptr_t a) {
+  uintptr_t bias = 0;
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* out) {
+        *static_cast<uintptr_t*>(out) = info->dlpi_addr;
+        return 1;  // the first entry is the program
+      },
+      &bias);
+  FILE* f = fopen("/proc/self/exe", "rb");
+  if (!f) return "";
+  std::vector<char> elf;
+  char chunk[65536];
+  size_t n;
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) elf.insert(elf.end(), chunk, chunk + n);
+  fclose(f);
+  if (elf.size() < sizeof(ElfW(Ehdr))) return "";
+  const auto* eh = reinterpret_cast<const ElfW(Ehdr)*>(elf.data());
+  if (eh->e_shoff + size_t(eh->e_shnum) * sizeof(ElfW(Shdr)) > elf.size()) return "";
+  const auto* sh = reinterpret_cast<const ElfW(Shdr)*>(elf.data() + eh->e_shoff);
+  for (int i = 0; i < eh->e_shnum; i++) {
+    if (sh[i].sh_type != SHT_SYMTAB || sh[i].sh_link >= eh->e_shnum) continue;
+    const auto* syms = reinterpret_cast<const ElfW(Sym)*>(elf.data() + sh[i].sh_offset);
+    const char* names = elf.data() + sh[sh[i].sh_link].sh_offset;
+    for (size_t k = 0; k < sh[i].sh_size / sizeof(ElfW(Sym)); k++) {
+      const ElfW(Sym)& y = syms[k];
+      if (ELF64_ST_TYPE(y.st_info) != STT_OBJECT || !y.st_size) continue;
+      const uintptr_t lo = bias + y.st_value;
+      if (a < lo || a >= lo + y.st_size) continue;
+      int status = 0;
+      char* dem = abi::__cxa_demangle(names + y.st_name, nullptr, nullptr, &status);
+      std::string name = status == 0 && dem ? dem : names + y.st_name;
+      free(dem);
+      return name + " +" + std::to_string(a - lo);
+    }
+  }
+  return "";
+}
+
 std::string spaceOf(uintptr_t a) {
-  char buf[160];
+  char buf[96];
   if (a >= uintptr_t(g_dynSmem) && a < uintptr_t(g_dynSmem) + kMaxDynSmem) {
     snprintf(buf, sizeof buf, "dynamic shared memory +%zu", size_t(a - uintptr_t(g_dynSmem)));
-  } else {
-    Dl_info info{};
-    if (dladdr(reinterpret_cast<void*>(a), &info) && info.dli_sname)
-      snprintf(buf, sizeof buf, "__shared__ %s +%zu", info.dli_sname, size_t(a - uintptr_t(info.dli_saddr)));
-    else
-      snprintf(buf, sizeof buf, "__shared__ variable at %p", reinterpret_cast<void*>(a));
+    return buf;
   }
+  const std::string sym = staticSymbolAt(a);
+  if (!sym.empty()) return "__shared__ " + sym;
+  snprintf(buf, sizeof buf, "__shared__ variable at %p", reinterpret_cast<void*>(a));
   return buf;
 }
 
