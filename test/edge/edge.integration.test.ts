@@ -18,7 +18,7 @@ import {
   type Started,
 } from "../../edge/scripts/stack.mjs";
 import { affinityNode } from "../../edge/src/pool/router";
-import { chatPrefixHash } from "../../edge/src/proxy/estimate";
+import { chatPrefixHash } from "../../edge/src/proxy/prefix";
 
 const ADMIN = "integration-admin-token";
 const SECRET = "integration-node-secret";

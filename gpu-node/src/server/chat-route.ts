@@ -9,8 +9,8 @@ import {
 import type { NodeContext, RequestConn } from "./context.js";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { Generation, type ChoiceDelta, type FinishReason, type GenerationUsage, type TokenLogprobInfo } from "./generation.js";
-import { HttpError } from "./http-error.js";
-import { checkModel, newId, resolveMaxTokens, samplingParams, stopStrings } from "./request-prep.js";
+import { HttpError, USAGE_HEADER } from "./http-error.js";
+import { checkModel, fitBudget, newId, resolveMaxTokens, samplingParams, stopStrings } from "./request-prep.js";
 import { SseWriter } from "./sse.js";
 import { tokenText } from "./token-text.js";
 import { parseToolCalls } from "./tool-calls.js";
@@ -95,7 +95,15 @@ export async function chatCompletions(ctx: NodeContext, body: unknown, conn: Req
     });
   }
   const maxParam = req.max_completion_tokens !== undefined ? "max_completion_tokens" : "max_tokens";
-  const maxTokens = resolveMaxTokens(ctx, promptTokenIds.length, req.max_completion_tokens ?? req.max_tokens, maxParam, "messages");
+  const requested = req.max_completion_tokens ?? req.max_tokens;
+  const maxTokens = fitBudget(
+    conn.budget,
+    promptTokenIds.length,
+    req.n ?? 1,
+    resolveMaxTokens(ctx, promptTokenIds.length, requested, maxParam, "messages"),
+    requested !== undefined,
+    maxParam,
+  );
   const wantLogprobs = req.logprobs === true;
   const id = newId("chatcmpl");
   const created = Math.floor(Date.now() / 1000);
@@ -141,7 +149,7 @@ export async function chatCompletions(ctx: NodeContext, body: unknown, conn: Req
   conn.signal.addEventListener("abort", () => gen.cancel(), { once: true });
   const usage = await done.catch((err: Error) => {
     observe.done("error");
-    throw new HttpError(500, `Generation failed: ${err.message}`, { code: "engine_error" });
+    throw new HttpError(500, `Generation failed: ${err.message}`, { code: "engine_error", usage: gen.usedSoFar() });
   });
   observe.done(finish[0] ?? "length");
   const completion: ChatCompletion = {
@@ -163,7 +171,9 @@ export async function chatCompletions(ctx: NodeContext, body: unknown, conn: Req
     }),
     usage: usageJson(usage),
   };
-  return new Response(JSON.stringify(completion), { headers: { "content-type": "application/json" } });
+  return new Response(JSON.stringify(completion), {
+    headers: { "content-type": "application/json", [USAGE_HEADER]: `${usage.promptTokens},${usage.completionTokens}` },
+  });
 }
 
 export function usageJson(u: GenerationUsage) {
@@ -254,7 +264,7 @@ function streamChat(
     },
     onError(err) {
       observe.done("error");
-      sse.fail(err);
+      sse.fail(err, gen.usedSoFar());
     },
   });
   admit(gen);

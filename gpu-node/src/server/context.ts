@@ -47,4 +47,9 @@ export interface RequestConn {
   /** Node's response object, when served by Node: streams are written to it directly. */
   outgoing?: ServerResponse;
   requestId: string;
+  /**
+   * The most tokens (prompt + every completion) this request may use, from the edge's signed
+   * x-seventy-budget header; null when the request carries none (an unsigned or direct request).
+   */
+  budget: number | null;
 }

@@ -9,7 +9,8 @@ export class SignatureVerifier {
   private readonly nonces = new NonceCache();
   constructor(private readonly secret: string) {}
 
-  async verify(req: Request, body: Uint8Array): Promise<void> {
+  /** Returns the signature's nonce and the signed token budget (null when none was sent). */
+  async verify(req: Request, body: Uint8Array): Promise<{ nonce: string; budget: number | null }> {
     const url = new URL(req.url);
     const result = await verifyRequest({
       method: req.method,
@@ -22,5 +23,6 @@ export class SignatureVerifier {
     if (!this.nonces.use(result.nonce)) {
       throw new HttpError(401, "Request signature rejected: replayed nonce.", { code: "invalid_signature" });
     }
+    return { nonce: result.nonce, budget: result.budget };
   }
 }

@@ -1,8 +1,12 @@
 /**
  * HMAC request signing between the edge and gpu-nodes (both directions use the same scheme).
  *
- *   canonical = METHOD \n PATH?QUERY \n TIMESTAMP \n NONCE \n hex(SHA-256(body))
+ *   canonical = METHOD \n PATH?QUERY \n TIMESTAMP \n NONCE \n hex(SHA-256(body)) [\n "budget=" BUDGET]
  *   x-seventy-signature = "v1=" + hex(HMAC-SHA256(secret, canonical))
+ *
+ * The edge's requests to nodes carry `x-seventy-budget`: the most tokens (prompt and completion,
+ * every choice together) the request may use, which the node enforces. It is signed with the rest,
+ * so neither a client nor anyone on the path can raise or drop it.
  *
  * The timestamp bounds replay to a window (60 s by default); the nonce lets a verifier refuse a
  * signature it has already seen inside that window. Only WebCrypto is used, so this runs unchanged
@@ -12,6 +16,7 @@
 export const SIGNATURE_HEADER = "x-seventy-signature";
 export const TIMESTAMP_HEADER = "x-seventy-timestamp";
 export const NONCE_HEADER = "x-seventy-nonce";
+export const BUDGET_HEADER = "x-seventy-budget";
 export const DEFAULT_MAX_SKEW_SECONDS = 60;
 
 const encoder = new TextEncoder();
@@ -49,8 +54,16 @@ export async function sha256Hex(body: Uint8Array | string): Promise<string> {
   return toHex(await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>));
 }
 
-function canonical(method: string, pathAndQuery: string, timestamp: string, nonce: string, bodyHash: string): string {
-  return `${method.toUpperCase()}\n${pathAndQuery}\n${timestamp}\n${nonce}\n${bodyHash}`;
+export function canonicalString(
+  method: string,
+  pathAndQuery: string,
+  timestamp: string,
+  nonce: string,
+  bodyHash: string,
+  budget?: string | null,
+): string {
+  const base = `${method.toUpperCase()}\n${pathAndQuery}\n${timestamp}\n${nonce}\n${bodyHash}`;
+  return budget == null ? base : `${base}\nbudget=${budget}`;
 }
 
 export interface SignInput {
@@ -62,6 +75,8 @@ export interface SignInput {
   /** Unix seconds; defaults to now. */
   timestamp?: number;
   nonce?: string;
+  /** Token budget of the request (see BUDGET_HEADER); signed and sent when given. */
+  budget?: number;
 }
 
 /** Returns the three headers to add to the request. */
@@ -69,15 +84,20 @@ export async function signRequest(input: SignInput): Promise<Record<string, stri
   const timestamp = String(input.timestamp ?? Math.floor(Date.now() / 1000));
   const nonce = input.nonce ?? crypto.randomUUID();
   const key = await hmacKey(input.secret);
+  const budget = input.budget === undefined ? null : String(input.budget);
   const mac = await crypto.subtle.sign(
     "HMAC",
     key,
-    encoder.encode(canonical(input.method, input.path, timestamp, nonce, await sha256Hex(input.body))),
+    encoder.encode(canonicalString(input.method, input.path, timestamp, nonce, await sha256Hex(input.body), budget)),
   );
-  return { [SIGNATURE_HEADER]: `v1=${toHex(mac)}`, [TIMESTAMP_HEADER]: timestamp, [NONCE_HEADER]: nonce };
+  const headers: Record<string, string> = { [SIGNATURE_HEADER]: `v1=${toHex(mac)}`, [TIMESTAMP_HEADER]: timestamp, [NONCE_HEADER]: nonce };
+  if (budget !== null) headers[BUDGET_HEADER] = budget;
+  return headers;
 }
 
-export type VerifyResult = { ok: true; nonce: string; timestamp: number } | { ok: false; reason: string };
+export type VerifyResult =
+  | { ok: true; nonce: string; timestamp: number; /** The signed token budget, or null when none was sent. */ budget: number | null }
+  | { ok: false; reason: string };
 
 export interface VerifyInput {
   method: string;
@@ -101,6 +121,8 @@ export async function verifyRequest(input: VerifyInput): Promise<VerifyResult> {
   if (!sig || !ts || !nonce) return { ok: false, reason: "missing signature headers" };
   if (!/^\d{1,12}$/.test(ts)) return { ok: false, reason: "malformed timestamp" };
   if (nonce.length > 128) return { ok: false, reason: "malformed nonce" };
+  const budget = input.headers.get(BUDGET_HEADER);
+  if (budget !== null && !/^\d{1,12}$/.test(budget)) return { ok: false, reason: "malformed budget" };
   const timestamp = Number(ts);
   const now = input.now ?? Math.floor(Date.now() / 1000);
   if (Math.abs(now - timestamp) > (input.maxSkewSeconds ?? DEFAULT_MAX_SKEW_SECONDS)) {
@@ -114,9 +136,9 @@ export async function verifyRequest(input: VerifyInput): Promise<VerifyResult> {
     "HMAC",
     key,
     mac as Uint8Array<ArrayBuffer>,
-    encoder.encode(canonical(input.method, input.path, ts, nonce, await sha256Hex(input.body))),
+    encoder.encode(canonicalString(input.method, input.path, ts, nonce, await sha256Hex(input.body), budget)),
   );
-  return valid ? { ok: true, nonce, timestamp } : { ok: false, reason: "bad signature" };
+  return valid ? { ok: true, nonce, timestamp, budget: budget === null ? null : Number(budget) } : { ok: false, reason: "bad signature" };
 }
 
 /**
