@@ -9,14 +9,25 @@
 //
 // Options: --requests N (sequential samples per path, default 2000), --seconds S (per throughput
 // run, default 5), --concurrency C (default 32), --log-level info|error (default error).
-import { readFile, mkdtemp, mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:http";
 import { tmpdir, cpus } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { signRequest } from "@seventy/sdk/signing";
 import { Pool } from "undici";
-import { ROOT, adminCall, freePort, spawnGroup, stopGroup, waitFor, waitForNodes, wranglerEnv } from "../edge/scripts/stack.mjs";
+import {
+  ROOT,
+  adminCall,
+  buildBundle,
+  freePort,
+  readWranglerToml,
+  spawnGroup,
+  stopGroup,
+  waitFor,
+  waitForNodes,
+  workerdConfig,
+} from "../edge/scripts/stack.mjs";
 
 const MODEL = "bench-model";
 const CHUNKS = 50;
@@ -85,76 +96,6 @@ async function runStub(port, edgeUrl, credential) {
 
 // ---------------------------------------------------------------------------------------------
 // The edge under bare workerd.
-
-/** Reads `[vars]`, compatibility date and flags from wrangler.toml (flat key = "value" lines). */
-async function readWranglerToml() {
-  const text = await readFile(join(ROOT, "wrangler.toml"), "utf8");
-  const vars = {};
-  let section = "";
-  let compatibilityDate = "2026-04-20";
-  let compatibilityFlags = [];
-  for (const raw of text.split("\n")) {
-    const line = raw.trim();
-    if (line.startsWith("[")) section = line;
-    const m = /^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.+)$/.exec(line);
-    if (!m) continue;
-    if (section === "[vars]") vars[m[1]] = JSON.parse(m[2]);
-    else if (section === "" && m[1] === "compatibility_date") compatibilityDate = JSON.parse(m[2]);
-    else if (section === "" && m[1] === "compatibility_flags") compatibilityFlags = JSON.parse(m[2]);
-  }
-  return { vars, compatibilityDate, compatibilityFlags };
-}
-
-async function buildBundle(outdir) {
-  const child = spawnGroup(join(ROOT, "node_modules", ".bin", "wrangler"), ["deploy", "--dry-run", "--outdir", outdir], { env: wranglerEnv() });
-  const { code } = await child.exited;
-  if (code !== 0) throw new Error(`wrangler deploy --dry-run failed:\n${child.output()}`);
-  const size = (await readFile(join(outdir, "index.js"))).byteLength;
-  return size;
-}
-
-function capnpString(s) {
-  return JSON.stringify(s);
-}
-
-const EDGE_CLASSES = { KeyRegistry: "KEY_REGISTRY", KeyLimiter: "KEY_LIMITER", NodePool: "NODE_POOL" };
-
-async function workerdConfig({ dir, name = "edge", port, bundle, vars, compatibilityDate, compatibilityFlags, objects = EDGE_CLASSES }) {
-  const classes = Object.keys(objects);
-  const bindingNames = objects;
-  const bindings = [
-    ...Object.entries(vars).map(([k, v]) => `(name = ${capnpString(k)}, text = ${capnpString(v)})`),
-    ...classes.map((c) => `(name = ${capnpString(bindingNames[c])}, durableObjectNamespace = (className = ${capnpString(c)}))`),
-  ];
-  const config = `using Workerd = import "/workerd/workerd.capnp";
-const config :Workerd.Config = (
-  services = [
-    (name = "edge", worker = .edge),
-    (name = "do-disk", disk = (path = ${capnpString(join(dir, `do-${name}`))}, writable = true)),
-    (name = "internet", network = (allow = ["public", "private", "local"])),
-  ],
-  sockets = [ (name = "http", address = "127.0.0.1:${port}", http = (), service = "edge") ],
-);
-const edge :Workerd.Worker = (
-  # embed paths are relative to this file
-  modules = [ (name = "index.js", esModule = embed ${capnpString(bundle)}) ],
-  compatibilityDate = ${capnpString(compatibilityDate)},
-  compatibilityFlags = [${compatibilityFlags.map(capnpString).join(", ")}],
-  bindings = [
-    ${bindings.join(",\n    ")}
-  ],
-  durableObjectNamespaces = [
-    ${classes.map((c) => `(className = ${capnpString(c)}, uniqueKey = ${capnpString(`seventy-${c}`)}, enableSql = true)`).join(",\n    ")}
-  ],
-  durableObjectStorage = (localDisk = "do-disk"),
-  globalOutbound = "internet",
-);
-`;
-  await mkdir(join(dir, `do-${name}`), { recursive: true });
-  const path = join(dir, `${name}.capnp`);
-  await writeFile(path, config);
-  return path;
-}
 
 /**
  * Reference workers that set the floor on this machine: the least any proxy worker costs, and the

@@ -19,9 +19,25 @@ export interface Started {
   stop(): Promise<void>;
 }
 
+export function readWranglerToml(): Promise<{ vars: Record<string, string>; compatibilityDate: string; compatibilityFlags: string[] }>;
+export function buildBundle(outdir: string): Promise<number>;
+export function workerdConfig(opts: {
+  dir: string;
+  name?: string;
+  port: number;
+  bundle: string;
+  vars: Record<string, string>;
+  compatibilityDate: string;
+  compatibilityFlags: string[];
+  objects?: Record<string, string>;
+}): Promise<string>;
+
 export function startEdge(opts: {
   port: number;
-  inspectorPort: number;
+  /** Only for runner "wrangler". */
+  inspectorPort?: number;
+  /** "workerd" (default): the deploy bundle under bare workerd; "wrangler": wrangler dev. */
+  runner?: "workerd" | "wrangler";
   adminToken: string;
   nodeSecret: string;
   vars?: Record<string, string>;

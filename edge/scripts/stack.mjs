@@ -1,9 +1,9 @@
-// Starting and stopping the local stack (wrangler dev + gpu-nodes) for `npm start`, the
+// Starting and stopping the local stack (the edge under workerd + gpu-nodes) for `npm start`, the
 // integration tests and the benchmark. Every child runs in its own process group so that one
 // signal stops it and everything it started.
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { chmod, mkdir, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -94,9 +94,86 @@ export async function stopGroup(child, signal = "SIGINT", graceMs = 5000) {
   }
 }
 
+/** Reads `[vars]`, compatibility date and flags from wrangler.toml (flat key = "value" lines). */
+export async function readWranglerToml() {
+  const text = await readFile(join(ROOT, "wrangler.toml"), "utf8");
+  const vars = {};
+  let section = "";
+  let compatibilityDate = "2026-04-20";
+  let compatibilityFlags = [];
+  for (const raw of text.split("\n")) {
+    const line = raw.trim();
+    if (line.startsWith("[")) section = line;
+    const m = /^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.+)$/.exec(line);
+    if (!m) continue;
+    if (section === "[vars]") vars[m[1]] = JSON.parse(m[2]);
+    else if (section === "" && m[1] === "compatibility_date") compatibilityDate = JSON.parse(m[2]);
+    else if (section === "" && m[1] === "compatibility_flags") compatibilityFlags = JSON.parse(m[2]);
+  }
+  return { vars, compatibilityDate, compatibilityFlags };
+}
+
+/** The deploy bundle (`wrangler deploy --dry-run`, offline) in `outdir`; returns its size in bytes. */
+export async function buildBundle(outdir) {
+  const child = spawnGroup(join(ROOT, "node_modules", ".bin", "wrangler"), ["deploy", "--dry-run", "--outdir", outdir], { env: wranglerEnv() });
+  const { code } = await child.exited;
+  if (code !== 0) throw new Error(`wrangler deploy --dry-run failed:\n${child.output()}`);
+  return (await readFile(join(outdir, "index.js"))).byteLength;
+}
+
+const EDGE_CLASSES = { KeyRegistry: "KEY_REGISTRY", KeyLimiter: "KEY_LIMITER", NodePool: "NODE_POOL" };
+
 /**
- * Starts the edge under `wrangler dev`, secrets passed through a private env file, and waits until
- * it answers /health.
+ * A workerd config serving `bundle` (a path relative to `dir`) on 127.0.0.1:`port`, Durable
+ * Objects stored under `dir`, outbound fetches allowed to loopback. Written with mode 0600: the
+ * bindings hold secrets.
+ */
+export async function workerdConfig({ dir, name = "edge", port, bundle, vars, compatibilityDate, compatibilityFlags, objects = EDGE_CLASSES }) {
+  const q = (s) => JSON.stringify(s);
+  const classes = Object.keys(objects);
+  const bindings = [
+    ...Object.entries(vars).map(([k, v]) => `(name = ${q(k)}, text = ${q(String(v))})`),
+    ...classes.map((c) => `(name = ${q(objects[c])}, durableObjectNamespace = (className = ${q(c)}))`),
+  ];
+  const config = `using Workerd = import "/workerd/workerd.capnp";
+const config :Workerd.Config = (
+  services = [
+    (name = "edge", worker = .edge),
+    (name = "do-disk", disk = (path = ${q(join(dir, `do-${name}`))}, writable = true)),
+    (name = "internet", network = (allow = ["public", "private", "local"])),
+  ],
+  sockets = [ (name = "http", address = "127.0.0.1:${port}", http = (), service = "edge") ],
+);
+const edge :Workerd.Worker = (
+  # embed paths are relative to this file
+  modules = [ (name = "index.js", esModule = embed ${q(bundle)}) ],
+  compatibilityDate = ${q(compatibilityDate)},
+  compatibilityFlags = [${compatibilityFlags.map(q).join(", ")}],
+  bindings = [
+    ${bindings.join(",\n    ")}
+  ],
+  durableObjectNamespaces = [
+    ${classes.map((c) => `(className = ${q(c)}, uniqueKey = ${q(`seventy-${c}`)}, enableSql = true)`).join(",\n    ")}
+  ],
+  durableObjectStorage = (localDisk = "do-disk"),
+  globalOutbound = "internet",
+);
+`;
+  await mkdir(join(dir, `do-${name}`), { recursive: true });
+  const path = join(dir, `${name}.capnp`);
+  await writeFile(path, config, { mode: 0o600 });
+  await chmod(path, 0o600);
+  return path;
+}
+
+/**
+ * Starts the edge as production runs it: the deploy bundle (`wrangler deploy --dry-run`) under
+ * bare `workerd serve`, vars from wrangler.toml with `vars` laid over them, secrets as bindings in
+ * a private config file, Durable Objects stored under `stateDir`. Waits until it answers /health.
+ *
+ * Not `wrangler dev`: its inspector proxy relays one devtools message per streamed chunk and ran
+ * out of file descriptors at a few hundred concurrent streams. `runner: "wrangler"` still starts
+ * `wrangler dev` (live reload while editing the worker); `inspectorPort` is used only then.
  */
 export async function startEdge({
   port,
@@ -108,8 +185,47 @@ export async function startEdge({
   echo = null,
   logLevel = "warn",
   timeoutMs = 60_000,
+  runner = "workerd",
 }) {
   await mkdir(stateDir, { recursive: true });
+  let child;
+  if (runner === "wrangler") {
+    child = await spawnWranglerDev({ port, inspectorPort, adminToken, nodeSecret, vars, stateDir, echo, logLevel });
+  } else {
+    await buildBundle(join(stateDir, "dist"));
+    const toml = await readWranglerToml();
+    const config = await workerdConfig({
+      dir: stateDir,
+      port,
+      bundle: "dist/index.js",
+      // A local stack's nodes listen on http://127.0.0.1: let them register (never set in production).
+      vars: { ...toml.vars, ALLOW_HTTP_LOOPBACK_NODES: "true", ...vars, ADMIN_TOKEN: adminToken, NODE_SECRET: nodeSecret },
+      compatibilityDate: toml.compatibilityDate,
+      compatibilityFlags: toml.compatibilityFlags,
+    });
+    const args = ["serve", config];
+    // Worker console output (the request log) shows with --verbose.
+    if (logLevel === "info" || logLevel === "log" || logLevel === "debug") args.push("--verbose");
+    child = spawnGroup(join(ROOT, "node_modules", ".bin", "workerd"), args, { echo });
+  }
+  const url = `http://127.0.0.1:${port}`;
+  try {
+    await waitFor(
+      async () => {
+        if (!alive(child)) throw new Error(`the edge exited:\n${child.output()}`);
+        const res = await fetch(`${url}/health`);
+        return res.ok;
+      },
+      { timeoutMs, intervalMs: 150, what: "the edge to answer /health" },
+    );
+  } catch (err) {
+    await stopGroup(child);
+    throw new Error(`${err.message}\n${child.output()}`);
+  }
+  return { url, child, stop: () => stopGroup(child, "SIGINT") };
+}
+
+async function spawnWranglerDev({ port, inspectorPort, adminToken, nodeSecret, vars, stateDir, echo, logLevel }) {
   const envFile = join(stateDir, "edge.env");
   await writeFile(envFile, `ADMIN_TOKEN=${adminToken}\nNODE_SECRET=${nodeSecret}\n`, { mode: 0o600 });
   await chmod(envFile, 0o600);
@@ -118,7 +234,7 @@ export async function startEdge({
     "--config", join(ROOT, "wrangler.toml"),
     "--ip", "127.0.0.1",
     "--port", String(port),
-    "--inspector-port", String(inspectorPort),
+    "--inspector-port", String(inspectorPort ?? (await freePort())),
     "--show-interactive-dev-session=false",
     "--env-file", envFile,
     "--persist-to", join(stateDir, "wrangler-state"),
@@ -126,22 +242,7 @@ export async function startEdge({
   ];
   // A local stack's nodes listen on http://127.0.0.1: let them register (never set in production).
   for (const [k, v] of Object.entries({ ALLOW_HTTP_LOOPBACK_NODES: "true", ...vars })) args.push("--var", `${k}:${v}`);
-  const child = spawnGroup(join(ROOT, "node_modules", ".bin", "wrangler"), args, { env: wranglerEnv(), echo });
-  const url = `http://127.0.0.1:${port}`;
-  try {
-    await waitFor(
-      async () => {
-        if (!alive(child)) throw new Error(`wrangler dev exited:\n${child.output()}`);
-        const res = await fetch(`${url}/health`);
-        return res.ok;
-      },
-      { timeoutMs, intervalMs: 150, what: "wrangler dev to answer /health" },
-    );
-  } catch (err) {
-    await stopGroup(child);
-    throw new Error(`${err.message}\n${child.output()}`);
-  }
-  return { url, child, stop: () => stopGroup(child, "SIGINT") };
+  return spawnGroup(join(ROOT, "node_modules", ".bin", "wrangler"), args, { env: wranglerEnv(), echo });
 }
 
 /**

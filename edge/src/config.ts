@@ -4,7 +4,13 @@ export interface EdgeConfig {
   nodeTtlMs: number;
   poolCacheMs: number;
   upstreamTimeoutMs: number;
+  connectTimeoutMs: number;
+  requestTimeoutMs: number;
   streamIdleTimeoutMs: number;
+  maxStreamMs: number;
+  maxResponseBytes: number;
+  maxEventBytes: number;
+  cancelDrainMs: number;
   maxAttempts: number;
   nodeEjectMs: number;
   maxBodyBytes: number;
@@ -42,7 +48,13 @@ export function config(env: Env): EdgeConfig {
     nodeTtlMs: int(env.NODE_TTL_MS, 6000, 1),
     poolCacheMs: int(env.POOL_CACHE_MS, 1000),
     upstreamTimeoutMs: int(env.UPSTREAM_TIMEOUT_MS, 60_000, 1),
+    connectTimeoutMs: int(env.CONNECT_TIMEOUT_MS, 2000, 1),
+    requestTimeoutMs: int(env.REQUEST_TIMEOUT_MS, 600_000, 1),
     streamIdleTimeoutMs: int(env.STREAM_IDLE_TIMEOUT_MS, 120_000, 1),
+    maxStreamMs: int(env.MAX_STREAM_MS, 1_800_000, 1),
+    maxResponseBytes: int(env.MAX_RESPONSE_BYTES, 8 << 20, 1024),
+    maxEventBytes: int(env.MAX_EVENT_BYTES, 1 << 20, 1024),
+    cancelDrainMs: int(env.CANCEL_DRAIN_MS, 5000, 1),
     maxAttempts: int(env.MAX_ATTEMPTS, 3, 1),
     nodeEjectMs: int(env.NODE_EJECT_MS, 5000),
     maxBodyBytes: int(env.MAX_BODY_BYTES, 1 << 20, 1),
@@ -54,7 +66,7 @@ export function config(env: Env): EdgeConfig {
     },
     defaultMaxTokens: int(env.DEFAULT_MAX_TOKENS, 1024, 1),
     affinityPrefixChars: int(env.AFFINITY_PREFIX_CHARS, 1024, 1),
-    leaseTtlMs: int(env.LEASE_TTL_MS, 900_000, 1000),
+    leaseTtlMs: int(env.LEASE_TTL_MS, 120_000, 1000),
     logRequests: (env.LOG_LEVEL ?? "info").toLowerCase() !== "error",
     allowHttpLoopbackNodes: env.ALLOW_HTTP_LOOPBACK_NODES === "true",
   };

@@ -28,10 +28,22 @@ export interface Env {
   NODE_TTL_MS?: string;
   /** How long an isolate reuses its snapshot of the pool before refreshing it (default 1000). */
   POOL_CACHE_MS?: string;
-  /** Time allowed to a node until the first byte of its answer (default 60000). */
+  /** Time allowed to a node until the first byte of a stream (default 60000). */
   UPSTREAM_TIMEOUT_MS?: string;
+  /** Time allowed to a node until the headers of a stream, per attempt; then the next node (default 2000). */
+  CONNECT_TIMEOUT_MS?: string;
+  /** Time allowed to a node for a whole non-stream answer; never re-run after it (default 600000). */
+  REQUEST_TIMEOUT_MS?: string;
   /** A stream that sends nothing for this long is cut off with an error event (default 120000). */
   STREAM_IDLE_TIMEOUT_MS?: string;
+  /** The longest a stream may run; then it ends with an error event (default 1800000). */
+  MAX_STREAM_MS?: string;
+  /** Largest non-stream answer passed on, in bytes (default 8388608). */
+  MAX_RESPONSE_BYTES?: string;
+  /** Largest single SSE event passed on, in bytes (default 1048576). */
+  MAX_EVENT_BYTES?: string;
+  /** How long the edge waits for a node it told to stop to report its usage (default 5000). */
+  CANCEL_DRAIN_MS?: string;
   /** Nodes tried per request (default 3). */
   MAX_ATTEMPTS?: string;
   /** A node that refused a connection or timed out is skipped by this isolate for this long (default 5000). */
@@ -48,7 +60,7 @@ export interface Env {
   DEFAULT_MAX_TOKENS?: string;
   /** Characters of the conversation head hashed for prefix affinity (default 1024). */
   AFFINITY_PREFIX_CHARS?: string;
-  /** A lease whose release never arrived is reclaimed after this long (default 900000). */
+  /** A lease not renewed (every third of this) and never released is reclaimed after this long (default 120000). */
   LEASE_TTL_MS?: string;
   /** `info` logs one line per request; `error` only failures (default info). */
   LOG_LEVEL?: string;

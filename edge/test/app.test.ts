@@ -24,31 +24,66 @@ import {
 type NodeHandler = (req: Request) => Promise<Response> | Response;
 const nodes = new Map<string, NodeHandler>();
 const seen: { host: string; req: Request; body: string }[] = [];
+/** POST /v1/cancel per node: what a node does when the edge stops one of its requests (by nonce). */
+const stops = new Map<string, (nonce: string) => boolean>();
+const stopped: { host: string; nonce: string }[] = [];
 
 function nodeJson(usage = { prompt_tokens: 9, completion_tokens: 4, total_tokens: 13 }): Response {
-  return Response.json({
-    id: "cmpl-1",
-    object: "chat.completion",
-    created: 1,
-    model: "tiny",
-    choices: [{ index: 0, message: { role: "assistant", content: "hi" }, logprobs: null, finish_reason: "stop" }],
-    usage,
+  return Response.json(
+    {
+      id: "cmpl-1",
+      object: "chat.completion",
+      created: 1,
+      model: "tiny",
+      choices: [{ index: 0, message: { role: "assistant", content: "hi" }, logprobs: null, finish_reason: "stop" }],
+      usage,
+    },
+    { headers: { "x-seventy-usage": `${usage.prompt_tokens},${usage.completion_tokens}` } },
+  );
+}
+
+/** A node request that waits until the edge stops it (answering with `usage`) or drops it. */
+function untilStopped(req: Request, usage: [number, number]): Promise<Response> {
+  const host = new URL(req.url).host;
+  const nonce = req.headers.get("x-seventy-nonce")!;
+  return new Promise((resolve, reject) => {
+    stops.set(host, (n) => {
+      if (n !== nonce) return false;
+      resolve(Response.json({ usage: { prompt_tokens: usage[0], completion_tokens: usage[1] } }, { headers: { "x-seventy-usage": usage.join(",") } }));
+      return true;
+    });
+    req.signal.addEventListener("abort", () => reject(new Error("aborted")));
   });
 }
 
 beforeEach(() => {
   nodes.clear();
+  stops.clear();
   seen.length = 0;
+  stopped.length = 0;
   vi.spyOn(globalThis, "fetch").mockImplementation(async (input, init) => {
     const req = new Request(input as RequestInfo, init as RequestInit);
-    const host = new URL(req.url).host;
+    const url = new URL(req.url);
+    const host = url.host;
     const handler = nodes.get(host);
     if (!handler) throw new TypeError("Network connection lost.");
     const body = await req.clone().text();
+    if (url.pathname === "/v1/cancel") {
+      const verdict = await verifyRequest({ method: "POST", path: "/v1/cancel", body, secret: NODE_SECRET, headers: req.headers });
+      if (!verdict.ok) return Response.json({ error: { message: "bad signature" } }, { status: 401 });
+      const nonce = (JSON.parse(body) as { nonce: string }).nonce;
+      stopped.push({ host, nonce });
+      return Response.json({ cancelled: stops.get(host)?.(nonce) ?? false });
+    }
     seen.push({ host, req, body });
     return handler(req);
   });
 });
+
+async function usageOf(id: string): Promise<{ requests: number; prompt_tokens: number; completion_tokens: number; errors: number }> {
+  const res = (await (await admin(`/admin/usage?key=${id}`)).json()) as { data: { requests: number; prompt_tokens: number; completion_tokens: number; errors: number }[] };
+  return res.data[0] ?? { requests: 0, prompt_tokens: 0, completion_tokens: 0, errors: 0 };
+}
 
 afterEach(async () => {
   // Let leases settled after the response (waitUntil) land before storage is wiped.
@@ -58,6 +93,11 @@ afterEach(async () => {
   resetReleases();
   await reset();
 });
+
+/** Takes a node out of routing (drained). */
+async function removeNode(id: string): Promise<void> {
+  expect((await admin(`/admin/nodes/${id}/drain`, { method: "POST" })).status).toBe(200);
+}
 
 async function addNode(id: string, handler: NodeHandler, over: Parameters<typeof heartbeat>[1] = {}): Promise<void> {
   nodes.set(`${id}.node.test`, handler);
@@ -269,7 +309,7 @@ describe("routing and forwarding", () => {
     });
   });
 
-  it("ends a stream cut off mid-way with an error event, meters it, and counts an error", async () => {
+  it("ends a stream cut off mid-way with an error event, and charges the reservation it cannot learn the usage of", async () => {
     await addNode("a", () => new Response(streamOf([sseBody(2, { usage: false, done: false })], { errorAtEnd: true })));
     const k = await createKey();
     const res = await chat(k.key, { ...CHAT, stream: true });
@@ -277,20 +317,35 @@ describe("routing and forwarding", () => {
     const text = await res.text();
     expect(text).not.toContain("[DONE]");
     expect(text).toContain('data: {"error":{"message":');
-    await vi.waitFor(async () => {
-      const usage = (await (await admin(`/admin/usage?key=${k.id}`)).json()) as { data: { requests: number; completion_tokens: number; errors: number }[] };
-      expect(usage.data[0]).toMatchObject({ requests: 1, completion_tokens: 2, errors: 1 });
-    });
+    // The node died: what it generated past the 2 chunks seen is unknown, so the reservation is charged.
+    const reservedPrompt = JSON.stringify({ ...CHAT, stream: true }).length + 256;
+    await vi.waitFor(async () => expect(await usageOf(k.id)).toMatchObject({ requests: 1, prompt_tokens: reservedPrompt, completion_tokens: 16, errors: 1 }));
   });
 
-  it("fails over on a connection error, a 5xx or a timeout, but not on a 4xx", async () => {
+  it("meters the usage a node's in-band error event reports", async () => {
+    const failing = sseBody(2, { usage: false, done: false }) + 'data: {"error":{"message":"Generation failed","type":"server_error","param":null,"code":"engine_error"},"usage":{"prompt_tokens":7,"completion_tokens":3}}\n\n';
+    await addNode("a", () => new Response(streamOf([failing])));
+    const k = await createKey();
+    const text = await (await chat(k.key, { ...CHAT, stream: true })).text();
+    expect(text).toContain('"code":"engine_error"');
+    await vi.waitFor(async () => expect(await usageOf(k.id)).toMatchObject({ requests: 1, prompt_tokens: 7, completion_tokens: 3, errors: 1 }));
+  });
+
+  it("fails over on a connection error, a 5xx or a stream's missing headers, but not on a 4xx", async () => {
     const k = await createKey({ limits: { rpm: 100 } });
-    await addNode("good", () => nodeJson());
+    await addNode("good", (req) => (req.headers.get("accept") === "text/event-stream" ? new Response(streamOf([sseBody(1)])) : nodeJson()));
     await addNode("down", () => {
       throw new TypeError("Network connection lost.");
     });
     await addNode("broken", () => Response.json({ error: { message: "boom" } }, { status: 500 }));
     await addNode("slow", (req) => new Promise((_, reject) => req.signal.addEventListener("abort", () => reject(new Error("aborted")))));
+    for (let i = 0; i < 12; i++) {
+      const res = await chat(k.key, { ...CHAT, stream: true, messages: [{ role: "user", content: `s${i}` }] });
+      expect(res.status).toBe(200);
+      expect(res.headers.get("x-seventy-node")).toBe("good");
+      await res.text();
+    }
+    await removeNode("slow");
     for (let i = 0; i < 12; i++) {
       const res = await chat(k.key, { ...CHAT, messages: [{ role: "user", content: `q${i}` }] });
       expect(res.status).toBe(200);
@@ -307,9 +362,107 @@ describe("routing and forwarding", () => {
     await addNode("broken", () => new Response("no", { status: 503 }));
     await expectOpenAIError(await chat(k.key, CHAT), 502, "upstream_error");
     nodes.set("broken.node.test", (req) => new Promise((_, reject) => req.signal.addEventListener("abort", () => reject(new Error("aborted")))));
-    const res = await chat(k.key, CHAT);
+    const res = await chat(k.key, { ...CHAT, stream: true });
     expect(res.headers.get("x-ratelimit-limit-requests")).toBe("60");
     await expectOpenAIError(res, 504, "upstream_timeout");
+  });
+
+  it("gives a non-stream answer its own deadline, stops the node at it, never re-runs it, and meters what it generated", async () => {
+    const k = await createKey();
+    await addNode("a", (req) => untilStopped(req, [9, 40]));
+    await addNode("b", (req) => untilStopped(req, [9, 40]));
+    // REQUEST_TIMEOUT_MS is 1000 in these tests, UPSTREAM_TIMEOUT_MS (a stream's first byte) 300.
+    const started = Date.now();
+    await expectOpenAIError(await chat(k.key, CHAT), 504, "upstream_timeout");
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1000);
+    expect(seen).toHaveLength(1);
+    expect(stopped).toHaveLength(1);
+    await vi.waitFor(async () => expect(await usageOf(k.id)).toMatchObject({ requests: 1, prompt_tokens: 9, completion_tokens: 40, errors: 1 }));
+  });
+
+  it("charges failed attempts what their nodes report, and reserves prompts × n × the completion budget", async () => {
+    const k = await createKey({ limits: { rpm: 100, tpm: 1_000_000 } });
+    await addNode("a", () => Response.json({ error: { message: "engine failed" } }, { status: 500, headers: { "x-seventy-usage": "30,12" } }));
+    await addNode("b", () => nodeJson());
+    const res = await chat(k.key, CHAT);
+    expect(res.status).toBe(200);
+    await vi.waitFor(async () => expect(await usageOf(k.id)).toMatchObject({ requests: 1, prompt_tokens: 30 + 9, completion_tokens: 12 + 4 }));
+    // A 4xx the node answered before generating costs nothing but the request.
+    const bad = () => Response.json({ error: { message: "bad", type: "invalid_request_error", param: null, code: null } }, { status: 400, headers: { "x-seventy-usage": "0,0" } });
+    nodes.set("a.node.test", bad);
+    nodes.set("b.node.test", bad);
+    await expectOpenAIError(await chat(k.key, CHAT), 400);
+    await vi.waitFor(async () => expect(await usageOf(k.id)).toMatchObject({ requests: 2, prompt_tokens: 39, completion_tokens: 16, errors: 1 }));
+  });
+
+  it("reserves every prompt and choice, signs the budget into the request, and refuses what the key cannot afford", async () => {
+    await addNode("a", (req) => {
+      const budget = Number(req.headers.get("x-seventy-budget"));
+      return nodeJson({ prompt_tokens: 10, completion_tokens: budget - 10, total_tokens: budget });
+    });
+    const k = await createKey({ limits: { rpm: 100, tpm: 10_000 } });
+    const prompts = Array.from({ length: 64 }, (_, i) => `prompt ${i}`);
+    const completions = (json: Record<string, unknown>) =>
+      call("/v1/completions", {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${k.key}` },
+        body: JSON.stringify({ model: "tiny", ...json }),
+      });
+    // 64 prompts × n 16 × the default 1024 tokens: far past tpm 10000.
+    const big = await completions({ prompt: prompts, n: 16 });
+    expect((await expectOpenAIError(big, 429, "tokens_per_minute_exceeded")).message).toMatch(/\d+ tokens/);
+    // The case the per-request estimate used to miss: 4 prompts × n 16 × 256 = 16384.
+    const huge = await completions({ prompt: ["a", "b", "c", "d"], max_tokens: 256, n: 16 });
+    await expectOpenAIError(huge, 429, "tokens_per_minute_exceeded");
+    expect(seen).toHaveLength(0);
+    // What fits is forwarded with its budget signed in: prompt bound + 2 prompts × n 3 × 100.
+    const ok = await completions({ prompt: ["a", "b"], n: 3, max_tokens: 100 });
+    expect(ok.status).toBe(200);
+    const { req, body } = seen[0]!;
+    const verdict = await verifyRequest({ method: "POST", path: "/v1/completions", body, secret: NODE_SECRET, headers: req.headers });
+    expect(verdict).toMatchObject({ ok: true, budget: body.length + 256 + 600 });
+    // A budget header changed on the way fails the signature.
+    const tampered = new Headers(req.headers);
+    tampered.set("x-seventy-budget", "99999999");
+    expect((await verifyRequest({ method: "POST", path: "/v1/completions", body, secret: NODE_SECRET, headers: tampered })).ok).toBe(false);
+    // The node's (fake) usage of the whole budget is believed; one token more would not be.
+    await vi.waitFor(async () => expect(await usageOf(k.id)).toMatchObject({ requests: 1, completion_tokens: body.length + 256 + 600 - 10 }));
+  });
+
+  it("distrusts node usage: malformed or oversized counts charge the reservation, and never poison the limits", async () => {
+    const k = await createKey({ limits: { rpm: 100, tpm: 1000, concurrency: 100 }, budget: { tokens: 2000, period: "day" } });
+    const lies = ["NaN,4", "-1,4", "1e3,4", "4", "9,99999999", ""];
+    let i = 0;
+    await addNode("a", () => {
+      const lie = lies[i++ % lies.length]!;
+      return Response.json({ usage: { prompt_tokens: "lots", completion_tokens: null } }, { headers: { "x-seventy-usage": lie } });
+    });
+    const small = { ...CHAT, max_tokens: 1 };
+    const res = await chat(k.key, small);
+    expect(res.status).toBe(200);
+    const charged = seen[0]!.body.length + 256 + 1;
+    await vi.waitFor(async () => expect(await usageOf(k.id)).toMatchObject({ requests: 1, prompt_tokens: seen[0]!.body.length + 256, completion_tokens: 1 }));
+    // tpm 1000, budget 2000: requests of ~900 tokens are admitted only while they fit.
+    const statuses: number[] = [];
+    for (let j = 0; j < 10; j++) {
+      const r = await chat(k.key, { ...CHAT, max_tokens: 900 - charged + 1 });
+      statuses.push(r.status);
+      await r.arrayBuffer();
+    }
+    expect(statuses.filter((s) => s === 200).length).toBeLessThanOrEqual(1);
+    const u = await usageOf(k.id);
+    expect(Number.isFinite(u.prompt_tokens) && Number.isFinite(u.completion_tokens)).toBe(true);
+    expect(u.prompt_tokens + u.completion_tokens).toBeLessThanOrEqual(2000);
+    const state = await limiterState(await hashApiKey(k.key));
+    expect(Number.isFinite(state.remainingTokens)).toBe(true);
+  });
+
+  it("bounds a buffered answer and says so in the OpenAI shape", async () => {
+    const k = await createKey();
+    // MAX_RESPONSE_BYTES is 65536 in these tests.
+    await addNode("a", () => new Response(JSON.stringify({ big: "x".repeat(200_000) }), { headers: { "content-type": "application/json", "x-seventy-usage": "9,16" } }));
+    await expectOpenAIError(await chat(k.key, CHAT), 502, "response_too_large");
+    await vi.waitFor(async () => expect(await usageOf(k.id)).toMatchObject({ requests: 1, prompt_tokens: 9, completion_tokens: 16, errors: 1 }));
   });
 
   it("does not fail over a stream once its first bytes were sent", async () => {
@@ -403,14 +556,10 @@ describe("CORS", () => {
 });
 
 describe("client disconnects", () => {
-  it("aborts the node request of a non-stream call when the client goes away, and releases the lease", async () => {
+  it("stops the node request of a non-stream call when the client goes away, releases the lease and meters what it generated", async () => {
     const { default: worker } = await import("../src/index");
     const { createExecutionContext, waitOnExecutionContext } = await import("cloudflare:test");
-    let nodeSawAbort = false;
-    await addNode("a", (req) => new Promise((_, reject) => req.signal.addEventListener("abort", () => {
-      nodeSawAbort = true;
-      reject(new Error("aborted"));
-    })));
+    await addNode("a", (req) => untilStopped(req, [9, 3]));
     const k = await createKey();
     const client = new AbortController();
     const ctx = createExecutionContext();
@@ -425,9 +574,66 @@ describe("client disconnects", () => {
     client.abort();
     const res = await pending;
     expect(res.status).toBe(499);
-    expect(nodeSawAbort).toBe(true);
+    expect(stopped).toHaveLength(1);
     await waitOnExecutionContext(ctx);
     const state = await limiterState(await hashApiKey(k.key));
     expect(state).toMatchObject({ inFlight: 0, reservedTokens: 0 });
+    expect(await usageOf(k.id)).toMatchObject({ requests: 1, prompt_tokens: 9, completion_tokens: 3, errors: 0 });
+  });
+
+  it("ends a stream whose client left — before the headers or mid-stream — releasing the lease and metering the node's usage", async () => {
+    const { default: worker } = await import("../src/index");
+    const { createExecutionContext, waitOnExecutionContext } = await import("cloudflare:test");
+    const enc = new TextEncoder();
+    await addNode("a", (req) => {
+      const nonce = req.headers.get("x-seventy-nonce")!;
+      let sent = 0;
+      let stop = false;
+      stops.set("a.node.test", (n) => (n === nonce ? (stop = true) : false));
+      return new Response(
+        new ReadableStream<Uint8Array>({
+          async pull(c) {
+            await new Promise((r) => setTimeout(r, 5));
+            if (stop) {
+              c.enqueue(enc.encode(`data: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":${sent}}}\n\ndata: [DONE]\n\n`));
+              c.close();
+              return;
+            }
+            sent++;
+            c.enqueue(enc.encode(sseBody(1, { usage: false, done: false })));
+          },
+        }),
+        { headers: { "content-type": "text/event-stream" } },
+      );
+    });
+    const k = await createKey({ limits: { rpm: 1000, concurrency: 2 } });
+    for (let round = 0; round < 6; round++) {
+      const client = new AbortController();
+      const ctx = createExecutionContext();
+      const res = await worker.fetch(
+        new Request("http://edge.test/v1/chat/completions", {
+          method: "POST",
+          headers: { authorization: `Bearer ${k.key}`, "content-type": "application/json" },
+          body: JSON.stringify({ ...CHAT, max_tokens: 1000, stream: true }),
+          signal: client.signal,
+        }),
+        env,
+        ctx,
+      );
+      expect(res.status).toBe(200);
+      const reader = res.body!.getReader();
+      await reader.read();
+      await reader.read();
+      // Half the rounds: the runtime cancels the body; the other half it only aborts the request.
+      if (round % 2 === 0) await reader.cancel();
+      client.abort();
+      await waitOnExecutionContext(ctx);
+    }
+    const state = await limiterState(await hashApiKey(k.key));
+    expect(state).toMatchObject({ inFlight: 0, reservedTokens: 0 });
+    const u = await usageOf(k.id);
+    expect(u).toMatchObject({ requests: 6, prompt_tokens: 54, errors: 0 });
+    expect(u.completion_tokens).toBeGreaterThanOrEqual(12);
+    expect(u.completion_tokens).toBeLessThan(100);
   });
 });

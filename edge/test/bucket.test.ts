@@ -21,16 +21,30 @@ describe("TokenBucket", () => {
     expect(b.msUntilFull()).toBe(60_000);
   });
 
-  it("goes into debt when real usage exceeds the reservation, and pays it back first", () => {
+  it("goes into debt when usage is charged after its lease is gone, and pays it back first", () => {
     const b = new TokenBucket(100, 60_000, 0);
-    b.take(10); // reserved 10
-    b.give(10 - 40); // used 40
+    b.take(40);
     expect(b.level).toBe(60);
     b.take(60);
-    b.give(-20);
+    b.take(20);
     expect(b.level).toBe(-20);
     expect(b.remaining()).toBe(0);
     expect(b.msUntil(1)).toBe(Math.ceil((21 * 60_000) / 100));
+  });
+
+  it("never becomes NaN: non-finite or negative amounts are refused", () => {
+    const b = new TokenBucket(100, 60_000, 0);
+    b.take(Number.NaN);
+    b.give(Number.NaN);
+    b.take(Number.POSITIVE_INFINITY);
+    b.give(-50);
+    b.take(-50);
+    expect(b.level).toBe(100);
+    b.restore({ level: Number.NaN, updatedAt: 0 });
+    expect(b.level).toBe(100);
+    b.restore({ level: -30, updatedAt: 0 });
+    expect(b.level).toBe(-30);
+    expect(b.msUntil(1)).toBe(Math.ceil((31 * 60_000) / 100));
   });
 
   it("keeps what was used when the limit changes", () => {

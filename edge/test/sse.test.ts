@@ -69,6 +69,12 @@ function collect(stream: ReadableStream<Uint8Array>): Promise<string> {
   return new Response(stream).text();
 }
 
+const BASE = { maxStreamMs: 60_000, drainMs: 1000, stop: async () => false };
+
+async function ended(ends: StreamOutcome[]): Promise<void> {
+  for (let i = 0; i < 200 && ends.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+}
+
 describe("meteredStream", () => {
   it("forwards a finished stream and reports its usage once", async () => {
     const ends: StreamOutcome[] = [];
@@ -76,7 +82,7 @@ describe("meteredStream", () => {
     const upstream = streamOf(tear(body, 40));
     const reader = upstream.getReader();
     const first = (await reader.read()).value!;
-    const text = await collect(meteredStream({ reader, first, stripUsage: true, idleTimeoutMs: 5000, onEnd: (o) => ends.push({ ...o }) }));
+    const text = await collect(meteredStream({ reader, first, stripUsage: true, ...BASE, idleTimeoutMs: 5000, onEnd: (o) => ends.push({ ...o }) }));
     expect(text).toBe(sseBody(3, { usage: false }));
     expect(ends).toHaveLength(1);
     expect(ends[0]).toMatchObject({ completed: true, cancelled: false, errored: false, chunks: 3 });
@@ -90,7 +96,7 @@ describe("meteredStream", () => {
       const partial = sseBody(3, { usage: false, done: false });
       const cut = partial.slice(0, partial.length - 20);
       const reader = streamOf([cut], { errorAtEnd }).getReader();
-      const text = await collect(meteredStream({ reader, stripUsage: false, idleTimeoutMs: 5000, onEnd: (o) => ends.push({ ...o }) }));
+      const text = await collect(meteredStream({ reader, stripUsage: false, ...BASE, idleTimeoutMs: 5000, onEnd: (o) => ends.push({ ...o }) }));
       expect(text).not.toContain("[DONE]");
       const events = text.split("\n\n").filter(Boolean);
       const last = JSON.parse(events[events.length - 1]!.slice(6)) as { error: { type: string; code: string; message: string; param: null } };
@@ -106,9 +112,10 @@ describe("meteredStream", () => {
     const ends: StreamOutcome[] = [];
     const reader = new ReadableStream<Uint8Array>({ pull: () => new Promise(() => undefined) }).getReader();
     const first = enc.encode(sseBody(1, { usage: false, done: false }));
-    const text = await collect(meteredStream({ reader, first, stripUsage: true, idleTimeoutMs: 50, onEnd: (o) => ends.push({ ...o }) }));
+    const text = await collect(meteredStream({ reader, first, stripUsage: true, ...BASE, idleTimeoutMs: 50, onEnd: (o) => ends.push({ ...o }) }));
     expect(text).toContain('"code":"upstream_timeout"');
     expect(text).not.toContain("[DONE]");
+    await ended(ends);
     expect(ends[0]).toMatchObject({ errored: true, completed: false });
   });
 
@@ -121,13 +128,108 @@ describe("meteredStream", () => {
         upstreamCancelled = true;
       },
     });
-    const out = meteredStream({ reader: upstream.getReader(), stripUsage: true, idleTimeoutMs: 5000, onEnd: (o) => ends.push({ ...o }) });
+    const out = meteredStream({ reader: upstream.getReader(), stripUsage: true, ...BASE, idleTimeoutMs: 5000, onEnd: (o) => ends.push({ ...o }) });
     const r = out.getReader();
     await r.read();
     await r.read();
     await r.cancel();
+    await ended(ends);
     expect(upstreamCancelled).toBe(true);
     expect(ends).toHaveLength(1);
     expect(ends[0]).toMatchObject({ cancelled: true, completed: false, chunks: 2 });
+  });
+
+  it("asks the node to stop when the client goes away, and meters the usage the node ends with", async () => {
+    const ends: StreamOutcome[] = [];
+    let stopped = false;
+    let sent = 0;
+    const upstream = new ReadableStream<Uint8Array>({
+      pull: (c) => {
+        if (!stopped) {
+          sent++;
+          c.enqueue(enc.encode(sseBody(1, { usage: false, done: false })));
+          return;
+        }
+        // Told to stop: the node ends at once with what it really generated.
+        c.enqueue(enc.encode(`data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":${sent + 1}}}\n\ndata: [DONE]\n\n`));
+        c.close();
+      },
+    });
+    const ac = new AbortController();
+    const out = meteredStream({
+      ...BASE,
+      reader: upstream.getReader(),
+      stripUsage: true,
+      idleTimeoutMs: 5000,
+      clientSignal: ac.signal,
+      stop: async () => {
+        stopped = true;
+        return true;
+      },
+      onEnd: (o) => ends.push({ ...o }),
+    });
+    const r = out.getReader();
+    await r.read();
+    await r.read();
+    // The runtime may never cancel the body of a departed client; the request's signal still ends it.
+    ac.abort();
+    await ended(ends);
+    expect(ends).toHaveLength(1);
+    expect(ends[0]).toMatchObject({ cancelled: true, errored: false });
+    expect(ends[0]!.usage).toEqual({ prompt_tokens: 5, completion_tokens: sent + 1 });
+  });
+
+  it("ends a stream that runs past its wall time with an error event", async () => {
+    const ends: StreamOutcome[] = [];
+    const upstream = new ReadableStream<Uint8Array>({
+      pull: async (c) => {
+        await new Promise((r) => setTimeout(r, 10));
+        c.enqueue(enc.encode(sseBody(1, { usage: false, done: false })));
+      },
+    });
+    const text = await collect(meteredStream({ ...BASE, maxStreamMs: 100, reader: upstream.getReader(), stripUsage: true, idleTimeoutMs: 5000, onEnd: (o) => ends.push({ ...o }) }));
+    expect(text).toContain('"code":"stream_time_limit"');
+    expect(text).not.toContain("[DONE]");
+    await ended(ends);
+    expect(ends[0]).toMatchObject({ errored: true, cancelled: false });
+  });
+
+  it("cuts off a node whose event grows past the size bound", async () => {
+    const ends: StreamOutcome[] = [];
+    const big = "x".repeat(4096);
+    const upstream = new ReadableStream<Uint8Array>({ pull: (c) => c.enqueue(enc.encode(`data: {"a":"${big}`)) });
+    const text = await collect(meteredStream({ ...BASE, maxEventBytes: 16 * 1024, reader: upstream.getReader(), stripUsage: true, idleTimeoutMs: 5000, onEnd: (o) => ends.push({ ...o }) }));
+    expect(text).toContain('"code":"upstream_event_too_large"');
+    expect(text.length).toBeLessThan(1000);
+    await ended(ends);
+    expect(ends[0]).toMatchObject({ errored: true });
+  });
+});
+
+describe("SseScanner bounds and framing", () => {
+  it("parses CRLF-framed events", () => {
+    const body = sseBody(3).replace(/\n/g, "\r\n");
+    for (const step of [1, 5, body.length]) {
+      const { out, scanner } = scanAll(tear(body, step), true);
+      expect(scanner.outcome.completed).toBe(true);
+      expect(scanner.outcome.usage?.completion_tokens).toBe(3);
+      expect(scanner.outcome.chunks).toBe(3);
+      expect(scanner.pending).toBe(0);
+      expect(out).not.toContain('"usage"');
+      expect(out.endsWith("data: [DONE]\r\n\r\n")).toBe(true);
+    }
+  });
+
+  it("holds back at most maxEventBytes of an unfinished event", () => {
+    const scanner = new SseScanner(false, 1024);
+    for (let i = 0; i < 10 && !scanner.overflowed; i++) scanner.push(enc.encode("y".repeat(300)));
+    expect(scanner.overflowed).toBe(true);
+    expect(scanner.pending).toBeLessThanOrEqual(1024);
+  });
+
+  it("reads the usage a node's error event carries", () => {
+    const { scanner } = scanAll(['data: {"error":{"message":"x","type":"server_error"},"usage":{"prompt_tokens":3,"completion_tokens":2}}\n\n'], false);
+    expect(scanner.outcome.errored).toBe(true);
+    expect(scanner.outcome.usage).toEqual({ prompt_tokens: 3, completion_tokens: 2 });
   });
 });

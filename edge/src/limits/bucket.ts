@@ -1,7 +1,18 @@
+/** What a bucket stores to outlive its object (levels below zero are debt). */
+export interface BucketState {
+  level: number;
+  updatedAt: number;
+}
+
+/** Amounts the bucket accepts: finite and non-negative (anything else would poison the level). */
+function amount(n: number): number {
+  return Number.isFinite(n) && n > 0 ? n : 0;
+}
+
 /**
  * A token bucket that refills continuously at `capacity` per `periodMs`. The level may go below
- * zero: reconciliation charges real usage even when it exceeds what was reserved, and the debt
- * is paid back by refill before anything else is admitted.
+ * zero: usage charged after its lease was reclaimed is debt, paid back by refill before anything
+ * else is admitted. The level is always a finite number: non-finite amounts are refused.
  */
 export class TokenBucket {
   level: number;
@@ -14,6 +25,17 @@ export class TokenBucket {
   ) {
     this.level = capacity;
     this.updatedAt = now;
+  }
+
+  state(): BucketState {
+    return { level: this.level, updatedAt: this.updatedAt };
+  }
+
+  /** Restores a stored state (ignored when it is not a sane one). */
+  restore(s: BucketState | undefined): void {
+    if (!s || !Number.isFinite(s.level) || !Number.isFinite(s.updatedAt)) return;
+    this.level = Math.min(this.capacity, s.level);
+    this.updatedAt = s.updatedAt;
   }
 
   refill(now: number): void {
@@ -33,13 +55,13 @@ export class TokenBucket {
     return this.msUntil(this.capacity);
   }
 
-  take(amount: number): void {
-    this.level -= amount;
+  take(n: number): void {
+    this.level -= amount(n);
   }
 
-  /** Returns tokens (a negative amount charges more); never above capacity. */
-  give(amount: number): void {
-    this.level = Math.min(this.capacity, this.level + amount);
+  /** Returns tokens; never above capacity. */
+  give(n: number): void {
+    this.level = Math.min(this.capacity, this.level + amount(n));
   }
 
   /** A new limit keeps what was used in the window: raising it adds the difference, lowering it takes it away. */

@@ -2,7 +2,7 @@ import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
 import { cacheSaltOf, type KeyLimits, type KeyRecord } from "../keys/record";
 import { UsageSeries, type SeriesBucket, type SeriesWindow } from "../usage/series";
-import { TokenBucket } from "./bucket";
+import { TokenBucket, type BucketState } from "./bucket";
 
 export interface RateSnapshot {
   limitRequests: number;
@@ -36,6 +36,11 @@ export interface UsageReport {
   error: boolean;
 }
 
+/** A count the limiter accepts: a finite non-negative integer (anything else is no count at all). */
+function isCount(n: unknown): n is number {
+  return typeof n === "number" && Number.isSafeInteger(n) && n >= 0;
+}
+
 /** A finished request: its lease and what it really used. */
 export interface LeaseRelease {
   leaseId: string;
@@ -65,6 +70,7 @@ interface Lease {
 
 const MINUTE = 60_000;
 const LEASES_KEY = "leases";
+const BUCKETS_KEY = "buckets";
 const USAGE_PREFIX = "usage:";
 /**
  * Hot-path state (leases, usage counters) is written behind, at most once per FLUSH_MS: a storage
@@ -114,6 +120,7 @@ export class KeyLimiter extends DurableObject<Env> {
   private readonly days = new Map<string, UsageDay>();
   private readonly dirtyDays = new Set<string>();
   private leasesDirty = false;
+  private bucketsDirty = false;
   private flushTimer: ReturnType<typeof setTimeout> | null = null;
   private periodUsage: { key: string; tokens: number } | null = null;
   /** Leases released lately: a release that arrives twice (a retried batch) is applied once. */
@@ -127,6 +134,12 @@ export class KeyLimiter extends DurableObject<Env> {
     this.record = kv.get<KeyRecord>("record") ?? null;
     const now = Date.now();
     if (this.record) this.applyLimits(this.record.limits, now);
+    // Debt and what the window has used survive a restart: the buckets are stored with the leases.
+    const buckets = kv.get<{ requests?: BucketState; tokens?: BucketState }>(BUCKETS_KEY);
+    if (buckets) {
+      this.requests?.restore(buckets.requests);
+      this.tokens?.restore(buckets.tokens);
+    }
     for (const [id, lease] of kv.get<[string, Lease][]>(LEASES_KEY) ?? []) {
       if (lease.expires > now) {
         this.leases.set(id, lease);
@@ -218,6 +231,7 @@ export class KeyLimiter extends DurableObject<Env> {
 
     requests.take(1);
     bucket.take(tokens);
+    this.bucketsChanged();
     const leaseId = `${this.instance}.${++this.leaseSeq}`;
     const lease = { tokens, expires: now + leaseTtlMs };
     this.leases.set(leaseId, lease);
@@ -231,14 +245,40 @@ export class KeyLimiter extends DurableObject<Env> {
     for (const r of releases) this.release(r.leaseId, r.usage);
   }
 
-  /** Ends a lease: returns the reserved tokens, charges the real usage and meters it. */
+  /**
+   * Keeps leases alive while their requests are (a long stream outlives LEASE_TTL_MS otherwise).
+   * Returns the ids no longer held (reclaimed, or this object restarted without them).
+   */
+  renew(leaseIds: string[], leaseTtlMs: number): string[] {
+    const expires = Date.now() + leaseTtlMs;
+    const lost: string[] = [];
+    for (const id of leaseIds) {
+      const lease = this.leases.get(id);
+      if (lease) lease.expires = Math.max(lease.expires, expires);
+      else lost.push(id);
+    }
+    this.leasesChanged();
+    return lost;
+  }
+
+  /**
+   * Ends a lease: returns the reserved tokens, charges the real usage and meters it. Usage is
+   * checked again here: counts that are not finite non-negative integers, or that exceed what the
+   * lease reserved, are replaced by the reservation (the most the node could have used).
+   */
   release(leaseId: string, usage: UsageReport): RateSnapshot | null {
     if (this.released.has(leaseId)) return null;
     if (this.released.size >= 10_000) this.released.clear();
     this.released.add(leaseId);
     const now = Date.now();
-    const actual = Math.max(0, usage.promptTokens) + Math.max(0, usage.completionTokens);
     const lease = this.leases.get(leaseId);
+    let prompt = usage.promptTokens;
+    let completion = usage.completionTokens;
+    if (!isCount(prompt) || !isCount(completion) || (lease !== undefined && prompt + completion > lease.tokens)) {
+      prompt = lease?.tokens ?? 0;
+      completion = 0;
+    }
+    const actual = prompt + completion;
     this.tokens?.refill(now);
     if (lease) {
       this.leases.delete(leaseId);
@@ -249,10 +289,11 @@ export class KeyLimiter extends DurableObject<Env> {
       // The lease was reclaimed (or this object restarted): still charge what was used.
       this.tokens?.take(actual);
     }
+    this.bucketsChanged();
     const row = this.day(utcDay(now));
     row.requests += 1;
-    row.prompt_tokens += Math.max(0, usage.promptTokens);
-    row.completion_tokens += Math.max(0, usage.completionTokens);
+    row.prompt_tokens += prompt;
+    row.completion_tokens += completion;
     if (usage.error) row.errors += 1;
     this.saveDay(row);
     this.series.record(now, usage);
@@ -290,6 +331,10 @@ export class KeyLimiter extends DurableObject<Env> {
     if (this.leasesDirty) {
       kv.put(LEASES_KEY, [...this.leases]);
       this.leasesDirty = false;
+    }
+    if (this.bucketsDirty && this.requests && this.tokens) {
+      kv.put(BUCKETS_KEY, { requests: this.requests.state(), tokens: this.tokens.state() });
+      this.bucketsDirty = false;
     }
   }
 
@@ -388,6 +433,11 @@ export class KeyLimiter extends DurableObject<Env> {
 
   private saveDay(row: UsageDay): void {
     this.dirtyDays.add(row.day);
+    this.scheduleFlush();
+  }
+
+  private bucketsChanged(): void {
+    this.bucketsDirty = true;
     this.scheduleFlush();
   }
 

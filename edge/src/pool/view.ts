@@ -14,7 +14,9 @@ interface Candidate extends RouteCandidate {
 /**
  * An isolate's copy of the pool. Routing reads it without any I/O; it is refreshed from the
  * NodePool object at most every POOL_CACHE_MS (in the background while it is merely stale).
- * It also tracks what this isolate has in flight to each node, and nodes this isolate saw fail.
+ * It also tracks what this isolate has in flight to each node, nodes this isolate saw fail, and
+ * nodes it saw answer: an answer is as good a sign of life as a heartbeat, so a node whose
+ * heartbeats are late because the edge is busy stays in routing while it keeps answering.
  */
 export class PoolView {
   private nodes: PoolNode[] = [];
@@ -22,6 +24,22 @@ export class PoolView {
   private refreshStartedAt = 0;
   private readonly inflight = new Map<string, number>();
   private readonly ejectedUntil = new Map<string, number>();
+  private readonly answeredUntil = new Map<string, number>();
+
+  private live(node: PoolNode, now: number): boolean {
+    return node.expiresAt > now || (this.answeredUntil.get(node.id) ?? 0) > now;
+  }
+
+  /** True while the node is in the pool: heartbeats, or answers seen lately. */
+  isLive(nodeId: string): boolean {
+    const node = this.nodes.find((n) => n.id === nodeId);
+    return node !== undefined && this.live(node, Date.now());
+  }
+
+  /** The node answered a request: it counts as live for `ms` more (like a heartbeat would). */
+  markAlive(nodeId: string, ms: number): void {
+    this.answeredUntil.set(nodeId, Date.now() + ms);
+  }
 
   /** Makes sure the view is fresh enough to route with. */
   async ensureFresh(env: Env, cfg: EdgeConfig, waitUntil: (p: Promise<unknown>) => void): Promise<void> {
@@ -38,6 +56,8 @@ export class PoolView {
   async refresh(env: Env): Promise<void> {
     const nodes = await nodePool(env).snapshot();
     this.nodes = nodes;
+    // A node the pool no longer knows (forgotten, or re-registered) starts over.
+    for (const id of this.answeredUntil.keys()) if (!nodes.some((n) => n.id === id)) this.answeredUntil.delete(id);
     this.fetchedAt = Date.now();
   }
 
@@ -58,21 +78,28 @@ export class PoolView {
     this.nodes = this.nodes.filter((n) => n.id !== id);
   }
 
-  /** The nodes to try for `model`, in order; or why there are none. */
+  /**
+   * The nodes to try for `model`, in order; or why there are none. Nodes this isolate ejected
+   * come last rather than not at all: ejection is a guess, and the last live node is always tried.
+   */
   route(model: string, prefixHash: number | null, random?: () => number): RouteResult {
     const now = Date.now();
     const candidates: Candidate[] = [];
+    const ejectedNodes: PoolNode[] = [];
     let anyLive = false;
     let modelKnown = false;
     for (const node of this.nodes) {
-      const live = node.expiresAt > now;
+      const live = this.live(node, now);
       const serves = node.models.includes(model);
       anyLive ||= live;
       modelKnown ||= serves;
       if (!live || !serves || isDraining(node)) continue;
       const ejected = this.ejectedUntil.get(node.id);
       if (ejected !== undefined) {
-        if (ejected > now) continue;
+        if (ejected > now) {
+          ejectedNodes.push(node);
+          continue;
+        }
         this.ejectedUntil.delete(node.id);
       }
       const mine = this.inflight.get(node.id) ?? 0;
@@ -85,7 +112,9 @@ export class PoolView {
         kvUsage: node.load.kv_usage,
       });
     }
-    if (candidates.length > 0) return { ok: true, nodes: planRoute(candidates, prefixHash, random).map((c) => c.node) };
+    if (candidates.length > 0 || ejectedNodes.length > 0) {
+      return { ok: true, nodes: [...planRoute(candidates, prefixHash, random).map((c) => c.node), ...ejectedNodes] };
+    }
     if (anyLive && !modelKnown) {
       return { ok: false, status: 404, message: `The model '${model}' does not exist.`, code: "model_not_found" };
     }
@@ -102,7 +131,7 @@ export class PoolView {
     const now = Date.now();
     const byId = new Map<string, { id: string; object: "model"; created: number; owned_by: string; max_model_len: number }>();
     for (const node of this.nodes) {
-      if (node.expiresAt <= now || isDraining(node)) continue;
+      if (!this.live(node, now) || isDraining(node)) continue;
       for (const id of node.models) {
         const seen = byId.get(id);
         if (seen) seen.max_model_len = Math.max(seen.max_model_len, node.capacity.max_model_len);
@@ -134,6 +163,7 @@ export class PoolView {
     this.refreshStartedAt = 0;
     this.inflight.clear();
     this.ejectedUntil.clear();
+    this.answeredUntil.clear();
   }
 }
 

@@ -15,24 +15,30 @@ export interface StreamOutcome {
 }
 
 const LF = 10;
+const CR = 13;
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 const USAGE_OBJECT = /"usage"\s*:\s*\{/;
 /** A non-empty text delta: chat content, completion text or tool-call arguments. */
 const TEXT_DELTA = /"(?:content|text|arguments)"\s*:\s*"(?:[^"\\]|\\.)/;
 
-/** Index of the first "\n\n" at or after `from`, or -1. */
+/**
+ * An event ends at a blank line: "\n\n", or "\r\n\r\n" for CRLF framing (mixed endings too).
+ * Returns the index of the blank line's LF at or after `from`, or -1.
+ */
 function findBoundary(buf: Uint8Array, from: number): number {
-  for (let i = buf.indexOf(LF, from); i >= 0 && i + 1 < buf.length; i = buf.indexOf(LF, i + 1)) {
-    if (buf[i + 1] === LF) return i;
+  for (let i = buf.indexOf(LF, from); i >= 0; i = buf.indexOf(LF, i + 1)) {
+    if (i < 1) continue;
+    if (buf[i - 1] === LF) return i;
+    if (buf[i - 1] === CR && i >= 2 && buf[i - 2] === LF) return i;
   }
   return -1;
 }
 
-/** Index just past the last "\n\n", or -1. */
+/** Index just past the last blank line, or -1. */
 function lastBoundaryEnd(buf: Uint8Array): number {
   for (let i = buf.lastIndexOf(LF); i > 0; i = buf.lastIndexOf(LF, i - 1)) {
-    if (buf[i - 1] === LF) return i + 1;
+    if (buf[i - 1] === LF || (buf[i - 1] === CR && i >= 2 && buf[i - 2] === LF)) return i + 1;
   }
   return -1;
 }
@@ -44,6 +50,9 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   return out;
 }
 
+/** Largest unfinished event the scanner holds back by default (a node sending more is cut off). */
+export const MAX_EVENT_BYTES = 1 << 20;
+
 /**
  * Watches an OpenAI-style SSE byte stream event by event and passes the bytes of complete events
  * on unchanged: nothing is re-encoded and nothing waits for more than the rest of its own event.
@@ -53,16 +62,27 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
 export class SseScanner {
   readonly outcome: StreamOutcome = { completed: false, cancelled: false, errored: false, usage: null, chunks: 0 };
   private tail: Uint8Array | null = null;
+  /** An event grew past maxEventBytes without ending: the stream is not one this edge passes on. */
+  overflowed = false;
 
-  constructor(private readonly stripUsage: boolean) {}
+  constructor(
+    private readonly stripUsage: boolean,
+    private readonly maxEventBytes = MAX_EVENT_BYTES,
+  ) {}
 
   /** The bytes to forward for this piece of the stream (null: nothing complete yet). */
   push(piece: Uint8Array): Uint8Array | null {
+    if (this.overflowed) return null;
     const data = this.tail ? concat(this.tail, piece) : piece;
     this.tail = null;
     const end = lastBoundaryEnd(data);
     if (end < 0) {
-      this.tail = data.slice();
+      if (data.byteLength > this.maxEventBytes) this.overflowed = true;
+      else this.tail = data.slice();
+      return null;
+    }
+    if (data.byteLength - end > this.maxEventBytes) {
+      this.overflowed = true;
       return null;
     }
     if (end < data.length) this.tail = data.slice(end);
@@ -70,7 +90,7 @@ export class SseScanner {
     let keepFrom = 0;
     for (let start = 0; start < end; ) {
       const stop = findBoundary(data, start);
-      const next = stop + 2;
+      const next = stop + 1;
       if (!this.keep(data.subarray(start, stop))) {
         (kept ??= []).push(data.subarray(keepFrom, start));
         keepFrom = next;
@@ -113,6 +133,13 @@ export class SseScanner {
     }
     if (payload.startsWith('{"error"')) {
       this.outcome.errored = true;
+      // A node's error event carries what it generated before failing.
+      try {
+        const ev = JSON.parse(payload) as { usage?: Usage | null };
+        if (ev.usage) this.outcome.usage = ev.usage;
+      } catch {
+        // Not JSON: an error all the same.
+      }
       return true;
     }
     if (USAGE_OBJECT.test(payload)) {
@@ -141,48 +168,115 @@ export interface MeteredStreamOptions {
   stripUsage: boolean;
   /** Silence from the node for this long ends the stream with an error event. */
   idleTimeoutMs: number;
-  /** Called exactly once: at the end, at a cut-off, or when the client cancels. */
+  /** The longest a stream may run; then it ends with an error event. */
+  maxStreamMs: number;
+  /** Largest unfinished event held back. */
+  maxEventBytes?: number;
+  /** After asking the node to stop, how long to wait for the end of its stream (with its usage). */
+  drainMs: number;
+  /** Aborts when the client goes away (the runtime may not cancel the body when a write fails). */
+  clientSignal?: AbortSignal;
+  /** Asks the node to stop this request; true when it will end the stream with its usage. */
+  stop(): Promise<boolean>;
+  /** Called exactly once: at the end, at a cut-off, or after the client left. */
   onEnd(outcome: StreamOutcome): void;
 }
 
 const IDLE = Symbol("idle");
 
-function readWithin(
-  reader: ReadableStreamDefaultReader<Uint8Array>,
-  ms: number,
-): Promise<ReadableStreamReadResult<Uint8Array> | typeof IDLE> {
+function within<T>(read: Promise<T>, ms: number): Promise<T | typeof IDLE> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const idle = new Promise<typeof IDLE>((resolve) => {
     timer = setTimeout(() => resolve(IDLE), ms);
   });
-  return Promise.race([reader.read(), idle]).finally(() => clearTimeout(timer ?? null));
+  return Promise.race([read, idle]).finally(() => clearTimeout(timer ?? null));
 }
 
 /**
- * The client's side of a proxied stream: node bytes pass through as they arrive; a node that
- * dies or goes silent mid-stream yields an OpenAI-shaped error event instead of `[DONE]`; a client
- * that goes away cancels the node's request.
+ * The client's side of a proxied stream: node bytes pass through as they arrive. Every ending goes
+ * through `finish`, which calls `onEnd` once:
+ * - the node finished (`[DONE]`) or sent its own error event: passed on as it is;
+ * - the node died mid-stream: an OpenAI-shaped error event instead of `[DONE]`;
+ * - the node went silent, the stream ran past its wall time, or an event grew too large: an error
+ *   event, and the node is asked to stop;
+ * - the client went away (body cancelled or request aborted): the node is asked to stop.
+ * A node asked to stop ends its stream at once with its real usage; the edge reads that end
+ * (for at most `drainMs`) without passing anything more on.
  */
 export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Array> {
-  const scanner = new SseScanner(o.stripUsage);
+  const scanner = new SseScanner(o.stripUsage, o.maxEventBytes);
+  const deadline = Date.now() + o.maxStreamMs;
   let first = o.first;
-  let ended = false;
-  const end = () => {
-    if (ended) return;
-    ended = true;
-    o.onEnd(scanner.outcome);
+  let finished = false;
+  let controller!: ReadableStreamDefaultController<Uint8Array>;
+  // One read of the node's stream at a time: a read that outlived its wait (idle, or the client
+  // left meanwhile) is the next one consumed, so no chunk (the usage chunk least of all) is lost.
+  let pending: Promise<ReadableStreamReadResult<Uint8Array>> | null = null;
+  const nextRead = () => (pending ??= o.reader.read());
+
+  const end = () => o.onEnd(scanner.outcome);
+  const closeClient = (event?: Uint8Array) => {
+    try {
+      if (event) controller.enqueue(event);
+      controller.close();
+    } catch {
+      // The client is gone already.
+    }
   };
-  const cutOff = (controller: ReadableStreamDefaultController<Uint8Array>, message: string, code: string) => {
-    scanner.outcome.errored = true;
-    controller.enqueue(errorEvent(message, code));
-    controller.close();
-    end();
+  /** Reads the rest of the node's stream for its usage, passing nothing on. */
+  const drain = async () => {
+    const timer = setTimeout(() => void o.reader.cancel().catch(() => undefined), o.drainMs);
+    try {
+      for (;;) {
+        const r = await nextRead();
+        pending = null;
+        if (r.done) break;
+        scanner.push(r.value);
+      }
+    } catch {
+      // Cut by the timer, or the node went away: usage stays unknown unless it came.
+    } finally {
+      clearTimeout(timer);
+    }
   };
+  const finish = (how: "end" | "broken" | "stop" | "client", event?: { message: string; code: string }) => {
+    if (finished) return;
+    finished = true;
+    o.clientSignal?.removeEventListener("abort", onClientGone);
+    clearTimeout(wallTimer);
+    if (how === "client") scanner.outcome.cancelled = true;
+    else if (event) {
+      scanner.outcome.errored = true;
+      closeClient(errorEvent(event.message, event.code));
+    } else closeClient();
+    if (how === "end" || how === "broken") {
+      if (how === "broken") o.reader.cancel().catch(() => undefined);
+      end();
+      return;
+    }
+    // Learn what the node generated: stop it, then read its stream's end.
+    void (async () => {
+      const stopping = await o.stop().catch(() => false);
+      if (stopping) await drain();
+      else o.reader.cancel().catch(() => undefined);
+      end();
+    })();
+  };
+  const onClientGone = () => finish("client");
+  o.clientSignal?.addEventListener("abort", onClientGone, { once: true });
+  if (o.clientSignal?.aborted) queueMicrotask(onClientGone);
+  const wallTimer = setTimeout(
+    () => finish("stop", { message: "The stream ran longer than this edge allows.", code: "stream_time_limit" }),
+    o.maxStreamMs,
+  );
 
   return new ReadableStream<Uint8Array>(
     {
-      async pull(controller) {
-        for (;;) {
+      start(c) {
+        controller = c;
+      },
+      async pull() {
+        while (!finished) {
           let piece: Uint8Array;
           if (first) {
             piece = first;
@@ -190,31 +284,30 @@ export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Arra
           } else {
             let r: ReadableStreamReadResult<Uint8Array> | typeof IDLE;
             try {
-              r = await readWithin(o.reader, o.idleTimeoutMs);
+              r = await within(nextRead(), Math.max(1, Math.min(o.idleTimeoutMs, deadline - Date.now())));
             } catch {
-              return cutOff(controller, "The node serving this request failed before finishing the response.", "upstream_disconnected");
+              pending = null;
+              if (finished) return;
+              return finish("broken", { message: "The node serving this request failed before finishing the response.", code: "upstream_disconnected" });
             }
+            // The client left (or time ran out) while this read was in flight: the drain consumes it.
+            if (finished) return;
+            if (r !== IDLE) pending = null;
             if (r === IDLE) {
-              o.reader.cancel().catch(() => undefined);
-              return cutOff(controller, "The node serving this request stopped sending.", "upstream_timeout");
+              if (Date.now() >= deadline) return finish("stop", { message: "The stream ran longer than this edge allows.", code: "stream_time_limit" });
+              return finish("stop", { message: "The node serving this request stopped sending.", code: "upstream_timeout" });
             }
             if (r.done) {
-              if (scanner.outcome.completed) {
-                controller.close();
-                end();
-                return;
-              }
-              if (scanner.outcome.errored) {
-                // The node ended with its own error event: pass that end on as it is.
-                controller.close();
-                end();
-                return;
-              }
-              return cutOff(controller, "The node serving this request ended the stream before finishing the response.", "upstream_disconnected");
+              // The node ended with [DONE] or with its own error event: pass that end on as it is.
+              if (scanner.outcome.completed || scanner.outcome.errored) return finish("end");
+              return finish("broken", { message: "The node serving this request ended the stream before finishing the response.", code: "upstream_disconnected" });
             }
             piece = r.value;
           }
           const out = scanner.push(piece);
+          if (scanner.overflowed) {
+            return finish("stop", { message: "The node sent an event larger than this edge passes on.", code: "upstream_event_too_large" });
+          }
           if (out && out.byteLength > 0) {
             controller.enqueue(out);
             return;
@@ -222,9 +315,7 @@ export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Arra
         }
       },
       cancel() {
-        scanner.outcome.cancelled = true;
-        o.reader.cancel().catch(() => undefined);
-        end();
+        finish("client");
       },
     },
     { highWaterMark: 0 },

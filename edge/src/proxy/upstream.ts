@@ -1,10 +1,12 @@
-import { HEADER_REQUEST_ID, NODE_ID_HEADER } from "@seventy/sdk/protocol";
+import { BUDGET_HEADER, HEADER_REQUEST_ID, NODE_ID_HEADER, NONCE_HEADER } from "@seventy/sdk/protocol";
 import { nodeKeys } from "../pool/node-keys";
 import type { EdgeConfig } from "../config";
 import { ApiError, retryAfterHeaders } from "../errors";
 import type { PoolNode } from "../pool/node-pool";
 import type { PoolView } from "../pool/view";
 import { signForNode } from "./sign";
+import { SseScanner } from "./sse";
+import { addUsage, NO_USAGE, usageFromHeader, validUsage, type Spent, type TokenCount } from "./usage";
 
 export interface ForwardInput {
   path: string;
@@ -17,6 +19,8 @@ export interface ForwardInput {
   secret: string;
   /** Signed headers for the node besides its id (the key id and cache salt the edge admitted under). */
   signed?: Record<string, string>;
+  /** Tokens the request may use in all (signed into the request; the node enforces it). */
+  budget: number;
   cfg: EdgeConfig;
   view: PoolView;
   /** Aborts when the client goes away. */
@@ -29,6 +33,8 @@ interface Answered {
   attempts: number;
   status: number;
   contentType: string | null;
+  /** What the attempts so far used (failed ones included). */
+  spent: Spent;
 }
 
 /** A complete, buffered answer (non-stream requests, and error statuses of stream requests). */
@@ -42,17 +48,100 @@ export interface StreamAnswer extends Answered {
   kind: "stream";
   reader: ReadableStreamDefaultReader<Uint8Array>;
   first: Uint8Array;
+  /** Asks the node to stop this request now; it then ends the stream with its real usage. */
+  stop(): Promise<boolean>;
 }
 
-export type Forwarded = BufferedAnswer | StreamAnswer | { ok: false; error: ApiError; attempts: number; cancelled: boolean };
+export type Forwarded =
+  | BufferedAnswer
+  | StreamAnswer
+  | { ok: false; error: ApiError; attempts: number; cancelled: boolean; spent: Spent };
 
-type Failure = "connect" | "timeout" | "status" | "busy" | "empty";
+type Failure = "connect" | "timeout" | "status" | "busy" | "empty" | "left";
 
 /**
- * Sends a signed request to the first node of the plan that answers. A connection error, a 5xx,
- * a 429 (the node's queue is full) or no first byte within UPSTREAM_TIMEOUT_MS moves on to the
- * next node; once the first byte of a stream is in hand the answer is committed. Non-stream
- * answers are read whole before anything is sent, so they can fail over at any point.
+ * Asks `node` to stop the request signed with `nonce` (POST /v1/cancel, signed). The node then
+ * ends that request's answer at once, with the usage it really generated.
+ */
+export async function stopOnNode(node: PoolNode, nonce: string, edgeKey: string, timeoutMs: number): Promise<boolean> {
+  const body = new TextEncoder().encode(JSON.stringify({ nonce }));
+  const headers = await signForNode("POST", "/v1/cancel", body, edgeKey, { [NODE_ID_HEADER]: node.id });
+  try {
+    const res = await fetch(`${node.url}/v1/cancel`, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...headers },
+      body,
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    const json = (await res.json()) as { cancelled?: unknown };
+    return res.ok && json.cancelled === true;
+  } catch {
+    return false;
+  }
+}
+
+/** Reads a stream to its end for the usage it reports (null: none, or the stream broke). */
+export async function usageOfStream(body: ReadableStream<Uint8Array>, bound: number): Promise<TokenCount | null> {
+  const scanner = new SseScanner(false);
+  const reader = body.getReader();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      scanner.push(value);
+      if (scanner.overflowed) return null;
+    }
+  } catch {
+    return null;
+  }
+  return validUsage(scanner.outcome.usage, bound);
+}
+
+/** Reads a body up to `max` bytes; null when it is longer (the rest is not read). */
+async function readBounded(res: Response, max: number): Promise<Uint8Array | null> {
+  if (!res.body) return new Uint8Array(0);
+  const declared = Number(res.headers.get("content-length") ?? "NaN");
+  if (declared > max) {
+    await res.body.cancel().catch(() => undefined);
+    return null;
+  }
+  const reader = res.body.getReader();
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > max) {
+      await reader.cancel().catch(() => undefined);
+      return null;
+    }
+    parts.push(value);
+  }
+  if (parts.length === 1) return parts[0]!;
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}
+
+/**
+ * Sends a signed request to the first node of the plan that answers, and learns what every
+ * attempt used.
+ *
+ * Failover: a connection error, a 5xx, a 429 (the node's queue is full), no response headers
+ * within CONNECT_TIMEOUT_MS (streams: a live node sends them as soon as it admits the request),
+ * no first byte within UPSTREAM_TIMEOUT_MS, or the node leaving the pool moves on to the next
+ * node. A non-stream answer is never re-run after REQUEST_TIMEOUT_MS: the node may have generated
+ * it all. Once the first byte of a stream is in hand the answer is committed.
+ *
+ * Metering: a node's answer names its usage (x-seventy-usage); a node told to stop (client gone,
+ * deadline) answers at once with what it generated so far. An attempt whose usage cannot be
+ * learned (the node died or froze after it may have started) is marked unknown, and the caller
+ * charges the whole reservation for it.
  */
 export async function forward(input: ForwardInput): Promise<Forwarded> {
   const { cfg, view } = input;
@@ -63,59 +152,130 @@ export async function forward(input: ForwardInput): Promise<Forwarded> {
   };
   const plan = input.nodes.slice(0, cfg.maxAttempts);
   const failures: Failure[] = [];
+  let spent: Spent = NO_USAGE;
   let attempts = 0;
 
   for (const node of plan) {
     if (input.clientSignal?.aborted) break;
     attempts++;
-    // The timer covers the time to the first byte only: it is cleared once the answer is in hand.
+    // Signed per node: with that node's own key and naming it, so the signature is good there only.
+    const edgeKey = nodeKeys(input.secret, node.id, node.credentialId).edgeKey;
+    const signed = { ...input.signed, [NODE_ID_HEADER]: node.id, [BUDGET_HEADER]: String(input.budget) };
+    const signature = await signForNode("POST", input.path, input.body, edgeKey, signed);
+    const nonce = signature[NONCE_HEADER]!;
+    const headers = { ...baseHeaders, ...signature };
     const abort = new AbortController();
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
+    /** Why this attempt was stopped by the edge (null: it was not). */
+    let stopped: "timeout" | "client" | "left" | "connect" | null = null;
+    let answered = false;
+    let streaming = false;
+    const timers: ReturnType<typeof setTimeout>[] = [];
+    // Stops the node's work and waits a moment for its answer (with its usage) before giving up.
+    const stopAndDrain = (why: "timeout" | "client") => {
+      if (stopped) return;
+      stopped = why;
+      void stopOnNode(node, nonce, edgeKey, cfg.cancelDrainMs);
+      timers.push(setTimeout(() => abort.abort(), cfg.cancelDrainMs));
+    };
+    const giveUp = (why: "left" | "connect") => {
+      if (stopped || answered) return;
+      stopped = why;
       abort.abort();
-    }, cfg.upstreamTimeoutMs);
-    const onClientGone = () => abort.abort();
+    };
+    if (input.stream) {
+      timers.push(setTimeout(() => giveUp("connect"), cfg.connectTimeoutMs));
+    } else {
+      timers.push(setTimeout(() => stopAndDrain("timeout"), cfg.requestTimeoutMs));
+    }
+    // A node that leaves the pool (heartbeats stopped, drained) before answering is not waited for.
+    const watch = setInterval(() => {
+      if (!view.isLive(node.id)) giveUp("left");
+    }, 250);
+    const onClientGone = () => stopAndDrain("client");
     input.clientSignal?.addEventListener("abort", onClientGone);
     view.begin(node.id);
-    let streaming = false;
     try {
-      // Signed per node: with that node's own key and naming it, so the signature is good there only.
-      const edgeKey = nodeKeys(input.secret, node.id, node.credentialId).edgeKey;
-      const signature = await signForNode("POST", input.path, input.body, edgeKey, { ...input.signed, [NODE_ID_HEADER]: node.id });
-      const headers = { ...baseHeaders, ...signature };
-      const res = await fetch(node.url + input.path, {
-        method: "POST",
-        headers,
-        body: input.body,
-        signal: abort.signal,
-      });
+      const res = await fetch(node.url + input.path, { method: "POST", headers, body: input.body, signal: abort.signal });
+      answered = true;
+      clearInterval(watch);
+      const used = usageFromHeader(res.headers.get("x-seventy-usage"), input.budget);
       if (res.status >= 500 || res.status === 429) {
         await res.body?.cancel().catch(() => undefined);
+        spent = addUsage(spent, used);
         failures.push(res.status === 429 ? "busy" : "status");
+        view.markAlive(node.id, cfg.nodeTtlMs);
+        if (stopped) break;
         continue;
       }
       const contentType = res.headers.get("content-type");
-      if (!input.stream || !res.ok || !res.body) {
-        const body = new Uint8Array(await res.arrayBuffer());
-        return { ok: true, kind: "buffered", node, attempts, status: res.status, contentType, body };
+      if (input.stream && res.ok && res.body && stopped === "client") {
+        // The client left before the first byte; the node was told to stop and ends the stream
+        // with its usage.
+        spent = addUsage(spent, await usageOfStream(res.body, input.budget));
+        break;
       }
+      if (!input.stream || !res.ok || !res.body || stopped) {
+        spent = addUsage(spent, used);
+        view.markAlive(node.id, cfg.nodeTtlMs);
+        const body = await readBounded(res, cfg.maxResponseBytes);
+        if (stopped === "client") break;
+        if (stopped === "timeout") {
+          return { ok: false, attempts, cancelled: false, spent, error: timeoutError("The node did not finish the answer in time.") };
+        }
+        if (body === null) {
+          return {
+            ok: false,
+            attempts,
+            cancelled: false,
+            spent,
+            error: new ApiError(502, `The answer is larger than the edge passes on (${cfg.maxResponseBytes} bytes). Lower max_tokens, n or top_logprobs, or stream it.`, {
+              code: "response_too_large",
+            }),
+          };
+        }
+        return { ok: true, kind: "buffered", node, attempts, status: res.status, contentType, body, spent };
+      }
+      // A stream: its first byte must come within UPSTREAM_TIMEOUT_MS.
+      const connectTimer = timers.shift();
+      if (connectTimer !== undefined) clearTimeout(connectTimer);
+      timers.push(setTimeout(() => giveUp("left"), cfg.upstreamTimeoutMs));
       const reader = res.body.getReader();
       let first = await reader.read();
       while (!first.done && first.value.byteLength === 0) first = await reader.read();
       if (first.done) {
+        // Headers but no body: whatever the node did is unknown.
+        spent = addUsage(spent, null);
         failures.push("empty");
         continue;
       }
       streaming = true;
-      return { ok: true, kind: "stream", node, attempts, status: res.status, contentType, reader, first: first.value };
+      view.markAlive(node.id, cfg.nodeTtlMs);
+      return {
+        ok: true,
+        kind: "stream",
+        node,
+        attempts,
+        status: res.status,
+        contentType,
+        reader,
+        first: first.value,
+        spent,
+        stop: () => stopOnNode(node, nonce, edgeKey, cfg.cancelDrainMs),
+      };
     } catch {
-      if (input.clientSignal?.aborted) break;
-      failures.push(timedOut ? "timeout" : "connect");
-      // This isolate stops sending to a node it cannot reach; the pool drops it when its heartbeats stop.
+      if (stopped === "client") break;
+      // A stream attempt that failed before its headers generated nothing (a node sends them when
+      // it admits the request, before the first token); anything else may have.
+      spent = addUsage(spent, input.stream && !answered ? NO_USAGE : null);
+      if (stopped === "timeout") {
+        return { ok: false, attempts, cancelled: false, spent, error: timeoutError("The node did not finish the answer in time.") };
+      }
+      failures.push(stopped === "left" ? "left" : stopped === "connect" ? "timeout" : "connect");
+      // This isolate sends to this node last for a while; the pool drops it when its heartbeats stop.
       view.eject(node.id, cfg.nodeEjectMs);
     } finally {
-      clearTimeout(timer);
+      for (const t of timers) clearTimeout(t);
+      clearInterval(watch);
       input.clientSignal?.removeEventListener("abort", onClientGone);
       // A committed stream stays in flight until it ends; the caller ends it.
       if (!streaming) view.end(node.id);
@@ -123,9 +283,19 @@ export async function forward(input: ForwardInput): Promise<Forwarded> {
   }
 
   if (input.clientSignal?.aborted) {
-    return { ok: false, attempts, cancelled: true, error: new ApiError(499, "The client closed the request.", { code: "client_closed_request" }) };
+    return {
+      ok: false,
+      attempts,
+      cancelled: true,
+      spent,
+      error: new ApiError(499, "The client closed the request.", { code: "client_closed_request" }),
+    };
   }
-  return { ok: false, attempts, cancelled: false, error: failureError(failures) };
+  return { ok: false, attempts, cancelled: false, spent, error: failureError(failures) };
+}
+
+function timeoutError(message: string): ApiError {
+  return new ApiError(504, message, { code: "upstream_timeout" });
 }
 
 function failureError(failures: Failure[]): ApiError {
@@ -136,8 +306,6 @@ function failureError(failures: Failure[]): ApiError {
       headers: retryAfterHeaders(1000),
     });
   }
-  if (last === "timeout") {
-    return new ApiError(504, "The node did not start answering in time.", { code: "upstream_timeout" });
-  }
+  if (last === "timeout") return timeoutError("The node did not start answering in time.");
   return new ApiError(502, `No node could answer the request (${failures.length} tried).`, { code: "upstream_error" });
 }

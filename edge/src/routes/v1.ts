@@ -6,7 +6,6 @@ import {
   zodErrorBody,
   type ChatCompletionRequest,
   type CompletionRequest,
-  type Usage,
 } from "@seventy/sdk/protocol";
 import { Hono, type Context } from "hono";
 import type { AppEnv } from "../app-env";
@@ -14,14 +13,16 @@ import { bearerToken, hashApiKey, isWellFormedKey } from "../auth/api-key";
 import { config } from "../config";
 import { ApiError, apiErrorFromBody, errorResponse, retryAfterHeaders } from "../errors";
 import { rateLimitHeaders } from "../limits/headers";
-import { limiterFor, type Admission, type KeyLimiter, type UsageReport } from "../limits/key-limiter";
-import { queueRelease, returnReleases, sendReleasesNow, takeReleases } from "../limits/releases";
-import { logError, logInfo } from "../log";
+import { limiterFor, type Admission, type KeyLimiter } from "../limits/key-limiter";
+import { RequestMeter } from "../limits/meter";
+import { returnReleases, takeReleases } from "../limits/releases";
+import { reservationFor } from "../limits/reservation";
 import { poolView } from "../pool/view";
 import { parseJson, readBody } from "../proxy/body";
-import { chatPrefixHash, completionPrefixHash, estimateTokens } from "../proxy/estimate";
+import { chatPrefixHash, completionPrefixHash } from "../proxy/prefix";
 import { meteredStream } from "../proxy/sse";
 import { forward, type Forwarded } from "../proxy/upstream";
+import { addUsage, NO_USAGE, validUsage } from "../proxy/usage";
 
 type Kind = "chat" | "completions";
 type Refusal = Extract<Admission, { ok: false }>;
@@ -29,7 +30,6 @@ type Refusal = Extract<Admission, { ok: false }>;
 const PATHS: Record<Kind, string> = { chat: "/v1/chat/completions", completions: "/v1/completions" };
 const NO_NODE_RETRY_MS = 2000;
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
 
 export function refusalResponse(a: Refusal): Response {
   const headers: Record<string, string> = a.rate ? rateLimitHeaders(a.rate) : {};
@@ -61,18 +61,10 @@ class RefusedError extends Error {
   }
 }
 
-function usageFromBody(body: Uint8Array): Usage | null {
-  try {
-    const parsed = JSON.parse(decoder.decode(body)) as { usage?: Usage | null };
-    return parsed.usage ?? null;
-  } catch {
-    return null;
-  }
-}
-
 /**
- * POST /v1/chat/completions and /v1/completions: authenticate, validate, route, admit, forward
- * (with failover), pass the answer through, and settle the key's lease with the real usage.
+ * POST /v1/chat/completions and /v1/completions: authenticate, validate, route, reserve, forward
+ * (with failover), pass the answer through, and end the request through its meter: one path,
+ * whatever ends it.
  */
 async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
   const started = Date.now();
@@ -122,53 +114,31 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
       throw new ApiError(503, "The edge has no NODE_SECRET to sign requests with.", { code: "edge_misconfigured" });
     }
 
-    const estimate = estimateTokens(body.byteLength, req, cfg.defaultMaxTokens);
+    // The reservation is the limit: the node is told it (signed) and cannot generate past it.
+    let maxModelLen = 0;
+    for (const n of route.nodes) maxModelLen = Math.max(maxModelLen, n.capacity.max_model_len);
+    const reservation = reservationFor(body.byteLength, req as CompletionRequest & ChatCompletionRequest, cfg.defaultMaxTokens, maxModelLen);
     // Finished requests of this key ride along with the admission (see limits/releases.ts).
     const carried = takeReleases(keyHash);
     let admission: Admission;
     try {
-      admission = await limiter.admit(model, estimate.total, cfg.leaseTtlMs, carried);
+      admission = await limiter.admit(model, reservation.total, cfg.leaseTtlMs, carried);
     } catch (err) {
       returnReleases(keyHash, carried);
       throw err;
     }
     if (!admission.ok) throw new RefusedError(admission);
     const rateHeaders = rateLimitHeaders(admission.rate);
-
-    // The lease is settled exactly once. Registered now, while the request is surely alive, this
-    // keeps the invocation running until the release has been handed on, even if the client goes.
-    let settle!: () => void;
-    ctx.waitUntil(new Promise<void>((resolve) => (settle = resolve)));
-    let released = false;
-    const release = (
-      usage: UsageReport,
-      fields: Record<string, string | number | boolean | null>,
-      clientGone = false,
-    ) => {
-      if (released) return;
-      released = true;
-      const lease = { leaseId: admission.leaseId, usage };
-      if (clientGone) {
-        void sendReleasesNow(env, keyHash, lease).finally(settle);
-      } else {
-        queueRelease(env, keyHash, lease, (p) => ctx.waitUntil(p));
-        settle();
-      }
-      if (cfg.logRequests || usage.error) {
-        (usage.error ? logError : logInfo)("request", {
-          request_id: requestId,
-          key_id: admission.keyId,
-          model,
-          stream: req.stream === true,
-          prompt_tokens: usage.promptTokens,
-          completion_tokens: usage.completionTokens,
-          ms: Date.now() - started,
-          ...fields,
-        });
-      }
-    };
-
     const stream = req.stream === true;
+    const meter = new RequestMeter(env, cfg, ctx, keyHash, admission.leaseId, reservation, {
+      request_id: requestId,
+      key_id: admission.keyId,
+      model,
+      stream,
+      reserved_tokens: reservation.total,
+    });
+    const ms = () => Date.now() - started;
+
     const clientWantsUsage = req.stream_options?.include_usage === true;
     // Always ask the node for usage; the usage chunk is stripped again if the client did not ask.
     const upstreamBody =
@@ -188,71 +158,69 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
         nodes: route.nodes,
         secret: env.NODE_SECRET,
         signed: { [KEY_ID_HEADER]: admission.keyId, [CACHE_SALT_HEADER]: admission.cacheSalt },
+        budget: reservation.total,
         cfg,
         view: poolView,
         clientSignal: c.req.raw.signal,
       });
     } catch (err) {
-      release({ promptTokens: 0, completionTokens: 0, error: true }, { status: 500 });
+      meter.end({ spent: { ...NO_USAGE, unknown: true }, error: true, log: { status: 500, ms: ms() } });
       throw err;
     }
     if (!fwd.ok) {
-      // A client that left before any answer still used the prompt on whichever node started it.
-      release(
-        { promptTokens: fwd.cancelled ? estimate.prompt : 0, completionTokens: 0, error: !fwd.cancelled },
-        { status: fwd.error.status, attempts: fwd.attempts, code: fwd.error.code },
-        fwd.cancelled,
-      );
+      meter.end({
+        spent: fwd.spent,
+        error: !fwd.cancelled,
+        clientGone: fwd.cancelled,
+        log: { status: fwd.error.status, attempts: fwd.attempts, code: fwd.error.code, ms: ms() },
+      });
       return fwd.error.toResponse(rateHeaders);
     }
 
     const headers = new Headers(rateHeaders);
     headers.set("x-seventy-node", fwd.node.id);
     if (fwd.kind === "buffered") {
-      const usage = fwd.status < 400 ? usageFromBody(fwd.body) : null;
-      release(
-        {
-          promptTokens: usage?.prompt_tokens ?? (fwd.status < 400 ? estimate.prompt : 0),
-          completionTokens: usage?.completion_tokens ?? (fwd.status < 400 ? estimate.total - estimate.prompt : 0),
-          cachedTokens: usage?.prompt_tokens_details?.cached_tokens ?? 0,
-          error: fwd.status >= 400,
-        },
-        { status: fwd.status, node: fwd.node.id, attempts: fwd.attempts },
-      );
+      meter.end({
+        spent: fwd.spent,
+        error: fwd.status >= 400,
+        log: { status: fwd.status, node: fwd.node.id, attempts: fwd.attempts, ms: ms() },
+      });
       headers.set("content-type", fwd.contentType ?? "application/json");
       return new Response(fwd.body, { status: fwd.status, headers });
     }
 
-    const node = fwd.node;
+    const answer = fwd;
     const out = meteredStream({
-      reader: fwd.reader,
-      first: fwd.first,
+      reader: answer.reader,
+      first: answer.first,
       stripUsage: !clientWantsUsage,
       idleTimeoutMs: cfg.streamIdleTimeoutMs,
+      maxStreamMs: cfg.maxStreamMs,
+      maxEventBytes: cfg.maxEventBytes,
+      drainMs: cfg.cancelDrainMs,
+      clientSignal: c.req.raw.signal,
+      stop: answer.stop,
       onEnd: (o) => {
-        poolView.end(node.id);
-        release(
-          {
-            promptTokens: o.usage?.prompt_tokens ?? estimate.prompt,
-            completionTokens: o.usage?.completion_tokens ?? o.chunks,
-            cachedTokens: o.usage?.prompt_tokens_details?.cached_tokens ?? 0,
-            error: !o.cancelled && (o.errored || !o.completed),
-          },
-          {
-            status: fwd.status,
-            node: node.id,
-            attempts: fwd.attempts,
+        poolView.end(answer.node.id);
+        meter.end({
+          spent: addUsage(answer.spent, validUsage(o.usage, reservation.total)),
+          error: !o.cancelled && (o.errored || !o.completed),
+          clientGone: o.cancelled,
+          log: {
+            status: answer.status,
+            node: answer.node.id,
+            attempts: answer.attempts,
             outcome: o.cancelled ? "client_cancelled" : o.completed && !o.errored ? "completed" : "cut_off",
+            ms: ms(),
           },
-          o.cancelled,
-        );
+        });
       },
     });
-    headers.set("content-type", fwd.contentType ?? "text/event-stream");
+    headers.set("content-type", answer.contentType ?? "text/event-stream");
     headers.set("cache-control", "no-cache");
     // Workers would otherwise compress the stream and buffer it in the process.
     headers.set("content-encoding", "identity");
-    return new Response(out, { status: fwd.status, headers });
+    return new Response(out, { status: answer.status, headers });
   } catch (err) {
     if (err instanceof RefusedError) return refusalResponse(err.admission);
     throw err;

@@ -60,11 +60,20 @@ function parseJson(bytes: Uint8Array): unknown {
  * /health and Prometheus /metrics.
  */
 /** Node's bindings are present when served by @hono/node-server; absent under `app.fetch`. */
-export type NodeEnv = { Bindings: Partial<HttpBindings>; Variables: { requestId: string; tenant: Tenant } };
+export type NodeEnv = {
+  Bindings: Partial<HttpBindings>;
+  Variables: { requestId: string; tenant: Tenant; budget: number | null; cancel: AbortSignal };
+};
 
 export function createApp(ctx: NodeContext): Hono<NodeEnv> {
   const app = new Hono<NodeEnv>();
   const verifier = ctx.credential ? new SignatureVerifier(ctx.credential, Math.floor(ctx.startedAt / 1000) + 1) : null;
+  /**
+   * Requests the edge may stop by name: the nonce of the signature they came with → their abort.
+   * The edge stops a request this way (POST /v1/cancel) instead of dropping the connection, and
+   * then reads the answer to its end: the node ends it at once with the usage it really generated.
+   */
+  const cancellable = new Map<string, AbortController>();
 
   app.use("*", async (c, next) => {
     const given = c.req.header("x-request-id");
@@ -89,18 +98,46 @@ export function createApp(ctx: NodeContext): Hono<NodeEnv> {
     // Unsigned, stale or misaddressed requests are refused before a byte of their body is read.
     verifier?.precheck(c.req.raw);
     const bytes = await readBody(c, ctx.maxBodyBytes);
-    c.set("tenant", verifier ? await verifier.verify(c.req.raw, bytes) : LOCAL_TENANT);
-    return parseJson(bytes);
+    const signed = verifier ? await verifier.verify(c.req.raw, bytes) : null;
+    c.set("tenant", signed?.tenant ?? LOCAL_TENANT);
+    c.set("budget", signed?.budget ?? null);
+    const body = parseJson(bytes);
+    const abort = new AbortController();
+    if (signed && !cancellable.has(signed.nonce)) {
+      cancellable.set(signed.nonce, abort);
+      const forget = () => cancellable.delete(signed.nonce);
+      // Forgotten when the answer is over (streams outlive the handler) or the client left.
+      if (c.env?.outgoing) c.env.outgoing.once("close", forget);
+      else abort.signal.addEventListener("abort", forget, { once: true });
+      c.req.raw.signal.addEventListener("abort", forget, { once: true });
+    }
+    c.set("cancel", abort.signal);
+    return body;
   }
 
   const conn = (c: Context<NodeEnv>): RequestConn => ({
-    signal: c.req.raw.signal,
+    signal: AbortSignal.any([c.req.raw.signal, c.get("cancel")]),
     outgoing: c.env?.outgoing,
     requestId: c.get("requestId"),
     tenant: c.get("tenant") ?? LOCAL_TENANT,
+    budget: c.get("budget"),
   });
   app.post("/v1/chat/completions", async (c) => chatCompletions(ctx, await jsonBody(c), conn(c)));
   app.post("/v1/completions", async (c) => completions(ctx, await jsonBody(c), conn(c)));
+
+  // The edge stops one of its requests (named by its signature's nonce); the request's own answer
+  // then ends with the usage generated so far. Signed like every edge request.
+  app.post("/v1/cancel", async (c) => {
+    verifier?.precheck(c.req.raw);
+    const bytes = await readBody(c, 4096);
+    if (verifier) await verifier.verify(c.req.raw, bytes);
+    const parsed = parseJson(bytes) as { nonce?: unknown };
+    if (typeof parsed.nonce !== "string") throw new HttpError(400, "Expected {\"nonce\": string}.", { param: "nonce", code: "invalid_value" });
+    const abort = cancellable.get(parsed.nonce);
+    cancellable.delete(parsed.nonce);
+    abort?.abort();
+    return c.json({ cancelled: abort !== undefined });
+  });
 
   app.get("/v1/models", async (c) => {
     if (verifier) {

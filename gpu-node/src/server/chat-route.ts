@@ -9,8 +9,8 @@ import {
 import type { NodeContext, RequestConn } from "./context.js";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { Generation, type GenerationSpec, type ChoiceDelta, type FinishReason, type GenerationUsage, type TokenLogprobInfo } from "./generation.js";
-import { HttpError } from "./http-error.js";
-import { checkModel, newId, resolveMaxTokens, samplingParams } from "./request-prep.js";
+import { HttpError, USAGE_HEADER } from "./http-error.js";
+import { checkModel, fitBudget, newId, resolveMaxTokens, samplingParams } from "./request-prep.js";
 import { encodeChatPrompt } from "./prompt.js";
 import { checkLogprobVolume, checkSchemaDepth, checkSequences, checkStopStrings, checkTools } from "./request-limits.js";
 import { SseWriter } from "./sse.js";
@@ -87,7 +87,15 @@ export async function chatCompletions(ctx: NodeContext, body: unknown, conn: Req
     tools: tools.length > 0 ? tools : undefined,
   });
   const maxParam = req.max_completion_tokens !== undefined ? "max_completion_tokens" : "max_tokens";
-  const maxTokens = resolveMaxTokens(ctx, promptTokenIds.length, req.max_completion_tokens ?? req.max_tokens, maxParam, "messages");
+  const requested = req.max_completion_tokens ?? req.max_tokens;
+  const maxTokens = fitBudget(
+    conn.budget,
+    promptTokenIds.length,
+    req.n ?? 1,
+    resolveMaxTokens(ctx, promptTokenIds.length, requested, maxParam, "messages"),
+    requested !== undefined,
+    maxParam,
+  );
   const wantLogprobs = req.logprobs === true;
   if (wantLogprobs) checkLogprobVolume(ctx, req.n ?? 1, req.top_logprobs ?? 0, maxTokens, "top_logprobs");
   const id = newId("chatcmpl");
@@ -139,7 +147,7 @@ export async function chatCompletions(ctx: NodeContext, body: unknown, conn: Req
   conn.signal.addEventListener("abort", () => gen.cancel(), { once: true });
   const usage = await done.catch((err: Error) => {
     observe.done("error");
-    throw new HttpError(500, `Generation failed: ${err.message}`, { code: "engine_error" });
+    throw new HttpError(500, `Generation failed: ${err.message}`, { code: "engine_error", usage: gen.usedSoFar() });
   });
   observe.done(finish[0] ?? "length");
   const completion: ChatCompletion = {
@@ -161,7 +169,9 @@ export async function chatCompletions(ctx: NodeContext, body: unknown, conn: Req
     }),
     usage: usageJson(usage),
   };
-  return new Response(JSON.stringify(completion), { headers: { "content-type": "application/json" } });
+  return new Response(JSON.stringify(completion), {
+    headers: { "content-type": "application/json", [USAGE_HEADER]: `${usage.promptTokens},${usage.completionTokens},${usage.cachedTokens}` },
+  });
 }
 
 /** The tool calls in a whole answer, found exactly as a stream finds them (so both give the same arguments). */
@@ -265,7 +275,7 @@ function streamChat(
     },
     onError(err) {
       observe.done("error");
-      sse.fail(err);
+      sse.fail(err, gen.usedSoFar());
     },
   });
   admit(gen);

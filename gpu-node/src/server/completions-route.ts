@@ -4,9 +4,9 @@ import { usageJson } from "./chat-route.js";
 import type { NodeContext, RequestConn } from "./context.js";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { Generation, type FinishReason, type GenerationUsage, type TokenLogprobInfo } from "./generation.js";
-import { HttpError } from "./http-error.js";
+import { HttpError, USAGE_HEADER } from "./http-error.js";
 import { prepareConstraints } from "./constraint-request.js";
-import { checkModel, newId, resolveMaxTokens, samplingParams } from "./request-prep.js";
+import { checkModel, fitBudget, newId, resolveMaxTokens, samplingParams } from "./request-prep.js";
 import { encodeTextPrompt } from "./prompt.js";
 import { checkLogprobVolume, checkSequences, checkStopStrings } from "./request-limits.js";
 import { SseWriter } from "./sse.js";
@@ -72,7 +72,11 @@ export async function completions(ctx: NodeContext, body: unknown, conn: Request
     promptTexts.push(req.echo ? ctx.tokenizer.decode(ids, { skipSpecialTokens: true }) : "");
   }
   const n = req.n ?? 1;
-  const maxTokensList = prompts.map((ids) => resolveMaxTokens(ctx, ids.length, req.max_tokens, "max_tokens", "prompt"));
+  // The budget covers every prompt and every choice of each: one per-sequence cap for all of them.
+  const promptTotal = prompts.reduce((sum, ids) => sum + ids.length, 0);
+  const maxTokensList = prompts.map((ids) =>
+    fitBudget(conn.budget, promptTotal, prompts.length * n, resolveMaxTokens(ctx, ids.length, req.max_tokens, "max_tokens", "prompt"), req.max_tokens !== undefined, "max_tokens"),
+  );
   if (req.logprobs !== undefined) checkLogprobVolume(ctx, prompts.length * n, req.logprobs, Math.max(...maxTokensList), "logprobs");
   const id = newId("cmpl");
   const created = Math.floor(Date.now() / 1000);
@@ -154,6 +158,15 @@ export async function completions(ctx: NodeContext, body: unknown, conn: Request
     );
     gens.push(gen);
   });
+  const usedSoFar = () => {
+    const u = { promptTokens: 0, completionTokens: 0 };
+    for (const g of gens) {
+      const s = g.usedSoFar();
+      u.promptTokens += s.promptTokens;
+      u.completionTokens += s.completionTokens;
+    }
+    return u;
+  };
   try {
     for (const g of gens) admit(g);
   } catch (err) {
@@ -177,7 +190,7 @@ export async function completions(ctx: NodeContext, body: unknown, conn: Request
         writer.done();
       },
       (err: Error) => {
-        writer.fail(err);
+        writer.fail(err, usedSoFar());
       },
     );
     return writer.response(RESPONSE_ALREADY_SENT);
@@ -185,7 +198,7 @@ export async function completions(ctx: NodeContext, body: unknown, conn: Request
   try {
     await all;
   } catch (err) {
-    throw new HttpError(500, `Generation failed: ${(err as Error).message}`, { code: "engine_error" });
+    throw new HttpError(500, `Generation failed: ${(err as Error).message}`, { code: "engine_error", usage: usedSoFar() });
   }
   const out: Completion = {
     id,
@@ -201,5 +214,7 @@ export async function completions(ctx: NodeContext, body: unknown, conn: Request
     })),
     usage: usageJson(usage),
   };
-  return new Response(JSON.stringify(out), { headers: { "content-type": "application/json" } });
+  return new Response(JSON.stringify(out), {
+    headers: { "content-type": "application/json", [USAGE_HEADER]: `${usage.promptTokens},${usage.completionTokens},${usage.cachedTokens}` },
+  });
 }

@@ -65,4 +65,9 @@ export interface RequestConn {
   requestId: string;
   /** The key the edge admitted the request under (signed), or the single local tenant. */
   tenant: Tenant;
+  /**
+   * The most tokens (prompt + every completion) this request may use, from the edge's signed
+   * x-seventy-budget header; null when the request carries none (an unsigned or direct request).
+   */
+  budget: number | null;
 }

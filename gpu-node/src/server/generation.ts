@@ -62,6 +62,8 @@ export class Generation {
   private failed = false;
   private cancelled = false;
   private readonly usage: GenerationUsage;
+  /** Tokens generated so far, every choice (finished or not). */
+  private generated = 0;
 
   constructor(
     private readonly scheduler: Scheduler,
@@ -109,6 +111,11 @@ export class Generation {
     }
   }
 
+  /** What this request has used so far: its prompt and every token generated for any choice. */
+  usedSoFar(): { promptTokens: number; completionTokens: number } {
+    return { promptTokens: this.usage.promptTokens, completionTokens: Math.max(this.generated, this.usage.completionTokens) };
+  }
+
   /** The client went away: stop generating now. */
   cancel(): void {
     if (this.cancelled) return;
@@ -130,6 +137,7 @@ export class Generation {
   private onEvent(choice: ChoiceState, ev: SeqEvent): void {
     if (choice.done) return;
     if (ev.type === "token") {
+      this.generated++;
       this.hooks.onToken?.(choice.index, performance.now());
       if (choice.stoppedByString) return;
       // The common case (no stop strings, no logprobs) allocates nothing but the delta: this runs

@@ -1,11 +1,29 @@
 import { errorBody, zodErrorBody } from "@seventy/sdk/protocol";
 
+/**
+ * Tokens a request really used, on every response the API routes send: "<prompt>,<completion>".
+ * The edge meters errors with it (a refusal before generation used nothing).
+ */
+export const USAGE_HEADER = "x-seventy-usage";
+
+export interface TokenCount {
+  promptTokens: number;
+  completionTokens: number;
+}
+
 /** The one error type of the HTTP layer: knows its status and how to become an OpenAI error body. */
 export class HttpError extends Error {
   constructor(
     readonly status: number,
     message: string,
-    readonly opts: { param?: string | null; code?: string | null; type?: string; headers?: Record<string, string> } = {},
+    readonly opts: {
+      param?: string | null;
+      code?: string | null;
+      type?: string;
+      headers?: Record<string, string>;
+      /** What the request generated before it failed (none: it failed before generating). */
+      usage?: TokenCount;
+    } = {},
   ) {
     super(message);
     this.name = "HttpError";
@@ -20,7 +38,12 @@ export class HttpError extends Error {
   toResponse(extraHeaders: Record<string, string> = {}): Response {
     return new Response(JSON.stringify(errorBody(this.status, this.message, this.opts)), {
       status: this.status,
-      headers: { "content-type": "application/json", ...this.opts.headers, ...extraHeaders },
+      headers: {
+        "content-type": "application/json",
+        [USAGE_HEADER]: `${this.opts.usage?.promptTokens ?? 0},${this.opts.usage?.completionTokens ?? 0}`,
+        ...this.opts.headers,
+        ...extraHeaders,
+      },
     });
   }
 }

@@ -91,6 +91,31 @@ export function resolveMaxTokens(
   return Math.min(requested, ctx.maxOutputTokens);
 }
 
+/**
+ * Fits the output to the edge's signed token budget: the prompt tokens plus `sequences` completions
+ * of `maxTokens` each must fit in it, so the node can never generate more than the edge reserved.
+ * A `max_tokens` the client left out shrinks to fit; one it set is refused when it does not fit.
+ * Returns the per-sequence output cap.
+ */
+export function fitBudget(
+  budget: number | null,
+  promptTokens: number,
+  sequences: number,
+  maxTokens: number,
+  explicit: boolean,
+  param: string,
+): number {
+  if (budget === null) return maxTokens;
+  const perSequence = Math.floor((budget - promptTokens) / sequences);
+  if (perSequence >= maxTokens) return maxTokens;
+  if (!explicit && perSequence >= 1) return perSequence;
+  throw new HttpError(
+    400,
+    `This request may use ${promptTokens + sequences * maxTokens} tokens (${promptTokens} in the prompt, ${sequences} × ${maxTokens} for the completion), more than the ${budget} tokens reserved for it. Lower '${param}' or 'n'.`,
+    { param, code: "budget_exceeded" },
+  );
+}
+
 export function newId(prefix: string): string {
   return `${prefix}-${crypto.randomUUID().replace(/-/g, "")}`;
 }

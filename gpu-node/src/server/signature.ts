@@ -41,7 +41,8 @@ export class SignatureVerifier {
     reject(checkSignatureHeaders({ headers: req.headers, notBefore: this.notBefore, nodeId: this.credential.nodeId }));
   }
 
-  async verify(req: Request, body: Uint8Array): Promise<Tenant> {
+  /** Returns who asked (the tenant), the signature's nonce and the signed token budget (null when none was sent). */
+  async verify(req: Request, body: Uint8Array): Promise<{ tenant: Tenant; nonce: string; budget: number | null }> {
     const url = new URL(req.url);
     const result = await verifyRequest({
       method: req.method,
@@ -57,7 +58,7 @@ export class SignatureVerifier {
       throw new HttpError(401, "Request signature rejected: replayed nonce.", { code: "invalid_signature" });
     }
     const keyId = req.headers.get(KEY_ID_HEADER) ?? "";
-    return { keyId, cacheSalt: req.headers.get(CACHE_SALT_HEADER) ?? keyId };
+    return { tenant: { keyId, cacheSalt: req.headers.get(CACHE_SALT_HEADER) ?? keyId }, nonce: result.nonce, budget: result.budget };
   }
 }
 

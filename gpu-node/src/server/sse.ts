@@ -121,8 +121,11 @@ export class SseWriter {
    * Ends the stream with an in-band error event and no [DONE]: the client must not mistake a
    * cut-off answer for a whole one.
    */
-  fail(err: Error): void {
-    this.data(JSON.stringify(errorBody(500, `Generation failed: ${err.message}`, { type: "server_error", code: "engine_error" })));
+  fail(err: Error, usage?: { promptTokens: number; completionTokens: number }): void {
+    const body: Record<string, unknown> = errorBody(500, `Generation failed: ${err.message}`, { type: "server_error", code: "engine_error" });
+    // What was generated before the failure, so the edge meters the truth.
+    if (usage) body.usage = { prompt_tokens: usage.promptTokens, completion_tokens: usage.completionTokens, total_tokens: usage.promptTokens + usage.completionTokens };
+    this.data(JSON.stringify(body));
     this.close();
   }
 

@@ -8,9 +8,12 @@
  *   x-seventy-signature = "v2=" + hex(HMAC-SHA256(key, canonical))
  *
  * `x-seventy-node` names the node the request is for (or the node a heartbeat is from), so a
- * signature is valid for one node only. The timestamp bounds replay to a window (60 s by default);
- * the nonce lets a verifier refuse a signature it has already seen inside that window. Only
- * WebCrypto is used, so this runs unchanged in Workers, browsers and Node 20+.
+ * signature is valid for one node only. The edge's requests to nodes carry `x-seventy-budget`: the
+ * most tokens (prompt and completion, every choice together) the request may use, which the node
+ * enforces; it is signed with the rest, so neither a client nor anyone on the path can raise or drop it.
+ * The timestamp bounds replay to a window (60 s by default); the nonce lets a verifier refuse a
+ * signature it has already seen inside that window. Only WebCrypto is used, so this runs unchanged
+ * in Workers, browsers and Node 20+.
  */
 
 export const SIGNATURE_HEADER = "x-seventy-signature";
@@ -22,8 +25,10 @@ export const NODE_ID_HEADER = "x-seventy-node";
 export const KEY_ID_HEADER = "x-seventy-key-id";
 /** The prefix-cache salt of the request's tenant (the key id, or a salt the admin shares between keys). */
 export const CACHE_SALT_HEADER = "x-seventy-cache-salt";
+/** The request's token budget (prompt and completion, every choice together), enforced by the node. */
+export const BUDGET_HEADER = "x-seventy-budget";
 /** Headers covered by the signature, in canonical order. Append only: the order is part of the format. */
-export const SIGNED_HEADERS: readonly string[] = [NODE_ID_HEADER, KEY_ID_HEADER, CACHE_SALT_HEADER];
+export const SIGNED_HEADERS: readonly string[] = [NODE_ID_HEADER, KEY_ID_HEADER, CACHE_SALT_HEADER, BUDGET_HEADER];
 export const DEFAULT_MAX_SKEW_SECONDS = 60;
 
 const encoder = new TextEncoder();
@@ -86,13 +91,15 @@ export interface SignInput {
   nonce?: string;
   /** Values of SIGNED_HEADERS to send and sign (e.g. the node id); others are signed as "". */
   signed?: Record<string, string>;
+  /** Token budget of the request (see BUDGET_HEADER); signed and sent when given. */
+  budget?: number;
 }
 
 /** Returns the headers to add to the request: the signature's three and the signed ones given. */
 export async function signRequest(input: SignInput): Promise<Record<string, string>> {
   const timestamp = String(input.timestamp ?? Math.floor(Date.now() / 1000));
   const nonce = input.nonce ?? crypto.randomUUID();
-  const signed = input.signed ?? {};
+  const signed = input.budget === undefined ? (input.signed ?? {}) : { ...input.signed, [BUDGET_HEADER]: String(input.budget) };
   for (const name of Object.keys(signed)) if (!SIGNED_HEADERS.includes(name)) throw new Error(`${name} is not a signed header`);
   const key = await hmacKey(input.secret);
   const text = canonicalString(input.method, input.path, timestamp, nonce, await sha256Hex(input.body), (h) => signed[h]);
@@ -100,7 +107,9 @@ export async function signRequest(input: SignInput): Promise<Record<string, stri
   return { ...signed, [SIGNATURE_HEADER]: `v2=${toHex(mac)}`, [TIMESTAMP_HEADER]: timestamp, [NONCE_HEADER]: nonce };
 }
 
-export type VerifyResult = { ok: true; nonce: string; timestamp: number } | { ok: false; reason: string };
+export type VerifyResult =
+  | { ok: true; nonce: string; timestamp: number; /** The signed token budget, or null when none was sent. */ budget: number | null }
+  | { ok: false; reason: string };
 
 export interface HeaderCheckInput {
   headers: { get(name: string): string | null };
@@ -127,6 +136,8 @@ export function checkSignatureHeaders(input: HeaderCheckInput): VerifyResult {
   if (nonce.length > 128) return { ok: false, reason: "malformed nonce" };
   if (!sig.startsWith("v2=")) return { ok: false, reason: "unknown signature version" };
   if (!/^[0-9a-f]{64}$/.test(sig.slice(3))) return { ok: false, reason: "malformed signature" };
+  const budget = input.headers.get(BUDGET_HEADER);
+  if (budget !== null && !/^\d{1,12}$/.test(budget)) return { ok: false, reason: "malformed budget" };
   const timestamp = Number(ts);
   const now = input.now ?? Math.floor(Date.now() / 1000);
   if (Math.abs(now - timestamp) > (input.maxSkewSeconds ?? DEFAULT_MAX_SKEW_SECONDS)) {
@@ -136,7 +147,7 @@ export function checkSignatureHeaders(input: HeaderCheckInput): VerifyResult {
   if (input.nodeId !== undefined && input.headers.get(NODE_ID_HEADER) !== input.nodeId) {
     return { ok: false, reason: "signed for another node" };
   }
-  return { ok: true, nonce, timestamp };
+  return { ok: true, nonce, timestamp, budget: budget === null ? null : Number(budget) };
 }
 
 export interface VerifyInput extends HeaderCheckInput {

@@ -1,22 +1,6 @@
 import type { ChatCompletionRequest, CompletionRequest } from "@seventy/sdk/protocol";
 import { hashString } from "../pool/router";
 
-/**
- * Tokens to reserve before forwarding: the prompt estimated as a quarter of the request body's
- * bytes (about 4 bytes per token for English; JSON keys and per-message framing stand in for the
- * chat template's overhead) plus the most the completion may use, times `n`. The reservation is
- * reconciled with the node's real usage when the request ends.
- */
-export function estimateTokens(
-  bodyBytes: number,
-  req: Pick<ChatCompletionRequest, "max_tokens" | "n"> & { max_completion_tokens?: number | undefined },
-  defaultMaxTokens: number,
-): { prompt: number; total: number } {
-  const prompt = Math.ceil(bodyBytes / 4);
-  const completion = (req.max_completion_tokens ?? req.max_tokens ?? defaultMaxTokens) * (req.n ?? 1);
-  return { prompt, total: prompt + completion };
-}
-
 type Content = string | { type: "text"; text: string }[] | undefined;
 
 function text(content: Content): string {
