@@ -19,13 +19,14 @@ export interface Started {
   stop(): Promise<void>;
 }
 
-export function readWranglerToml(): Promise<{ vars: Record<string, string>; compatibilityDate: string; compatibilityFlags: string[] }>;
+export function readWranglerToml(): Promise<{ vars: Record<string, string>; compatibilityDate: string; compatibilityFlags: string[]; assetsDirectory: string | null }>;
 export function buildBundle(outdir: string): Promise<number>;
 export function workerdConfig(opts: {
   dir: string;
   name?: string;
   port: number;
   bundle: string;
+  assetsFront?: string | null;
   vars: Record<string, string>;
   compatibilityDate: string;
   compatibilityFlags: string[];

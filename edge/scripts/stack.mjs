@@ -7,6 +7,7 @@ import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { assetsFrontModule } from "./assets-front.mjs";
 
 /** The repository root. */
 export const ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
@@ -101,6 +102,7 @@ export async function readWranglerToml() {
   let section = "";
   let compatibilityDate = "2026-04-20";
   let compatibilityFlags = [];
+  let assetsDirectory = null;
   for (const raw of text.split("\n")) {
     const line = raw.trim();
     if (line.startsWith("[")) section = line;
@@ -109,8 +111,9 @@ export async function readWranglerToml() {
     if (section === "[vars]") vars[m[1]] = JSON.parse(m[2]);
     else if (section === "" && m[1] === "compatibility_date") compatibilityDate = JSON.parse(m[2]);
     else if (section === "" && m[1] === "compatibility_flags") compatibilityFlags = JSON.parse(m[2]);
+    else if (section === "[assets]" && m[1] === "directory") assetsDirectory = join(ROOT, JSON.parse(m[2]));
   }
-  return { vars, compatibilityDate, compatibilityFlags };
+  return { vars, compatibilityDate, compatibilityFlags, assetsDirectory };
 }
 
 /** The deploy bundle (`wrangler deploy --dry-run`, offline) in `outdir`; returns its size in bytes. */
@@ -128,7 +131,7 @@ const EDGE_CLASSES = { KeyRegistry: "KEY_REGISTRY", KeyLimiter: "KEY_LIMITER", N
  * Objects stored under `dir`, outbound fetches allowed to loopback. Written with mode 0600: the
  * bindings hold secrets.
  */
-export async function workerdConfig({ dir, name = "edge", port, bundle, vars, compatibilityDate, compatibilityFlags, objects = EDGE_CLASSES }) {
+export async function workerdConfig({ dir, name = "edge", port, bundle, assetsFront = null, vars, compatibilityDate, compatibilityFlags, objects = EDGE_CLASSES }) {
   const q = (s) => JSON.stringify(s);
   const classes = Object.keys(objects);
   const bindings = [
@@ -140,9 +143,11 @@ const config :Workerd.Config = (
   services = [
     (name = "edge", worker = .edge),
     (name = "do-disk", disk = (path = ${q(join(dir, `do-${name}`))}, writable = true)),
-    (name = "internet", network = (allow = ["public", "private", "local"])),
+    (name = "internet", network = (allow = ["public", "private", "local"])),${
+      assetsFront ? `\n    (name = "assets", worker = (modules = [ (name = "front.js", esModule = embed ${q(assetsFront)}) ], compatibilityDate = ${q(compatibilityDate)}, bindings = [ (name = "EDGE", service = "edge") ])),` : ""
+    }
   ],
-  sockets = [ (name = "http", address = "127.0.0.1:${port}", http = (), service = "edge") ],
+  sockets = [ (name = "http", address = "127.0.0.1:${port}", http = (), service = ${q(assetsFront ? "assets" : "edge")}) ],
 );
 const edge :Workerd.Worker = (
   # embed paths are relative to this file
@@ -194,10 +199,14 @@ export async function startEdge({
   } else {
     await buildBundle(join(stateDir, "dist"));
     const toml = await readWranglerToml();
+    // Static assets (the dashboard) are answered in front of the worker, as Cloudflare's asset layer does.
+    const front = toml.assetsDirectory ? await assetsFrontModule(toml.assetsDirectory) : null;
+    if (front) await writeFile(join(stateDir, "dist", "assets-front.js"), front);
     const config = await workerdConfig({
       dir: stateDir,
       port,
       bundle: "dist/index.js",
+      assetsFront: front ? "dist/assets-front.js" : null,
       // A local stack's nodes listen on http://127.0.0.1: let them register (never set in production).
       vars: { ...toml.vars, ALLOW_HTTP_LOOPBACK_NODES: "true", ...vars, ADMIN_TOKEN: adminToken, NODE_SECRET: nodeSecret },
       compatibilityDate: toml.compatibilityDate,
