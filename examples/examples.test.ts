@@ -1,4 +1,4 @@
-// The examples, run as a user runs them, against the local stack (edge under wrangler dev + gpu-node).
+// The examples, run as a user runs them, against the local stack (the edge's deploy bundle under workerd + gpu-node).
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { execFileSync } from "node:child_process";

@@ -1,4 +1,4 @@
-// Structured outputs and forced tool calls through the local stack (edge under wrangler dev + a
+// Structured outputs and forced tool calls through the local stack (the edge's deploy bundle under workerd + a
 // gpu-node on the tiny random model): the official openai client's parse() with zodResponseFormat,
 // and the AI SDK's generateObject / streamObject / tool calling via @ai-sdk/openai-compatible
 // (@seventy/sdk's parse() and runTools() run against a gpu-node in sdk/src/lib). Random weights say nothing sensible, yet every object and

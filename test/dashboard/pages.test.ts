@@ -1,5 +1,6 @@
-// /dashboard and /playground in headless Chromium against the local stack (the edge under wrangler
-// dev serving the built pages, a gpu-node on the tiny model), as an operator and a developer use them.
+// /dashboard and /playground in headless Chromium against the local stack (the edge's deploy bundle
+// under bare workerd with its static assets answered in front of it, a gpu-node on the tiny model),
+// as an operator and a developer use them.
 // Screenshots of every page land in .seventy/screenshots/, or in docs/screenshots/ (the README's)
 // with SEVENTY_UPDATE_SCREENSHOTS=1.
 import { execFile } from "node:child_process";

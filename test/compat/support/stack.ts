@@ -23,8 +23,9 @@ export interface Stack {
 const random = () => Math.random().toString(36).slice(2, 12);
 
 /**
- * The local stack as `npm start` runs it: the edge under `wrangler dev` and a gpu-node on the tiny
- * model reporting to it, on free ports, with state in a fresh folder under .seventy/.
+ * The local stack as `npm start` runs it: the edge's deploy bundle under bare workerd (static assets
+ * answered in front of it) and a gpu-node on the tiny model reporting to it, on free ports, with
+ * state in a fresh folder under .seventy/.
  */
 export async function startStack(): Promise<Stack> {
   const [edgePort, inspectorPort, nodePort] = [await freePort(), await freePort(), await freePort()];
