@@ -1,8 +1,9 @@
 import { errorBody, zodErrorBody } from "@seventy/sdk/protocol";
 
 /**
- * Tokens a request really used, on every response the API routes send: "<prompt>,<completion>".
- * The edge meters errors with it (a refusal before generation used nothing).
+ * Tokens a request really used, on every response the API routes send: "<prompt>,<completion>",
+ * and on answers ",<cached>" after them (prompt tokens served from the prefix cache). The edge meters
+ * every non-stream ending with it (a refusal before generation used nothing).
  */
 export const USAGE_HEADER = "x-seventy-usage";
 
