@@ -26,7 +26,7 @@ export function workerdConfig(opts: {
   name?: string;
   port: number;
   bundle: string;
-  assetsFront?: string | null;
+  assets?: string | null;
   vars: Record<string, string>;
   compatibilityDate: string;
   compatibilityFlags: string[];

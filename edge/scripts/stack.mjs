@@ -7,7 +7,7 @@ import { chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { assetsFrontModule } from "./assets-front.mjs";
+import { assetsServerModule } from "./assets-server.mjs";
 
 /** The repository root. */
 export const ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
@@ -131,12 +131,13 @@ const EDGE_CLASSES = { KeyRegistry: "KEY_REGISTRY", KeyLimiter: "KEY_LIMITER", N
  * Objects stored under `dir`, outbound fetches allowed to loopback. Written with mode 0600: the
  * bindings hold secrets.
  */
-export async function workerdConfig({ dir, name = "edge", port, bundle, assetsFront = null, vars, compatibilityDate, compatibilityFlags, objects = EDGE_CLASSES }) {
+export async function workerdConfig({ dir, name = "edge", port, bundle, assets = null, vars, compatibilityDate, compatibilityFlags, objects = EDGE_CLASSES }) {
   const q = (s) => JSON.stringify(s);
   const classes = Object.keys(objects);
   const bindings = [
     ...Object.entries(vars).map(([k, v]) => `(name = ${q(k)}, text = ${q(String(v))})`),
     ...classes.map((c) => `(name = ${q(objects[c])}, durableObjectNamespace = (className = ${q(c)}))`),
+    ...(assets ? [`(name = "ASSETS", service = "assets")`] : []),
   ];
   const config = `using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
@@ -144,10 +145,10 @@ const config :Workerd.Config = (
     (name = "edge", worker = .edge),
     (name = "do-disk", disk = (path = ${q(join(dir, `do-${name}`))}, writable = true)),
     (name = "internet", network = (allow = ["public", "private", "local"])),${
-      assetsFront ? `\n    (name = "assets", worker = (modules = [ (name = "front.js", esModule = embed ${q(assetsFront)}) ], compatibilityDate = ${q(compatibilityDate)}, bindings = [ (name = "EDGE", service = "edge") ])),` : ""
+      assets ? `\n    (name = "assets", worker = (modules = [ (name = "assets.js", esModule = embed ${q(assets)}) ], compatibilityDate = ${q(compatibilityDate)})),` : ""
     }
   ],
-  sockets = [ (name = "http", address = "127.0.0.1:${port}", http = (), service = ${q(assetsFront ? "assets" : "edge")}) ],
+  sockets = [ (name = "http", address = "127.0.0.1:${port}", http = (), service = "edge") ],
 );
 const edge :Workerd.Worker = (
   # embed paths are relative to this file
@@ -199,14 +200,14 @@ export async function startEdge({
   } else {
     await buildBundle(join(stateDir, "dist"));
     const toml = await readWranglerToml();
-    // Static assets (the dashboard) are answered in front of the worker, as Cloudflare's asset layer does.
-    const front = toml.assetsDirectory ? await assetsFrontModule(toml.assetsDirectory) : null;
-    if (front) await writeFile(join(stateDir, "dist", "assets-front.js"), front);
+    // The dashboard's static files, served as Cloudflare's asset layer serves them (see assets-server.mjs).
+    const assets = toml.assetsDirectory ? await assetsServerModule(toml.assetsDirectory) : null;
+    if (assets) await writeFile(join(stateDir, "dist", "assets.js"), assets);
     const config = await workerdConfig({
       dir: stateDir,
       port,
       bundle: "dist/index.js",
-      assetsFront: front ? "dist/assets-front.js" : null,
+      assets: assets ? "dist/assets.js" : null,
       // A local stack's nodes listen on http://127.0.0.1: let them register (never set in production).
       vars: { ...toml.vars, ALLOW_HTTP_LOOPBACK_NODES: "true", ...vars, ADMIN_TOKEN: adminToken, NODE_SECRET: nodeSecret },
       compatibilityDate: toml.compatibilityDate,

@@ -7,6 +7,8 @@ import type { NodePool } from "./pool/node-pool";
  * `config()` parses them once with defaults.
  */
 export interface Env {
+  /** Only in a local stack under bare workerd: the dashboard's static files (in production the asset layer serves them). */
+  ASSETS?: Fetcher;
   /** One object holds every key's record; the admin API's source of truth for listing. */
   KEY_REGISTRY: DurableObjectNamespace<KeyRegistry>;
   /** One object per key (named by the key's SHA-256): its record, buckets, leases and usage. */

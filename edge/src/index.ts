@@ -1,5 +1,5 @@
 import { WorkerEntrypoint } from "cloudflare:workers";
-import { Hono } from "hono";
+import { Hono, type Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { AppEnv } from "./app-env";
 import type { Env } from "./env";
@@ -27,6 +27,18 @@ app.get("/health", (c) => c.json({ ok: true }));
 app.route("/v1", v1);
 app.route("/admin", admin);
 app.route("/internal", internal);
+
+// Cloudflare's asset layer answers the dashboard's files before the worker runs. A local stack under
+// bare workerd binds ASSETS (edge/scripts/assets-server.mjs) instead, and these paths go to it.
+// (Re-wrapped: a fetched response's headers are immutable, and the middleware adds x-request-id.)
+const assets = async (c: Context<AppEnv>) => {
+  if (!c.env.ASSETS) return c.notFound();
+  const res = await c.env.ASSETS.fetch(c.req.raw);
+  return new Response(res.body, res);
+};
+app.get("/dashboard", assets);
+app.get("/playground", assets);
+app.get("/ui/*", assets);
 
 app.notFound((c) =>
   errorResponse(404, `Invalid URL (${c.req.method} ${new URL(c.req.url).pathname}).`, { code: "unknown_url" }),

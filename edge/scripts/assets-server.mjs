@@ -1,11 +1,11 @@
 // The local stack's stand-in for Cloudflare's static-asset layer, for the edge under bare workerd.
 //
-// In production the asset layer sits in front of the worker: a request for a file in
-// `[assets] directory` (wrangler.toml) is answered from it, with `_headers` applied and
-// `html_handling = "auto-trailing-slash"` (/dashboard serves dashboard.html); anything else
-// (`not_found_handling = "none"`) goes on to the worker. `assetsFrontModule` writes a small worker
-// that does the same over the files it embeds, and hands every other request to the edge through
-// a service binding, so the local stack serves the dashboard exactly where a deployment does.
+// In production the asset layer answers a request for a file in `[assets] directory`
+// (wrangler.toml) before the worker runs, with `_headers` applied and
+// `html_handling = "auto-trailing-slash"` (/dashboard serves dashboard.html). Locally,
+// `assetsServerModule` writes a small worker that does the same over the files it embeds; the edge
+// is given it as its ASSETS binding and hands it the dashboard's paths. It is not put in front of
+// the edge, so API requests and streams never pass through a second worker.
 import { readFile, readdir } from "node:fs/promises";
 import { extname, join, relative } from "node:path";
 
@@ -43,11 +43,8 @@ export function parseHeadersFile(text) {
   return rules;
 }
 
-/**
- * The source of the front worker for the files under `dir` (null when `dir` holds none). The edge
- * is reached through the service binding `EDGE`.
- */
-export async function assetsFrontModule(dir) {
+/** The source of the asset worker for the files under `dir` (null when `dir` holds none). */
+export async function assetsServerModule(dir) {
   let files;
   try {
     files = await listFiles(dir);
@@ -73,10 +70,10 @@ function find(path) {
   return ASSETS[path] ? path : ASSETS[path + ".html"] ? path + ".html" : ASSETS[path.replace(/\\/?$/, "/index.html")] ? path.replace(/\\/?$/, "/index.html") : null;
 }
 export default {
-  async fetch(request, env) {
+  async fetch(request) {
     const url = new URL(request.url);
     const file = request.method === "GET" || request.method === "HEAD" ? find(decodeURIComponent(url.pathname)) : null;
-    if (file === null) return env.EDGE.fetch(request);
+    if (file === null) return new Response("Not found", { status: 404 });
     const headers = new Headers({ "content-type": ASSETS[file].type });
     for (const rule of RULES) {
       const p = rule.pattern;
