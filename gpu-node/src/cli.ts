@@ -8,6 +8,7 @@ const USAGE = `usage:
                      [--served-model-name NAME] [--max-num-seqs N] [--max-num-batched-tokens N]
                      [--kv-cache-blocks N] [--max-model-len N] [--max-queue N]
                      [--edge URL] [--node-id ID] [--public-url URL] [--heartbeat-interval-ms N]
+                     [--simulated-step-ms N]  (engine simulated: wall time of one step)
                      [--quantization none|fp8] [--load-format safetensors|dummy] [--gpu-memory-utilization F]
       The edge's shared secret comes from SEVENTY_NODE_SECRET. Without --model, serves a tiny
       random Llama 3.1 model created on first use in the cache folder.
@@ -46,6 +47,7 @@ async function serveCommand(args: string[]): Promise<void> {
       quantization: { type: "string" },
       "load-format": { type: "string" },
       "gpu-memory-utilization": { type: "string" },
+      "simulated-step-ms": { type: "string" },
     },
   });
   const engine = values.engine as EngineChoice;
@@ -77,6 +79,7 @@ async function serveCommand(args: string[]): Promise<void> {
     quantization,
     loadFormat,
     gpuMemoryUtilization: gmu === undefined ? undefined : Number(gmu),
+    simulatedStepMs: int("simulated-step-ms", values["simulated-step-ms"], 0),
     progress: true,
     log: (line) => console.error(line),
   });

@@ -32,6 +32,8 @@ export interface NodeOptions {
   quantization?: "none" | "fp8";
   loadFormat?: "safetensors" | "dummy";
   gpuMemoryUtilization?: number;
+  /** Simulated engine: wall time of one step. */
+  simulatedStepMs?: number;
   /** Shared with the edge; required to listen on anything but loopback. */
   secret?: string;
   edgeUrl?: string;
@@ -88,6 +90,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
       gpuMemoryUtilization: opts.gpuMemoryUtilization,
       maxNumSeqs: opts.maxNumSeqs,
       maxModelLen: opts.maxModelLen,
+      simulatedStepMs: opts.simulatedStepMs,
     }));
   const kvCapacity = engine.numKvBlocks * engine.blockSize;
   const maxModelLen = opts.maxModelLen ?? Math.min(model.config.maxPositionEmbeddings, kvCapacity);
