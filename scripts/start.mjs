@@ -1,4 +1,5 @@
-// `npm start`: the local stack. The edge under `wrangler dev` (offline), one gpu-node serving the
+// `npm start`: the local stack. The edge's deploy bundle under bare workerd (as production runs it;
+// `wrangler dev`'s inspector proxy does not survive hundreds of concurrent streams), one gpu-node serving the
 // tiny model that joins the edge's pool by signed heartbeats, and a dev API key; then it prints
 // how to call it. Ctrl-C stops everything it started.
 //
@@ -7,6 +8,8 @@
 //   NODE_PORT              gpu-node port (default 8100)
 //   SEVENTY_DEV_API_KEY    use exactly this key as the dev key (default: a new random key)
 //   SEVENTY_ADMIN_TOKEN    the admin token (default: a new random token)
+//   SEVENTY_EDGE_RUNNER    "wrangler" runs the edge under wrangler dev instead (live reload while
+//                          editing the worker; not for load)
 import { existsSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
@@ -59,10 +62,12 @@ async function main() {
   const stateDir = join(ROOT, ".seventy", "dev");
   await rm(stateDir, { recursive: true, force: true });
 
-  console.log(`starting the edge (wrangler dev) on http://127.0.0.1:${edgePort} ...`);
+  const runner = process.env.SEVENTY_EDGE_RUNNER === "wrangler" ? "wrangler" : "workerd";
+  console.log(`starting the edge (${runner === "wrangler" ? "wrangler dev" : "deploy bundle under workerd"}) on http://127.0.0.1:${edgePort} ...`);
   const edge = await startEdge({
     port: edgePort,
-    inspectorPort: await freePort(),
+    runner,
+    inspectorPort: runner === "wrangler" ? await freePort() : undefined,
     adminToken,
     nodeSecret,
     stateDir,

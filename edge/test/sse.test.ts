@@ -69,7 +69,7 @@ function collect(stream: ReadableStream<Uint8Array>): Promise<string> {
   return new Response(stream).text();
 }
 
-const BASE = { maxStreamMs: 60_000, drainMs: 1000, stop: async () => false };
+const BASE = { maxStreamMs: 60_000, drainMs: 1000, clientIdleMs: 60_000, stop: async () => false };
 
 async function ended(ends: StreamOutcome[]): Promise<void> {
   for (let i = 0; i < 200 && ends.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
@@ -136,7 +136,9 @@ describe("meteredStream", () => {
     await ended(ends);
     expect(upstreamCancelled).toBe(true);
     expect(ends).toHaveLength(1);
-    expect(ends[0]).toMatchObject({ cancelled: true, completed: false, chunks: 2 });
+    // After the client left, the rest of the node's stream is read (for its usage), never passed on.
+    expect(ends[0]).toMatchObject({ cancelled: true, completed: false });
+    expect(ends[0]!.chunks).toBeGreaterThanOrEqual(2);
   });
 
   it("asks the node to stop when the client goes away, and meters the usage the node ends with", async () => {

@@ -8,6 +8,7 @@ const USAGE = `usage:
                      [--served-model-name NAME] [--max-num-seqs N] [--max-num-batched-tokens N]
                      [--kv-cache-blocks N] [--max-model-len N] [--max-queue N]
                      [--edge URL] [--node-id ID] [--public-url URL] [--heartbeat-interval-ms N]
+                     [--simulated-step-ms N]  (engine simulated: wall time of one step)
                      [--quantization none|fp8] [--kv-cache-dtype auto|fp8] [--load-format safetensors|dummy]
                      [--gpu-memory-utilization F] [--device-memory SIZE]
                      [--max-body-bytes N] [--max-connections N] [--tokenizer-threads N] [--stream-stall-ms N]
@@ -66,6 +67,7 @@ async function serveCommand(args: string[]): Promise<void> {
       "device-memory": { type: "string" },
       "load-format": { type: "string" },
       "gpu-memory-utilization": { type: "string" },
+      "simulated-step-ms": { type: "string" },
     },
   });
   if (process.env.SEVENTY_NODE_SECRET) {
@@ -107,6 +109,7 @@ async function serveCommand(args: string[]): Promise<void> {
     deviceMemoryBytes: values["device-memory"] === undefined ? undefined : byteSize("device-memory", values["device-memory"]),
     loadFormat,
     gpuMemoryUtilization: gmu === undefined ? undefined : Number(gmu),
+    simulatedStepMs: int("simulated-step-ms", values["simulated-step-ms"], 0),
     progress: true,
     log: (line) => console.error(line),
   });

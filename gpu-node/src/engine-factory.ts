@@ -25,6 +25,8 @@ export interface EngineSetup {
   maxNumSeqs?: number;
   maxNumBatchedTokens?: number;
   maxModelLen?: number;
+  /** Simulated engine only: wall time of one engine step (load tests pace their streams with it). */
+  simulatedStepMs?: number;
 }
 
 /** Builds the engine behind the scheduler. The native engine is loaded lazily: it needs its addon built. */
@@ -46,7 +48,7 @@ export async function createEngine(choice: EngineChoice, model: ModelDir, setup:
       });
     }
     case "simulated":
-      return new SimulatedEngine({ numKvBlocks: setup.numKvBlocks ?? 65536, blockSize: setup.blockSize });
+      return new SimulatedEngine({ numKvBlocks: setup.numKvBlocks ?? 65536, blockSize: setup.blockSize, stepDelayMs: setup.simulatedStepMs });
     case "native": {
       const { createNativeEngine } = await import("./engine/native/index.js");
       return createNativeEngine(model, setup);

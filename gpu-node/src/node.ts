@@ -50,6 +50,8 @@ export interface NodeOptions {
   gpuMemoryUtilization?: number;
   /** Native engine: plan (and check) memory for a device of this many bytes instead of the GPU found. */
   deviceMemoryBytes?: number;
+  /** Simulated engine: wall time of one step. */
+  simulatedStepMs?: number;
   /**
    * This node's credential from the edge's admin API (`snc1.…`, SEVENTY_NODE_CREDENTIAL): its id and
    * its keys. Required to listen on anything but loopback and to join an edge.
@@ -129,6 +131,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
       maxNumSeqs: opts.maxNumSeqs,
       maxNumBatchedTokens: opts.maxNumBatchedTokens,
       maxModelLen: opts.maxModelLen,
+      simulatedStepMs: opts.simulatedStepMs,
     }));
   // Every engine samples under token masks for constrained requests (structured outputs, forced tool calls).
   const engine = new ConstrainedEngine(baseEngine, model.config.vocabSize);

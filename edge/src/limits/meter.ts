@@ -84,7 +84,9 @@ export class RequestMeter {
         ...this.base,
         prompt_tokens: used.promptTokens,
         completion_tokens: used.completionTokens,
+        // What the nodes reported, when that is not what was charged (an attempt went unreported).
         usage_unknown: e.spent.unknown,
+        reported_tokens: e.spent.promptTokens + e.spent.completionTokens,
         ...e.log,
       });
     }

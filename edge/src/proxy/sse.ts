@@ -176,7 +176,14 @@ export interface MeteredStreamOptions {
   drainMs: number;
   /** Aborts when the client goes away (the runtime may not cancel the body when a write fails). */
   clientSignal?: AbortSignal;
-  /** Asks the node to stop this request; true when it will end the stream with its usage. */
+  /**
+   * A client that reads nothing for this long is gone. The runtime reads a response body as fast
+   * as the connection takes it (kernel buffers hold far more than a stalled SSE stream sends), but
+   * may drop the body of a client that left without reading or cancelling it again; without this
+   * such a stream would hold its node and its lease forever.
+   */
+  clientIdleMs: number;
+  /** Asks the node to stop this request; it then ends the stream with its usage. */
   stop(): Promise<boolean>;
   /** Called exactly once: at the end, at a cut-off, or after the client left. */
   onEnd(outcome: StreamOutcome): void;
@@ -225,9 +232,11 @@ export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Arra
   };
   /** Reads the rest of the node's stream for its usage, passing nothing on. */
   const drain = async () => {
+    const until = Date.now() + o.drainMs;
     const timer = setTimeout(() => void o.reader.cancel().catch(() => undefined), o.drainMs);
     try {
-      for (;;) {
+      // The clock is checked too: a node that never pauses would keep the timer from firing.
+      while (Date.now() < until) {
         const r = await nextRead();
         pending = null;
         if (r.done) break;
@@ -237,6 +246,7 @@ export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Arra
       // Cut by the timer, or the node went away: usage stays unknown unless it came.
     } finally {
       clearTimeout(timer);
+      o.reader.cancel().catch(() => undefined);
     }
   };
   const finish = (how: "end" | "broken" | "stop" | "client", event?: { message: string; code: string }) => {
@@ -244,6 +254,8 @@ export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Arra
     finished = true;
     o.clientSignal?.removeEventListener("abort", onClientGone);
     clearTimeout(wallTimer);
+    clearTimeout(unread);
+    unread = null;
     if (how === "client") scanner.outcome.cancelled = true;
     else if (event) {
       scanner.outcome.errored = true;
@@ -254,17 +266,22 @@ export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Arra
       end();
       return;
     }
-    // Learn what the node generated: stop it, then read its stream's end.
+    // Learn what the node generated: stop it, then read its stream's end (a node that had already
+    // finished has its usage chunk waiting there too; a silent one is cut off after drainMs).
     void (async () => {
-      const stopping = await o.stop().catch(() => false);
-      if (stopping) await drain();
-      else o.reader.cancel().catch(() => undefined);
+      await o.stop().catch(() => false);
+      await drain();
       end();
     })();
   };
   const onClientGone = () => finish("client");
   o.clientSignal?.addEventListener("abort", onClientGone, { once: true });
   if (o.clientSignal?.aborted) queueMicrotask(onClientGone);
+  let unread: ReturnType<typeof setTimeout> | null = null;
+  const awaitRead = () => {
+    unread = setTimeout(() => finish("client"), o.clientIdleMs);
+  };
+  awaitRead();
   const wallTimer = setTimeout(
     () => finish("stop", { message: "The stream ran longer than this edge allows.", code: "stream_time_limit" }),
     o.maxStreamMs,
@@ -276,6 +293,8 @@ export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Arra
         controller = c;
       },
       async pull() {
+        clearTimeout(unread);
+        unread = null;
         while (!finished) {
           let piece: Uint8Array;
           if (first) {
@@ -310,6 +329,7 @@ export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Arra
           }
           if (out && out.byteLength > 0) {
             controller.enqueue(out);
+            awaitRead();
             return;
           }
         }

@@ -55,7 +55,7 @@ export interface StreamAnswer extends Answered {
 export type Forwarded =
   | BufferedAnswer
   | StreamAnswer
-  | { ok: false; error: ApiError; attempts: number; cancelled: boolean; spent: Spent };
+  | { ok: false; error: ApiError; attempts: number; cancelled: boolean; spent: Spent; failures?: string };
 
 type Failure = "connect" | "timeout" | "status" | "busy" | "empty" | "left";
 
@@ -177,8 +177,9 @@ export async function forward(input: ForwardInput): Promise<Forwarded> {
       void stopOnNode(node, nonce, edgeKey, cfg.cancelDrainMs);
       timers.push(setTimeout(() => abort.abort(), cfg.cancelDrainMs));
     };
+    // Until a stream's first byte (or a non-stream's headers), a node that stops answering is left.
     const giveUp = (why: "left" | "connect") => {
-      if (stopped || answered) return;
+      if (stopped || streaming || (answered && !input.stream)) return;
       stopped = why;
       abort.abort();
     };
@@ -197,7 +198,7 @@ export async function forward(input: ForwardInput): Promise<Forwarded> {
     try {
       const res = await fetch(node.url + input.path, { method: "POST", headers, body: input.body, signal: abort.signal });
       answered = true;
-      clearInterval(watch);
+      if (!input.stream) clearInterval(watch);
       const used = usageFromHeader(res.headers.get("x-seventy-usage"), input.budget);
       if (res.status >= 500 || res.status === 429) {
         await res.body?.cancel().catch(() => undefined);
@@ -235,17 +236,19 @@ export async function forward(input: ForwardInput): Promise<Forwarded> {
         }
         return { ok: true, kind: "buffered", node, attempts, status: res.status, contentType, body, spent };
       }
-      // A stream: its first byte must come within UPSTREAM_TIMEOUT_MS.
+      // A stream: its first byte must come within UPSTREAM_TIMEOUT_MS, from a node still in the pool.
       const connectTimer = timers.shift();
       if (connectTimer !== undefined) clearTimeout(connectTimer);
       timers.push(setTimeout(() => giveUp("left"), cfg.upstreamTimeoutMs));
       const reader = res.body.getReader();
       let first = await reader.read();
       while (!first.done && first.value.byteLength === 0) first = await reader.read();
-      if (first.done) {
-        // Headers but no body: whatever the node did is unknown.
+      if (first.done || stopped) {
+        if (!first.done) await reader.cancel().catch(() => undefined);
+        // Headers but no (or no timely) body: whatever the node did is unknown.
         spent = addUsage(spent, null);
-        failures.push("empty");
+        failures.push(stopped === "left" ? "left" : "empty");
+        view.eject(node.id, cfg.nodeEjectMs);
         continue;
       }
       streaming = true;
@@ -291,7 +294,7 @@ export async function forward(input: ForwardInput): Promise<Forwarded> {
       error: new ApiError(499, "The client closed the request.", { code: "client_closed_request" }),
     };
   }
-  return { ok: false, attempts, cancelled: false, spent, error: failureError(failures) };
+  return { ok: false, attempts, cancelled: false, spent, error: failureError(failures), failures: failures.join(",") };
 }
 
 function timeoutError(message: string): ApiError {

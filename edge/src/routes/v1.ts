@@ -172,7 +172,7 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
         spent: fwd.spent,
         error: !fwd.cancelled,
         clientGone: fwd.cancelled,
-        log: { status: fwd.error.status, attempts: fwd.attempts, code: fwd.error.code, ms: ms() },
+        log: { status: fwd.error.status, attempts: fwd.attempts, code: fwd.error.code, failures: fwd.failures, ms: ms() },
       });
       return fwd.error.toResponse(rateHeaders);
     }
@@ -199,6 +199,7 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
       maxEventBytes: cfg.maxEventBytes,
       drainMs: cfg.cancelDrainMs,
       clientSignal: c.req.raw.signal,
+      clientIdleMs: cfg.streamIdleTimeoutMs,
       stop: answer.stop,
       onEnd: (o) => {
         poolView.end(answer.node.id);
