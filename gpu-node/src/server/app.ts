@@ -6,6 +6,7 @@ import { completions } from "./completions-route.js";
 import type { NodeContext, RequestConn } from "./context.js";
 import { HttpError } from "./http-error.js";
 import { checkModel } from "./request-prep.js";
+import { responses } from "./responses/route.js";
 import { SignatureVerifier } from "./signature.js";
 
 const REQUEST_ID_RE = /^[\w.:\-]{1,128}$/;
@@ -92,6 +93,7 @@ export function createApp(ctx: NodeContext): Hono<NodeEnv> {
   });
   app.post("/v1/chat/completions", async (c) => chatCompletions(ctx, await jsonBody(c), conn(c)));
   app.post("/v1/completions", async (c) => completions(ctx, await jsonBody(c), conn(c)));
+  app.post("/v1/responses", async (c) => responses(ctx, await jsonBody(c), conn(c)));
 
   app.get("/v1/models", async (c) => {
     if (verifier) await verifier.verify(c.req.raw, new Uint8Array(0));

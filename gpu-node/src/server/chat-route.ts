@@ -8,7 +8,7 @@ import {
 } from "@seventy/sdk/protocol";
 import type { NodeContext, RequestConn } from "./context.js";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
-import { Generation, type ChoiceDelta, type FinishReason, type GenerationUsage, type TokenLogprobInfo } from "./generation.js";
+import { Generation, type ChoiceDelta, type GenerationSpec, type FinishReason, type GenerationUsage, type TokenLogprobInfo } from "./generation.js";
 import { HttpError } from "./http-error.js";
 import { checkModel, newId, resolveMaxTokens, samplingParams, stopStrings } from "./request-prep.js";
 import { SseWriter } from "./sse.js";
@@ -66,12 +66,22 @@ function toLogprobs(ctx: NodeContext, infos: TokenLogprobInfo[]): TokenLogprob[]
   });
 }
 
-export async function chatCompletions(ctx: NodeContext, body: unknown, conn: RequestConn): Promise<Response> {
-  const parsed = chatCompletionRequestSchema.safeParse(body);
-  if (!parsed.success) {
-    throw HttpError.fromZod(parsed.error);
-  }
-  const req = parsed.data;
+/** A chat request made ready to run: the rendered prompt and the generation spec. */
+export interface ChatPlan {
+  id: string;
+  created: number;
+  spec: GenerationSpec;
+  /** The tools the model was shown (none with tool_choice "none"). */
+  tools: Tool[];
+  makeToolCallId: () => string;
+}
+
+/**
+ * Render → plan for a validated chat request: checks the model and tool choice, renders the
+ * messages through the chat template and resolves the sampling parameters. Shared by every route
+ * that serves a conversation (chat completions, responses).
+ */
+export function planChat(ctx: NodeContext, req: ChatCompletionRequest, id: string): ChatPlan {
   checkModel(ctx, req.model);
   if (req.tool_choice !== undefined && req.tool_choice !== "auto" && req.tool_choice !== "none") {
     throw new HttpError(400, "Only tool_choice 'auto' and 'none' are supported (no constrained decoding yet).", {
@@ -97,7 +107,6 @@ export async function chatCompletions(ctx: NodeContext, body: unknown, conn: Req
   const maxParam = req.max_completion_tokens !== undefined ? "max_completion_tokens" : "max_tokens";
   const maxTokens = resolveMaxTokens(ctx, promptTokenIds.length, req.max_completion_tokens ?? req.max_tokens, maxParam, "messages");
   const wantLogprobs = req.logprobs === true;
-  const id = newId("chatcmpl");
   const created = Math.floor(Date.now() / 1000);
   const spec = {
     requestId: id,
@@ -109,6 +118,19 @@ export async function chatCompletions(ctx: NodeContext, body: unknown, conn: Req
     wantLogprobs,
   };
   const makeToolCallId = () => `call_${crypto.randomUUID().replace(/-/g, "").slice(0, 24)}`;
+
+  return { id, created, spec, tools, makeToolCallId };
+}
+
+export async function chatCompletions(ctx: NodeContext, body: unknown, conn: RequestConn): Promise<Response> {
+  const parsed = chatCompletionRequestSchema.safeParse(body);
+  if (!parsed.success) {
+    throw HttpError.fromZod(parsed.error);
+  }
+  const req = parsed.data;
+  const { id, created, spec, tools, makeToolCallId } = planChat(ctx, req, newId("chatcmpl"));
+  const wantLogprobs = spec.wantLogprobs;
+  const promptTokenIds = spec.promptTokenIds;
 
   if (req.stream) {
     return streamChat(ctx, spec, { id, created, includeUsage: req.stream_options?.include_usage === true, tools, makeToolCallId }, conn);
