@@ -96,7 +96,7 @@ export class SseScanner {
   }
 
   /** Classifies one event (without its blank line); false drops it. */
-  private keep(event: Uint8Array): boolean {
+  protected keep(event: Uint8Array): boolean {
     const text = decoder.decode(event);
     let at: number;
     if (text.startsWith("data:")) at = 5;
@@ -143,6 +143,8 @@ export interface MeteredStreamOptions {
   idleTimeoutMs: number;
   /** Called exactly once: at the end, at a cut-off, or when the client cancels. */
   onEnd(outcome: StreamOutcome): void;
+  /** Another protocol's scanner and cut-off event (the Responses API's); chat's by default. */
+  protocol?: { scanner: SseScanner; cutOffEvent(message: string, code: string): Uint8Array };
 }
 
 const IDLE = Symbol("idle");
@@ -164,7 +166,8 @@ function readWithin(
  * that goes away cancels the node's request.
  */
 export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Array> {
-  const scanner = new SseScanner(o.stripUsage);
+  const scanner = o.protocol?.scanner ?? new SseScanner(o.stripUsage);
+  const cutOffEvent = o.protocol?.cutOffEvent ?? errorEvent;
   let first = o.first;
   let ended = false;
   const end = () => {
@@ -174,7 +177,7 @@ export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Arra
   };
   const cutOff = (controller: ReadableStreamDefaultController<Uint8Array>, message: string, code: string) => {
     scanner.outcome.errored = true;
-    controller.enqueue(errorEvent(message, code));
+    controller.enqueue(cutOffEvent(message, code));
     controller.close();
     end();
   };

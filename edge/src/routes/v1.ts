@@ -35,7 +35,7 @@ export function refusalResponse(a: Refusal): Response {
   return errorResponse(a.status, a.message, { code: a.code, type: a.type, param: a.param ?? null }, headers);
 }
 
-function apiKeyOf(c: Context<AppEnv>): string {
+export function apiKeyOf(c: Context<AppEnv>): string {
   const key = bearerToken(c.req.header("authorization"));
   if (!key) {
     throw new ApiError(401, "You didn't provide an API key. Send it as 'Authorization: Bearer sk-...'.", {
@@ -47,13 +47,13 @@ function apiKeyOf(c: Context<AppEnv>): string {
 }
 
 /** Authentication without admission, for requests refused before they would be admitted. */
-async function authenticate(limiter: DurableObjectStub<KeyLimiter>, model: string | null): Promise<Admission & { ok: true }> {
+export async function authenticate(limiter: DurableObjectStub<KeyLimiter>, model: string | null): Promise<Admission & { ok: true }> {
   const a = await limiter.check(model);
   if (!a.ok) throw new RefusedError(a);
   return a;
 }
 
-class RefusedError extends Error {
+export class RefusedError extends Error {
   constructor(readonly admission: Refusal) {
     super(admission.message);
   }

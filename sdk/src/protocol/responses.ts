@@ -108,6 +108,11 @@ export const responseCreateRequestSchema = z.object({
   stream: opt(z.boolean()),
   store: opt(z.boolean()),
   previous_response_id: opt(z.string().min(1, "must be a non-empty string")),
+  /**
+   * seventy's hand-off from the edge to a gpu-node: the conversation before `input` (the stored
+   * items and outputs up to `previous_response_id`, which the edge resolved). Clients do not send it.
+   */
+  previous_items: opt(z.array(inputItemSchema)),
   metadata: opt(metadataSchema),
   user: opt(z.string().max(256)),
   /** Extra beyond OpenAI (as vLLM): makes sampling reproducible. */

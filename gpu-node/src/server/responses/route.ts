@@ -34,13 +34,14 @@ function renamed(err: unknown): unknown {
  * deltas a ResponseBuilder turns into output items — and, streaming, into Responses events.
  *
  * A node stores nothing: `store` is accepted (the edge keeps stored responses), and
- * `previous_response_id` is a 400 here, because only the edge knows earlier responses.
+ * `previous_response_id` alone is a 400 here, because only the edge knows earlier responses; the
+ * edge sends it together with `previous_items`, the conversation it resolved.
  */
 export async function responses(ctx: NodeContext, body: unknown, conn: RequestConn): Promise<Response> {
   const parsed = responseCreateRequestSchema.safeParse(body);
   if (!parsed.success) throw HttpError.fromZod(parsed.error);
   const req = parsed.data;
-  if (req.previous_response_id !== undefined) {
+  if (req.previous_response_id !== undefined && req.previous_items === undefined) {
     throw new HttpError(
       400,
       "This gpu-node does not store responses, so 'previous_response_id' cannot be resolved here. Send it through the edge, or send the whole conversation as 'input' with 'store': false.",

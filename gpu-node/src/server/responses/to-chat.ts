@@ -38,6 +38,13 @@ export function inputToMessages(instructions: string | undefined, input: string 
   return messages;
 }
 
+/** The whole conversation: what the edge resolved from `previous_response_id`, then `input`. */
+function conversation(req: ResponseCreateRequest): string | InputItem[] {
+  if (!req.previous_items) return req.input;
+  const input: InputItem[] = typeof req.input === "string" ? [{ type: "message", id: undefined, role: "user", content: req.input, status: undefined }] : req.input;
+  return [...req.previous_items, ...input];
+}
+
 /**
  * A Responses request as the equivalent chat completions request body, so it runs through the very
  * same validate → render → plan → generate pipeline (and the same `response_format` / `tool_choice`
@@ -48,7 +55,7 @@ export function toChatParams(req: ResponseCreateRequest): ChatCompletionCreatePa
   const choice = req.tool_choice;
   return {
     model: req.model,
-    messages: inputToMessages(req.instructions, req.input),
+    messages: inputToMessages(req.instructions, conversation(req)),
     max_completion_tokens: req.max_output_tokens,
     temperature: req.temperature,
     top_p: req.top_p,
