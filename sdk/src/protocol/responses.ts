@@ -220,11 +220,21 @@ export interface ResponseDeleted {
 
 type Seq = { sequence_number: number };
 type ItemRef = { item_id: string; output_index: number };
+type Lifecycle<T extends string> = { type: T; response: ResponseObject } & Seq;
+type ItemEvent<T extends string> = { type: T; output_index: number; item: ResponseOutputItem } & Seq;
+type PartEvent<T extends string> = { type: T; content_index: number; part: ResponseOutputText } & ItemRef & Seq;
 
+/** The events of a streamed response, each its own member so `Extract<…, { type }>` finds it. */
 export type ResponseStreamEvent =
-  | ({ type: "response.created" | "response.in_progress" | "response.completed" | "response.incomplete" | "response.failed"; response: ResponseObject } & Seq)
-  | ({ type: "response.output_item.added" | "response.output_item.done"; output_index: number; item: ResponseOutputItem } & Seq)
-  | ({ type: "response.content_part.added" | "response.content_part.done"; content_index: number; part: ResponseOutputText } & ItemRef & Seq)
+  | Lifecycle<"response.created">
+  | Lifecycle<"response.in_progress">
+  | Lifecycle<"response.completed">
+  | Lifecycle<"response.incomplete">
+  | Lifecycle<"response.failed">
+  | ItemEvent<"response.output_item.added">
+  | ItemEvent<"response.output_item.done">
+  | PartEvent<"response.content_part.added">
+  | PartEvent<"response.content_part.done">
   | ({ type: "response.output_text.delta"; content_index: number; delta: string; logprobs: unknown[] } & ItemRef & Seq)
   | ({ type: "response.output_text.done"; content_index: number; text: string; logprobs: unknown[] } & ItemRef & Seq)
   | ({ type: "response.function_call_arguments.delta"; delta: string } & ItemRef & Seq)
@@ -232,13 +242,3 @@ export type ResponseStreamEvent =
   | ({ type: "error"; code: string | null; message: string; param: string | null } & Seq);
 
 export type ResponseStreamEventType = ResponseStreamEvent["type"];
-
-/** The concatenated text of every `output_text` part: what openai-node calls `output_text`. */
-export function responseOutputText(response: Pick<ResponseObject, "output">): string {
-  let out = "";
-  for (const item of response.output) {
-    if (item.type !== "message") continue;
-    for (const part of item.content) if (part.type === "output_text") out += part.text;
-  }
-  return out;
-}
