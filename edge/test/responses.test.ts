@@ -1,4 +1,5 @@
 import { reset } from "cloudflare:test";
+import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { hashApiKey } from "../src/auth/api-key";
 import { resetReleases } from "../src/limits/releases";
@@ -247,5 +248,58 @@ describe("POST /v1/responses at the edge", () => {
     for (let i = 0; i < 6; i++) expect((await post(k.key, { input: `conversation ${i}` })).status).toBe(200);
     expect(seen.filter((s) => s.host === "a.node.test").length).toBeGreaterThan(0);
     expect(seen.filter((s) => s.host === "b.node.test")).toHaveLength(6);
+  });
+});
+
+describe("ResponseStore (one per key)", () => {
+  const store = () => env.RESPONSE_STORE.get(env.RESPONSE_STORE.idFromName(`store-${Math.random()}`));
+  const record = (id: string, previousId: string | null = null, pad = 0) => ({
+    response: { ...nodeResponse({}), id, previous_response_id: previousId, instructions: "x".repeat(pad) } as never,
+    input: [{ type: "message", id: `msg_${id}`, role: "user", status: "completed", content: [{ type: "input_text", text: id }] }] as never,
+    previousId,
+  });
+  const roomy = { retentionMs: 60_000, maxBytes: 1 << 20 };
+
+  it("chains a conversation oldest first, and names the first missing link", async () => {
+    const s = store();
+    expect(await s.save(record("resp_a"), roomy)).toBe(true);
+    expect(await s.save(record("resp_b", "resp_a"), roomy)).toBe(true);
+    const conv = await s.conversation("resp_b", roomy, 1 << 20);
+    expect(conv.ok && conv.items.map((i) => i.id)).toEqual(["msg_resp_a", expect.stringMatching(/^msg_/), "msg_resp_b", expect.stringMatching(/^msg_/)]);
+    expect(await s.remove("resp_a")).toBe(true);
+    expect(await s.conversation("resp_b", roomy, 1 << 20)).toEqual({ ok: false, missing: "resp_a", reason: "not_found" });
+    expect(await s.conversation("resp_b", roomy, 10)).toMatchObject({ ok: false, reason: "too_long" });
+  });
+
+  it("forgets responses past the retention period", async () => {
+    const s = store();
+    await s.save(record("resp_old"), { retentionMs: 5, maxBytes: 1 << 20 });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(await s.get("resp_old", { retentionMs: 5, maxBytes: 1 << 20 })).toBeNull();
+    expect(await s.get("resp_old", roomy)).not.toBeNull(); // still on disk until the next write
+    await s.save(record("resp_new"), { retentionMs: 5, maxBytes: 1 << 20 });
+    expect(await s.get("resp_old", roomy)).toBeNull(); // that write deleted it
+  });
+
+  it("keeps at most maxBytes per key, deleting the oldest first", async () => {
+    const s = store();
+    const limits = { retentionMs: 60_000, maxBytes: 6000 };
+    for (const id of ["resp_1", "resp_2", "resp_3"]) {
+      expect(await s.save(record(id, null, 2000), limits)).toBe(true);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    expect(await s.get("resp_1", limits)).toBeNull();
+    expect(await s.get("resp_2", limits)).not.toBeNull();
+    expect(await s.get("resp_3", limits)).not.toBeNull();
+    expect(await s.save(record("resp_huge", null, 7000), limits)).toBe(false);
+  });
+
+  it("refuses what a node should not send: an odd id, no output list, an id already taken", async () => {
+    const s = store();
+    expect(await s.save({ ...record("bad id!"), previousId: null }, roomy)).toBe(false);
+    expect(await s.save({ ...record("resp_x"), response: { id: "resp_x" } as never }, roomy)).toBe(false);
+    expect(await s.save(record("resp_y"), roomy)).toBe(true);
+    const again = record("resp_y");
+    expect(await s.save(again, roomy)).toBe(false);
   });
 });

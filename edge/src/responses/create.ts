@@ -154,8 +154,9 @@ export async function createResponse(c: Context<AppEnv>): Promise<Response> {
     // Stored before the client sees the end, so its next turn finds it (on any isolate).
     const store = req.store !== false;
     const save = async (response: ResponseObject) => {
-      const saved = await responseStoreFor(env, keyHash).save({ response, input: newItems }, storeLimits(env));
-      if (!saved) logError("response_not_stored", { request_id: requestId, key_id: admission.keyId, reason: "too_large" });
+      const record = { response, input: newItems, previousId: req.previous_response_id ?? null };
+      const saved = await responseStoreFor(env, keyHash).save(record, storeLimits(env));
+      if (!saved) logError("response_not_stored", { request_id: requestId, key_id: admission.keyId });
     };
 
     const stream = req.stream === true;

@@ -14,6 +14,13 @@ export interface StoredResponse {
   input: ResponseItem[];
 }
 
+/** What `save` is given: the response, its input items, and the response it continued (from the request). */
+export interface NewResponse extends StoredResponse {
+  previousId: string | null;
+}
+
+const RESPONSE_ID = /^[\w-]{1,128}$/;
+
 export type ConversationResult =
   | { ok: true; items: ResponseItem[]; bytes: number }
   | { ok: false; missing: string; reason: "not_found" | "too_long" };
@@ -44,8 +51,14 @@ export class ResponseStore extends DurableObject<Env> {
     ctx.storage.sql.exec("CREATE INDEX IF NOT EXISTS responses_by_age ON responses (created_ms)");
   }
 
-  /** Stores (or replaces) a response; false when it is larger than one key may keep. */
-  save(record: StoredResponse, limits: StoreLimits): boolean {
+  /**
+   * Stores a response; false when it is larger than one key may keep, or when what the node sent
+   * is not a response this store can chain (a node is untrusted input: an odd id, no output list,
+   * or an id already taken are refused, never overwritten).
+   */
+  save(record: NewResponse, limits: StoreLimits): boolean {
+    const { id, output } = record.response ?? {};
+    if (typeof id !== "string" || !RESPONSE_ID.test(id) || !Array.isArray(output)) return false;
     const input = JSON.stringify(record.input);
     const response = JSON.stringify(record.response);
     const bytes = input.length + response.length;
@@ -53,15 +66,16 @@ export class ResponseStore extends DurableObject<Env> {
     const sql = this.ctx.storage.sql;
     const now = Date.now();
     sql.exec("DELETE FROM responses WHERE created_ms < ?", now - limits.retentionMs);
-    sql.exec(
-      "INSERT OR REPLACE INTO responses (id, previous_id, created_ms, bytes, input, response) VALUES (?, ?, ?, ?, ?, ?)",
-      record.response.id,
-      record.response.previous_response_id,
+    const inserted = sql.exec(
+      "INSERT INTO responses (id, previous_id, created_ms, bytes, input, response) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+      id,
+      record.previousId,
       now,
       bytes,
       input,
       response,
-    );
+    ).rowsWritten;
+    if (inserted === 0) return false;
     let total = sql.exec<{ total: number }>("SELECT COALESCE(SUM(bytes), 0) AS total FROM responses").one().total;
     while (total > limits.maxBytes) {
       const oldest = sql.exec<{ id: string; bytes: number }>("SELECT id, bytes FROM responses ORDER BY created_ms, id LIMIT 1").one();
