@@ -11,7 +11,8 @@ import { SimulatedEngine } from "../../gpu-node/src/engine/index.js";
 import { LlamaTokenizer, defaultTinyModelDir } from "../../gpu-node/src/model/index.js";
 import { startNode, type RunningNode } from "../../gpu-node/src/node.js";
 import { checkEvents, checkResponse } from "../helpers/responses-shapes.js";
-import { startStack, type Stack } from "./support/stack.js";
+import { freePort, startStack, type Stack } from "./support/stack.js";
+import { startNode as spawnNode, stopGroup, waitForNodes } from "../../edge/scripts/stack.mjs";
 
 let stack: Stack;
 let admin: SeventyAdmin;
@@ -173,6 +174,38 @@ describe("openai (official client) — client.responses", () => {
     });
     expect(second.usage!.input_tokens).toBe(explicit.usage!.input_tokens);
     expect(second.usage!.input_tokens).toBeGreaterThan(first.usage!.input_tokens + first.usage!.output_tokens);
+  });
+
+  it("a node killed mid-stream: the stream ends with `error` and `response.failed`, and nothing is stored", async () => {
+    // A node of its own (a separate process, serving a model name nobody else serves), killed outright.
+    const doomed = await spawnNode({
+      port: await freePort(),
+      edgeUrl: stack.origin,
+      secret: stack.nodeSecret,
+      nodeId: "doomed",
+      args: ["--served-model-name", "doomed-model"],
+    });
+    try {
+      await waitForNodes(stack.origin, stack.adminToken, ["doomed"]);
+      const stream = await client().responses.create({ model: "doomed-model", input: "Talk for a long time.", max_output_tokens: 3000, stream: true });
+      const events: OpenAI.Responses.ResponseStreamEvent[] = [];
+      for await (const event of stream) {
+        events.push(event);
+        if (event.type === "response.output_text.delta" && events.filter((e) => e.type === event.type).length === 3) {
+          await stopGroup(doomed.child, "SIGKILL");
+        }
+      }
+      checkEvents(events);
+      const [error, failed] = events.slice(-2);
+      expect(error).toMatchObject({ type: "error", code: "upstream_disconnected", param: null });
+      expect(failed!.type).toBe("response.failed");
+      const response = (failed as OpenAI.Responses.ResponseFailedEvent).response;
+      expect(response.status).toBe("failed");
+      expect(response.error?.code).toBe("server_error");
+      await expect(client().responses.retrieve(response.id)).rejects.toBeInstanceOf(OpenAI.NotFoundError);
+    } finally {
+      await stopGroup(doomed.child, "SIGKILL");
+    }
   });
 
   it("a malformed body is a 400 naming the parameter", async () => {

@@ -64,7 +64,8 @@ export async function responses(ctx: NodeContext, body: unknown, conn: RequestCo
   // With tools, an answer that starts with "{" may be a tool call: hold it until the end to decide
   // (as the chat route does).
   let held: string | null = tools.length > 0 ? "" : null;
-  let finish: FinishReason = "length";
+  // Stays null when the generation was stopped from outside (the client left, the node shut down).
+  let finish: FinishReason | null = null;
   let sse: SseWriter | null = null;
   const builder = new ResponseBuilder(base, req.stream ? (type, json) => sse?.event(type, json) : null);
 
@@ -88,12 +89,13 @@ export async function responses(ctx: NodeContext, body: unknown, conn: RequestCo
     onError: (error) => settle({ error }),
   });
 
-  const complete = (usage: GenerationUsage) => {
+  const complete = (usage: GenerationUsage, reason: FinishReason) => {
     const calls: ToolCall[] | null = held !== null ? parseToolCalls(held, tools, plan.makeToolCallId) : null;
     if (held !== null && !calls) builder.appendText(held);
-    observe.done(calls ? "tool_calls" : finish);
-    return builder.finish(finish, usage, calls);
+    observe.done(calls ? "tool_calls" : reason);
+    return builder.finish(reason, usage, calls);
   };
+  const STOPPED = "The request was stopped before it finished (the node is shutting down).";
 
   admit(gen);
   conn.signal.addEventListener("abort", () => gen.cancel(), { once: true });
@@ -107,8 +109,11 @@ export async function responses(ctx: NodeContext, body: unknown, conn: RequestCo
       if ("error" in end) {
         observe.done("error");
         builder.fail(`Generation failed: ${end.error.message}`, null);
+      } else if (finish === null) {
+        observe.done("abort");
+        builder.fail(STOPPED, end.usage);
       } else {
-        complete(end.usage);
+        complete(end.usage, finish);
       }
       writer.close();
     });
@@ -120,6 +125,9 @@ export async function responses(ctx: NodeContext, body: unknown, conn: RequestCo
     observe.done("error");
     throw new HttpError(500, `Generation failed: ${end.error.message}`, { code: "engine_error" });
   }
-  if (conn.signal.aborted) observe.done("abort");
-  return new Response(JSON.stringify(complete(end.usage)), { headers: { "content-type": "application/json" } });
+  if (finish === null) {
+    observe.done("abort");
+    throw new HttpError(503, STOPPED, { code: "request_aborted" });
+  }
+  return new Response(JSON.stringify(complete(end.usage, finish)), { headers: { "content-type": "application/json" } });
 }
