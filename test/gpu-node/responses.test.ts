@@ -240,3 +240,28 @@ describe("function calls (simulated engine emitting a Llama 3.1 JSON tool call)"
     expect(textOf(r)).toContain('"get_weather"');
   });
 });
+
+describe("a node shutting down mid-stream", () => {
+  it("ends the stream with `error` and `response.failed`, not a completed answer", async () => {
+    const slow = await startNode({
+      port: 0,
+      engineInstance: new SimulatedEngine({ numKvBlocks: 512, blockSize: 16, stepDelayMs: 20 }),
+      log: () => {},
+    });
+    try {
+      const res = await post("/v1/responses", { model: MODEL, input: "x", max_output_tokens: 2000, stream: true }, slow.url);
+      const reader = res.body!.getReader();
+      let text = "";
+      while (!text.includes("response.output_text.delta")) text += new TextDecoder().decode((await reader.read()).value);
+      const closing = slow.close();
+      for (let r = await reader.read(); !r.done; r = await reader.read()) text += new TextDecoder().decode(r.value);
+      await closing;
+      const events = parseResponseEvents(text);
+      checkEvents(events);
+      expect(events.map((e) => e.type).slice(-2)).toEqual(["error", "response.failed"]);
+      expect((events.at(-1)!.response as { status: string }).status).toBe("failed");
+    } finally {
+      await slow.close();
+    }
+  });
+});
