@@ -5,8 +5,8 @@ import { hashApiKey } from "../auth/api-key";
 import { ApiError, invalidValue } from "../errors";
 import { rateLimitHeaders } from "../limits/headers";
 import { limiterFor } from "../limits/key-limiter";
-import { apiKeyOf, authenticate, RefusedError, refusalResponse } from "../routes/v1";
-import { createResponse } from "./create";
+import { apiKeyOf, authenticate, complete, RefusedError, refusalResponse } from "../routes/v1";
+import { responsesApi } from "./create";
 import { responseStoreFor, storeLimits, type StoredResponse } from "./store";
 
 function notFound(id: string): ApiError {
@@ -64,7 +64,7 @@ function listItems(c: Context<AppEnv>, items: ResponseItem[]): ResponseItemList 
 }
 
 export const responses = new Hono<AppEnv>()
-  .post("/", createResponse)
+  .post("/", (c) => complete(c, responsesApi))
   .get("/:id", (c) => withStore(c, async (store, headers) => c.json((await find(c, store)).response, 200, headers)))
   .delete("/:id", (c) =>
     withStore(c, async (store, headers) => {

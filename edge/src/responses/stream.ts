@@ -1,10 +1,22 @@
-import type { ResponseObject } from "@seventy/sdk/protocol";
+import type { ResponseObject, Usage } from "@seventy/sdk/protocol";
 import { SseScanner } from "../proxy/sse";
 
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 const SEQUENCE = /"sequence_number"\s*:\s*(\d+)/;
 const TYPE = /"type"\s*:\s*"([^"]+)"/;
+
+/** A response's usage in chat's terms, for metering. */
+export function chatUsage(response: Pick<ResponseObject, "usage"> | null): Usage | null {
+  const u = response?.usage;
+  if (!u) return null;
+  return {
+    prompt_tokens: u.input_tokens,
+    completion_tokens: u.output_tokens,
+    total_tokens: u.total_tokens,
+    prompt_tokens_details: { cached_tokens: u.input_tokens_details?.cached_tokens ?? 0 },
+  };
+}
 
 /**
  * Watches a Responses API event stream as it passes through: a stream is complete at
@@ -70,14 +82,8 @@ export class ResponsesScanner extends SseScanner {
   }
 
   private noteUsage(response: ResponseObject | null): void {
-    const u = response?.usage;
-    if (!u) return;
-    this.outcome.usage = {
-      prompt_tokens: u.input_tokens,
-      completion_tokens: u.output_tokens,
-      total_tokens: u.total_tokens,
-      prompt_tokens_details: { cached_tokens: u.input_tokens_details?.cached_tokens ?? 0 },
-    };
+    const usage = chatUsage(response);
+    if (usage) this.outcome.usage = usage;
   }
 
   /**

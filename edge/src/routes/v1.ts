@@ -17,14 +17,49 @@ import { queueRelease, returnReleases, sendReleasesNow, takeReleases } from "../
 import { logError, logInfo } from "../log";
 import { poolView } from "../pool/view";
 import { parseJson, readBody } from "../proxy/body";
+import type { EdgeConfig } from "../config";
 import { chatPrefixHash, completionPrefixHash, estimateTokens } from "../proxy/estimate";
-import { meteredStream } from "../proxy/sse";
+import { meteredStream, type MeteredStreamOptions } from "../proxy/sse";
 import { forward, type Forwarded } from "../proxy/upstream";
 
-type Kind = "chat" | "completions";
 type Refusal = Extract<Admission, { ok: false }>;
 
-const PATHS: Record<Kind, string> = { chat: "/v1/chat/completions", completions: "/v1/completions" };
+/**
+ * One API the edge proxies (chat completions, completions, the Responses API): how to read its
+ * requests and answers. `complete` runs every one through the same authenticate → route → admit →
+ * forward → settle pipeline.
+ */
+export interface ProxiedApi {
+  /** The path on the node. */
+  path: string;
+  /**
+   * Validates a parsed body (throwing an ApiError) into what routing, limits and forwarding need.
+   * Whatever it throws is answered after authentication, so a bad key is a 401 first.
+   */
+  prepare(raw: unknown, body: Uint8Array, c: Context<AppEnv>, keyHash: string, cfg: EdgeConfig): Promise<ProxiedRequest>;
+}
+
+export interface ProxiedRequest {
+  model: string;
+  stream: boolean;
+  /** For prefix affinity. */
+  prefixHash: number;
+  /** Tokens to reserve (see `estimateTokens`). */
+  estimate: { prompt: number; total: number };
+  /** The body sent to nodes. */
+  upstreamBody: Uint8Array;
+  /** Usage as a whole (non-stream) answer's body reports it, in chat's terms. */
+  usage(body: Uint8Array): Usage | null;
+  /** Streams: drop the usage-only chunk (the client did not ask for it). */
+  stripUsage: boolean;
+  /** Streams of another protocol than chat's (the Responses API's events). */
+  streamProtocol?: MeteredStreamOptions["protocol"];
+  /** Runs on a successful answer before it is passed on (the Responses API stores it). */
+  onAnswer?: {
+    buffered(body: Uint8Array): Promise<void>;
+    stream(out: ReadableStream<Uint8Array>): ReadableStream<Uint8Array>;
+  };
+}
 const NO_NODE_RETRY_MS = 2000;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -59,7 +94,7 @@ export class RefusedError extends Error {
   }
 }
 
-function usageFromBody(body: Uint8Array): Usage | null {
+export function usageFromBody(body: Uint8Array): Usage | null {
   try {
     const parsed = JSON.parse(decoder.decode(body)) as { usage?: Usage | null };
     return parsed.usage ?? null;
@@ -68,11 +103,56 @@ function usageFromBody(body: Uint8Array): Usage | null {
   }
 }
 
+/** Chat completions and completions: the body as the client sent it, usage always asked of the node. */
+function openAIRequest(
+  req: (ChatCompletionRequest | CompletionRequest) & { max_completion_tokens?: number },
+  raw: Record<string, unknown>,
+  body: Uint8Array,
+  prefixHash: number,
+  cfg: EdgeConfig,
+): ProxiedRequest {
+  const stream = req.stream === true;
+  const clientWantsUsage = req.stream_options?.include_usage === true;
+  // Always ask the node for usage; the usage chunk is stripped again if the client did not ask.
+  const upstreamBody =
+    stream && !clientWantsUsage
+      ? encoder.encode(JSON.stringify({ ...raw, stream_options: { ...(raw.stream_options as object | null), include_usage: true } }))
+      : body;
+  return {
+    model: req.model,
+    stream,
+    prefixHash,
+    estimate: estimateTokens(body.byteLength, req, cfg.defaultMaxTokens),
+    upstreamBody,
+    usage: usageFromBody,
+    stripUsage: !clientWantsUsage,
+  };
+}
+
+const chatApi: ProxiedApi = {
+  path: "/v1/chat/completions",
+  async prepare(raw, body, _c, _keyHash, cfg) {
+    const result = chatCompletionRequestSchema.safeParse(raw);
+    if (!result.success) throw apiErrorFromBody(400, zodErrorBody(result.error));
+    return openAIRequest(result.data, raw as Record<string, unknown>, body, chatPrefixHash(result.data, cfg.affinityPrefixChars), cfg);
+  },
+};
+
+const completionsApi: ProxiedApi = {
+  path: "/v1/completions",
+  async prepare(raw, body, _c, _keyHash, cfg) {
+    const result = completionRequestSchema.safeParse(raw);
+    if (!result.success) throw apiErrorFromBody(400, zodErrorBody(result.error));
+    return openAIRequest(result.data, raw as Record<string, unknown>, body, completionPrefixHash(result.data, cfg.affinityPrefixChars), cfg);
+  },
+};
+
 /**
- * POST /v1/chat/completions and /v1/completions: authenticate, validate, route, admit, forward
- * (with failover), pass the answer through, and settle the key's lease with the real usage.
+ * POST /v1/chat/completions, /v1/completions and /v1/responses: authenticate, validate, route,
+ * admit, forward (with failover), pass the answer through, and settle the key's lease with the
+ * real usage.
  */
-async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
+export async function complete(c: Context<AppEnv>, api: ProxiedApi): Promise<Response> {
   const started = Date.now();
   const env = c.env;
   const cfg = config(env);
@@ -85,14 +165,9 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
 
   try {
     // Parse; an invalid body is still answered 401 first when the key is bad.
-    let json: Record<string, unknown>;
-    let req: ChatCompletionRequest | CompletionRequest;
+    let req: ProxiedRequest;
     try {
-      const raw = parseJson(body);
-      const result = kind === "chat" ? chatCompletionRequestSchema.safeParse(raw) : completionRequestSchema.safeParse(raw);
-      if (!result.success) throw apiErrorFromBody(400, zodErrorBody(result.error));
-      json = raw as Record<string, unknown>;
-      req = result.data;
+      req = await api.prepare(parseJson(body), body, c, keyHash, cfg);
     } catch (err) {
       await authenticate(limiter, null);
       throw err;
@@ -101,10 +176,7 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
 
     // Route before admitting, so a request no node can take does not use up the key's limits.
     await poolView.ensureFresh(env, cfg, (p) => ctx.waitUntil(p));
-    const prefixHash =
-      kind === "chat"
-        ? chatPrefixHash(req as ChatCompletionRequest, cfg.affinityPrefixChars)
-        : completionPrefixHash(req as CompletionRequest, cfg.affinityPrefixChars);
+    const prefixHash = req.prefixHash;
     let route = poolView.route(model, prefixHash);
     if (!route.ok && !poolView.freshWithin(250)) {
       await poolView.refresh(env);
@@ -120,7 +192,7 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
       throw new ApiError(503, "The edge has no NODE_SECRET to sign requests with.", { code: "edge_misconfigured" });
     }
 
-    const estimate = estimateTokens(body.byteLength, req, cfg.defaultMaxTokens);
+    const estimate = req.estimate;
     // Finished requests of this key ride along with the admission (see limits/releases.ts).
     const carried = takeReleases(keyHash);
     let admission: Admission;
@@ -157,7 +229,7 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
           request_id: requestId,
           key_id: admission.keyId,
           model,
-          stream: req.stream === true,
+          stream: req.stream,
           prompt_tokens: usage.promptTokens,
           completion_tokens: usage.completionTokens,
           ms: Date.now() - started,
@@ -166,20 +238,13 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
       }
     };
 
-    const stream = req.stream === true;
-    const clientWantsUsage = req.stream_options?.include_usage === true;
-    // Always ask the node for usage; the usage chunk is stripped again if the client did not ask.
-    const upstreamBody =
-      stream && !clientWantsUsage
-        ? encoder.encode(
-            JSON.stringify({ ...json, stream_options: { ...(json.stream_options as object | null), include_usage: true } }),
-          )
-        : body;
+    const stream = req.stream;
+    const upstreamBody = req.upstreamBody;
 
     let fwd: Forwarded;
     try {
       fwd = await forward({
-        path: PATHS[kind],
+        path: api.path,
         body: upstreamBody,
         requestId,
         stream,
@@ -206,7 +271,7 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
     const headers = new Headers(rateHeaders);
     headers.set("x-seventy-node", fwd.node.id);
     if (fwd.kind === "buffered") {
-      const usage = fwd.status < 400 ? usageFromBody(fwd.body) : null;
+      const usage = fwd.status < 400 ? req.usage(fwd.body) : null;
       release(
         {
           promptTokens: usage?.prompt_tokens ?? (fwd.status < 400 ? estimate.prompt : 0),
@@ -215,6 +280,7 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
         },
         { status: fwd.status, node: fwd.node.id, attempts: fwd.attempts },
       );
+      if (fwd.status < 400) await req.onAnswer?.buffered(fwd.body);
       headers.set("content-type", fwd.contentType ?? "application/json");
       return new Response(fwd.body, { status: fwd.status, headers });
     }
@@ -223,7 +289,8 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
     const out = meteredStream({
       reader: fwd.reader,
       first: fwd.first,
-      stripUsage: !clientWantsUsage,
+      stripUsage: req.stripUsage,
+      protocol: req.streamProtocol,
       idleTimeoutMs: cfg.streamIdleTimeoutMs,
       onEnd: (o) => {
         poolView.end(node.id);
@@ -247,7 +314,7 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
     headers.set("cache-control", "no-cache");
     // Workers would otherwise compress the stream and buffer it in the process.
     headers.set("content-encoding", "identity");
-    return new Response(out, { status: fwd.status, headers });
+    return new Response(req.onAnswer?.stream(out) ?? out, { status: fwd.status, headers });
   } catch (err) {
     if (err instanceof RefusedError) return refusalResponse(err.admission);
     throw err;
@@ -271,6 +338,6 @@ async function listModels(c: Context<AppEnv>): Promise<Response> {
 }
 
 export const v1 = new Hono<AppEnv>()
-  .post("/chat/completions", (c) => complete(c, "chat"))
-  .post("/completions", (c) => complete(c, "completions"))
+  .post("/chat/completions", (c) => complete(c, chatApi))
+  .post("/completions", (c) => complete(c, completionsApi))
   .get("/models", listModels);
