@@ -119,7 +119,7 @@ export const responseCreateRequestSchema = z.object({
   seed: opt(z.number().int().min(-(2 ** 63)).max(2 ** 64)),
 });
 /** What a caller writes (nulls allowed). */
-export type ResponseCreateParams = Omit<z.input<typeof responseCreateRequestSchema>, "input"> & {
+export type ResponseCreateParams = Omit<z.input<typeof responseCreateRequestSchema>, "input" | "previous_items"> & {
   input: string | ResponseInputItemParam[];
 };
 /** What a server works with after parsing (nulls removed). */
