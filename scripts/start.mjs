@@ -89,6 +89,7 @@ seventy is running.
   edge      ${edge.url}   (admin token: ${adminToken})
   gpu-node  ${node.url}   (${NODE_ID}, model ${model})
   dev key   ${created.key}
+  dashboard ${edge.url}/dashboard   (sign in with the admin token; chat at ${edge.url}/playground)
 
 Stream an answer:
 

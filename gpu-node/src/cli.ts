@@ -8,10 +8,13 @@ const USAGE = `usage:
                      [--served-model-name NAME] [--max-num-seqs N] [--max-num-batched-tokens N]
                      [--kv-cache-blocks N] [--max-model-len N] [--max-queue N]
                      [--edge URL] [--node-id ID] [--public-url URL] [--heartbeat-interval-ms N]
-                     [--quantization none|fp8] [--load-format safetensors|dummy] [--gpu-memory-utilization F]
+                     [--quantization none|fp8] [--kv-cache-dtype auto|fp8] [--load-format safetensors|dummy]
+                     [--gpu-memory-utilization F] [--device-memory SIZE]
+      --device-memory (e.g. 80GB, 81559MiB) plans memory for that card instead of the GPU found.
       The edge's shared secret comes from SEVENTY_NODE_SECRET. Without --model, serves a tiny
       random Llama 3.1 model created on first use in the cache folder.
-  seventy-node make-tiny-model --out DIR [--seed N]`;
+  seventy-node make-tiny-model --out DIR [--seed N] [--quant awq|fp8]
+      --quant awq writes an AutoAWQ GEMM 4-bit checkpoint, --quant fp8 a compressed-tensors FP8 one.`;
 
 /** A user mistake: one line on stderr and exit code 2. */
 class UsageError extends Error {}
@@ -20,6 +23,16 @@ function int(name: string, value: string | undefined, min = 1): number | undefin
   if (value === undefined) return undefined;
   if (!/^\d+$/.test(value) || Number(value) < min) throw new UsageError(`--${name} must be an integer >= ${min}, got '${value}'`);
   return Number(value);
+}
+
+const SIZE_UNITS: Record<string, number> = { "": 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3, tib: 1024 ** 4 };
+
+/** "80GB", "81559MiB", "85520809984" → bytes. */
+function byteSize(name: string, value: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(value.trim());
+  const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined;
+  if (!m || unit === undefined || !(Number(m[1]) > 0)) throw new UsageError(`--${name} must be a size such as 80GB, 141GB or 81559MiB, got '${value}'`);
+  return Math.floor(Number(m[1]) * unit);
 }
 
 async function serveCommand(args: string[]): Promise<void> {
@@ -44,6 +57,8 @@ async function serveCommand(args: string[]): Promise<void> {
       "public-url": { type: "string" },
       "heartbeat-interval-ms": { type: "string" },
       quantization: { type: "string" },
+      "kv-cache-dtype": { type: "string" },
+      "device-memory": { type: "string" },
       "load-format": { type: "string" },
       "gpu-memory-utilization": { type: "string" },
     },
@@ -52,6 +67,8 @@ async function serveCommand(args: string[]): Promise<void> {
   if (!ENGINE_CHOICES.includes(engine)) throw new UsageError(`--engine must be one of ${ENGINE_CHOICES.join(", ")}, got '${values.engine}'`);
   const quantization = values.quantization;
   if (quantization !== undefined && quantization !== "none" && quantization !== "fp8") throw new UsageError(`--quantization must be none or fp8, got '${quantization}'`);
+  const kvCacheDtype = values["kv-cache-dtype"];
+  if (kvCacheDtype !== undefined && kvCacheDtype !== "auto" && kvCacheDtype !== "fp8") throw new UsageError(`--kv-cache-dtype must be auto or fp8, got '${kvCacheDtype}'`);
   const loadFormat = values["load-format"];
   if (loadFormat !== undefined && loadFormat !== "safetensors" && loadFormat !== "dummy") throw new UsageError(`--load-format must be safetensors or dummy, got '${loadFormat}'`);
   const gmu = values["gpu-memory-utilization"];
@@ -75,6 +92,8 @@ async function serveCommand(args: string[]): Promise<void> {
     publicUrl: values["public-url"],
     heartbeatIntervalMs: int("heartbeat-interval-ms", values["heartbeat-interval-ms"], 100),
     quantization,
+    kvCacheDtype,
+    deviceMemoryBytes: values["device-memory"] === undefined ? undefined : byteSize("device-memory", values["device-memory"]),
     loadFormat,
     gpuMemoryUtilization: gmu === undefined ? undefined : Number(gmu),
     progress: true,
@@ -96,10 +115,12 @@ async function serveCommand(args: string[]): Promise<void> {
 }
 
 async function makeTinyModelCommand(args: string[]): Promise<void> {
-  const { values } = parseArgs({ args, strict: true, options: { out: { type: "string" }, seed: { type: "string", default: "0" } } });
+  const { values } = parseArgs({ args, strict: true, options: { out: { type: "string" }, seed: { type: "string", default: "0" }, quant: { type: "string" } } });
   if (!values.out) throw new UsageError("make-tiny-model needs --out DIR");
-  const dir = await makeTinyModel({ outDir: values.out, seed: int("seed", values.seed, 0) ?? 0 });
-  console.log(`wrote a tiny Llama 3.1 model to ${dir ?? values.out}`);
+  const quant = values.quant;
+  if (quant !== undefined && quant !== "awq" && quant !== "fp8") throw new UsageError(`--quant must be awq or fp8, got '${quant}'`);
+  const dir = await makeTinyModel({ outDir: values.out, seed: int("seed", values.seed, 0) ?? 0, quant });
+  console.log(`wrote a tiny Llama 3.1${quant ? ` ${quant === "awq" ? "AWQ 4-bit" : "FP8"}` : ""} model to ${dir ?? values.out}`);
 }
 
 async function main(argv: string[]): Promise<void> {

@@ -17,6 +17,8 @@ export interface KeyRecord {
   models: string[] | null;
   limits: KeyLimits;
   budget: KeyBudget | null;
+  /** Unix seconds after which the key is refused; null or absent: never. */
+  expires_at?: number | null;
   /** Unix seconds; set when the key was deleted (revoked for good). */
   deleted?: number;
 }
@@ -35,6 +37,7 @@ export function toView(r: KeyRecord): KeyView {
     models: r.models,
     limits: r.limits,
     budget: r.budget,
+    expires_at: r.expires_at ?? null,
   };
 }
 
@@ -92,6 +95,14 @@ function parseBudget(v: unknown): KeyBudget | null {
   return { tokens, period: v.period };
 }
 
+function parseExpiresAt(v: unknown): number | null {
+  if (v === null) return null;
+  if (typeof v !== "number" || !Number.isInteger(v) || v * 1000 <= Date.now() || v > 253_402_300_799) {
+    throw invalidValue("expires_at", "expected null or a future time in Unix seconds");
+  }
+  return v;
+}
+
 function parseDisabled(v: unknown): boolean {
   if (typeof v !== "boolean") throw invalidValue("disabled", "expected a boolean");
   return v;
@@ -99,7 +110,7 @@ function parseDisabled(v: unknown): boolean {
 
 export function parseKeyCreate(body: unknown): KeyCreateInput {
   if (!isObject(body)) throw new ApiError(400, "The request body must be a JSON object.", { code: "invalid_json" });
-  rejectUnknown(body, ["name", "key", "models", "limits", "budget", "disabled"]);
+  rejectUnknown(body, ["name", "key", "models", "limits", "budget", "disabled", "expires_at"]);
   const out: KeyCreateInput = { name: parseName(body.name) };
   if (body.key !== undefined) {
     if (typeof body.key !== "string" || !/^sk-[A-Za-z0-9._-]{8,200}$/.test(body.key)) {
@@ -111,18 +122,20 @@ export function parseKeyCreate(body: unknown): KeyCreateInput {
   if (body.limits !== undefined) out.limits = parseLimits(body.limits);
   if (body.budget !== undefined) out.budget = parseBudget(body.budget);
   if (body.disabled !== undefined) out.disabled = parseDisabled(body.disabled);
+  if (body.expires_at !== undefined) out.expires_at = parseExpiresAt(body.expires_at);
   return out;
 }
 
 export function parseKeyPatch(body: unknown): KeyPatch {
   if (!isObject(body)) throw new ApiError(400, "The request body must be a JSON object.", { code: "invalid_json" });
-  rejectUnknown(body, ["name", "models", "limits", "budget", "disabled"]);
+  rejectUnknown(body, ["name", "models", "limits", "budget", "disabled", "expires_at"]);
   const out: KeyPatch = {};
   if (body.name !== undefined) out.name = parseName(body.name);
   if (body.models !== undefined) out.models = parseModels(body.models);
   if (body.limits !== undefined) out.limits = parseLimits(body.limits);
   if (body.budget !== undefined) out.budget = parseBudget(body.budget);
   if (body.disabled !== undefined) out.disabled = parseDisabled(body.disabled);
+  if (body.expires_at !== undefined) out.expires_at = parseExpiresAt(body.expires_at);
   return out;
 }
 
@@ -134,5 +147,6 @@ export function applyPatch(r: KeyRecord, p: KeyPatch): KeyRecord {
     limits: { ...r.limits, ...p.limits },
     budget: p.budget !== undefined ? p.budget : r.budget,
     disabled: p.disabled ?? r.disabled,
+    expires_at: p.expires_at !== undefined ? p.expires_at : (r.expires_at ?? null),
   };
 }

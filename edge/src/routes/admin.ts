@@ -10,6 +10,7 @@ import { limiterFor, type UsageDay } from "../limits/key-limiter";
 import { isDraining, nodePool, type PoolNode } from "../pool/node-pool";
 import { poolView } from "../pool/view";
 import { parseJson, readBody } from "../proxy/body";
+import { usageSeries } from "../usage/route";
 
 const ADMIN_BODY_LIMIT = 64 * 1024;
 const DAY = /^\d{4}-\d{2}-\d{2}$/;
@@ -75,6 +76,7 @@ export const admin = new Hono<AppEnv>()
       models: input.models ?? null,
       limits: { ...config(c.env).defaultLimits, ...input.limits },
       budget: input.budget ?? null,
+      expires_at: input.expires_at ?? null,
     };
     const created = unwrap(await registry(c.env).create(record));
     // The only time the key is ever shown.
@@ -123,6 +125,7 @@ export const admin = new Hono<AppEnv>()
     poolView.apply(node);
     return c.json(nodeView(node, Date.now()));
   })
+  .get("/usage/series", usageSeries)
   .get("/usage", async (c) => {
     const from = dayParam(c, "from");
     const to = dayParam(c, "to");

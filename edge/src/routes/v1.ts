@@ -276,6 +276,7 @@ export async function complete(c: Context<AppEnv>, api: ProxiedApi): Promise<Res
         {
           promptTokens: usage?.prompt_tokens ?? (fwd.status < 400 ? estimate.prompt : 0),
           completionTokens: usage?.completion_tokens ?? (fwd.status < 400 ? estimate.total - estimate.prompt : 0),
+          cachedTokens: usage?.prompt_tokens_details?.cached_tokens ?? 0,
           error: fwd.status >= 400,
         },
         { status: fwd.status, node: fwd.node.id, attempts: fwd.attempts },
@@ -298,6 +299,7 @@ export async function complete(c: Context<AppEnv>, api: ProxiedApi): Promise<Res
           {
             promptTokens: o.usage?.prompt_tokens ?? estimate.prompt,
             completionTokens: o.usage?.completion_tokens ?? o.chunks,
+            cachedTokens: o.usage?.prompt_tokens_details?.cached_tokens ?? 0,
             error: !o.cancelled && (o.errored || !o.completed),
           },
           {

@@ -12,6 +12,8 @@ import type {
   List,
   UsageParams,
   UsageReport,
+  UsageSeries,
+  UsageSeriesParams,
 } from "../protocol/admin.js";
 
 export interface AdminClientOptions {
@@ -110,5 +112,10 @@ export class AdminUsage {
   /** Requests and tokens per UTC day, for one key or all keys. */
   retrieve(params: UsageParams = {}, options?: RequestOptions): Promise<UsageReport> {
     return this.t.json({ method: "GET", path: "/usage", query: { key: params.key, from: params.from, to: params.to } }, options);
+  }
+
+  /** Requests and tokens per key over the last hour (by minute) or the last 30 days (by day). */
+  series(params: UsageSeriesParams, options?: RequestOptions): Promise<UsageSeries> {
+    return this.t.json({ method: "GET", path: "/usage/series", query: { window: params.window } }, options);
   }
 }

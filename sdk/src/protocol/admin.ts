@@ -28,6 +28,8 @@ export interface ApiKey {
   models: string[] | null;
   limits: KeyLimits;
   budget: KeyBudget | null;
+  /** Unix seconds after which the key is refused (401 `key_expired`); null: never. */
+  expires_at: number | null;
 }
 
 /** `keys.create()`'s answer: the only time the secret key is shown. */
@@ -53,6 +55,8 @@ export interface KeyCreateParams {
   limits?: Partial<KeyLimits>;
   budget?: KeyBudget | null;
   disabled?: boolean;
+  /** Unix seconds in the future after which the key is refused; null: never (the default). */
+  expires_at?: number | null;
 }
 
 export interface KeyUpdateParams {
@@ -62,6 +66,8 @@ export interface KeyUpdateParams {
   limits?: Partial<KeyLimits>;
   budget?: KeyBudget | null;
   disabled?: boolean;
+  /** Unix seconds in the future after which the key is refused; null: never (the default). */
+  expires_at?: number | null;
 }
 
 export interface DeletedApiKey {
@@ -79,7 +85,7 @@ export interface GpuNode {
   status: "healthy" | "draining" | "gone";
   drained_by_admin: boolean;
   capacity: { max_num_seqs: number; kv_blocks_total: number; max_model_len: number };
-  load: { running: number; waiting: number; kv_usage: number };
+  load: { running: number; waiting: number; kv_usage: number; prefix_cache_hit_rate?: number };
   last_heartbeat_ms_ago: number;
 }
 
@@ -105,6 +111,31 @@ export interface UsageReport {
   object: "list";
   key: string | null;
   data: UsageDay[];
+}
+
+/** One bucket of a usage series: what requests that ended in [start, start + step) used. */
+export interface UsageBucket {
+  /** Epoch ms. */
+  start: number;
+  requests: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  cached_tokens: number;
+  errors: number;
+}
+
+export interface UsageSeriesParams {
+  /** `hour`: the last 60 minutes by minute; `month`: the last 30 days by UTC day. */
+  window: "hour" | "month";
+}
+
+/** Usage over time per key, every key's buckets aligned on the same starts. */
+export interface UsageSeries {
+  object: "usage_series";
+  window: "hour" | "month";
+  /** Bucket width in ms. */
+  step: number;
+  keys: { id: string; name: string; prefix: string; revoked: boolean; buckets: UsageBucket[] }[];
 }
 
 export interface List<T> {

@@ -20,6 +20,8 @@ export const nodeHeartbeatSchema = z.object({
     waiting: z.number().int().min(0),
     /** Fraction of KV blocks in use, 0..1. */
     kv_usage: z.number().min(0).max(1),
+    /** Prompt tokens found in the prefix cache / prompt tokens looked up, 0..1, since the node started. */
+    prefix_cache_hit_rate: z.number().min(0).max(1).optional(),
   }),
   /** A draining node finishes its streams and takes no new requests. */
   draining: z.boolean().optional(),
