@@ -1,4 +1,4 @@
-import { reset } from "cloudflare:test";
+import { reset, runDurableObjectAlarm } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { hashApiKey } from "../src/auth/api-key";
@@ -276,9 +276,15 @@ describe("ResponseStore (one per key)", () => {
     await s.save(record("resp_old"), { retentionMs: 5, maxBytes: 1 << 20 });
     await new Promise((r) => setTimeout(r, 20));
     expect(await s.get("resp_old", { retentionMs: 5, maxBytes: 1 << 20 })).toBeNull();
-    expect(await s.get("resp_old", roomy)).not.toBeNull(); // still on disk until the next write
-    await s.save(record("resp_new"), { retentionMs: 5, maxBytes: 1 << 20 });
-    expect(await s.get("resp_old", roomy)).toBeNull(); // that write deleted it
+  });
+
+  it("deletes expired responses from disk by alarm, with no further writes", async () => {
+    const s = store();
+    await s.save(record("resp_gone"), { retentionMs: 30, maxBytes: 1 << 20 });
+    expect(await s.get("resp_gone", roomy)).not.toBeNull();
+    // Read with a longer retention: only a row deleted from disk is missing.
+    await vi.waitFor(async () => expect(await s.get("resp_gone", roomy)).toBeNull(), { timeout: 5000, interval: 20 });
+    expect(await runDurableObjectAlarm(s)).toBe(false); // empty: no alarm left
   });
 
   it("keeps at most maxBytes per key, deleting the oldest first", async () => {

@@ -34,8 +34,8 @@ const MAX_CHAIN = 10_000;
  * The stored responses of one API key (the object is named by the key's SHA-256, so one key can
  * never reach another's responses). Each row is one response and the input items it added; a
  * conversation is the chain of rows linked by `previous_id`. Rows older than the retention period
- * are gone for readers at once and deleted at the next write; when the key's rows outgrow
- * `maxBytes`, the oldest go first.
+ * are gone for readers at once and deleted from disk by an alarm set for the oldest row's expiry
+ * (and at every write); when the key's rows outgrow `maxBytes`, the oldest go first.
  */
 export class ResponseStore extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
@@ -56,7 +56,7 @@ export class ResponseStore extends DurableObject<Env> {
    * is not a response this store can chain (a node is untrusted input: an odd id, no output list,
    * or an id already taken are refused, never overwritten).
    */
-  save(record: NewResponse, limits: StoreLimits): boolean {
+  async save(record: NewResponse, limits: StoreLimits): Promise<boolean> {
     const { id, output } = record.response ?? {};
     if (typeof id !== "string" || !RESPONSE_ID.test(id) || !Array.isArray(output)) return false;
     const input = JSON.stringify(record.input);
@@ -82,7 +82,25 @@ export class ResponseStore extends DurableObject<Env> {
       sql.exec("DELETE FROM responses WHERE id = ?", oldest.id);
       total -= oldest.bytes;
     }
+    await this.scheduleExpiry(limits.retentionMs);
     return true;
+  }
+
+  /** Deletes what has expired, then waits for the next row to expire. */
+  override async alarm(): Promise<void> {
+    const retentionMs = (await this.ctx.storage.get<number>("retention_ms")) ?? storeLimits(this.env).retentionMs;
+    this.ctx.storage.sql.exec("DELETE FROM responses WHERE created_ms < ?", Date.now() - retentionMs);
+    await this.scheduleExpiry(retentionMs);
+  }
+
+  /** Arms the alarm for the oldest row's expiry (none when the store is empty). */
+  private async scheduleExpiry(retentionMs: number): Promise<void> {
+    const oldest = this.ctx.storage.sql.exec<{ at: number | null }>("SELECT MIN(created_ms) AS at FROM responses").one().at;
+    if (oldest === null) return this.ctx.storage.deleteAlarm();
+    await this.ctx.storage.put("retention_ms", retentionMs);
+    const at = oldest + retentionMs;
+    const current = await this.ctx.storage.getAlarm();
+    if (current === null || current > at) await this.ctx.storage.setAlarm(at);
   }
 
   get(id: string, limits: StoreLimits): StoredResponse | null {
