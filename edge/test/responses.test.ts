@@ -4,7 +4,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { hashApiKey } from "../src/auth/api-key";
 import { resetReleases } from "../src/limits/releases";
 import { poolView } from "../src/pool/view";
-import { call, createKey, expectOpenAIError, heartbeat, limiterState, sendHeartbeat, streamOf } from "./helpers";
+import { admin, call, createKey, expectOpenAIError, heartbeat, limiterState, sendHeartbeat, streamOf } from "./helpers";
 
 // The edge's Responses API against mocked nodes: stored responses, previous_response_id, per-key
 // isolation, streaming storage and the in-band end of a stream whose node died.
@@ -219,6 +219,12 @@ describe("POST /v1/responses at the edge", () => {
     expect(stored.output).toHaveLength(1);
     // The lease settles with the usage of response.completed.
     await vi.waitFor(async () => expect((await limiterState(hashApiKey(k.key))).inFlight).toBe(0));
+    // Metered with the usage the responses report (11 in, 3 out each), streamed or not.
+    await post(k.key, { input: "Hi again" });
+    await vi.waitFor(async () => {
+      const usage = (await (await admin(`/admin/usage?key=${k.id}`)).json()) as { data: { requests: number; prompt_tokens: number; completion_tokens: number }[] };
+      expect(usage.data[0]).toMatchObject({ requests: 2, prompt_tokens: 22, completion_tokens: 6 });
+    });
   });
 
   it("a node dying mid-stream ends it with `error` and `response.failed`, numbered on, and stores nothing", async () => {
