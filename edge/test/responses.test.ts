@@ -246,6 +246,20 @@ describe("POST /v1/responses at the edge", () => {
     await expectOpenAIError(await get(k.key, `/${response.id}`), 404, "not_found");
   });
 
+  it("routes every turn of a conversation to the node that served its first turn (prefix affinity)", async () => {
+    for (const id of ["a", "b", "c"]) await addNode(id, respond);
+    const k = await createKey();
+    for (let conversation = 0; conversation < 3; conversation++) {
+      seen.length = 0;
+      let { id } = (await (await post(k.key, { input: `Conversation ${conversation} starts here.` })).json()) as { id: string };
+      for (let turn = 0; turn < 3; turn++) {
+        ({ id } = (await (await post(k.key, { input: `turn ${turn}`, previous_response_id: id })).json()) as { id: string });
+      }
+      expect(seen).toHaveLength(4);
+      expect(new Set(seen.map((s) => s.host)).size).toBe(1);
+    }
+  });
+
   it("fails over to the next node before the first byte, as chat does", async () => {
     await addNode("a", () => new Response("boom", { status: 500 }));
     await addNode("b", respond);
