@@ -20,7 +20,7 @@ const MAX_PREVIOUS_BYTES = 4 << 20;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** The conversation before this request, from the key's store; null without previous_response_id. */
+/** The conversation up to and including response `id`, from the key's store (a 400 naming the missing link). */
 async function previousItems(c: Context<AppEnv>, keyHash: string, id: string, model: string): Promise<ResponseItem[]> {
   // Only a key that works may look into its store (and no stray key creates one).
   await authenticate(limiterFor(c.env, keyHash), model);
