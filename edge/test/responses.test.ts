@@ -92,7 +92,8 @@ function streamEvents(body: Record<string, unknown>) {
 const respond: NodeHandler = (_req, body) =>
   body.stream
     ? new Response(streamOf([sse(streamEvents(body))]), { headers: { "content-type": "text/event-stream" } })
-    : Response.json(nodeResponse(body));
+    : // A node names what a whole answer used in x-seventy-usage (the edge meters that, not the body).
+      Response.json(nodeResponse(body), { headers: { "x-seventy-usage": "11,3,0" } });
 
 function post(key: string, json: Record<string, unknown>): Promise<Response> {
   return call("/v1/responses", {
@@ -225,6 +226,90 @@ describe("POST /v1/responses at the edge", () => {
       const usage = (await (await admin(`/admin/usage?key=${k.id}`)).json()) as { data: { requests: number; prompt_tokens: number; completion_tokens: number }[] };
       expect(usage.data[0]).toMatchObject({ requests: 2, prompt_tokens: 22, completion_tokens: 6 });
     });
+  });
+
+  it("reserves the conversation it forwards plus max_output_tokens, and signs that budget into the request", async () => {
+    const budgets: { budget: string | null; bytes: number }[] = [];
+    await addNode("a", async (req, body) => {
+      budgets.push({ budget: req.headers.get("x-seventy-budget"), bytes: (await req.clone().arrayBuffer()).byteLength });
+      return respond(req, body);
+    });
+    const k = await createKey();
+    const first = (await (await post(k.key, { input: "Hi", max_output_tokens: 40 })).json()) as { id: string };
+    // The next turn's body carries the resolved conversation (previous_items): the reservation counts it.
+    expect((await post(k.key, { input: "More", max_output_tokens: 40, previous_response_id: first.id })).status).toBe(200);
+    expect(budgets).toHaveLength(2);
+    for (const b of budgets) expect(Number(b.budget)).toBe(b.bytes + 256 + 40);
+    expect(budgets[1]!.bytes).toBeGreaterThan(budgets[0]!.bytes);
+  });
+
+  it("stops the node (POST /v1/cancel with the request's nonce) when a stream's client leaves, and meters what response.failed reports", async () => {
+    const { default: worker } = await import("../src/index");
+    const { createExecutionContext, waitOnExecutionContext } = await import("cloudflare:test");
+    const enc = new TextEncoder();
+    const stop = new Map<string, () => void>();
+    const cancels: string[] = [];
+    let sent = 0;
+    await addNode("a", (req, body) => {
+      if (new URL(req.url).pathname === "/v1/cancel") {
+        const nonce = body.nonce as string;
+        cancels.push(nonce);
+        const f = stop.get(nonce);
+        f?.();
+        return Response.json({ cancelled: f !== undefined });
+      }
+      const events = streamEvents(body);
+      let stopping = false;
+      stop.set(req.headers.get("x-seventy-nonce")!, () => (stopping = true));
+      let seq = 0;
+      const event = (e: Record<string, unknown>) => enc.encode(`event: ${e.type as string}\ndata: ${JSON.stringify({ ...e, sequence_number: seq++ })}\n\n`);
+      return new Response(
+        new ReadableStream<Uint8Array>({
+          start(c) {
+            for (const e of events.slice(0, 4)) c.enqueue(event(e));
+          },
+          async pull(c) {
+            await new Promise((r) => setTimeout(r, 5));
+            if (stopping) {
+              const usage = { input_tokens: 9, input_tokens_details: { cached_tokens: 0 }, output_tokens: sent, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: 9 + sent };
+              const response = { ...(events[0]!.response as object), status: "failed", usage };
+              c.enqueue(event({ type: "error", code: "server_error", message: "stopped", param: null }));
+              c.enqueue(event({ type: "response.failed", response }));
+              c.close();
+              return;
+            }
+            sent++;
+            c.enqueue(event({ ...events[4]!, delta: "x" }));
+          },
+        }),
+        { headers: { "content-type": "text/event-stream" } },
+      );
+    });
+    const k = await createKey();
+    const client = new AbortController();
+    const ctx = createExecutionContext();
+    const res = await worker.fetch(
+      new Request("http://edge.test/v1/responses", {
+        method: "POST",
+        headers: { authorization: `Bearer ${k.key}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: "tiny", input: "Go on", max_output_tokens: 1000, stream: true }),
+        signal: client.signal,
+      }),
+      env,
+      ctx,
+    );
+    expect(res.status).toBe(200);
+    const reader = res.body!.getReader();
+    let text = "";
+    while (!text.includes("response.output_text.delta")) text += new TextDecoder().decode((await reader.read()).value);
+    await reader.cancel();
+    client.abort();
+    await waitOnExecutionContext(ctx);
+    expect(cancels).toHaveLength(1);
+    expect(sent).toBeGreaterThan(0);
+    expect(await limiterState(hashApiKey(k.key))).toMatchObject({ inFlight: 0, reservedTokens: 0 });
+    const usage = (await (await admin(`/admin/usage?key=${k.id}`)).json()) as { data: { requests: number; prompt_tokens: number; completion_tokens: number; errors: number }[] };
+    expect(usage.data[0]).toMatchObject({ requests: 1, prompt_tokens: 9, completion_tokens: sent, errors: 0 });
   });
 
   it("a node dying mid-stream ends it with `error` and `response.failed`, numbered on, and stores nothing", async () => {
