@@ -12,7 +12,7 @@ import { LlamaTokenizer, defaultTinyModelDir } from "../../gpu-node/src/model/in
 import { startNode, type RunningNode } from "../../gpu-node/src/node.js";
 import { checkEvents, checkResponse } from "../helpers/responses-shapes.js";
 import { freePort, startStack, type Stack } from "./support/stack.js";
-import { startNode as spawnNode, stopGroup, waitForNodes } from "../../edge/scripts/stack.mjs";
+import { registerNode, startNode as spawnNode, stopGroup, waitForNodes } from "../../edge/scripts/stack.mjs";
 
 let stack: Stack;
 let admin: SeventyAdmin;
@@ -29,16 +29,18 @@ const MAX = 12;
 beforeAll(async () => {
   stack = await startStack();
   admin = new SeventyAdmin({ baseURL: stack.origin, adminToken: stack.adminToken });
-  const join = { secret: stack.nodeSecret, edgeUrl: stack.origin, heartbeatIntervalMs: 500, log: () => {} };
-  second = await startNode({ port: 0, nodeId: "second", kvCacheBlocks: 512, ...join });
+  // Each node is registered with the edge first; its credential names it and signs its traffic.
+  const join = async (id: string) => {
+    const port = await freePort();
+    return { port, credential: await registerNode(stack.origin, stack.adminToken, { id, port }), edgeUrl: stack.origin, heartbeatIntervalMs: 500, log: () => {} };
+  };
+  second = await startNode({ kvCacheBlocks: 512, ...(await join("second")) });
   const tokenizer = await LlamaTokenizer.fromDir(defaultTinyModelDir());
   const tokenCycle = tokenizer.encode('{"name": "get_weather", "parameters": {"city": "Paris"}}<|eot_id|>', { addSpecialTokens: false });
   scripted = await startNode({
-    port: 0,
-    nodeId: "scripted",
     servedModelName: SCRIPTED,
     engineInstance: new SimulatedEngine({ numKvBlocks: 512, blockSize: 16, tokenCycle }),
-    ...join,
+    ...(await join("scripted")),
   });
   const deadline = Date.now() + 30_000;
   while ((await admin.nodes.list()).data.filter((n) => n.status === "healthy").length < 3) {
@@ -178,11 +180,11 @@ describe("openai (official client) — client.responses", () => {
 
   it("a node killed mid-stream: the stream ends with `error` and `response.failed`, and nothing is stored", async () => {
     // A node of its own (a separate process, serving a model name nobody else serves), killed outright.
+    const port = await freePort();
     const doomed = await spawnNode({
-      port: await freePort(),
+      port,
       edgeUrl: stack.origin,
-      secret: stack.nodeSecret,
-      nodeId: "doomed",
+      credential: await registerNode(stack.origin, stack.adminToken, { id: "doomed", port }),
       args: ["--served-model-name", "doomed-model"],
     });
     try {
