@@ -14,6 +14,7 @@ import {
   expectOpenAIError,
   heartbeat,
   credentialFor,
+  knownCredential,
   limiterState,
   NODE_SECRET,
   sendHeartbeat,
@@ -69,7 +70,10 @@ beforeEach(() => {
     if (!handler) throw new TypeError("Network connection lost.");
     const body = await req.clone().text();
     if (url.pathname === "/v1/cancel") {
-      const verdict = await verifyRequest({ method: "POST", path: "/v1/cancel", body, secret: NODE_SECRET, headers: req.headers });
+      // Verified as a node does: with its own edge → node key, addressed to it.
+      const nodeId = host.slice(0, -".node.test".length);
+      const secret = knownCredential(nodeId).edgeKey;
+      const verdict = await verifyRequest({ method: "POST", path: "/v1/cancel", body, secret, nodeId, headers: req.headers });
       if (!verdict.ok) return Response.json({ error: { message: "bad signature" } }, { status: 401 });
       const nonce = (JSON.parse(body) as { nonce: string }).nonce;
       stopped.push({ host, nonce });
@@ -419,12 +423,13 @@ describe("routing and forwarding", () => {
     const ok = await completions({ prompt: ["a", "b"], n: 3, max_tokens: 100 });
     expect(ok.status).toBe(200);
     const { req, body } = seen[0]!;
-    const verdict = await verifyRequest({ method: "POST", path: "/v1/completions", body, secret: NODE_SECRET, headers: req.headers });
+    const secret = knownCredential("a").edgeKey;
+    const verdict = await verifyRequest({ method: "POST", path: "/v1/completions", body, secret, nodeId: "a", headers: req.headers });
     expect(verdict).toMatchObject({ ok: true, budget: body.length + 256 + 600 });
     // A budget header changed on the way fails the signature.
     const tampered = new Headers(req.headers);
     tampered.set("x-seventy-budget", "99999999");
-    expect((await verifyRequest({ method: "POST", path: "/v1/completions", body, secret: NODE_SECRET, headers: tampered })).ok).toBe(false);
+    expect((await verifyRequest({ method: "POST", path: "/v1/completions", body, secret, nodeId: "a", headers: tampered })).ok).toBe(false);
     // The node's (fake) usage of the whole budget is believed; one token more would not be.
     await vi.waitFor(async () => expect(await usageOf(k.id)).toMatchObject({ requests: 1, completion_tokens: body.length + 256 + 600 - 10 }));
   });

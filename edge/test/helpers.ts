@@ -69,6 +69,13 @@ export async function credentialFor(id: string, url = `https://${id}.node.test`)
   return known;
 }
 
+/** The credential `credentialFor` last got for a node (what a fake node verifies the edge's requests with). */
+export function knownCredential(id: string): NodeCredential {
+  const cred = credentials.get(id);
+  if (!cred) throw new Error(`node ${id} was not registered`);
+  return cred;
+}
+
 /** A heartbeat signed with the node's own key (registering the node first when needed). */
 export async function sendHeartbeat(
   hb: NodeHeartbeat,

@@ -70,14 +70,18 @@ describe("UsageSeries", () => {
 describe("GET /admin/usage/series and key expiry", () => {
   beforeEach(() => {
     vi.spyOn(globalThis, "fetch").mockImplementation(async () =>
-      Response.json({
-        id: "cmpl-1",
-        object: "chat.completion",
-        created: 1,
-        model: "tiny",
-        choices: [{ index: 0, message: { role: "assistant", content: "hi" }, logprobs: null, finish_reason: "stop" }],
-        usage: { prompt_tokens: 9, completion_tokens: 4, total_tokens: 13, prompt_tokens_details: { cached_tokens: 5 } },
-      }),
+      Response.json(
+        {
+          id: "cmpl-1",
+          object: "chat.completion",
+          created: 1,
+          model: "tiny",
+          choices: [{ index: 0, message: { role: "assistant", content: "hi" }, logprobs: null, finish_reason: "stop" }],
+          usage: { prompt_tokens: 9, completion_tokens: 4, total_tokens: 13, prompt_tokens_details: { cached_tokens: 5 } },
+        },
+        // What the edge meters: the node's usage header (prompt, completion, cached), as gpu-node sends it.
+        { headers: { "x-seventy-usage": "9,4,5" } },
+      ),
     );
   });
 

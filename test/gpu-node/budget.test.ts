@@ -5,15 +5,16 @@
  * learn exactly what it generated.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { signRequest } from "@seventy/sdk/protocol";
+import { formatNodeCredential, NODE_ID_HEADER, signRequest } from "@seventy/sdk/protocol";
 import { SimulatedEngine } from "../../gpu-node/src/engine/index.js";
 import { startNode, type RunningNode } from "../../gpu-node/src/node.js";
 
-const SECRET = "budget-node-secret-0123456789";
+// The node's own credential: the edge signs requests to it (and their budgets) with its edge key.
+const CRED = { nodeId: "budget-node", edgeKey: "e".repeat(43), nodeKey: "n".repeat(43) };
 const MODEL = "tiny-llama-3.1";
 let node: RunningNode;
 beforeAll(async () => {
-  node = await startNode({ port: 0, secret: SECRET, engineInstance: new SimulatedEngine({ numKvBlocks: 512, blockSize: 16, stepDelayMs: 5 }), log: () => {} });
+  node = await startNode({ port: 0, credential: formatNodeCredential(CRED), engineInstance: new SimulatedEngine({ numKvBlocks: 512, blockSize: 16, stepDelayMs: 5 }), log: () => {} });
 });
 afterAll(async () => node?.close());
 
@@ -22,7 +23,7 @@ type Json = Record<string, any>;
 /** Signs a request; `go` sends it. */
 async function prepare(path: string, json: Json, budget?: number, extra: Record<string, string> = {}) {
   const body = JSON.stringify(json);
-  const headers = await signRequest({ method: "POST", path, body, secret: SECRET, budget });
+  const headers = await signRequest({ method: "POST", path, body, secret: CRED.edgeKey, signed: { [NODE_ID_HEADER]: CRED.nodeId }, budget });
   const go = () => fetch(node.url + path, { method: "POST", headers: { "content-type": "application/json", ...headers, ...extra }, body });
   return { go, nonce: headers["x-seventy-nonce"]! };
 }
