@@ -312,6 +312,32 @@ describe("POST /v1/responses at the edge", () => {
     expect(usage.data[0]).toMatchObject({ requests: 1, prompt_tokens: 9, completion_tokens: sent, errors: 0 });
   });
 
+  it("reads CRLF-framed events, and cuts off an event larger than the edge passes on", async () => {
+    await addNode("a", (_req, body) =>
+      new Response(streamOf([sse(streamEvents(body)).replaceAll("\n", "\r\n")]), { headers: { "content-type": "text/event-stream" } }),
+    );
+    const k = await createKey();
+    const text = await (await post(k.key, { input: "Hi", stream: true })).text();
+    expect(text.split("\r\n\r\n").filter((b) => b.trim())).toHaveLength(streamEvents({}).length);
+    const id = /"id":"(resp_\d+)"/.exec(text)![1]!;
+    // Complete (response.completed was seen): stored, and metered with its usage.
+    expect((await get(k.key, `/${id}`)).status).toBe(200);
+    await vi.waitFor(async () => {
+      const usage = (await (await admin(`/admin/usage?key=${k.id}`)).json()) as { data: { prompt_tokens: number; completion_tokens: number }[] };
+      expect(usage.data[0]).toMatchObject({ prompt_tokens: 11, completion_tokens: 3 });
+    });
+
+    nodes.clear();
+    // An event that never ends: the edge holds back at most MAX_EVENT_BYTES of it.
+    const endless = `event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"${"x".repeat(2 << 20)}`;
+    await addNode("b", (_req, body) =>
+      new Response(streamOf([sse(streamEvents(body).slice(0, 4)), endless]), { headers: { "content-type": "text/event-stream" } }),
+    );
+    const cut = parseEvents(await (await post(k.key, { input: "Hi", stream: true })).text());
+    expect(cut.at(-2)!.data).toMatchObject({ type: "error", code: "upstream_event_too_large" });
+    expect(cut.at(-1)!.event).toBe("response.failed");
+  });
+
   it("a node dying mid-stream ends it with `error` and `response.failed`, numbered on, and stores nothing", async () => {
     const events = streamEvents({});
     nodes.clear();
