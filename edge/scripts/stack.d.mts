@@ -19,7 +19,7 @@ export interface Started {
   stop(): Promise<void>;
 }
 
-export function readWranglerToml(): Promise<{ vars: Record<string, string>; compatibilityDate: string; compatibilityFlags: string[]; assetsDirectory: string | null }>;
+export function readWranglerToml(): Promise<{ vars: Record<string, string>; compatibilityDate: string; compatibilityFlags: string[]; assetsDirectory: string | null; objects: Record<string, string> }>;
 export function buildBundle(outdir: string): Promise<number>;
 export function workerdConfig(opts: {
   dir: string;

@@ -95,7 +95,10 @@ export async function stopGroup(child, signal = "SIGINT", graceMs = 5000) {
   }
 }
 
-/** Reads `[vars]`, compatibility date and flags from wrangler.toml (flat key = "value" lines). */
+/**
+ * Reads `[vars]`, compatibility date and flags, the assets folder and the Durable Object bindings
+ * (class name → binding name) from wrangler.toml (flat key = "value" lines).
+ */
 export async function readWranglerToml() {
   const text = await readFile(join(ROOT, "wrangler.toml"), "utf8");
   const vars = {};
@@ -103,17 +106,24 @@ export async function readWranglerToml() {
   let compatibilityDate = "2026-04-20";
   let compatibilityFlags = [];
   let assetsDirectory = null;
+  const objects = {};
+  let binding = {};
   for (const raw of text.split("\n")) {
     const line = raw.trim();
     if (line.startsWith("[")) section = line;
+    if (line === "[[durable_objects.bindings]]") binding = {};
     const m = /^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.+)$/.exec(line);
     if (!m) continue;
     if (section === "[vars]") vars[m[1]] = JSON.parse(m[2]);
     else if (section === "" && m[1] === "compatibility_date") compatibilityDate = JSON.parse(m[2]);
     else if (section === "" && m[1] === "compatibility_flags") compatibilityFlags = JSON.parse(m[2]);
     else if (section === "[assets]" && m[1] === "directory") assetsDirectory = join(ROOT, JSON.parse(m[2]));
+    else if (section === "[[durable_objects.bindings]]" && (m[1] === "name" || m[1] === "class_name")) {
+      binding[m[1]] = JSON.parse(m[2]);
+      if (binding.name && binding.class_name) objects[binding.class_name] = binding.name;
+    }
   }
-  return { vars, compatibilityDate, compatibilityFlags, assetsDirectory };
+  return { vars, compatibilityDate, compatibilityFlags, assetsDirectory, objects };
 }
 
 /** The deploy bundle (`wrangler deploy --dry-run`, offline) in `outdir`; returns its size in bytes. */
@@ -124,14 +134,14 @@ export async function buildBundle(outdir) {
   return (await readFile(join(outdir, "index.js"))).byteLength;
 }
 
-const EDGE_CLASSES = { KeyRegistry: "KEY_REGISTRY", KeyLimiter: "KEY_LIMITER", NodePool: "NODE_POOL" };
-
 /**
  * A workerd config serving `bundle` (a path relative to `dir`) on 127.0.0.1:`port`, Durable
  * Objects stored under `dir`, outbound fetches allowed to loopback. Written with mode 0600: the
  * bindings hold secrets.
  */
-export async function workerdConfig({ dir, name = "edge", port, bundle, assets = null, vars, compatibilityDate, compatibilityFlags, objects = EDGE_CLASSES }) {
+export async function workerdConfig({ dir, name = "edge", port, bundle, assets = null, vars, compatibilityDate, compatibilityFlags, objects = null }) {
+  // By default the edge's own Durable Objects, as wrangler.toml binds them.
+  objects ??= (await readWranglerToml()).objects;
   const q = (s) => JSON.stringify(s);
   const classes = Object.keys(objects);
   const bindings = [

@@ -1,6 +1,7 @@
 import type { KeyLimiter } from "./limits/key-limiter";
 import type { KeyRegistry } from "./keys/registry";
 import type { NodePool } from "./pool/node-pool";
+import type { ResponseStore } from "./responses/store";
 
 /**
  * Bindings of the edge worker (see wrangler.toml). Vars are strings as wrangler passes them;
@@ -15,6 +16,8 @@ export interface Env {
   KEY_LIMITER: DurableObjectNamespace<KeyLimiter>;
   /** One object holds the pool of gpu-nodes fed by signed heartbeats. */
   NODE_POOL: DurableObjectNamespace<NodePool>;
+  /** One object per key (named by the key's SHA-256): the key's stored responses. */
+  RESPONSE_STORE: DurableObjectNamespace<ResponseStore>;
 
   /** Secret: bearer token of the admin API. */
   ADMIN_TOKEN?: string;
@@ -64,6 +67,10 @@ export interface Env {
   AFFINITY_PREFIX_CHARS?: string;
   /** A lease not renewed (every third of this) and never released is reclaimed after this long (default 120000). */
   LEASE_TTL_MS?: string;
+  /** Stored responses are kept this long (default 2592000000 = 30 days). */
+  RESPONSES_RETENTION_MS?: string;
+  /** Bytes of stored responses one key may keep; the oldest go first (default 67108864). */
+  RESPONSES_MAX_BYTES?: string;
   /** `info` logs one line per request; `error` only failures (default info). */
   LOG_LEVEL?: string;
 }

@@ -9,11 +9,13 @@ import { corsFromConfig } from "./middleware/cors";
 import { requestId } from "./middleware/request-id";
 import { admin } from "./routes/admin";
 import { internal } from "./routes/internal";
+import { responses } from "./responses/routes";
 import { v1 } from "./routes/v1";
 
 export { KeyRegistry } from "./keys/registry";
 export { KeyLimiter } from "./limits/key-limiter";
 export { NodePool } from "./pool/node-pool";
+export { ResponseStore } from "./responses/store";
 
 /**
  * The edge: apps call /v1 with API keys; admins manage keys and nodes under /admin; gpu-nodes
@@ -24,6 +26,7 @@ const app = new Hono<AppEnv>();
 app.use("*", requestId());
 app.use("/v1/*", corsFromConfig());
 app.get("/health", (c) => c.json({ ok: true }));
+app.route("/v1/responses", responses);
 app.route("/v1", v1);
 app.route("/admin", admin);
 app.route("/internal", internal);

@@ -7,6 +7,7 @@ import type { ResponseValidator } from "./lib/validate.js";
 import { Chat } from "./resources/chat.js";
 import { Completions } from "./resources/completions.js";
 import { Models } from "./resources/models.js";
+import { Responses } from "./resources/responses.js";
 
 export interface ClientOptions {
   /** The edge's API root, e.g. `https://llm.example.com/v1`. Default: `SEVENTY_BASE_URL`. */
@@ -58,6 +59,7 @@ export class Seventy implements ClientContext {
   readonly chat: Chat;
   readonly completions: Completions;
   readonly models: Models;
+  readonly responses: Responses;
 
   constructor(options: ClientOptions = {}) {
     const baseURL = options.baseURL ?? readEnv("SEVENTY_BASE_URL");
@@ -78,6 +80,7 @@ export class Seventy implements ClientContext {
     this.chat = new Chat(this);
     this.completions = new Completions(this);
     this.models = new Models(this);
+    this.responses = new Responses(this);
   }
 
   /**

@@ -40,4 +40,11 @@ export {
   type CompletionCreateParamsNonStreaming,
 } from "./resources/completions.js";
 export { Models } from "./resources/models.js";
+export {
+  Responses,
+  InputItems,
+  type ResponseCreateParamsStreaming,
+  type ResponseCreateParamsNonStreaming,
+} from "./resources/responses.js";
+export { ResponseStream, type ResponseStreamListeners, type ResponseWithText } from "./lib/response-stream.js";
 export { SeventyAdmin, AdminKeys, AdminNodes, AdminUsage, type AdminClientOptions } from "./admin/client.js";

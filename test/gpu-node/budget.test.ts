@@ -118,3 +118,55 @@ describe("stopping a request by its nonce", () => {
   });
 });
 
+
+describe("the Responses API under the same budget and stop", () => {
+  const respond = (over: Json = {}) => ({ model: MODEL, input: "hello there", ...over });
+
+  it("refuses a max_output_tokens that does not fit, naming it, and shrinks an absent one to fit", async () => {
+    const refused = await send("/v1/responses", respond({ max_output_tokens: 50 }), 30);
+    expect(refused.res.status).toBe(400);
+    expect(((await refused.res.json()) as Json).error).toMatchObject({ code: "budget_exceeded", param: "max_output_tokens" });
+    expect(usageHeader(refused.res)).toEqual([0, 0]);
+
+    const { res } = await send("/v1/responses", respond(), 60);
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as Json;
+    expect(body.usage.total_tokens).toBeLessThanOrEqual(60);
+    expect(body.status).toBe("incomplete");
+    expect(usageHeader(res)).toEqual([body.usage.input_tokens, body.usage.output_tokens]);
+  });
+
+  it("ends a stopped stream with response.failed carrying the usage it generated", async () => {
+    const { res, nonce } = await send("/v1/responses", respond({ max_output_tokens: 2000, stream: true }), 5000);
+    expect(res.status).toBe(200);
+    const reader = res.body!.getReader();
+    const dec = new TextDecoder();
+    let text = "";
+    while ((text.match(/response\.output_text\.delta/g) ?? []).length < 10) text += dec.decode((await reader.read()).value, { stream: true });
+    expect(await (await send("/v1/cancel", { nonce })).res.json()).toEqual({ cancelled: true });
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text += dec.decode(value, { stream: true });
+    }
+    const last = text.trimEnd().split("\n\n").at(-1)!;
+    expect(last.startsWith("event: response.failed\n")).toBe(true);
+    const usage = JSON.parse(last.split("\n")[1]!.slice(6)).response.usage;
+    const deltas = (text.match(/"type":"response\.output_text\.delta"/g) ?? []).length;
+    expect(usage.output_tokens).toBeGreaterThanOrEqual(deltas);
+    expect(usage.output_tokens).toBeLessThan(2000);
+  });
+
+  it("answers a stopped non-stream request with its partial usage in x-seventy-usage", async () => {
+    const { go, nonce } = await prepare("/v1/responses", respond({ max_output_tokens: 2000 }), 5000);
+    const pending = go();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(await (await send("/v1/cancel", { nonce })).res.json()).toEqual({ cancelled: true });
+    const res = await pending;
+    expect(res.status).toBe(503);
+    const [prompt, completion] = usageHeader(res);
+    expect(prompt).toBeGreaterThan(0);
+    expect(completion).toBeGreaterThan(0);
+    expect(completion).toBeLessThan(2000);
+  });
+});

@@ -116,7 +116,7 @@ export class SseScanner {
   }
 
   /** Classifies one event (without its blank line); false drops it. */
-  private keep(event: Uint8Array): boolean {
+  protected keep(event: Uint8Array): boolean {
     const text = decoder.decode(event);
     let at: number;
     if (text.startsWith("data:")) at = 5;
@@ -187,6 +187,11 @@ export interface MeteredStreamOptions {
   stop(): Promise<boolean>;
   /** Called exactly once: at the end, at a cut-off, or after the client left. */
   onEnd(outcome: StreamOutcome): void;
+  /**
+   * Another protocol's scanner and cut-off event (the Responses API's); chat's by default. The
+   * scanner must bound its held-back event as chat's does (`maxEventBytes`).
+   */
+  protocol?: { scanner: SseScanner; cutOffEvent(message: string, code: string): Uint8Array };
 }
 
 const IDLE = Symbol("idle");
@@ -211,7 +216,8 @@ function within<T>(read: Promise<T>, ms: number): Promise<T | typeof IDLE> {
  * (for at most `drainMs`) without passing anything more on.
  */
 export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Array> {
-  const scanner = new SseScanner(o.stripUsage, o.maxEventBytes);
+  const scanner = o.protocol?.scanner ?? new SseScanner(o.stripUsage, o.maxEventBytes);
+  const cutOffEvent = o.protocol?.cutOffEvent ?? errorEvent;
   const deadline = Date.now() + o.maxStreamMs;
   let first = o.first;
   let finished = false;
@@ -259,7 +265,7 @@ export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Arra
     if (how === "client") scanner.outcome.cancelled = true;
     else if (event) {
       scanner.outcome.errored = true;
-      closeClient(errorEvent(event.message, event.code));
+      closeClient(cutOffEvent(event.message, event.code));
     } else closeClient();
     if (how === "end" || how === "broken") {
       if (how === "broken") o.reader.cancel().catch(() => undefined);

@@ -25,6 +25,8 @@ export interface ForwardInput {
   view: PoolView;
   /** Aborts when the client goes away. */
   clientSignal?: AbortSignal;
+  /** A scanner for the answer's stream protocol (chat's by default), to read a stream's usage. */
+  scanner?: () => SseScanner;
 }
 
 interface Answered {
@@ -81,8 +83,11 @@ export async function stopOnNode(node: PoolNode, nonce: string, edgeKey: string,
 }
 
 /** Reads a stream to its end for the usage it reports (null: none, or the stream broke). */
-export async function usageOfStream(body: ReadableStream<Uint8Array>, bound: number): Promise<TokenCount | null> {
-  const scanner = new SseScanner(false);
+export async function usageOfStream(
+  body: ReadableStream<Uint8Array>,
+  bound: number,
+  scanner: SseScanner = new SseScanner(false),
+): Promise<TokenCount | null> {
   const reader = body.getReader();
   try {
     for (;;) {
@@ -212,7 +217,7 @@ export async function forward(input: ForwardInput): Promise<Forwarded> {
       if (input.stream && res.ok && res.body && stopped === "client") {
         // The client left before the first byte; the node was told to stop and ends the stream
         // with its usage.
-        spent = addUsage(spent, await usageOfStream(res.body, input.budget));
+        spent = addUsage(spent, await usageOfStream(res.body, input.budget, input.scanner?.()));
         break;
       }
       if (!input.stream || !res.ok || !res.body || stopped) {

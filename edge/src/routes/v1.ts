@@ -10,24 +10,62 @@ import {
 import { Hono, type Context } from "hono";
 import type { AppEnv } from "../app-env";
 import { bearerToken, hashApiKey, isWellFormedKey } from "../auth/api-key";
-import { config } from "../config";
+import { config, type EdgeConfig } from "../config";
 import { ApiError, apiErrorFromBody, errorResponse, retryAfterHeaders } from "../errors";
 import { rateLimitHeaders } from "../limits/headers";
 import { limiterFor, type Admission, type KeyLimiter } from "../limits/key-limiter";
 import { RequestMeter } from "../limits/meter";
 import { returnReleases, takeReleases } from "../limits/releases";
-import { reservationFor } from "../limits/reservation";
+import { reservationFor, type Reservation } from "../limits/reservation";
 import { poolView } from "../pool/view";
 import { parseJson, readBody } from "../proxy/body";
 import { chatPrefixHash, completionPrefixHash } from "../proxy/prefix";
-import { meteredStream } from "../proxy/sse";
+import { meteredStream, SseScanner, type MeteredStreamOptions } from "../proxy/sse";
 import { forward, type Forwarded } from "../proxy/upstream";
 import { addUsage, NO_USAGE, validUsage } from "../proxy/usage";
 
-type Kind = "chat" | "completions";
 type Refusal = Extract<Admission, { ok: false }>;
 
-const PATHS: Record<Kind, string> = { chat: "/v1/chat/completions", completions: "/v1/completions" };
+/**
+ * One API the edge proxies (chat completions, completions, the Responses API): how to read its
+ * requests and answers. `complete` runs every one through the same authenticate → route → reserve
+ * → forward → meter pipeline.
+ */
+export interface ProxiedApi {
+  /** The path on the node. */
+  path: string;
+  /**
+   * Validates a parsed body (throwing an ApiError) into what routing, limits and forwarding need.
+   * Whatever it throws is answered after authentication, so a bad key is a 401 first.
+   */
+  prepare(raw: unknown, body: Uint8Array, c: Context<AppEnv>, keyHash: string, cfg: EdgeConfig): Promise<ProxiedRequest>;
+}
+
+export interface ProxiedRequest {
+  model: string;
+  stream: boolean;
+  /** For prefix affinity. */
+  prefixHash: number;
+  /** The most the request may use on nodes whose context is `maxModelLen` (see `reservationFor`). */
+  reservation(defaultMaxTokens: number, maxModelLen: number): Reservation;
+  /** The body sent to nodes. */
+  upstreamBody: Uint8Array;
+  /** Streams: drop the usage-only chunk (the client did not ask for it). */
+  stripUsage: boolean;
+  /** Streams of another protocol than chat's (the Responses API's events). */
+  streamProtocol?: {
+    /** The scanner and cut-off event of the stream passed on to the client. */
+    metered: NonNullable<MeteredStreamOptions["protocol"]>;
+    /** A fresh scanner, to read the usage of a stream nobody receives (the client left before it began). */
+    scanner(): SseScanner;
+  };
+  /** Runs on a successful answer before it is passed on (the Responses API stores it). */
+  onAnswer?: {
+    buffered(body: Uint8Array): Promise<void>;
+    stream(out: ReadableStream<Uint8Array>): ReadableStream<Uint8Array>;
+  };
+}
+
 const NO_NODE_RETRY_MS = 2000;
 const encoder = new TextEncoder();
 
@@ -37,7 +75,7 @@ export function refusalResponse(a: Refusal): Response {
   return errorResponse(a.status, a.message, { code: a.code, type: a.type, param: a.param ?? null }, headers);
 }
 
-function apiKeyOf(c: Context<AppEnv>): string {
+export function apiKeyOf(c: Context<AppEnv>): string {
   const key = bearerToken(c.req.header("authorization"));
   if (!key) {
     throw new ApiError(401, "You didn't provide an API key. Send it as 'Authorization: Bearer sk-...'.", {
@@ -49,24 +87,67 @@ function apiKeyOf(c: Context<AppEnv>): string {
 }
 
 /** Authentication without admission, for requests refused before they would be admitted. */
-async function authenticate(limiter: DurableObjectStub<KeyLimiter>, model: string | null): Promise<Admission & { ok: true }> {
+export async function authenticate(limiter: DurableObjectStub<KeyLimiter>, model: string | null): Promise<Admission & { ok: true }> {
   const a = await limiter.check(model);
   if (!a.ok) throw new RefusedError(a);
   return a;
 }
 
-class RefusedError extends Error {
+export class RefusedError extends Error {
   constructor(readonly admission: Refusal) {
     super(admission.message);
   }
 }
 
+/** Chat completions and completions: the body as the client sent it, usage always asked of the node. */
+function openAIRequest(
+  req: ChatCompletionRequest | CompletionRequest,
+  raw: Record<string, unknown>,
+  body: Uint8Array,
+  prefixHash: number,
+): ProxiedRequest {
+  const stream = req.stream === true;
+  const clientWantsUsage = req.stream_options?.include_usage === true;
+  // Always ask the node for usage; the usage chunk is stripped again if the client did not ask.
+  const upstreamBody =
+    stream && !clientWantsUsage
+      ? encoder.encode(JSON.stringify({ ...raw, stream_options: { ...(raw.stream_options as object | null), include_usage: true } }))
+      : body;
+  return {
+    model: req.model,
+    stream,
+    prefixHash,
+    reservation: (defaultMaxTokens, maxModelLen) =>
+      reservationFor(body.byteLength, req as CompletionRequest & ChatCompletionRequest, defaultMaxTokens, maxModelLen),
+    upstreamBody,
+    stripUsage: !clientWantsUsage,
+  };
+}
+
+const chatApi: ProxiedApi = {
+  path: "/v1/chat/completions",
+  async prepare(raw, body, _c, _keyHash, cfg) {
+    const result = chatCompletionRequestSchema.safeParse(raw);
+    if (!result.success) throw apiErrorFromBody(400, zodErrorBody(result.error));
+    return openAIRequest(result.data, raw as Record<string, unknown>, body, chatPrefixHash(result.data, cfg.affinityPrefixChars));
+  },
+};
+
+const completionsApi: ProxiedApi = {
+  path: "/v1/completions",
+  async prepare(raw, body, _c, _keyHash, cfg) {
+    const result = completionRequestSchema.safeParse(raw);
+    if (!result.success) throw apiErrorFromBody(400, zodErrorBody(result.error));
+    return openAIRequest(result.data, raw as Record<string, unknown>, body, completionPrefixHash(result.data, cfg.affinityPrefixChars));
+  },
+};
+
 /**
- * POST /v1/chat/completions and /v1/completions: authenticate, validate, route, reserve, forward
- * (with failover), pass the answer through, and end the request through its meter: one path,
- * whatever ends it.
+ * POST /v1/chat/completions, /v1/completions and /v1/responses: authenticate, validate, route,
+ * reserve, forward (with failover), pass the answer through, and end the request through its
+ * meter: one path, whatever ends it.
  */
-async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
+export async function complete(c: Context<AppEnv>, api: ProxiedApi): Promise<Response> {
   const started = Date.now();
   const env = c.env;
   const cfg = config(env);
@@ -79,14 +160,9 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
 
   try {
     // Parse; an invalid body is still answered 401 first when the key is bad.
-    let json: Record<string, unknown>;
-    let req: ChatCompletionRequest | CompletionRequest;
+    let req: ProxiedRequest;
     try {
-      const raw = parseJson(body);
-      const result = kind === "chat" ? chatCompletionRequestSchema.safeParse(raw) : completionRequestSchema.safeParse(raw);
-      if (!result.success) throw apiErrorFromBody(400, zodErrorBody(result.error));
-      json = raw as Record<string, unknown>;
-      req = result.data;
+      req = await api.prepare(parseJson(body), body, c, keyHash, cfg);
     } catch (err) {
       await authenticate(limiter, null);
       throw err;
@@ -95,10 +171,7 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
 
     // Route before admitting, so a request no node can take does not use up the key's limits.
     await poolView.ensureFresh(env, cfg, (p) => ctx.waitUntil(p));
-    const prefixHash =
-      kind === "chat"
-        ? chatPrefixHash(req as ChatCompletionRequest, cfg.affinityPrefixChars)
-        : completionPrefixHash(req as CompletionRequest, cfg.affinityPrefixChars);
+    const prefixHash = req.prefixHash;
     let route = poolView.route(model, prefixHash);
     if (!route.ok && !poolView.freshWithin(250)) {
       await poolView.refresh(env);
@@ -117,7 +190,7 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
     // The reservation is the limit: the node is told it (signed) and cannot generate past it.
     let maxModelLen = 0;
     for (const n of route.nodes) maxModelLen = Math.max(maxModelLen, n.capacity.max_model_len);
-    const reservation = reservationFor(body.byteLength, req as CompletionRequest & ChatCompletionRequest, cfg.defaultMaxTokens, maxModelLen);
+    const reservation = req.reservation(cfg.defaultMaxTokens, maxModelLen);
     // Finished requests of this key ride along with the admission (see limits/releases.ts).
     const carried = takeReleases(keyHash);
     let admission: Admission;
@@ -129,7 +202,7 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
     }
     if (!admission.ok) throw new RefusedError(admission);
     const rateHeaders = rateLimitHeaders(admission.rate);
-    const stream = req.stream === true;
+    const stream = req.stream;
     const meter = new RequestMeter(env, cfg, ctx, keyHash, admission.leaseId, reservation, {
       request_id: requestId,
       key_id: admission.keyId,
@@ -139,20 +212,11 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
     });
     const ms = () => Date.now() - started;
 
-    const clientWantsUsage = req.stream_options?.include_usage === true;
-    // Always ask the node for usage; the usage chunk is stripped again if the client did not ask.
-    const upstreamBody =
-      stream && !clientWantsUsage
-        ? encoder.encode(
-            JSON.stringify({ ...json, stream_options: { ...(json.stream_options as object | null), include_usage: true } }),
-          )
-        : body;
-
     let fwd: Forwarded;
     try {
       fwd = await forward({
-        path: PATHS[kind],
-        body: upstreamBody,
+        path: api.path,
+        body: req.upstreamBody,
         requestId,
         stream,
         nodes: route.nodes,
@@ -162,6 +226,7 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
         cfg,
         view: poolView,
         clientSignal: c.req.raw.signal,
+        scanner: req.streamProtocol?.scanner,
       });
     } catch (err) {
       meter.end({ spent: { ...NO_USAGE, unknown: true }, error: true, log: { status: 500, ms: ms() } });
@@ -185,6 +250,7 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
         error: fwd.status >= 400,
         log: { status: fwd.status, node: fwd.node.id, attempts: fwd.attempts, ms: ms() },
       });
+      if (fwd.status < 400) await req.onAnswer?.buffered(fwd.body);
       headers.set("content-type", fwd.contentType ?? "application/json");
       return new Response(fwd.body, { status: fwd.status, headers });
     }
@@ -193,7 +259,8 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
     const out = meteredStream({
       reader: answer.reader,
       first: answer.first,
-      stripUsage: !clientWantsUsage,
+      stripUsage: req.stripUsage,
+      protocol: req.streamProtocol?.metered,
       idleTimeoutMs: cfg.streamIdleTimeoutMs,
       maxStreamMs: cfg.maxStreamMs,
       maxEventBytes: cfg.maxEventBytes,
@@ -221,7 +288,7 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
     headers.set("cache-control", "no-cache");
     // Workers would otherwise compress the stream and buffer it in the process.
     headers.set("content-encoding", "identity");
-    return new Response(out, { status: answer.status, headers });
+    return new Response(req.onAnswer?.stream(out) ?? out, { status: answer.status, headers });
   } catch (err) {
     if (err instanceof RefusedError) return refusalResponse(err.admission);
     throw err;
@@ -245,6 +312,6 @@ async function listModels(c: Context<AppEnv>): Promise<Response> {
 }
 
 export const v1 = new Hono<AppEnv>()
-  .post("/chat/completions", (c) => complete(c, "chat"))
-  .post("/completions", (c) => complete(c, "completions"))
+  .post("/chat/completions", (c) => complete(c, chatApi))
+  .post("/completions", (c) => complete(c, completionsApi))
   .get("/models", listModels);

@@ -9,6 +9,7 @@ import { HttpError } from "./http-error.js";
 import { checkModel } from "./request-prep.js";
 import { loopbackGuard } from "./loopback-guard.js";
 import { encodeChatPrompt, encodeTextPrompt } from "./prompt.js";
+import { responses } from "./responses/route.js";
 import { LOCAL_TENANT, SignatureVerifier, type Tenant } from "./signature.js";
 
 const REQUEST_ID_RE = /^[\w.:\-]{1,128}$/;
@@ -56,7 +57,7 @@ function parseJson(bytes: Uint8Array): unknown {
 }
 
 /**
- * The gpu-node's HTTP API: OpenAI-compatible chat completions and completions, vLLM's /tokenize,
+ * The gpu-node's HTTP API: OpenAI-compatible chat completions, completions and responses, vLLM's /tokenize,
  * /health and Prometheus /metrics.
  */
 /** Node's bindings are present when served by @hono/node-server; absent under `app.fetch`. */
@@ -124,6 +125,7 @@ export function createApp(ctx: NodeContext): Hono<NodeEnv> {
   });
   app.post("/v1/chat/completions", async (c) => chatCompletions(ctx, await jsonBody(c), conn(c)));
   app.post("/v1/completions", async (c) => completions(ctx, await jsonBody(c), conn(c)));
+  app.post("/v1/responses", async (c) => responses(ctx, await jsonBody(c), conn(c)));
 
   // The edge stops one of its requests (named by its signature's nonce); the request's own answer
   // then ends with the usage generated so far. Signed like every edge request.

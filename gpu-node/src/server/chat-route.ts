@@ -69,12 +69,23 @@ function toLogprobs(ctx: NodeContext, infos: TokenLogprobInfo[]): TokenLogprob[]
   });
 }
 
-export async function chatCompletions(ctx: NodeContext, body: unknown, conn: RequestConn): Promise<Response> {
-  const parsed = chatCompletionRequestSchema.safeParse(body);
-  if (!parsed.success) {
-    throw HttpError.fromZod(parsed.error);
-  }
-  const req = parsed.data;
+/** A chat request made ready to run: the rendered prompt and the generation spec. */
+export interface ChatPlan {
+  id: string;
+  created: number;
+  spec: GenerationSpec;
+  /** The tools the model was shown (none with tool_choice "none"). */
+  tools: Tool[];
+  makeToolCallId: () => string;
+}
+
+/**
+ * Validate → render → plan for a parsed chat request: the node's request caps, the chat template
+ * (encoded off the event loop), the completion budget fitted to the edge's signed budget, sampling,
+ * and the grammars of `response_format` / a forced `tool_choice`. Shared by every route that serves
+ * a conversation (chat completions, responses), so each gets the same checks and enforcement.
+ */
+export async function planChat(ctx: NodeContext, req: ChatCompletionRequest, id: string, conn: RequestConn): Promise<ChatPlan> {
   checkModel(ctx, req.model);
   checkSequences(ctx, 1, req.n ?? 1);
   if (req.tools) checkTools(ctx, req.tools);
@@ -98,7 +109,6 @@ export async function chatCompletions(ctx: NodeContext, body: unknown, conn: Req
   );
   const wantLogprobs = req.logprobs === true;
   if (wantLogprobs) checkLogprobVolume(ctx, req.n ?? 1, req.top_logprobs ?? 0, maxTokens, "top_logprobs");
-  const id = newId("chatcmpl");
   const created = Math.floor(Date.now() / 1000);
   const params = samplingParams(ctx, req, wantLogprobs ? (req.top_logprobs ?? 0) : -1);
   // Last before admission: the grammars hold memory that the Generation releases.
@@ -115,6 +125,17 @@ export async function chatCompletions(ctx: NodeContext, body: unknown, conn: Req
     ...(constraints ? { constraints } : {}),
   };
   const makeToolCallId = () => `call_${crypto.randomUUID().replace(/-/g, "").slice(0, 24)}`;
+  return { id, created, spec, tools, makeToolCallId };
+}
+
+export async function chatCompletions(ctx: NodeContext, body: unknown, conn: RequestConn): Promise<Response> {
+  const parsed = chatCompletionRequestSchema.safeParse(body);
+  if (!parsed.success) {
+    throw HttpError.fromZod(parsed.error);
+  }
+  const req = parsed.data;
+  const { id, created, spec, tools, makeToolCallId } = await planChat(ctx, req, newId("chatcmpl"), conn);
+  const { wantLogprobs, promptTokenIds } = spec;
 
   if (req.stream) {
     return streamChat(ctx, spec, { id, created, includeUsage: req.stream_options?.include_usage === true, tools, makeToolCallId }, conn);
@@ -175,7 +196,7 @@ export async function chatCompletions(ctx: NodeContext, body: unknown, conn: Req
 }
 
 /** The tool calls in a whole answer, found exactly as a stream finds them (so both give the same arguments). */
-function toolCallsIn(text: string, tools: Tool[], makeId: () => string): ToolCall[] | null {
+export function toolCallsIn(text: string, tools: Tool[], makeId: () => string): ToolCall[] | null {
   const stream = new ToolCallStream(tools, makeId);
   stream.push(text);
   return stream.finish().calls;

@@ -117,6 +117,12 @@ export class SseWriter {
     this.sink.write(`data: ${json}\n\n`);
   }
 
+  /** Writes `event: <name>\ndata: <json>\n\n`: the Responses API names every event. */
+  event(name: string, json: string): void {
+    if (this.closed) return;
+    this.sink.write(`event: ${name}\ndata: ${json}\n\n`);
+  }
+
   /**
    * Ends the stream with an in-band error event and no [DONE]: the client must not mistake a
    * cut-off answer for a whole one.

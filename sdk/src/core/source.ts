@@ -13,6 +13,8 @@ export interface ChunkSource<T> {
   /** True once the server said the stream is complete (`data: [DONE]`). */
   readonly complete: boolean;
   cancel(reason: SeventyError): void;
+  /** The reader saw the protocol's own last event (the Responses API sends no `[DONE]`). */
+  finish?(): void;
 }
 
 export interface SSESourceOptions {
@@ -24,6 +26,8 @@ export interface SSESourceOptions {
   headers?: Headers;
   /** Run-time validation of each chunk (off unless the client was given a validator). */
   validate?: (chunk: unknown) => unknown;
+  /** Named events carry chunks too (the Responses API names every event); `error` stays an error. */
+  namedEvents?: boolean;
 }
 
 /** Chunks decoded from an SSE byte stream: an HTTP body, or one rebuilt from `toReadableStream()`. */
@@ -94,6 +98,13 @@ export class SSESource<T> implements ChunkSource<T> {
     }
   }
 
+  finish(): void {
+    if (this.pending || this.complete) return;
+    this.complete = true;
+    // Reads the body's end (or cuts off a server that holds it open) and releases the timers.
+    void this.fill().catch(() => {});
+  }
+
   cancel(reason: SeventyError): void {
     if (this.ended && !this.pending) return;
     this.cancelled ??= reason;
@@ -160,7 +171,7 @@ export class SSESource<T> implements ChunkSource<T> {
       this.pending = inStreamError(value, this.opts.headers);
       return;
     }
-    if (event !== undefined) return; // named events other than `error` carry no chunks
+    if (event !== undefined && !this.opts.namedEvents) return; // named events other than `error` carry no chunks
     if (this.opts.validate) {
       try {
         value = this.opts.validate(value);
@@ -200,6 +211,9 @@ export function inStreamError(value: unknown, headers: Headers | undefined): API
   if (status === undefined || status < 400 || status >= 600) {
     status = typeof error.type === "string" ? STATUS_FOR_TYPE[error.type] : undefined;
   }
+  // The Responses API's `error` event ({ type: "error", code, message }) says nothing of a status:
+  // a stream the server could not finish is a server error.
+  if (status === undefined && error.type === "error") status = 500;
   return APIError.generate(status, error, error.message ?? "The server reported an error in the stream.", headers);
 }
 

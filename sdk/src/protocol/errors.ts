@@ -60,25 +60,32 @@ export function formatParamPath(path: readonly PropertyKey[]): string {
   return out;
 }
 
+/**
+ * For unions, zod reports "invalid_union"; dig into the branch that got furthest (through nested
+ * unions too) for a precise path.
+ */
+function preciseIssue(issue: z.core.$ZodIssue): z.core.$ZodIssue {
+  if (issue.code !== "invalid_union" || !("errors" in issue)) return issue;
+  const branches = (issue as { errors: z.core.$ZodIssue[][] }).errors;
+  let longest: z.core.$ZodIssue | undefined;
+  for (const branch of branches) {
+    for (const sub of branch) {
+      // The branch that got furthest names the most precise parameter; a type mismatch at the
+      // union's own level says least, so any other issue there wins over it.
+      if (!longest || sub.path.length > longest.path.length) longest = sub;
+      else if (sub.path.length === longest.path.length && longest.code === "invalid_type" && sub.code !== "invalid_type") longest = sub;
+    }
+  }
+  if (!longest) return issue;
+  const inner = preciseIssue(longest);
+  return { ...inner, path: [...issue.path, ...inner.path] };
+}
+
 /** Turns the first zod issue into an OpenAI 400 body naming the parameter. */
 export function zodErrorBody(error: z.ZodError): ErrorBody {
   const issue = error.issues[0];
   if (!issue) return errorBody(400, "Invalid request body.");
-  // For unions, zod reports "invalid_union"; dig into the branch that got furthest for a precise path.
-  let best: z.core.$ZodIssue = issue;
-  if (issue.code === "invalid_union" && "errors" in issue) {
-    const branches = (issue as { errors: z.core.$ZodIssue[][] }).errors;
-    let longest: z.core.$ZodIssue | undefined;
-    for (const branch of branches) {
-      for (const sub of branch) {
-        // The branch that got furthest names the most precise parameter; a type mismatch at the
-        // union's own level says least, so any other issue there wins over it.
-        if (!longest || sub.path.length > longest.path.length) longest = sub;
-        else if (sub.path.length === longest.path.length && longest.code === "invalid_type" && sub.code !== "invalid_type") longest = sub;
-      }
-    }
-    if (longest) best = { ...longest, path: [...issue.path, ...longest.path] };
-  }
+  const best = preciseIssue(issue);
   const param = formatParamPath(best.path);
   const what = param ? `'${param}'` : "the request body";
   let detail = best.message;

@@ -6,3 +6,4 @@ export * from "./models.js";
 export * from "./node.js";
 export * from "./signing.js";
 export type * from "./admin.js";
+export * from "./responses.js";

@@ -15,6 +15,8 @@ export interface Stack {
   adminToken: string;
   /** The model the gpu-node serves. */
   model: string;
+  /** The secret nodes share with the edge (to join more nodes). */
+  nodeSecret: string;
   /** The last output of the edge and the gpu-node, to print when a test fails. */
   logs(): string;
   stop(): Promise<void>;
@@ -49,7 +51,7 @@ export async function startStack(): Promise<Stack> {
     const pooled = (await admin.nodes.list()).data.find((n) => n.id === node!.id)!;
     const { key } = await admin.keys.create({ name: "test run", limits: { rpm: 10_000, tpm: 100_000_000, concurrency: 64 } });
     const logs = () => `--- edge ---\n${edge.child.output()}\n--- gpu-node ---\n${node!.child.output()}`;
-    return { origin: edge.url, baseURL: `${edge.url}/v1`, apiKey: key, adminToken, model: pooled.models[0]!, logs, stop };
+    return { origin: edge.url, baseURL: `${edge.url}/v1`, apiKey: key, adminToken, model: pooled.models[0]!, nodeSecret, logs, stop };
   } catch (err) {
     await stopGroup(node?.child);
     await stop();
