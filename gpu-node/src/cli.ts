@@ -1,16 +1,21 @@
 import { parseArgs } from "node:util";
 import { ENGINE_CHOICES, type EngineChoice } from "./engine-factory.js";
+import { downloadModel, formatDownloadResult, isRepoId, resolveModel } from "./hub/index.js";
 import { makeTinyModel } from "./model/index.js";
 import { startNode } from "./node.js";
 
 const USAGE = `usage:
-  seventy-node serve [--model DIR] [--engine reference|native|simulated] [--host 127.0.0.1] [--port 8100]
+  seventy-node serve [--model DIR|ORG/NAME] [--revision R] [--engine reference|native|simulated] [--host 127.0.0.1] [--port 8100]
                      [--served-model-name NAME] [--max-num-seqs N] [--max-num-batched-tokens N]
                      [--kv-cache-blocks N] [--max-model-len N] [--max-queue N]
                      [--edge URL] [--node-id ID] [--public-url URL] [--heartbeat-interval-ms N]
                      [--quantization none|fp8] [--load-format safetensors|dummy] [--gpu-memory-utilization F]
       The edge's shared secret comes from SEVENTY_NODE_SECRET. Without --model, serves a tiny
-      random Llama 3.1 model created on first use in the cache folder.
+      random Llama 3.1 model created on first use in the cache folder. ORG/NAME is a Hugging Face
+      Hub repo: served from the Hugging Face cache, downloaded into it when absent.
+  seventy-node download ORG/NAME [--revision R] [--max-workers 8]
+      Fetches the files serving needs into the Hugging Face cache (HF_HUB_CACHE or HF_HOME/hub;
+      HF_TOKEN for gated repos), resuming an interrupted download.
   seventy-node make-tiny-model --out DIR [--seed N]`;
 
 /** A user mistake: one line on stderr and exit code 2. */
@@ -29,6 +34,7 @@ async function serveCommand(args: string[]): Promise<void> {
     allowPositionals: false,
     options: {
       model: { type: "string" },
+      revision: { type: "string" },
       engine: { type: "string", default: "reference" },
       host: { type: "string", default: "127.0.0.1" },
       port: { type: "string", default: "8100" },
@@ -57,12 +63,14 @@ async function serveCommand(args: string[]): Promise<void> {
   const gmu = values["gpu-memory-utilization"];
   if (gmu !== undefined && !(Number(gmu) > 0 && Number(gmu) <= 1)) throw new UsageError(`--gpu-memory-utilization must be in (0, 1], got '${gmu}'`);
   if (values.edge !== undefined && !/^https?:\/\//.test(values.edge)) throw new UsageError(`--edge must be an http(s) URL, got '${values.edge}'`);
+  if (values.revision !== undefined && (values.model === undefined || !isRepoId(values.model))) throw new UsageError("--revision needs --model ORG/NAME");
+  const resolved = values.model === undefined ? undefined : await resolveModel(values.model, { revision: values.revision, log: (line) => console.error(line) });
   const node = await startNode({
-    modelDir: values.model,
+    modelDir: resolved?.dir,
     engine,
     host: values.host,
     port: int("port", values.port, 0),
-    servedModelName: values["served-model-name"],
+    servedModelName: values["served-model-name"] ?? resolved?.repo,
     maxNumSeqs: int("max-num-seqs", values["max-num-seqs"]),
     maxNumBatchedTokens: int("max-num-batched-tokens", values["max-num-batched-tokens"]),
     kvCacheBlocks: int("kv-cache-blocks", values["kv-cache-blocks"]),
@@ -102,9 +110,23 @@ async function makeTinyModelCommand(args: string[]): Promise<void> {
   console.log(`wrote a tiny Llama 3.1 model to ${dir ?? values.out}`);
 }
 
+async function downloadCommand(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    strict: true,
+    allowPositionals: true,
+    options: { revision: { type: "string" }, "max-workers": { type: "string" } },
+  });
+  const repo = positionals[0];
+  if (positionals.length !== 1 || repo === undefined || !isRepoId(repo)) throw new UsageError("download needs one Hub repo id, e.g. seventy-node download nvidia/Llama-3.1-Nemotron-70B-Instruct-HF");
+  const result = await downloadModel({ repo, revision: values.revision, maxWorkers: int("max-workers", values["max-workers"]) });
+  console.log(formatDownloadResult(repo, result));
+}
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   if (command === "serve") return serveCommand(rest);
+  if (command === "download") return downloadCommand(rest);
   if (command === "make-tiny-model") return makeTinyModelCommand(rest);
   if (command === undefined || command === "--help" || command === "-h" || command === "help") {
     console.log(USAGE);
