@@ -37,7 +37,7 @@ export function startNode(opts: {
   edgeUrl?: string;
   secret?: string;
   nodeId?: string;
-  engine?: "reference" | "simulated" | "native";
+  engine?: "reference" | "simulated" | "native" | "upstream";
   args?: string[];
   env?: Record<string, string>;
   echo?: string | null;

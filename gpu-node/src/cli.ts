@@ -3,9 +3,10 @@ import { ENGINE_CHOICES, type EngineChoice } from "./engine-factory.js";
 import { downloadModel, formatDownloadResult, isRepoId, resolveModel } from "./hub/index.js";
 import { makeTinyModel } from "./model/index.js";
 import { startNode } from "./node.js";
+import { startUpstreamNode } from "./upstream/index.js";
 
 const USAGE = `usage:
-  seventy-node serve [--model DIR|ORG/NAME] [--revision R] [--engine reference|native|simulated] [--host 127.0.0.1] [--port 8100]
+  seventy-node serve [--model DIR|ORG/NAME] [--revision R] [--engine reference|native|simulated|upstream] [--host 127.0.0.1] [--port 8100]
                      [--served-model-name NAME] [--max-num-seqs N] [--max-num-batched-tokens N]
                      [--kv-cache-blocks N] [--max-model-len N] [--max-queue N]
                      [--edge URL] [--node-id ID] [--public-url URL] [--heartbeat-interval-ms N]
@@ -13,6 +14,8 @@ const USAGE = `usage:
       The edge's shared secret comes from SEVENTY_NODE_SECRET. Without --model, serves a tiny
       random Llama 3.1 model created on first use in the cache folder. ORG/NAME is a Hugging Face
       Hub repo: served from the Hugging Face cache, downloaded into it when absent.
+      --engine upstream --upstream URL fronts an OpenAI-compatible engine on this box (vLLM, SGLang,
+      TensorRT-LLM, llama.cpp); its API key, if any, comes from SEVENTY_UPSTREAM_API_KEY.
   seventy-node download ORG/NAME [--revision R] [--max-workers 8]
       Fetches the files serving needs into the Hugging Face cache (HF_HUB_CACHE or HF_HOME/hub;
       HF_TOKEN for gated repos), resuming an interrupted download.
@@ -52,17 +55,20 @@ async function serveCommand(args: string[]): Promise<void> {
       quantization: { type: "string" },
       "load-format": { type: "string" },
       "gpu-memory-utilization": { type: "string" },
+      upstream: { type: "string" },
     },
   });
+  if (values.edge !== undefined && !/^https?:\/\//.test(values.edge)) throw new UsageError(`--edge must be an http(s) URL, got '${values.edge}'`);
+  if (values.engine === "upstream") return serveUpstream(values);
+  if (values.upstream !== undefined) throw new UsageError("--upstream needs --engine upstream");
   const engine = values.engine as EngineChoice;
-  if (!ENGINE_CHOICES.includes(engine)) throw new UsageError(`--engine must be one of ${ENGINE_CHOICES.join(", ")}, got '${values.engine}'`);
+  if (!ENGINE_CHOICES.includes(engine)) throw new UsageError(`--engine must be one of ${[...ENGINE_CHOICES, "upstream"].join(", ")}, got '${values.engine}'`);
   const quantization = values.quantization;
   if (quantization !== undefined && quantization !== "none" && quantization !== "fp8") throw new UsageError(`--quantization must be none or fp8, got '${quantization}'`);
   const loadFormat = values["load-format"];
   if (loadFormat !== undefined && loadFormat !== "safetensors" && loadFormat !== "dummy") throw new UsageError(`--load-format must be safetensors or dummy, got '${loadFormat}'`);
   const gmu = values["gpu-memory-utilization"];
   if (gmu !== undefined && !(Number(gmu) > 0 && Number(gmu) <= 1)) throw new UsageError(`--gpu-memory-utilization must be in (0, 1], got '${gmu}'`);
-  if (values.edge !== undefined && !/^https?:\/\//.test(values.edge)) throw new UsageError(`--edge must be an http(s) URL, got '${values.edge}'`);
   if (values.revision !== undefined && (values.model === undefined || !isRepoId(values.model))) throw new UsageError("--revision needs --model ORG/NAME");
   const resolved = values.model === undefined ? undefined : await resolveModel(values.model, { revision: values.revision, log: (line) => console.error(line) });
   const node = await startNode({
@@ -90,14 +96,46 @@ async function serveCommand(args: string[]): Promise<void> {
   });
   console.log(`seventy gpu-node: model ${node.ctx.modelName}, engine ${node.ctx.engineKind}, max_model_len ${node.ctx.maxModelLen}`);
   console.log(`listening on ${node.url}`);
-  // First Ctrl-C / SIGTERM drains (no new requests; running ones finish, up to a minute);
-  // a second one stops at once.
+  drainOnSignals(() => node.drain());
+}
+
+async function serveUpstream(values: Record<string, string | undefined>): Promise<void> {
+  const upstream = values.upstream;
+  if (!upstream || !/^https?:\/\//.test(upstream)) throw new UsageError("--engine upstream needs --upstream URL (the engine's OpenAI-compatible server, e.g. http://127.0.0.1:8000)");
+  for (const flag of ["model", "revision", "served-model-name", "kv-cache-blocks", "max-num-batched-tokens", "quantization", "load-format", "gpu-memory-utilization", "max-queue"]) {
+    if (values[flag] !== undefined) throw new UsageError(`--${flag} is the engine's setting with --engine upstream; set it where you start the engine`);
+  }
+  const node = await startUpstreamNode({
+    upstream,
+    apiKey: process.env.SEVENTY_UPSTREAM_API_KEY || undefined,
+    host: values.host,
+    port: int("port", values.port, 0),
+    maxNumSeqs: int("max-num-seqs", values["max-num-seqs"]),
+    maxModelLen: int("max-model-len", values["max-model-len"]),
+    maxBodyBytes: int("max-body-bytes", values["max-body-bytes"]),
+    secret: process.env.SEVENTY_NODE_SECRET || undefined,
+    edgeUrl: values.edge,
+    nodeId: values["node-id"],
+    publicUrl: values["public-url"],
+    heartbeatIntervalMs: int("heartbeat-interval-ms", values["heartbeat-interval-ms"], 100),
+    log: (line) => console.error(line),
+  });
+  console.log(`seventy gpu-node: model ${node.modelName}, engine upstream (${upstream}), max_model_len ${node.maxModelLen}`);
+  console.log(`listening on ${node.url}`);
+  drainOnSignals(() => node.drain());
+}
+
+/**
+ * First Ctrl-C / SIGTERM drains (no new requests; running ones finish, up to a minute);
+ * a second one stops at once.
+ */
+function drainOnSignals(drain: () => Promise<void>): void {
   let stopping = false;
   const stop = () => {
     if (stopping) process.exit(130);
     stopping = true;
     console.error("draining: finishing running requests (Ctrl-C again to stop now)");
-    void node.drain().then(() => process.exit(0));
+    void drain().then(() => process.exit(0));
   };
   process.on("SIGINT", stop);
   process.on("SIGTERM", stop);

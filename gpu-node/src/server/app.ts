@@ -11,7 +11,7 @@ import { SignatureVerifier } from "./signature.js";
 const REQUEST_ID_RE = /^[\w.:\-]{1,128}$/;
 
 /** Reads the body once, bounded by maxBodyBytes (413 beyond), so the signature covers exactly what is parsed. */
-async function readBody(c: Context<NodeEnv>, maxBytes: number): Promise<Uint8Array> {
+export async function readBody(c: Context<NodeEnv>, maxBytes: number): Promise<Uint8Array> {
   const declared = Number(c.req.header("content-length") ?? "0");
   if (declared > maxBytes) throw new HttpError(413, `Request body too large (limit ${maxBytes} bytes).`, { code: "body_too_large" });
   const reader = c.req.raw.body?.getReader();
