@@ -2,6 +2,7 @@ import { parseArgs } from "node:util";
 import { ENGINE_CHOICES, type EngineChoice } from "./engine-factory.js";
 import { downloadModel, formatDownloadResult, isRepoId, resolveModel } from "./hub/index.js";
 import { makeTinyModel } from "./model/index.js";
+import { formatDoctor, runDoctor, systemFacts } from "./doctor/index.js";
 import { startNode } from "./node.js";
 import { startUpstreamNode } from "./upstream/index.js";
 
@@ -19,6 +20,11 @@ const USAGE = `usage:
   seventy-node download ORG/NAME [--revision R] [--max-workers 8]
       Fetches the files serving needs into the Hugging Face cache (HF_HUB_CACHE or HF_HOME/hub;
       HF_TOKEN for gated repos), resuming an interrupted download.
+  seventy-node doctor [--model DIR|ORG/NAME] [--revision R] [--edge URL] [--host H] [--port P]
+                      [--engine native|reference|upstream] [--quantization none|fp8] [--gpu-memory-utilization F]
+      Checks this box before it serves (Node, GPUs, driver and CUDA, disk and GPU memory for the model,
+      the port, the edge: reachable, signature, clock) and prints a fix for every failed line.
+      Exit code 0 only when every needed check passes.
   seventy-node make-tiny-model --out DIR [--seed N]`;
 
 /** A user mistake: one line on stderr and exit code 2. */
@@ -161,10 +167,50 @@ async function downloadCommand(args: string[]): Promise<void> {
   console.log(formatDownloadResult(repo, result));
 }
 
+async function doctorCommand(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    options: {
+      model: { type: "string" },
+      revision: { type: "string" },
+      edge: { type: "string" },
+      host: { type: "string" },
+      port: { type: "string" },
+      engine: { type: "string" },
+      quantization: { type: "string" },
+      "gpu-memory-utilization": { type: "string" },
+    },
+  });
+  const q = values.quantization;
+  if (q !== undefined && q !== "none" && q !== "fp8") throw new UsageError(`--quantization must be none or fp8, got '${q}'`);
+  if (values.edge !== undefined && !/^https?:\/\//.test(values.edge)) throw new UsageError(`--edge must be an http(s) URL, got '${values.edge}'`);
+  const gmu = values["gpu-memory-utilization"];
+  if (gmu !== undefined && !(Number(gmu) > 0 && Number(gmu) <= 1)) throw new UsageError(`--gpu-memory-utilization must be in (0, 1], got '${gmu}'`);
+  const { ok, results } = await runDoctor(
+    {
+      model: values.model,
+      revision: values.revision,
+      edge: values.edge,
+      secret: process.env.SEVENTY_NODE_SECRET || undefined,
+      host: values.host,
+      port: int("port", values.port, 0),
+      engine: values.engine,
+      quantization: q,
+      gpuMemoryUtilization: gmu === undefined ? undefined : Number(gmu),
+    },
+    systemFacts(),
+  );
+  console.log(formatDoctor(results));
+  console.log(ok ? "all needed checks passed" : "some needed checks failed: see the fixes above");
+  process.exitCode = ok ? 0 : 1;
+}
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   if (command === "serve") return serveCommand(rest);
   if (command === "download") return downloadCommand(rest);
+  if (command === "doctor") return doctorCommand(rest);
   if (command === "make-tiny-model") return makeTinyModelCommand(rest);
   if (command === undefined || command === "--help" || command === "-h" || command === "help") {
     console.log(USAGE);

@@ -37,7 +37,7 @@ export interface DownloadResult {
 }
 
 /** One file to fetch, from the Hub's tree listing. */
-interface PlannedFile {
+export interface PlannedFile {
   path: string;
   size: number;
   /** sha256 for LFS files, git blob sha1 otherwise: the blob's name and its checksum. */
@@ -46,6 +46,8 @@ interface PlannedFile {
   entry: CacheEntry;
   /** Bytes already in `.incomplete` from an earlier, interrupted run. */
   resumeFrom: number;
+  /** The finished blob is already in the cache. */
+  cached: boolean;
 }
 
 /**
@@ -61,40 +63,9 @@ export async function downloadModel(opts: DownloadOptions): Promise<DownloadResu
   const revision = opts.revision ?? "main";
   if (env.offline) throw new HubError(`${repo}: cannot download with HF_HUB_OFFLINE=1; unset it, or fetch the model where the Hub is reachable`);
   const creds = { hubUrl: env.endpoint, accessToken: env.token };
-
-  let commit: string;
-  let plan: PlannedFile[];
-  try {
-    const info = await modelInfo({ name: repo, revision, additionalFields: ["sha"], ...creds });
-    if (!info.sha) throw new HubError(`${repo}: the Hub did not name the commit of '${revision}'`);
-    commit = info.sha;
-    plan = [];
-    for await (const f of listFiles({ repo, revision: commit, ...creds })) {
-      if (f.type !== "file" || !isNeededFile(f.path)) continue;
-      const etag = f.lfs?.oid ?? f.oid;
-      if (!etag) throw new HubError(`${repo}: the Hub listed ${f.path} without a checksum`);
-      const size = f.lfs?.size ?? f.size;
-      const entry = cacheEntry(env.cacheDir, repo, commit, f.path, etag);
-      plan.push({ path: f.path, size, etag, lfs: f.lfs !== undefined, entry, resumeFrom: 0 });
-    }
-  } catch (err) {
-    throw hubAccessError(repo, revision, err, env.token !== undefined);
-  }
-  if (!plan.some((f) => f.path === "config.json") || !plan.some((f) => f.path.endsWith(".safetensors"))) {
-    throw new HubError(`${repo}: the repo has no config.json or no .safetensors weights at its top level; seventy serves Hugging Face safetensors checkpoints`);
-  }
-
-  // What is already here: finished blobs are only linked; partial ones resume.
-  const todo: PlannedFile[] = [];
-  for (const f of plan) {
-    if ((await fileSize(f.entry.blobPath)) === f.size) {
-      await linkPointer(f.entry);
-      continue;
-    }
-    const partial = await fileSize(f.entry.incompletePath);
-    f.resumeFrom = partial !== null && partial <= f.size ? partial : 0;
-    todo.push(f);
-  }
+  const { commit, files: plan } = await planDownload({ repo, revision, env });
+  const todo = plan.filter((f) => !f.cached);
+  for (const f of plan) if (f.cached) await linkPointer(f.entry);
 
   const folder = repoFolder(env.cacheDir, repo);
   await mkdir(`${folder}/blobs`, { recursive: true });
@@ -144,6 +115,55 @@ export async function downloadModel(opts: DownloadOptions): Promise<DownloadResu
 export function formatDownloadResult(repo: string, r: DownloadResult): string {
   const fetched = r.filesFetched === 0 ? "already in the cache" : `fetched ${r.filesFetched} files (${formatBytes(r.bytesFetched)})`;
   return `${repo}@${r.commit.slice(0, 12)}: ${fetched}\n${r.dir}\nserve it with: seventy-node serve --model ${repo}`;
+}
+
+export interface DownloadPlan {
+  commit: string;
+  files: PlannedFile[];
+  /** Bytes still to fetch (partial files count only their missing part). */
+  missingBytes: number;
+}
+
+/**
+ * What a download of `repo@revision` would fetch: the needed files with their checksums, which are
+ * already in the cache, and how far partial ones got. Asks the Hub, fetches nothing.
+ */
+export async function planDownload(opts: { repo: string; revision?: string; env?: HubEnv }): Promise<DownloadPlan> {
+  const env = opts.env ?? hubEnv();
+  const { repo } = opts;
+  const revision = opts.revision ?? "main";
+  const creds = { hubUrl: env.endpoint, accessToken: env.token };
+  let commit: string;
+  const files: PlannedFile[] = [];
+  try {
+    const info = await modelInfo({ name: repo, revision, additionalFields: ["sha"], ...creds });
+    if (!info.sha) throw new HubError(`${repo}: the Hub did not name the commit of '${revision}'`);
+    commit = info.sha;
+    for await (const f of listFiles({ repo, revision: commit, ...creds })) {
+      if (f.type !== "file" || !isNeededFile(f.path)) continue;
+      const etag = f.lfs?.oid ?? f.oid;
+      if (!etag) throw new HubError(`${repo}: the Hub listed ${f.path} without a checksum`);
+      const size = f.lfs?.size ?? f.size;
+      const entry = cacheEntry(env.cacheDir, repo, commit, f.path, etag);
+      files.push({ path: f.path, size, etag, lfs: f.lfs !== undefined, entry, resumeFrom: 0, cached: false });
+    }
+  } catch (err) {
+    throw hubAccessError(repo, revision, err, env.token !== undefined);
+  }
+  if (!files.some((f) => f.path === "config.json") || !files.some((f) => f.path.endsWith(".safetensors"))) {
+    throw new HubError(`${repo}: the repo has no config.json or no .safetensors weights at its top level; seventy serves Hugging Face safetensors checkpoints`);
+  }
+  // What is already here: finished blobs are only linked; partial ones resume.
+  for (const f of files) {
+    if ((await fileSize(f.entry.blobPath)) === f.size) {
+      f.cached = true;
+      continue;
+    }
+    const partial = await fileSize(f.entry.incompletePath);
+    f.resumeFrom = partial !== null && partial <= f.size ? partial : 0;
+  }
+  const missingBytes = files.reduce((s, f) => s + (f.cached ? 0 : f.size - f.resumeFrom), 0);
+  return { commit, files, missingBytes };
 }
 
 /** Fetches one file into its `.incomplete`, resuming from its length, then verifies and commits it. */

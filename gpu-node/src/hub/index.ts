@@ -1,6 +1,6 @@
 export { cachedCommit, findCachedSnapshot, isRepoId, repoFolder } from "./cache.js";
-export { downloadModel, formatDownloadResult } from "./download.js";
-export type { DownloadOptions, DownloadResult } from "./download.js";
+export { downloadModel, formatDownloadResult, planDownload } from "./download.js";
+export type { DownloadOptions, DownloadPlan, DownloadResult } from "./download.js";
 export { hubEnv } from "./env.js";
 export type { HubEnv } from "./env.js";
 export { HubError } from "./errors.js";

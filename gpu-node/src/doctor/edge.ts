@@ -1,0 +1,51 @@
+import { DEFAULT_MAX_SKEW_SECONDS, signRequest } from "@seventy/sdk/protocol";
+
+export interface EdgeProbe {
+  reachable: boolean;
+  /** Why not (connection refused, DNS, TLS, status). */
+  error?: string;
+  /** Our clock minus the edge's, in seconds (from its `Date` header, corrected by half the round trip). */
+  skewSeconds?: number;
+  /** The edge's answer to a signed heartbeat probe: accepted, refused, or something unexpected. */
+  signature?: "accepted" | "refused" | { unexpected: number };
+}
+
+/**
+ * Reaches the edge, reads its clock, and sends one signed request to its heartbeat endpoint, signed
+ * exactly as heartbeats are. The body is deliberately not a heartbeat: the edge checks the signature
+ * first (401 when it is wrong, stale or replayed) and only then the body (400), so a 400 proves the
+ * secret and clock are right without adding a node to the pool.
+ */
+export async function probeEdge(edgeUrl: string, secret: string | undefined, nowMs: () => number): Promise<EdgeProbe> {
+  let health: Response;
+  const sent = nowMs();
+  try {
+    health = await fetch(new URL("/health", edgeUrl), { signal: AbortSignal.timeout(10_000) });
+    await health.body?.cancel();
+  } catch (err) {
+    const e = err as Error & { cause?: { code?: string; message?: string } };
+    return { reachable: false, error: e.cause?.code ?? e.cause?.message ?? e.message };
+  }
+  const received = nowMs();
+  if (!health.ok) return { reachable: false, error: `GET /health answered ${health.status}` };
+  const date = Date.parse(health.headers.get("date") ?? "");
+  // The Date header has one-second resolution and was stamped about mid-way through the round trip.
+  const skewSeconds = Number.isFinite(date) ? Math.round(((sent + received) / 2 - date) / 1000) : undefined;
+  const out: EdgeProbe = { reachable: true, skewSeconds };
+  if (secret === undefined) return out;
+
+  const url = new URL("/internal/nodes/heartbeat", edgeUrl);
+  const body = JSON.stringify({ doctor: "signature check; not a heartbeat" });
+  const headers = await signRequest({ method: "POST", path: url.pathname, body, secret, timestamp: Math.floor(nowMs() / 1000) });
+  try {
+    const res = await fetch(url, { method: "POST", body, headers: { ...headers, "content-type": "application/json" }, signal: AbortSignal.timeout(10_000) });
+    await res.body?.cancel();
+    out.signature = res.status === 400 ? "accepted" : res.status === 401 ? "refused" : { unexpected: res.status };
+  } catch (err) {
+    out.signature = { unexpected: 0 };
+    out.error = (err as Error).message;
+  }
+  return out;
+}
+
+export const MAX_SKEW_SECONDS = DEFAULT_MAX_SKEW_SECONDS;
