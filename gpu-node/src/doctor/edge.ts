@@ -4,7 +4,7 @@ export interface EdgeProbe {
   reachable: boolean;
   /** Why not (connection refused, DNS, TLS, status). */
   error?: string;
-  /** Our clock minus the edge's, in seconds (from its `Date` header, corrected by half the round trip). */
+  /** Our clock minus the edge's, in seconds (its `/health` time, else its `Date` header, at mid round trip). */
   skewSeconds?: number;
   /** The edge's answer to a signed heartbeat probe: accepted, refused, or something unexpected. */
   signature?: "accepted" | "refused" | { unexpected: number };
@@ -21,16 +21,22 @@ export async function probeEdge(edgeUrl: string, secret: string | undefined, now
   const sent = nowMs();
   try {
     health = await fetch(new URL("/health", edgeUrl), { signal: AbortSignal.timeout(10_000) });
-    await health.body?.cancel();
   } catch (err) {
     const e = err as Error & { cause?: { code?: string; message?: string } };
     return { reachable: false, error: e.cause?.code ?? e.cause?.message ?? e.message };
   }
   const received = nowMs();
+  const text = await health.text().catch(() => "");
   if (!health.ok) return { reachable: false, error: `GET /health answered ${health.status}` };
-  const date = Date.parse(health.headers.get("date") ?? "");
-  // The Date header has one-second resolution and was stamped about mid-way through the round trip.
-  const skewSeconds = Number.isFinite(date) ? Math.round(((sent + received) / 2 - date) / 1000) : undefined;
+  let time: unknown;
+  try {
+    time = (JSON.parse(text) as { time?: unknown }).time;
+  } catch {
+    time = undefined;
+  }
+  // The edge's clock was read about mid-way through the round trip.
+  const edgeMs = typeof time === "number" ? time : Date.parse(health.headers.get("date") ?? "");
+  const skewSeconds = Number.isFinite(edgeMs) ? Math.round(((sent + received) / 2 - edgeMs) / 1000) : undefined;
   const out: EdgeProbe = { reachable: true, skewSeconds };
   if (secret === undefined) return out;
 

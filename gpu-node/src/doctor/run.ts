@@ -139,7 +139,7 @@ export async function runDoctor(opts: DoctorOptions, facts: DoctorFacts): Promis
       add({ name: "edge reachable", status: "ok", detail: opts.edge });
       const skew = edge.skewSeconds;
       const skewed = skew !== undefined && Math.abs(skew) > MAX_SKEW_SECONDS;
-      if (skew === undefined) add({ name: "clock skew", status: "skip", detail: "the edge sent no Date header" });
+      if (skew === undefined) add({ name: "clock skew", status: "skip", detail: "the edge reported no time (no `time` in /health, no Date header)" });
       else if (skewed) add({ name: "clock skew", status: "fail", detail: `this clock is ${skew > 0 ? "ahead of" : "behind"} the edge's by ${Math.abs(skew)} s; signatures are refused beyond ${MAX_SKEW_SECONDS} s`, fix: "sync the clock: timedatectl set-ntp true (or chronyc makestep)" });
       else add({ name: "clock skew", status: "ok", detail: `${skew} s (limit ${MAX_SKEW_SECONDS} s)` });
 
