@@ -1,4 +1,5 @@
 import { parseArgs } from "node:util";
+import { DOCTOR_OPTIONS, DOWNLOAD_OPTIONS, MAKE_TINY_MODEL_OPTIONS, SERVE_OPTIONS } from "./cli-options.js";
 import { ENGINE_CHOICES, type EngineChoice } from "./engine-factory.js";
 import { downloadModel, formatDownloadResult, isRepoId, resolveModel } from "./hub/index.js";
 import { makeTinyModel } from "./model/index.js";
@@ -41,28 +42,7 @@ async function serveCommand(args: string[]): Promise<void> {
     args,
     strict: true,
     allowPositionals: false,
-    options: {
-      model: { type: "string" },
-      revision: { type: "string" },
-      engine: { type: "string", default: "reference" },
-      host: { type: "string", default: "127.0.0.1" },
-      port: { type: "string", default: "8100" },
-      "served-model-name": { type: "string" },
-      "max-num-seqs": { type: "string" },
-      "max-num-batched-tokens": { type: "string" },
-      "kv-cache-blocks": { type: "string" },
-      "max-model-len": { type: "string" },
-      "max-queue": { type: "string" },
-      "max-body-bytes": { type: "string" },
-      edge: { type: "string" },
-      "node-id": { type: "string" },
-      "public-url": { type: "string" },
-      "heartbeat-interval-ms": { type: "string" },
-      quantization: { type: "string" },
-      "load-format": { type: "string" },
-      "gpu-memory-utilization": { type: "string" },
-      upstream: { type: "string" },
-    },
+    options: SERVE_OPTIONS,
   });
   if (values.edge !== undefined && !/^https?:\/\//.test(values.edge)) throw new UsageError(`--edge must be an http(s) URL, got '${values.edge}'`);
   if (values.engine === "upstream") return serveUpstream(values);
@@ -148,7 +128,7 @@ function drainOnSignals(drain: () => Promise<void>): void {
 }
 
 async function makeTinyModelCommand(args: string[]): Promise<void> {
-  const { values } = parseArgs({ args, strict: true, options: { out: { type: "string" }, seed: { type: "string", default: "0" } } });
+  const { values } = parseArgs({ args, strict: true, options: MAKE_TINY_MODEL_OPTIONS });
   if (!values.out) throw new UsageError("make-tiny-model needs --out DIR");
   const dir = await makeTinyModel({ outDir: values.out, seed: int("seed", values.seed, 0) ?? 0 });
   console.log(`wrote a tiny Llama 3.1 model to ${dir ?? values.out}`);
@@ -159,7 +139,7 @@ async function downloadCommand(args: string[]): Promise<void> {
     args,
     strict: true,
     allowPositionals: true,
-    options: { revision: { type: "string" }, "max-workers": { type: "string" } },
+    options: DOWNLOAD_OPTIONS,
   });
   const repo = positionals[0];
   if (positionals.length !== 1 || repo === undefined || !isRepoId(repo)) throw new UsageError("download needs one Hub repo id, e.g. seventy-node download nvidia/Llama-3.1-Nemotron-70B-Instruct-HF");
@@ -171,16 +151,7 @@ async function doctorCommand(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
     strict: true,
-    options: {
-      model: { type: "string" },
-      revision: { type: "string" },
-      edge: { type: "string" },
-      host: { type: "string" },
-      port: { type: "string" },
-      engine: { type: "string" },
-      quantization: { type: "string" },
-      "gpu-memory-utilization": { type: "string" },
-    },
+    options: DOCTOR_OPTIONS,
   });
   const q = values.quantization;
   if (q !== undefined && q !== "none" && q !== "fp8") throw new UsageError(`--quantization must be none or fp8, got '${q}'`);
