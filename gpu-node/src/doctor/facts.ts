@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { downloadFile } from "@huggingface/hub";
 import { defaultAddonDir, loadNativeAddon } from "../engine/native/addon.js";
-import { findCachedSnapshot, hubEnv, isRepoId, planDownload, type HubEnv } from "../hub/index.js";
+import { findCachedSnapshot, hubEnv, HubError, isRepoId, planDownload, type HubEnv } from "../hub/index.js";
 import { parseLlamaConfig, readLlamaConfig } from "../model/config.js";
 import type { LlamaConfig } from "../model/types.js";
 
@@ -167,6 +167,7 @@ async function modelFacts(spec: string, revision: string | undefined, env: HubEn
   if (existsSync(spec) || !isRepoId(spec)) return onDisk(spec, "dir");
   const cached = await findCachedSnapshot(env.cacheDir, spec, revision ?? "main");
   if (cached) return onDisk(cached, "cache");
+  if (env.offline) throw new HubError(`${spec}@${revision ?? "main"} is not complete in the Hugging Face cache (${env.cacheDir}) and HF_HUB_OFFLINE=1`);
   const plan = await planDownload({ repo: spec, revision, env });
   const blob = await downloadFile({ repo: spec, path: "config.json", revision: plan.commit, hubUrl: env.endpoint, accessToken: env.token });
   return {

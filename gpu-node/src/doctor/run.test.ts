@@ -37,7 +37,7 @@ describe("seventy-node doctor", () => {
     const { ok, results } = await runDoctor({ model: "org/model" }, box());
     expect(results.filter((r) => r.status === "fail")).toEqual([]);
     expect(ok).toBe(true);
-    expect(results.map((r) => r.name)).toEqual(["Node.js", "GPUs", "driver vs CUDA runtime", "compute capability", "CUDA flavor loads", "disk", "model vs GPU memory", "memory plan", "port", "edge"]);
+    expect(results.map((r) => r.name)).toEqual(["Node.js", "GPUs", "driver vs CUDA runtime", "compute capability", "CUDA flavor loads", "model", "disk", "model vs GPU memory", "memory plan", "port", "edge"]);
     expect(line(results, "memory plan").status).toBe("skip");
   });
 

@@ -94,6 +94,8 @@ export async function runDoctor(opts: DoctorOptions, facts: DoctorFacts): Promis
     }
   }
   if (model) {
+    const place = model.source === "hub" ? "on the Hub, not downloaded yet" : model.source === "cache" ? `in the Hugging Face cache (${model.dir})` : model.dir!;
+    add({ name: "model", status: "ok", detail: `${opts.model}: ${place}; ${formatBytes(model.weightBytes)} of weights` });
     const where = model.source === "hub" ? repoFolder(facts.hubEnv().cacheDir, opts.model!) : model.dir!;
     const free = await facts.freeBytes(where);
     if (free < model.bytesToDownload) {

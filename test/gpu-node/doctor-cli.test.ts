@@ -1,0 +1,36 @@
+import { spawnSync } from "node:child_process";
+import { createServer } from "node:net";
+import { fileURLToPath } from "node:url";
+import { describe, expect, it } from "vitest";
+
+// The compiled CLI, as `npx seventy-node` runs it (npm test builds it first).
+const CLI = fileURLToPath(new URL("../../gpu-node/dist/cli.js", import.meta.url));
+const doctor = (...args: string[]) => spawnSync(process.execPath, [CLI, "doctor", ...args], { encoding: "utf8", timeout: 60_000, env: { ...process.env, SEVENTY_NODE_SECRET: "" } });
+
+describe("seventy-node doctor (CLI)", () => {
+  it("exit code 0 when every needed check passes (reference engine: GPU lines only warn)", () => {
+    const r = doctor("--engine", "reference", "--port", "0");
+    expect(r.stdout).toMatch(/^\[ok  \] Node.js/m);
+    expect(r.stdout).toMatch(/all needed checks passed/);
+    expect(r.status).toBe(0);
+  });
+
+  it("exit code 1 and a fix when a needed check fails", async () => {
+    const srv = createServer();
+    await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+    try {
+      const port = String((srv.address() as { port: number }).port);
+      const r = doctor("--engine", "reference", "--port", port);
+      expect(r.status).toBe(1);
+      expect(r.stdout).toMatch(new RegExp(`\\[FAIL\\] port .*127.0.0.1:${port} is in use\\n\\s+fix: stop what listens there`));
+    } finally {
+      srv.close();
+    }
+  });
+
+  it("a bad flag is a usage error (exit code 2)", () => {
+    const r = doctor("--quantization", "int3");
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/--quantization must be none or fp8/);
+  });
+});
