@@ -152,6 +152,17 @@ describe("downloading from the Hub", () => {
     await expect(stat(incomplete)).rejects.toThrow();
   });
 
+  it("a partial file longer than its file is started over, not appended to", async () => {
+    hub = await startMockHub({ repo: REPO, files });
+    const cacheDir = await tempCache();
+    const config = files.get("config.json")!;
+    const blobs = join(repoFolder(cacheDir, REPO), "blobs");
+    await mkdir(blobs, { recursive: true });
+    await writeFile(join(blobs, `${gitOid(config)}.incomplete`), Buffer.alloc(config.length + 10, 0x41));
+    const result = await downloadModel({ repo: REPO, env: env(cacheDir), progress: null });
+    expect((await readFile(join(result.dir, "config.json"))).equals(config)).toBe(true);
+  });
+
   it("a cut connection is retried within the same run from where it stopped", async () => {
     const big = weights();
     hub = await startMockHub({ repo: REPO, files, cutAfter: { path: big, bytes: 1000 } });

@@ -2,6 +2,7 @@ import { createHash, type Hash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, rm, stat, statfs } from "node:fs/promises";
 import { once } from "node:events";
+import { join } from "node:path";
 import { downloadFile, HubApiError, listFiles, modelInfo } from "@huggingface/hub";
 import { createProgressBar, formatBytes, type ProgressStream } from "../model/progress.js";
 import { cacheEntry, commitBlob, linkPointer, repoFolder, writeRef, type CacheEntry } from "./cache.js";
@@ -63,13 +64,14 @@ export async function downloadModel(opts: DownloadOptions): Promise<DownloadResu
   const revision = opts.revision ?? "main";
   if (env.offline) throw new HubError(`${repo}: cannot download with HF_HUB_OFFLINE=1; unset it, or fetch the model where the Hub is reachable`);
   const creds = { hubUrl: env.endpoint, accessToken: env.token };
-  const { commit, files: plan } = await planDownload({ repo, revision, env });
+  const { commit, files: plan, missingBytes: missing } = await planDownload({ repo, revision, env });
   const todo = plan.filter((f) => !f.cached);
   for (const f of plan) if (f.cached) await linkPointer(f.entry);
+  // A partial file longer than the file it is for is not a prefix of it: start that one over.
+  for (const f of todo) if (f.resumeFrom === 0) await rm(f.entry.incompletePath, { force: true });
 
   const folder = repoFolder(env.cacheDir, repo);
-  await mkdir(`${folder}/blobs`, { recursive: true });
-  const missing = todo.reduce((s, f) => s + f.size - f.resumeFrom, 0);
+  await mkdir(join(folder, "blobs"), { recursive: true });
   const free = await (opts.freeBytes ?? freeBytesOf)(folder);
   if (free < missing) {
     throw new HubError(
@@ -108,7 +110,7 @@ export async function downloadModel(opts: DownloadOptions): Promise<DownloadResu
 
   await writeRef(env.cacheDir, repo, revision, commit);
   const bytesFetched = todo.reduce((s, f) => s + f.size - f.resumeFrom, 0);
-  return { dir: `${folder}/snapshots/${commit}`, commit, filesFetched: todo.length, bytesFetched };
+  return { dir: join(folder, "snapshots", commit), commit, filesFetched: todo.length, bytesFetched };
 }
 
 /** The line `seventy-node download` prints: where the snapshot is and how to serve it. */
@@ -187,6 +189,7 @@ async function fetchFile(
     } catch (err) {
       // Access errors and our own verdicts do not get better by retrying; a cut connection may.
       if (err instanceof HubApiError || err instanceof HubError || attempt >= attempts) throw err;
+      await new Promise((r) => setTimeout(r, 250 * attempt));
     }
   }
   const digest = await hashFile(f);
