@@ -119,7 +119,7 @@ export async function runDoctor(opts: DoctorOptions, facts: DoctorFacts): Promis
       }
       const plan = model.config ? await facts.memoryPlan({ config: model.config, deviceMemoryBytes: largest, quantization: opts.quantization ?? "none", gpuMemoryUtilization: opts.gpuMemoryUtilization ?? 0.9 }) : null;
       if (plan === null) add({ name: "memory plan", status: "skip", detail: "this build's engine provides no memory plan; the line above compares the weights alone" });
-      else if (plan.fits) add({ name: "memory plan", status: "ok", detail: plan.lines.join("; ") });
+      else if (plan.fits) add({ name: "memory plan", status: "ok", detail: plan.lines.map((l) => l.trim()).join("; ") });
       else gpuFail({ name: "memory plan", detail: plan.error ?? "does not fit", fix: "lower --max-model-len or --max-num-seqs, use --quantization fp8, or a larger GPU" });
     }
   } else if (!opts.model) {
