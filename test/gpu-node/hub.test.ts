@@ -133,6 +133,16 @@ describe("downloading from the Hub", () => {
     expect((await downloadModel({ repo: REPO, env: env(cacheDir), progress: null })).filesFetched).toBe(0);
   });
 
+  it("a repo id that is not cached is downloaded by resolveModel (what serve --model ORG/NAME does)", async () => {
+    hub = await startMockHub({ repo: REPO, files });
+    const cacheDir = await tempCache();
+    const lines: string[] = [];
+    const resolved = await resolveModel(REPO, { env: env(cacheDir), progress: null, log: (l) => lines.push(l) });
+    expect(resolved).toEqual({ dir: join(repoFolder(cacheDir, REPO), "snapshots", hub.commit), repo: REPO });
+    expect(lines.join("\n")).toMatch(/is not in the Hugging Face cache .*; downloading it/);
+    expect((await openModelDir(resolved.dir)).config.vocabSize).toBe(128256);
+  });
+
   it("an interrupted download resumes where it stopped, and the result verifies", async () => {
     const big = weights();
     const cut = Math.floor(files.get(big)!.length / 3);

@@ -168,7 +168,11 @@ export async function planDownload(opts: { repo: string; revision?: string; env?
   return { commit, files, missingBytes };
 }
 
-/** Fetches one file into its `.incomplete`, resuming from its length, then verifies and commits it. */
+/**
+ * Fetches one file into its `.incomplete`, resuming from its length, then verifies and commits it.
+ * The checksum is computed as the bytes arrive (after re-reading what an earlier run left), so a
+ * 141 GB model is not read back from disk a second time.
+ */
 async function fetchFile(
   repo: string,
   commit: string,
@@ -177,13 +181,15 @@ async function fetchFile(
   attempts: number,
   advance: (bytes: number) => void,
 ): Promise<void> {
+  let hash: Hash;
   for (let attempt = 1; ; attempt++) {
     const have = Math.min((await fileSize(f.entry.incompletePath)) ?? 0, f.size);
+    hash = await hashPrefix(f, have);
     try {
       if (have < f.size) {
         const blob = await downloadFile({ repo, path: f.path, revision: commit, ...creds });
         if (!blob) throw new HubError(`${repo}: ${f.path} is listed but cannot be downloaded (404)`);
-        await appendStream(blob.slice(have).stream(), f, have, advance);
+        await appendStream(blob.slice(have).stream(), f, have, hash, advance);
       }
       break;
     } catch (err) {
@@ -192,7 +198,7 @@ async function fetchFile(
       await new Promise((r) => setTimeout(r, 250 * attempt));
     }
   }
-  const digest = await hashFile(f);
+  const digest = hash.digest("hex");
   if (digest !== f.etag) {
     await rm(f.entry.incompletePath, { force: true });
     throw new HubError(
@@ -202,7 +208,7 @@ async function fetchFile(
   await commitBlob(f.entry);
 }
 
-async function appendStream(body: ReadableStream<Uint8Array>, f: PlannedFile, have: number, advance: (n: number) => void): Promise<void> {
+async function appendStream(body: ReadableStream<Uint8Array>, f: PlannedFile, have: number, hash: Hash, advance: (n: number) => void): Promise<void> {
   const out = createWriteStream(f.entry.incompletePath, { flags: "a" });
   let written = have;
   try {
@@ -210,6 +216,7 @@ async function appendStream(body: ReadableStream<Uint8Array>, f: PlannedFile, ha
       written += chunk.byteLength;
       // A server that ignored the Range header sends the whole file again: stop before it grows.
       if (written > f.size) throw new HubError(`${f.path}: the server sent more bytes than the file has (${f.size}); run the download again`);
+      hash.update(chunk);
       if (!out.write(chunk)) await once(out, "drain");
       advance(chunk.byteLength);
     }
@@ -220,12 +227,15 @@ async function appendStream(body: ReadableStream<Uint8Array>, f: PlannedFile, ha
   if (written < f.size) throw new Error(`${f.path}: the connection ended after ${written} of ${f.size} bytes`);
 }
 
-/** sha256 of the content for LFS files; git's blob sha1 (`blob <size>\0` + content) otherwise. */
-async function hashFile(f: PlannedFile): Promise<string> {
-  const hash: Hash = createHash(f.lfs ? "sha256" : "sha1");
+/**
+ * A checksum over the first `have` bytes of the partial file: sha256 of the content for LFS files,
+ * git's blob sha1 (`blob <size>\0` + content) otherwise.
+ */
+async function hashPrefix(f: PlannedFile, have: number): Promise<Hash> {
+  const hash = createHash(f.lfs ? "sha256" : "sha1");
   if (!f.lfs) hash.update(`blob ${f.size}\0`);
-  for await (const chunk of createReadStream(f.entry.incompletePath)) hash.update(chunk as Buffer);
-  return hash.digest("hex");
+  if (have > 0) for await (const chunk of createReadStream(f.entry.incompletePath, { start: 0, end: have - 1 })) hash.update(chunk as Buffer);
+  return hash;
 }
 
 async function fileSize(path: string): Promise<number | null> {
