@@ -153,11 +153,15 @@ describe("downloading from the Hub", () => {
     const incomplete = join(repoFolder(cacheDir, REPO), "blobs", `${sha256(files.get(big)!)}.incomplete`);
     expect((await stat(incomplete)).size).toBe(cut);
 
+    const before = hub.requests.length;
     const result = await downloadModel({ repo: REPO, env: env(cacheDir), progress: null });
     // Only what the first run left: never the part of the weights it already had.
     expect(result.bytesFetched).toBeLessThanOrEqual(needed().reduce((s, [, b]) => s + b.length, 0) - cut);
-    const ranges = hub.requests.filter((r) => r.path.endsWith(big) && r.range && r.range !== "bytes=0-0").map((r) => r.range);
-    expect(ranges).toEqual([`bytes=${cut}-${files.get(big)!.length - 1}`]);
+    // Every transfer of the weights in the second run asked for the rest only (a request on a pooled
+    // connection the cut left dead is retried, so there may be more than one).
+    const fetches = hub.requests.slice(before).filter((r) => r.path.endsWith(big) && r.range !== "bytes=0-0");
+    expect(fetches.length).toBeGreaterThan(0);
+    expect(new Set(fetches.map((r) => r.range))).toEqual(new Set([`bytes=${cut}-${files.get(big)!.length - 1}`]));
     expect((await readFile(join(result.dir, big))).equals(files.get(big)!)).toBe(true);
     await expect(stat(incomplete)).rejects.toThrow();
   });
