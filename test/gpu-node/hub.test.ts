@@ -1,5 +1,5 @@
 import { lstat, mkdir, mkdtemp, readFile, readlink, rm, stat, symlink, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { scanCachedRepo } from "@huggingface/hub";
@@ -183,6 +183,33 @@ describe("downloading from the Hub", () => {
     const result = await downloadModel({ repo: REPO, env: env(await tempCache()), progress: null });
     expect((await readFile(join(result.dir, big))).equals(files.get(big)!)).toBe(true);
     expect(hub.requests.some((r) => r.path.endsWith(big) && r.range?.startsWith("bytes=1000-"))).toBe(true);
+  });
+
+  it("two downloads of one repo at once fetch each file once, and both succeed", async () => {
+    hub = await startMockHub({ repo: REPO, files });
+    const cacheDir = await tempCache();
+    const [a, b] = await Promise.all([
+      downloadModel({ repo: REPO, env: env(cacheDir), progress: null }),
+      downloadModel({ repo: REPO, env: env(cacheDir), progress: null }),
+    ]);
+    expect(a.dir).toBe(b.dir);
+    for (const [name, content] of needed()) {
+      expect((await readFile(join(a.dir, name))).equals(content)).toBe(true);
+      const transfers = hub.requests.filter((r) => r.path.endsWith(`/${name}`) && r.path.includes("/resolve/") && r.range !== "bytes=0-0");
+      expect(transfers).toHaveLength(1);
+    }
+  });
+
+  it("a lock left by a process that died is taken over", async () => {
+    hub = await startMockHub({ repo: REPO, files });
+    const cacheDir = await tempCache();
+    const big = weights();
+    const blobs = join(repoFolder(cacheDir, REPO), "blobs");
+    await mkdir(blobs, { recursive: true });
+    // A pid that cannot be running (above Linux's pid_max).
+    await writeFile(join(blobs, `${sha256(files.get(big)!)}.incomplete.lock`), `${hostname()} 99999999`);
+    const result = await downloadModel({ repo: REPO, env: env(cacheDir), progress: null });
+    expect((await readFile(join(result.dir, big))).equals(files.get(big)!)).toBe(true);
   });
 
   it("a corrupted file fails verification, is removed, and nothing points at it", async () => {

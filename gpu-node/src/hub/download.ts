@@ -9,6 +9,7 @@ import { cacheEntry, commitBlob, linkPointer, repoFolder, writeRef, type CacheEn
 import { hubEnv, type HubEnv } from "./env.js";
 import { hubAccessError, HubError } from "./errors.js";
 import { isNeededFile } from "./files.js";
+import { withFileLock } from "./lock.js";
 
 export interface DownloadOptions {
   /** `ORG/NAME` */
@@ -67,8 +68,6 @@ export async function downloadModel(opts: DownloadOptions): Promise<DownloadResu
   const { commit, files: plan, missingBytes: missing } = await planDownload({ repo, revision, env });
   const todo = plan.filter((f) => !f.cached);
   for (const f of plan) if (f.cached) await linkPointer(f.entry);
-  // A partial file longer than the file it is for is not a prefix of it: start that one over.
-  for (const f of todo) if (f.resumeFrom === 0) await rm(f.entry.incompletePath, { force: true });
 
   const folder = repoFolder(env.cacheDir, repo);
   await mkdir(join(folder, "blobs"), { recursive: true });
@@ -97,7 +96,9 @@ export async function downloadModel(opts: DownloadOptions): Promise<DownloadResu
   const worker = async () => {
     for (let f = queue.shift(); f && firstError === null; f = queue.shift()) {
       try {
-        await fetchFile(repo, commit, f, creds, opts.attempts ?? 3, advance);
+        await withFileLock(`${f.entry.incompletePath}.lock`, () => fetchFile(repo, commit, f, creds, opts.attempts ?? 3, advance), {
+          onWait: (owner) => opts.log?.(`${f.path}: waiting for another download of it (${owner})`),
+        });
         filesDone++;
       } catch (err) {
         firstError ??= err;
@@ -169,7 +170,8 @@ export async function planDownload(opts: { repo: string; revision?: string; env?
 }
 
 /**
- * Fetches one file into its `.incomplete`, resuming from its length, then verifies and commits it.
+ * Fetches one file into its `.incomplete`, resuming from its length, then verifies and commits it;
+ * called under the file's lock.
  * The checksum is computed as the bytes arrive (after re-reading what an earlier run left), so a
  * 141 GB model is not read back from disk a second time.
  */
@@ -181,6 +183,14 @@ async function fetchFile(
   attempts: number,
   advance: (bytes: number) => void,
 ): Promise<void> {
+  // Another process may have finished it while we waited for the lock.
+  if ((await fileSize(f.entry.blobPath)) === f.size) {
+    advance(f.size - f.resumeFrom);
+    await linkPointer(f.entry);
+    return;
+  }
+  // A partial file longer than the file it is for is not a prefix of it: start that one over.
+  if (((await fileSize(f.entry.incompletePath)) ?? 0) > f.size) await rm(f.entry.incompletePath, { force: true });
   let hash: Hash;
   for (let attempt = 1; ; attempt++) {
     const have = Math.min((await fileSize(f.entry.incompletePath)) ?? 0, f.size);
