@@ -2,11 +2,16 @@
 # The GPU device check, in one call of at most 8 minutes on a GPU machine (CUDA 13, nvcc, CMake,
 # Python with torch + transformers; Node not needed):
 #   1. builds the CUDA flavor (sm_80 + sm_90a, static cudart) with the ptxas register/spill report;
-#   2. kernel_tests: every kernel against its CPU reference on awkward shapes, CUDA engine vs CPU engine;
+#   2. kernel_tests: every kernel against its CPU reference on awkward shapes, CUDA engine vs CPU engine,
+#      with SEVENTY_CUDA_SYNC_DEBUG=1 (a synchronization after every launch names a faulting kernel);
+#      then once more at small shapes (KERNEL_TESTS_SMALL=1) under compute-sanitizer's memcheck,
+#      racecheck and synccheck (SANITIZE=0 skips that); quant_kernel_tests: the W4A16 and FP8 GEMVs and
+#      the bit-manipulation widening;
 #   3. tiny-model parity: engine_cli (CUDA bf16, CUDA fp8, CPU) vs the TypeScript reference's greedy
 #      tokens/logits and vs transformers' LlamaForCausalLM from the same directory;
 #   4. 70B-shaped decode benchmark (synthetic weights) at batch 1, 8, 32, 64 with 1k contexts, next to
-#      torch on the same shapes, with copy bandwidth and matmul peak measured in the same run;
+#      torch on the same shapes, with copy bandwidth and matmul peak measured in the same run; the
+#      decode GEMVs of one 70B layer in bf16, FP8 and W4A16 (quant_bench) against copy bandwidth;
 #   5. prints one table and appends it to BENCHMARKS.md (card, date, commit).
 #
 # Prepare on a machine with Node first (the tiny model and the reference outputs):
@@ -14,6 +19,9 @@
 # then on the GPU machine, from the repository root, with that folder present:
 #   COMMIT=<sha> bash gpu-node/bench/device-check.sh
 # Outputs (also under $OUT when set): device-check.log, build.log, report.md, BENCHMARKS.md.
+# Debug mode: SEVENTY_CUDA_SYNC_DEBUG=1 bash gpu-node/bench/device-check.sh makes every step (parity and
+# benchmarks too) synchronize after each launch and name the kernel that faulted; the engine then
+# captures no graphs (slower; its numbers are not benchmarks).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 
@@ -44,8 +52,23 @@ if ! { cmake -S "$NATIVE" -B "$BUILD" "${GEN[@]}" -DENGINE_CUDA=ON -DSEVENTY_PTX
 fi
 grep -E "spill stores|Used [0-9]+ registers" "$OUTDIR/build.log" | sort | uniq -c | sort -rn | head -5 >>"$LOG"
 
-say "kernel tests"
-run timeout 150 "$BUILD/kernel_tests" || FAILED=1
+say "kernel tests (SEVENTY_CUDA_SYNC_DEBUG=1)"
+SEVENTY_CUDA_SYNC_DEBUG=1 run timeout 150 "$BUILD/kernel_tests" || FAILED=1
+
+if [ "${SANITIZE:-1}" != 0 ]; then
+  SANITIZER=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  if [ -x "$SANITIZER" ]; then
+    for tool in memcheck racecheck synccheck; do
+      say "kernel tests, small shapes, under compute-sanitizer --tool $tool"
+      KERNEL_TESTS_SMALL=1 run timeout 100 "$SANITIZER" --tool "$tool" --error-exitcode 3 --print-limit 20 "$BUILD/kernel_tests" || FAILED=1
+    done
+  else
+    say "SKIPPED compute-sanitizer: not found"
+    FAILED=1
+  fi
+fi
+say "quantization kernel tests (W4A16, FP8 GEMV, bit-manipulation widening)"
+SEVENTY_CUDA_SYNC_DEBUG=1 run timeout 60 "$BUILD/quant_kernel_tests" || FAILED=1
 
 if [ -f "$INPUTS/manifest.txt" ]; then
   say "tiny-model parity"
@@ -70,6 +93,8 @@ for q in $QUANTS; do
   say "decode benchmark ($q)"
   run timeout 170 "$BUILD/decode_bench" --quant "$q" --batches 1,8,32,64 --ctx 1024 --steps 20 || FAILED=1
 done
+say "W4A16 / FP8 / bf16 decode GEMV bandwidth (one 70B layer)"
+run timeout 90 "$BUILD/quant_bench" --batches 1,8,32 --iters 20 || FAILED=1
 say "torch baseline"
 run timeout 150 python3 "$ROOT/gpu-node/bench/torch_baseline.py" --batches 1,8,32,64 --ctx 1024 || FAILED=1
 

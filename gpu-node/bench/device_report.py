@@ -26,7 +26,9 @@ def main():
                     pass
             m = re.match(r"^(\d+) passed, (\d+) failed", line)
             if m:
-                kernel_line = f"kernel tests: {m.group(1)} passed, {m.group(2)} failed"
+                # kernel_tests, then quant_kernel_tests
+                done = "" if kernel_line.endswith("not run") else kernel_line + "; "
+                kernel_line = f"{done}kernel tests: {m.group(1)} passed, {m.group(2)} failed"
             m = re.match(r"^device: (.+) \(sm_", line)
             if m:
                 card = m.group(1)
@@ -59,6 +61,15 @@ def main():
             f"| {r['engine']} | {r['quant']} | {r['batch']} | {r['layers_run']} | {r['step_ms_80']:.2f}{proj} | {r['tok_s']:.1f} | "
             f"{r['gb_per_step']:.1f} | {r['tbps']:.2f} | {100 * r['frac_copy']:.0f}% |")
     lines.append("")
+    gemv = [r for r in results if r["kind"] == "gemv"]
+    if gemv:
+        lines.append("Decode GEMVs of one 70B layer (q, k, v, o, gate, up, down; synthetic weights), weight bytes read per second:")
+        lines.append("")
+        lines.append("| weights | batch | ms per layer | MB of weights | TB/s | of copy BW |")
+        lines.append("|---|---:|---:|---:|---:|---:|")
+        for r in sorted(gemv, key=lambda r: (r["format"], r["batch"])):
+            lines.append(f"| {r['format']} | {r['batch']} | {r['layer_ms']:.3f} | {r['mb']:.0f} | {r['tbps']:.2f} | {100 * r['frac_copy']:.0f}% |")
+        lines.append("")
     text = "\n".join(lines) + "\n"
     print(text)
     with open(args.benchmarks, "a") as f:

@@ -24,6 +24,8 @@ export const SERVE_OPTIONS = {
   "public-url": { type: "string" },
   "heartbeat-interval-ms": { type: "string" },
   quantization: { type: "string" },
+  "kv-cache-dtype": { type: "string" },
+  "device-memory": { type: "string" },
   "load-format": { type: "string" },
   "gpu-memory-utilization": { type: "string" },
   upstream: { type: "string" },
@@ -42,12 +44,16 @@ export const DOCTOR_OPTIONS = {
   port: { type: "string" },
   engine: { type: "string" },
   quantization: { type: "string" },
+  "kv-cache-dtype": { type: "string" },
   "gpu-memory-utilization": { type: "string" },
+  "max-model-len": { type: "string" },
+  "max-num-seqs": { type: "string" },
 } as const satisfies Options;
 
 export const MAKE_TINY_MODEL_OPTIONS = {
   out: { type: "string" },
   seed: { type: "string", default: "0" },
+  quant: { type: "string" },
 } as const satisfies Options;
 
 export const COMMAND_OPTIONS: Record<string, Options> = {

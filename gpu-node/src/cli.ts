@@ -12,7 +12,9 @@ const USAGE = `usage:
                      [--served-model-name NAME] [--max-num-seqs N] [--max-num-batched-tokens N]
                      [--kv-cache-blocks N] [--max-model-len N] [--max-queue N]
                      [--edge URL] [--node-id ID] [--public-url URL] [--heartbeat-interval-ms N]
-                     [--quantization none|fp8] [--load-format safetensors|dummy] [--gpu-memory-utilization F]
+                     [--quantization none|fp8] [--kv-cache-dtype auto|fp8] [--load-format safetensors|dummy]
+                     [--gpu-memory-utilization F] [--device-memory SIZE]
+      --device-memory (e.g. 80GB, 81559MiB) plans memory for that card instead of the GPU found.
       The edge's shared secret comes from SEVENTY_NODE_SECRET. Without --model, serves a tiny
       random Llama 3.1 model created on first use in the cache folder. ORG/NAME is a Hugging Face
       Hub repo: served from the Hugging Face cache, downloaded into it when absent.
@@ -22,11 +24,13 @@ const USAGE = `usage:
       Fetches the files serving needs into the Hugging Face cache (HF_HUB_CACHE or HF_HOME/hub;
       HF_TOKEN for gated repos), resuming an interrupted download.
   seventy-node doctor [--model DIR|ORG/NAME] [--revision R] [--edge URL] [--host H] [--port P]
-                      [--engine native|reference|upstream] [--quantization none|fp8] [--gpu-memory-utilization F]
+                      [--engine native|reference|upstream] [--quantization none|fp8] [--kv-cache-dtype auto|fp8]
+                      [--gpu-memory-utilization F] [--max-model-len N] [--max-num-seqs N]
       Checks this box before it serves (Node, GPUs, driver and CUDA, disk and GPU memory for the model,
       the port, the edge: reachable, signature, clock) and prints a fix for every failed line.
       Exit code 0 only when every needed check passes.
-  seventy-node make-tiny-model --out DIR [--seed N]`;
+  seventy-node make-tiny-model --out DIR [--seed N] [--quant awq|fp8]
+      --quant awq writes an AutoAWQ GEMM 4-bit checkpoint, --quant fp8 a compressed-tensors FP8 one.`;
 
 /** A user mistake: one line on stderr and exit code 2. */
 class UsageError extends Error {}
@@ -35,6 +39,16 @@ function int(name: string, value: string | undefined, min = 1): number | undefin
   if (value === undefined) return undefined;
   if (!/^\d+$/.test(value) || Number(value) < min) throw new UsageError(`--${name} must be an integer >= ${min}, got '${value}'`);
   return Number(value);
+}
+
+const SIZE_UNITS: Record<string, number> = { "": 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3, tib: 1024 ** 4 };
+
+/** "80GB", "81559MiB", "85520809984" → bytes. */
+function byteSize(name: string, value: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(value.trim());
+  const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined;
+  if (!m || unit === undefined || !(Number(m[1]) > 0)) throw new UsageError(`--${name} must be a size such as 80GB, 141GB or 81559MiB, got '${value}'`);
+  return Math.floor(Number(m[1]) * unit);
 }
 
 async function serveCommand(args: string[]): Promise<void> {
@@ -51,6 +65,8 @@ async function serveCommand(args: string[]): Promise<void> {
   if (!ENGINE_CHOICES.includes(engine)) throw new UsageError(`--engine must be one of ${[...ENGINE_CHOICES, "upstream"].join(", ")}, got '${values.engine}'`);
   const quantization = values.quantization;
   if (quantization !== undefined && quantization !== "none" && quantization !== "fp8") throw new UsageError(`--quantization must be none or fp8, got '${quantization}'`);
+  const kvCacheDtype = values["kv-cache-dtype"];
+  if (kvCacheDtype !== undefined && kvCacheDtype !== "auto" && kvCacheDtype !== "fp8") throw new UsageError(`--kv-cache-dtype must be auto or fp8, got '${kvCacheDtype}'`);
   const loadFormat = values["load-format"];
   if (loadFormat !== undefined && loadFormat !== "safetensors" && loadFormat !== "dummy") throw new UsageError(`--load-format must be safetensors or dummy, got '${loadFormat}'`);
   const gmu = values["gpu-memory-utilization"];
@@ -75,6 +91,8 @@ async function serveCommand(args: string[]): Promise<void> {
     publicUrl: values["public-url"],
     heartbeatIntervalMs: int("heartbeat-interval-ms", values["heartbeat-interval-ms"], 100),
     quantization,
+    kvCacheDtype,
+    deviceMemoryBytes: values["device-memory"] === undefined ? undefined : byteSize("device-memory", values["device-memory"]),
     loadFormat,
     gpuMemoryUtilization: gmu === undefined ? undefined : Number(gmu),
     progress: true,
@@ -88,7 +106,7 @@ async function serveCommand(args: string[]): Promise<void> {
 async function serveUpstream(values: Record<string, string | undefined>): Promise<void> {
   const upstream = values.upstream;
   if (!upstream || !/^https?:\/\//.test(upstream)) throw new UsageError("--engine upstream needs --upstream URL (the engine's OpenAI-compatible server, e.g. http://127.0.0.1:8000)");
-  for (const flag of ["model", "revision", "served-model-name", "kv-cache-blocks", "max-num-batched-tokens", "quantization", "load-format", "gpu-memory-utilization", "max-queue"]) {
+  for (const flag of ["model", "revision", "served-model-name", "kv-cache-blocks", "max-num-batched-tokens", "quantization", "kv-cache-dtype", "device-memory", "load-format", "gpu-memory-utilization", "max-queue"]) {
     if (values[flag] !== undefined) throw new UsageError(`--${flag} is the engine's setting with --engine upstream; set it where you start the engine`);
   }
   const node = await startUpstreamNode({
@@ -130,8 +148,10 @@ function drainOnSignals(drain: () => Promise<void>): void {
 async function makeTinyModelCommand(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, strict: true, options: MAKE_TINY_MODEL_OPTIONS });
   if (!values.out) throw new UsageError("make-tiny-model needs --out DIR");
-  const dir = await makeTinyModel({ outDir: values.out, seed: int("seed", values.seed, 0) ?? 0 });
-  console.log(`wrote a tiny Llama 3.1 model to ${dir ?? values.out}`);
+  const quant = values.quant;
+  if (quant !== undefined && quant !== "awq" && quant !== "fp8") throw new UsageError(`--quant must be awq or fp8, got '${quant}'`);
+  const dir = await makeTinyModel({ outDir: values.out, seed: int("seed", values.seed, 0) ?? 0, quant });
+  console.log(`wrote a tiny Llama 3.1${quant ? ` ${quant === "awq" ? "AWQ 4-bit" : "FP8"}` : ""} model to ${dir ?? values.out}`);
 }
 
 async function downloadCommand(args: string[]): Promise<void> {
@@ -158,6 +178,8 @@ async function doctorCommand(args: string[]): Promise<void> {
   if (values.edge !== undefined && !/^https?:\/\//.test(values.edge)) throw new UsageError(`--edge must be an http(s) URL, got '${values.edge}'`);
   const gmu = values["gpu-memory-utilization"];
   if (gmu !== undefined && !(Number(gmu) > 0 && Number(gmu) <= 1)) throw new UsageError(`--gpu-memory-utilization must be in (0, 1], got '${gmu}'`);
+  const kv = values["kv-cache-dtype"];
+  if (kv !== undefined && kv !== "auto" && kv !== "fp8") throw new UsageError(`--kv-cache-dtype must be auto or fp8, got '${kv}'`);
   const { ok, results } = await runDoctor(
     {
       model: values.model,
@@ -168,7 +190,10 @@ async function doctorCommand(args: string[]): Promise<void> {
       port: int("port", values.port, 0),
       engine: values.engine,
       quantization: q,
+      kvCacheDtype: kv,
       gpuMemoryUtilization: gmu === undefined ? undefined : Number(gmu),
+      maxModelLen: int("max-model-len", values["max-model-len"]),
+      maxNumSeqs: int("max-num-seqs", values["max-num-seqs"]),
     },
     systemFacts(),
   );

@@ -1,6 +1,7 @@
 import type { Engine } from "./engine/types.js";
 import { SimulatedEngine, ThreadedReferenceEngine } from "./engine/index.js";
-import { loadTensorsF32, type ModelDir } from "./model/index.js";
+import { loadReferenceWeights } from "./engine/reference/load-weights.js";
+import type { ModelDir } from "./model/index.js";
 import type { ProgressCallback } from "./model/types.js";
 
 export type EngineChoice = "reference" | "native" | "simulated";
@@ -12,25 +13,36 @@ export interface EngineSetup {
   numKvBlocks?: number;
   onProgress?: ProgressCallback;
   log: (line: string) => void;
-  /** Native engine only. */
+  /** Weights quantized to FP8 at load (the reference engine rounds through FP8 the same way). */
   quantization?: "none" | "fp8";
+  /** "fp8": an e4m3 KV cache. */
+  kvCacheDtype?: "auto" | "fp8";
+  /** Native engine only. */
   loadFormat?: "safetensors" | "dummy";
   gpuMemoryUtilization?: number;
+  /** Native engine only: plan memory for a device of this size (see engine/memory-plan.ts). */
+  deviceMemoryBytes?: number;
   maxNumSeqs?: number;
+  maxNumBatchedTokens?: number;
   maxModelLen?: number;
 }
 
 /** Builds the engine behind the scheduler. The native engine is loaded lazily: it needs its addon built. */
 export async function createEngine(choice: EngineChoice, model: ModelDir, setup: EngineSetup): Promise<Engine> {
+  const stored = model.config.quantization;
+  if (setup.quantization === "fp8" && stored !== null) {
+    throw new Error(`--quantization fp8 quantizes a float checkpoint at load; this one is already quantized (${stored.method}): leave --quantization out`);
+  }
   switch (choice) {
     case "reference": {
-      if (setup.quantization && setup.quantization !== "none") throw new Error("--quantization needs --engine native");
       if (setup.loadFormat === "dummy") throw new Error("--load-format dummy needs --engine native");
-      const weights = await loadTensorsF32(model.tensors, undefined, setup.onProgress);
+      // Quantized checkpoints are dequantized to float32 here: the reference computes in floats.
+      const weights = await loadReferenceWeights(model.config, model.tensors, { quantization: setup.quantization, onProgress: setup.onProgress });
       // On its own thread: a long prefill must not stall HTTP, /health or the edge heartbeats.
       return ThreadedReferenceEngine.create(model.config, weights, {
         numKvBlocks: setup.numKvBlocks ?? 4096,
         blockSize: setup.blockSize,
+        kvCacheDtype: setup.kvCacheDtype,
       });
     }
     case "simulated":

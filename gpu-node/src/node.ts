@@ -30,8 +30,12 @@ export interface NodeOptions {
   maxBodyBytes?: number;
   /** Native engine: FP8 weights converted at load, synthetic weights, share of free GPU memory to use. */
   quantization?: "none" | "fp8";
+  /** "fp8": an e4m3 KV cache (half the bytes per token). */
+  kvCacheDtype?: "auto" | "fp8";
   loadFormat?: "safetensors" | "dummy";
   gpuMemoryUtilization?: number;
+  /** Native engine: plan (and check) memory for a device of this many bytes instead of the GPU found. */
+  deviceMemoryBytes?: number;
   /** Shared with the edge; required to listen on anything but loopback. */
   secret?: string;
   edgeUrl?: string;
@@ -84,9 +88,12 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
       onProgress: opts.progress ? progressReporter() : undefined,
       log,
       quantization: opts.quantization,
+      kvCacheDtype: opts.kvCacheDtype,
       loadFormat: opts.loadFormat,
       gpuMemoryUtilization: opts.gpuMemoryUtilization,
+      deviceMemoryBytes: opts.deviceMemoryBytes,
       maxNumSeqs: opts.maxNumSeqs,
+      maxNumBatchedTokens: opts.maxNumBatchedTokens,
       maxModelLen: opts.maxModelLen,
     }));
   const kvCapacity = engine.numKvBlocks * engine.blockSize;
@@ -131,6 +138,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
     maxBodyBytes: opts.maxBodyBytes ?? 8 * 1024 * 1024,
     draining: false,
     startedAt: Date.now(),
+    memoryPlan: engine.memoryPlan ?? null,
   };
 
   const app = createApp(ctx);

@@ -1,5 +1,6 @@
-// The CPU flavor: float32 activations and KV cache, weights kept as stored (bf16 stays bf16) or
-// quantized to fp8, the plain C++ kernels of kernels/cpu. It serves tiny models in CI and is the
+// The CPU flavor: float32 activations, a float32 or FP8 (e4m3, scale 1) KV cache, weights kept as
+// stored (bf16 stays bf16, AWQ int4 stays packed, checkpoint FP8 stays e4m3 with its scales) or
+// quantized to fp8 at load, the plain C++ kernels of kernels/cpu. It serves tiny models in CI and is the
 // end-to-end reference for the CUDA flavor.
 #include <cmath>
 #include <cstring>
@@ -21,6 +22,7 @@ struct OwnedWeight {
   WeightView view;
   std::vector<uint8_t> data;
   std::vector<float> scales;
+  std::vector<int32_t> zeros;  // AWQ qzeros
 };
 
 struct CpuLayer {
@@ -67,17 +69,25 @@ class CpuEngine final : public Engine, private ForwardOps {
     invFreq_ = cpu::ropeInvFreq(c_.headDim, c_.ropeTheta, c_.rope);
     const size_t slots = size_t(opt_.numKvBlocks) * opt_.blockSize;
     const size_t kvDim = size_t(c_.numKvHeads) * c_.headDim;
+    kvFp8_ = opt_.kvCacheDtype == KvCacheDtype::Fp8;
     keys_.assign(numLayers_, std::vector<float>());
     values_.assign(numLayers_, std::vector<float>());
+    keys8_.assign(numLayers_, std::vector<uint8_t>());
+    values8_.assign(numLayers_, std::vector<uint8_t>());
     try {
       for (int l = 0; l < numLayers_; l++) {
-        keys_[l].assign(slots * kvDim, 0.0f);
-        values_[l].assign(slots * kvDim, 0.0f);
+        if (kvFp8_) {
+          keys8_[l].assign(slots * kvDim, 0);
+          values8_[l].assign(slots * kvDim, 0);
+        } else {
+          keys_[l].assign(slots * kvDim, 0.0f);
+          values_[l].assign(slots * kvDim, 0.0f);
+        }
       }
     } catch (const std::bad_alloc&) {
       return errorStatus(kOutOfMemory, "KV cache of " + std::to_string(opt_.numKvBlocks) + " blocks does not fit in memory");
     }
-    kvBytes_ = uint64_t(numLayers_) * 2 * slots * kvDim * 4;
+    kvBytes_ = uint64_t(numLayers_) * 2 * slots * kvDim * (kvFp8_ ? 1 : 4);
     loaded_ = true;
     return Status::Ok();
   }
@@ -118,10 +128,65 @@ class CpuEngine final : public Engine, private ForwardOps {
     return src.readRowsF32(name, 0, rows, dst.data());
   }
 
+  // AutoAWQ GEMM: qweight int32 [in, out/8], qzeros int32 [in/g, out/8], scales [in/g, out]; kept packed.
+  Status loadAwq(WeightSource& src, const std::string& module, OwnedWeight& w) {
+    int64_t inF = 0, packedOut = 0, groups = 0, zc = 0, sg = 0, outF = 0;
+    Status st = src.shape(module + ".qweight", inF, packedOut);
+    if (st.ok()) st = src.shape(module + ".qzeros", groups, zc);
+    if (st.ok()) st = src.shape(module + ".scales", sg, outF);
+    if (!st.ok()) return st;
+    if (src.dtype(module + ".qweight") != DType::I32 || src.dtype(module + ".qzeros") != DType::I32 || outF != packedOut * 8 ||
+        zc != packedOut || sg != groups || groups <= 0 || inF % groups != 0) {
+      return errorStatus(kInvalidArgument, module + ": AWQ qweight/qzeros/scales shapes or dtypes do not fit together");
+    }
+    w.data.resize(size_t(inF * packedOut) * 4);
+    w.zeros.resize(size_t(groups * packedOut));
+    w.scales.resize(size_t(groups * outF));
+    if (!(st = src.readRaw(module + ".qweight", w.data.data(), w.data.size())).ok()) return st;
+    if (!(st = src.readRaw(module + ".qzeros", reinterpret_cast<uint8_t*>(w.zeros.data()), w.zeros.size() * 4)).ok()) return st;
+    if (!(st = src.readRowsF32(module + ".scales", 0, groups, w.scales.data())).ok()) return st;
+    w.view.type = WType::W4;
+    w.view.rows = int(outF);
+    w.view.cols = int(inF);
+    w.view.groupSize = int(inF / groups);
+    w.view.data = w.data.data();
+    w.view.zeros = w.zeros.data();
+    w.view.scales = w.scales.data();
+    // fp16 scales are held as float here; the device keeps them fp16 (the memory plan counts 2 bytes).
+    weightBytes_ += w.data.size() + w.zeros.size() * 4 + w.scales.size() * 4;
+    return Status::Ok();
+  }
+
+  // compressed-tensors FP8: e4m3 [out, in] and weight_scale [out, 1] (channel) or [1] (tensor), broadcast per row.
+  Status loadCheckpointFp8(WeightSource& src, const std::string& name, int64_t rows, int64_t cols, OwnedWeight& w) {
+    const std::string module = name.substr(0, name.size() - std::string(".weight").size());
+    int64_t sr = 0, sc = 0;
+    Status st = src.shape(module + ".weight_scale", sr, sc);
+    if (!st.ok()) return st;
+    const int64_t n = sr * sc;
+    if (n != rows && n != 1) return errorStatus(kInvalidArgument, module + ".weight_scale must have one value per row or one in all");
+    std::vector<float> s(static_cast<size_t>(n));
+    if (!(st = src.readRowsF32(module + ".weight_scale", 0, sr, s.data())).ok()) return st;
+    w.data.resize(size_t(rows * cols));
+    if (!(st = src.readRaw(name, w.data.data(), w.data.size())).ok()) return st;
+    w.scales.resize(size_t(rows));
+    for (int64_t r = 0; r < rows; r++) w.scales[size_t(r)] = s[n == 1 ? 0 : size_t(r)];
+    w.view.type = WType::FP8;
+    w.view.rows = int(rows);
+    w.view.cols = int(cols);
+    w.view.data = w.data.data();
+    w.view.scales = w.scales.data();
+    weightBytes_ += w.data.size() + w.scales.size() * 4;
+    return Status::Ok();
+  }
+
   Status loadMatrix(WeightSource& src, const std::string& name, bool fp8, OwnedWeight& w) {
+    const std::string module = name.size() > 7 ? name.substr(0, name.size() - 7) : name;  // strip ".weight"
+    if (!src.has(name) && src.has(module + ".qweight")) return loadAwq(src, module, w);
     int64_t rows = 0, cols = 0;
     Status st = src.shape(name, rows, cols);
     if (!st.ok()) return st;
+    if (src.dtype(name) == DType::F8E4M3) return loadCheckpointFp8(src, name, rows, cols, w);
     const size_t n = size_t(rows * cols);
     w.view.rows = int(rows);
     w.view.cols = int(cols);
@@ -176,8 +241,16 @@ class CpuEngine final : public Engine, private ForwardOps {
       cpu::applyRope(q_.data() + r * qDim, c_.numHeads, c_.headDim, invFreq_.data(), plan_.rowPos[r]);
       cpu::applyRope(k_.data() + r * kvDim, c_.numKvHeads, c_.headDim, invFreq_.data(), plan_.rowPos[r]);
       const size_t slot = size_t(plan_.rowSlot[r]);
-      std::memcpy(keys_[l].data() + slot * kvDim, k_.data() + r * kvDim, kvDim * 4);
-      std::memcpy(values_[l].data() + slot * kvDim, v_.data() + r * kvDim, kvDim * 4);
+      if (kvFp8_) {
+        // Scale 1: e4m3 of the value itself, rounded to nearest even and saturated at ±448.
+        for (size_t i = 0; i < kvDim; i++) {
+          keys8_[l][slot * kvDim + i] = floatToFp8e4m3(k_[r * kvDim + i]);
+          values8_[l][slot * kvDim + i] = floatToFp8e4m3(v_[r * kvDim + i]);
+        }
+      } else {
+        std::memcpy(keys_[l].data() + slot * kvDim, k_.data() + r * kvDim, kvDim * 4);
+        std::memcpy(values_[l].data() + slot * kvDim, v_.data() + r * kvDim, kvDim * 4);
+      }
     }
   }
 
@@ -187,9 +260,14 @@ class CpuEngine final : public Engine, private ForwardOps {
     const size_t qDim = size_t(c_.numHeads) * c_.headDim;
     for (int r = 0; r < plan_.numRows; r++) {
       const SeqInput& s = in_->seqs[plan_.rowSeq[r]];
-      cpu::pagedAttention(attn_.data() + r * qDim, q_.data() + r * qDim, keys_[l].data(), values_[l].data(),
-                          in_->blockTables.data() + s.blockOffset, opt_.blockSize, plan_.rowPos[r], c_.numHeads, c_.numKvHeads,
-                          c_.headDim, scratch_);
+      const int32_t* table = in_->blockTables.data() + s.blockOffset;
+      if (kvFp8_) {
+        cpu::pagedAttention(attn_.data() + r * qDim, q_.data() + r * qDim, keys8_[l].data(), values8_[l].data(), table, opt_.blockSize,
+                            plan_.rowPos[r], c_.numHeads, c_.numKvHeads, c_.headDim, scratch_);
+      } else {
+        cpu::pagedAttention(attn_.data() + r * qDim, q_.data() + r * qDim, keys_[l].data(), values_[l].data(), table, opt_.blockSize,
+                            plan_.rowPos[r], c_.numHeads, c_.numKvHeads, c_.headDim, scratch_);
+      }
     }
   }
 
@@ -248,6 +326,8 @@ class CpuEngine final : public Engine, private ForwardOps {
   std::vector<float> finalNorm_, invFreq_;
   std::vector<CpuLayer> layers_;
   std::vector<std::vector<float>> keys_, values_;
+  bool kvFp8_ = false;
+  std::vector<std::vector<uint8_t>> keys8_, values8_;
   // per step
   const StepInput* in_ = nullptr;
   StepPlan plan_;

@@ -17,6 +17,7 @@
 #include "../kernels/cpu/cpu_kernels.h"
 #include "engines.h"
 #include "forward.h"
+#include "gemv_w4.h"
 #include "kernels.h"
 #include "seventy/numerics.h"
 #include "step_plan.h"
@@ -43,7 +44,13 @@ struct DeviceLayer {
   float* inputNorm = nullptr;
   float* postNorm = nullptr;
   LinearWeight qkv, o, gateUp, down;
+  // AutoAWQ checkpoints: the seven linears as stored (unfused), run by gemv_w4.cu + w4_epilogues.cu.
+  bool w4 = false;
+  cuda::W4Weight q4, k4, v4, o4, gate4, up4, down4;
 };
+
+// W4 layers run their GEMVs over at most this many rows at a time (bounds the float32 scratch).
+constexpr int kW4RowChunk = 64;
 
 // Decode batches are padded up to one of these sizes, each with its own captured graph.
 const int kGraphBuckets[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256};
@@ -110,7 +117,7 @@ class CudaEngine final : public Engine, private ForwardOps {
       allSample &= s.sample;
     }
     int bucket = 0;
-    if (opt_.cudaGraphs && plan_.decodeOnly && allSample && !anyLogits) {
+    if (opt_.cudaGraphs && plan_.decodeOnly && allSample && !anyLogits && !cuda::syncDebugEnabled()) {
       for (int b : kGraphBuckets)
         if (b >= plan_.numRows && b <= maxOut_) {
           bucket = b;
@@ -221,7 +228,55 @@ class CudaEngine final : public Engine, private ForwardOps {
   }
 
   // The HF tensors `names` concatenated by rows, permuted by `order`, stored bf16 or fp8.
+  // compressed-tensors FP8: the checkpoint's e4m3 rows and scales as stored ([out, 1] per channel or
+  // one per tensor, broadcast per row), concatenated and permuted on the host; the device quantizer
+  // would pick other scales.
+  Status loadCheckpointFp8(const std::vector<std::string>& names, const std::vector<int32_t>* order, LinearWeight& w) {
+    std::vector<uint8_t> rows;
+    std::vector<float> scales;
+    int64_t K = 0;
+    for (const std::string& n : names) {
+      if (src_->dtype(n) != DType::F8E4M3) return errorStatus(kInvalidArgument, "tensor " + n + " is not FP8 like the others it is fused with");
+      int64_t r, c, sr, sc;
+      Status st = src_->shape(n, r, c);
+      const std::string scaleName = n.substr(0, n.size() - 7) + ".weight_scale";  // strip ".weight"
+      if (st.ok()) st = src_->shape(scaleName, sr, sc);
+      if (!st.ok()) return st;
+      if (K != 0 && c != K) return errorStatus(kInvalidArgument, "tensor " + n + " has " + std::to_string(c) + " columns, expected " + std::to_string(K));
+      if (sr * sc != r && sr * sc != 1) return errorStatus(kInvalidArgument, scaleName + " must have one value per row or one in all");
+      K = c;
+      const size_t at = rows.size();
+      rows.resize(at + size_t(r * c));
+      if (!(st = src_->readRaw(n, rows.data() + at, uint64_t(r * c))).ok()) return st;
+      std::vector<float> s(static_cast<size_t>(sr * sc));
+      if (!(st = src_->readRowsF32(scaleName, 0, sr, s.data())).ok()) return st;
+      for (int64_t i = 0; i < r; i++) scales.push_back(s[s.size() == 1 ? 0 : size_t(i)]);
+    }
+    const int64_t total = int64_t(scales.size());
+    std::vector<uint8_t> permuted;
+    std::vector<float> permutedScales;
+    if (order) {
+      permuted.resize(rows.size());
+      permutedScales.resize(scales.size());
+      for (int64_t r = 0; r < total; r++) {
+        std::memcpy(permuted.data() + r * K, rows.data() + int64_t((*order)[size_t(r)]) * K, size_t(K));
+        permutedScales[size_t(r)] = scales[size_t((*order)[size_t(r)])];
+      }
+    }
+    uint8_t* q;
+    float* dScales;
+    Status st = deviceAlloc(q, rows.size());
+    if (st.ok()) st = deviceAlloc(dScales, size_t(total));
+    if (!st.ok()) return st;
+    CU(cudaMemcpy(q, order ? permuted.data() : rows.data(), rows.size(), cudaMemcpyHostToDevice));
+    CU(cudaMemcpy(dScales, order ? permutedScales.data() : scales.data(), size_t(total) * 4, cudaMemcpyHostToDevice));
+    w = {WFormat::FP8, q, dScales, int(total), int(K)};
+    weightBytes_ += uint64_t(rows.size()) + uint64_t(total) * 4;
+    return Status::Ok();
+  }
+
   Status loadLinear(const std::vector<std::string>& names, const std::vector<int32_t>* order, bool fp8, LinearWeight& w) {
+    if (opt_.loadFormat == LoadFormat::Safetensors && src_->dtype(names[0]) == DType::F8E4M3) return loadCheckpointFp8(names, order, w);
     int64_t total = 0, K = 0;
     for (const std::string& n : names) {
       int64_t r, c;
@@ -271,10 +326,49 @@ class CudaEngine final : public Engine, private ForwardOps {
     return Status::Ok();
   }
 
+  // AutoAWQ GEMM: qweight int32 [K][N/8], qzeros int32 [K/g][N/8], scales fp16 [K/g][N], uploaded as stored.
+  Status loadW4(const std::string& module, cuda::W4Weight& w) {
+    int64_t K = 0, words = 0, groups = 0, zw = 0, sg = 0, N = 0;
+    Status st = src_->shape(module + ".qweight", K, words);
+    if (st.ok()) st = src_->shape(module + ".qzeros", groups, zw);
+    if (st.ok()) st = src_->shape(module + ".scales", sg, N);
+    if (!st.ok()) return st;
+    if (src_->dtype(module + ".scales") != DType::F16 || N != words * 8 || zw != words || sg != groups || groups <= 0 || K % groups != 0 ||
+        (K / groups) % 8 != 0) {
+      return errorStatus(kUnsupported, module + ": AWQ tensors must be qweight I32 [K, N/8], qzeros I32 [K/g, N/8], scales F16 [K/g, N] with g % 8 == 0");
+    }
+    std::vector<uint8_t> host;
+    auto upload = [&](const std::string& name, size_t bytes, void*& dst) -> Status {
+      host.resize(bytes);
+      Status s2 = src_->readRaw(name, host.data(), bytes);
+      if (!s2.ok()) return s2;
+      uint8_t* d;
+      if (!(s2 = deviceAlloc(d, bytes)).ok()) return s2;
+      CU(cudaMemcpy(d, host.data(), bytes, cudaMemcpyHostToDevice));
+      dst = d;
+      weightBytes_ += bytes;
+      return Status::Ok();
+    };
+    void *q = nullptr, *z = nullptr, *sc = nullptr;
+    if (!(st = upload(module + ".qweight", size_t(K * words) * 4, q)).ok()) return st;
+    if (!(st = upload(module + ".qzeros", size_t(groups * words) * 4, z)).ok()) return st;
+    if (!(st = upload(module + ".scales", size_t(groups * N) * 2, sc)).ok()) return st;
+    w.qweight = static_cast<const int32_t*>(q);
+    w.qzeros = static_cast<const int32_t*>(z);
+    w.scales = static_cast<const uint16_t*>(sc);
+    w.N = int(N);
+    w.K = int(K);
+    w.groupSize = int(K / groups);
+    return Status::Ok();
+  }
+
   Status loadBf16Table(const std::string& name, uint16_t*& dst) {
     int64_t rows, cols;
     Status st = src_->shape(name, rows, cols);
     if (!st.ok()) return st;
+    if (opt_.loadFormat == LoadFormat::Safetensors && src_->dtype(name) != DType::BF16 && src_->dtype(name) != DType::F16 && src_->dtype(name) != DType::F32) {
+      return errorStatus(kUnsupported, "the CUDA flavor keeps " + name + " in bf16; an FP8 or packed " + name + " is not supported");
+    }
     if (!(st = deviceAlloc(dst, size_t(rows * cols))).ok()) return st;
     weightBytes_ += uint64_t(rows * cols) * 2;
     return stageTensor(name, dst, rows, cols);
@@ -322,6 +416,16 @@ class CudaEngine final : public Engine, private ForwardOps {
       auto n = [l](const char* s) { return layerTensorName(l, s); };
       if (!(st = loadNorm(n("input_layernorm.weight"), L.inputNorm)).ok()) return st;
       if (!(st = loadNorm(n("post_attention_layernorm.weight"), L.postNorm)).ok()) return st;
+      if (opt_.loadFormat == LoadFormat::Safetensors && src_->has(n("self_attn.q_proj.qweight"))) {
+        L.w4 = true;
+        const std::pair<const char*, cuda::W4Weight*> mods[] = {{"self_attn.q_proj", &L.q4}, {"self_attn.k_proj", &L.k4}, {"self_attn.v_proj", &L.v4},
+                                                                 {"self_attn.o_proj", &L.o4}, {"mlp.gate_proj", &L.gate4},   {"mlp.up_proj", &L.up4},
+                                                                 {"mlp.down_proj", &L.down4}};
+        for (const auto& [mod, w] : mods)
+          if (!(st = loadW4(n(mod), *w)).ok()) return st;
+        hasW4_ = true;
+        continue;
+      }
       if (!(st = loadLinear({n("self_attn.q_proj.weight"), n("self_attn.k_proj.weight"), n("self_attn.v_proj.weight")}, &qkvOrder, fp8, L.qkv)).ok())
         return st;
       if (!(st = loadLinear({n("self_attn.o_proj.weight")}, nullptr, fp8, L.o)).ok()) return st;
@@ -379,11 +483,20 @@ class CudaEngine final : public Engine, private ForwardOps {
               hostAlloc(hOutRows_, S), hostAlloc(hTables_, tableCap_), hostAlloc(hPenalty_, penaltyCap_), hostAlloc(hParams_, S),
               hostAlloc(hOutTokens_, S), hostAlloc(hOutLogprobs_, S), hostAlloc(hTopIds_, S * cuda::kMaxTopLogprobs),
               hostAlloc(hTopLogprobs_, S * cuda::kMaxTopLogprobs)});
+    if (st.ok() && hasW4_) {
+      // Float32 GEMV outputs of one row chunk (q|k|v, gate|up, or o/down) and the W4 split-K partials.
+      const size_t R = kW4RowChunk, KV = size_t(c_.numKvHeads) * c_.headDim;
+      const size_t widest = std::max({Q + 2 * KV, 2 * I, H});
+      st = all({deviceAlloc(w4Out_, R * widest), deviceAlloc(w4Work_, cuda::w4GemvWorkspaceBytes(int(R), int(std::max({Q, I, H}))) / 4 + 1)});
+    }
     return st;
   }
 
   Status allocKvCache() {
-    const size_t perBlock = size_t(numLayers_) * 2 * c_.numKvHeads * opt_.blockSize * c_.headDim * 2;
+    // bf16, or e4m3 bytes (scale 1) with --kv-cache-dtype fp8: the same element offsets, half the bytes.
+    kvFp8_ = opt_.kvCacheDtype == KvCacheDtype::Fp8;
+    const size_t elemBytes = kvFp8_ ? 1 : 2;
+    const size_t perBlock = size_t(numLayers_) * 2 * c_.numKvHeads * opt_.blockSize * c_.headDim * elemBytes;
     numKvBlocks_ = opt_.numKvBlocks;
     if (numKvBlocks_ <= 0) {
       size_t freeB = 0, totalB = 0;
@@ -398,11 +511,13 @@ class CudaEngine final : public Engine, private ForwardOps {
       numKvBlocks_ = int(std::min((budget - reserve) / double(perBlock), 2.0e9));
     }
     const size_t layerElems = size_t(numKvBlocks_) * c_.numKvHeads * opt_.blockSize * c_.headDim;
-    Status st = deviceAlloc(kv_, layerElems * 2 * numLayers_);
+    Status st = deviceAlloc(kv_, (layerElems * 2 * numLayers_ * elemBytes + 1) / 2);
     if (!st.ok()) return st;
     kvLayerElems_ = layerElems;
-    kvBytes_ = uint64_t(layerElems) * 2 * numLayers_ * 2;
-    if (opt_.loadFormat == LoadFormat::Dummy) {
+    kvBytes_ = uint64_t(layerElems) * 2 * numLayers_ * elemBytes;
+    if (opt_.loadFormat == LoadFormat::Dummy && kvFp8_) {
+      CU(cudaMemsetAsync(kv_, 0x30, kvBytes_, stream_));  // e4m3 0.5 everywhere: plausible magnitudes for benchmarks
+    } else if (opt_.loadFormat == LoadFormat::Dummy) {
       // Benchmarks decode against contexts they never prefilled: give them plausible values, not zeros.
       CU(cuda::fillDummyBf16(kv_, 0, int64_t(numLayers_) * 2, int64_t(layerElems), opt_.dummySeed, 0x6b76u, 1.0f, stream_));
     } else {
@@ -411,8 +526,10 @@ class CudaEngine final : public Engine, private ForwardOps {
     return Status::Ok();
   }
 
-  uint16_t* kCache(int l) const { return kv_ + size_t(2 * l) * kvLayerElems_; }
-  uint16_t* vCache(int l) const { return kv_ + size_t(2 * l + 1) * kvLayerElems_; }
+  // Layer l's K (or V) cache; with an FP8 cache the pointer addresses bytes (kernels get kvFp8 too).
+  uint16_t* kCache(int l) const { return kvAt(size_t(2 * l) * kvLayerElems_); }
+  uint16_t* vCache(int l) const { return kvAt(size_t(2 * l + 1) * kvLayerElems_); }
+  uint16_t* kvAt(size_t elem) const { return reinterpret_cast<uint16_t*>(reinterpret_cast<uint8_t*>(kv_) + elem * (kvFp8_ ? 1 : 2)); }
 
   // ---- a step ----
   Status uploadStep(const StepInput& in) {
@@ -512,6 +629,7 @@ class CudaEngine final : public Engine, private ForwardOps {
   }
 
   void qkvRopeCache(int l) override {
+    if (layers_[l].w4) return qkvRopeCacheW4(l);
     cuda::QkvRopeArgs a;
     a.positions = dRowPos_;
     a.slots = dRowSlot_;
@@ -523,6 +641,7 @@ class CudaEngine final : public Engine, private ForwardOps {
     a.numKvHeads = c_.numKvHeads;
     a.headDim = c_.headDim;
     a.blockSize = opt_.blockSize;
+    a.kvFp8 = kvFp8_;
     record(cuda::gemvQkvRope(hbuf_, rows_, layers_[l].qkv, a, stream_));
   }
 
@@ -542,12 +661,72 @@ class CudaEngine final : public Engine, private ForwardOps {
     a.headDim = c_.headDim;
     a.blockSize = opt_.blockSize;
     a.numSplits = splits_;
+    a.kvFp8 = kvFp8_;
     record(cuda::pagedAttention(a, stream_));
   }
 
-  void oProj(int l) override { record(cuda::gemvBf16Out(attnOut_, rows_, layers_[l].o, delta_, stream_)); }
-  void gateUpSwiglu(int l) override { record(cuda::gemvSwiglu(hbuf_, rows_, layers_[l].gateUp, act_, stream_)); }
-  void downProj(int l) override { record(cuda::gemvBf16Out(act_, rows_, layers_[l].down, delta_, stream_)); }
+  void oProj(int l) override {
+    if (layers_[l].w4) return w4ToBf16(attnOut_, c_.numHeads * c_.headDim, layers_[l].o4, delta_);
+    record(cuda::gemvBf16Out(attnOut_, rows_, layers_[l].o, delta_, stream_));
+  }
+  void gateUpSwiglu(int l) override {
+    if (layers_[l].w4) return gateUpSwigluW4(l);
+    record(cuda::gemvSwiglu(hbuf_, rows_, layers_[l].gateUp, act_, stream_));
+  }
+  void downProj(int l) override {
+    if (layers_[l].w4) return w4ToBf16(act_, c_.intermediateSize, layers_[l].down4, delta_);
+    record(cuda::gemvBf16Out(act_, rows_, layers_[l].down, delta_, stream_));
+  }
+
+  // ---- W4 layers: unfused GEMVs in row chunks, then the epilogue as its own kernel ----
+  void qkvRopeCacheW4(int l) {
+    const DeviceLayer& L = layers_[l];
+    const int H = c_.hiddenSize, Q = c_.numHeads * c_.headDim, KV = c_.numKvHeads * c_.headDim;
+    for (int c0 = 0; c0 < rows_; c0 += kW4RowChunk) {
+      const int m = std::min(kW4RowChunk, rows_ - c0);
+      float* fq = w4Out_;
+      float* fk = fq + size_t(m) * Q;
+      float* fv = fk + size_t(m) * KV;
+      record(cuda::w4Gemv(hbuf_ + size_t(c0) * H, m, L.q4, fq, w4Work_, stream_));
+      record(cuda::w4Gemv(hbuf_ + size_t(c0) * H, m, L.k4, fk, w4Work_, stream_));
+      record(cuda::w4Gemv(hbuf_ + size_t(c0) * H, m, L.v4, fv, w4Work_, stream_));
+      cuda::QkvRopeArgs a;
+      a.positions = dRowPos_ + c0;
+      a.slots = dRowSlot_ + c0;
+      a.invFreq = invFreq_;
+      a.q = q_ + size_t(c0) * Q;
+      a.kCache = kCache(l);
+      a.vCache = vCache(l);
+      a.numHeads = c_.numHeads;
+      a.numKvHeads = c_.numKvHeads;
+      a.headDim = c_.headDim;
+      a.blockSize = opt_.blockSize;
+      a.kvFp8 = kvFp8_;
+      record(cuda::qkvRopeFromF32(fq, fk, fv, m, a, stream_));
+    }
+  }
+
+  void gateUpSwigluW4(int l) {
+    const DeviceLayer& L = layers_[l];
+    const int H = c_.hiddenSize, I = c_.intermediateSize;
+    for (int c0 = 0; c0 < rows_; c0 += kW4RowChunk) {
+      const int m = std::min(kW4RowChunk, rows_ - c0);
+      float* fg = w4Out_;
+      float* fu = fg + size_t(m) * I;
+      record(cuda::w4Gemv(hbuf_ + size_t(c0) * H, m, L.gate4, fg, w4Work_, stream_));
+      record(cuda::w4Gemv(hbuf_ + size_t(c0) * H, m, L.up4, fu, w4Work_, stream_));
+      record(cuda::swigluFromF32(fg, fu, int64_t(m) * I, act_ + size_t(c0) * I, stream_));
+    }
+  }
+
+  // y = bf16(x · Wᵀ) for o_proj / down_proj; x has K columns, y has N.
+  void w4ToBf16(const uint16_t* x, int K, const cuda::W4Weight& w, uint16_t* y) {
+    for (int c0 = 0; c0 < rows_; c0 += kW4RowChunk) {
+      const int m = std::min(kW4RowChunk, rows_ - c0);
+      record(cuda::w4Gemv(x + size_t(c0) * K, m, w, w4Out_, w4Work_, stream_));
+      record(cuda::f32ToBf16(w4Out_, int64_t(m) * w.N, y + size_t(c0) * w.N, stream_));
+    }
+  }
 
   void finalNormLmHead() override {
     record(cuda::rmsNormResidual(resid_, numLayers_ > 0 ? delta_ : nullptr, finalNorm_, numOut_, c_.hiddenSize, float(c_.rmsNormEps), lastH_,
@@ -589,6 +768,10 @@ class CudaEngine final : public Engine, private ForwardOps {
   float* invFreq_ = nullptr;
   LinearWeight lmHead_;
   std::vector<DeviceLayer> layers_;
+  bool hasW4_ = false;
+  bool kvFp8_ = false;
+  float* w4Out_ = nullptr;
+  float* w4Work_ = nullptr;
   uint16_t *staging_ = nullptr, *staging2_ = nullptr, *pinned_ = nullptr;
   int32_t* dOrder_ = nullptr;
   int64_t stagingElems_ = 0;

@@ -32,7 +32,17 @@ float dummyAmplitude(const std::string& name, int64_t cols) {
 
 namespace {
 
-size_t dtypeBytes(DType d) { return d == DType::F32 ? 4 : 2; }
+size_t dtypeBytes(DType d) {
+  switch (d) {
+    case DType::F32:
+    case DType::I32:
+      return 4;
+    case DType::F8E4M3:
+      return 1;
+    default:
+      return 2;
+  }
+}
 
 class SafetensorsSource final : public WeightSource {
  public:
@@ -50,7 +60,10 @@ class SafetensorsSource final : public WeightSource {
     auto it = byName_.find(name);
     if (it == byName_.end()) return errorStatus(kInvalidArgument, "missing tensor " + name);
     const auto& s = it->second.shape;
-    if (s.size() == 1) {
+    if (s.empty()) {
+      rows = 1;
+      cols = 1;
+    } else if (s.size() == 1) {
       rows = 1;
       cols = s[0];
     } else if (s.size() == 2) {
@@ -70,11 +83,28 @@ class SafetensorsSource final : public WeightSource {
     return it == byName_.end() ? DType::BF16 : it->second.dtype;
   }
 
+  bool has(const std::string& name) const override { return byName_.count(name) != 0; }
+
+  Status readRaw(const std::string& name, uint8_t* dst, uint64_t byteLength) override {
+    auto it = byName_.find(name);
+    if (it == byName_.end()) return errorStatus(kInvalidArgument, "missing tensor " + name);
+    const TensorSource& t = it->second;
+    if (t.byteLength != byteLength) return errorStatus(kInvalidArgument, "tensor " + name + " has " + std::to_string(t.byteLength) + " bytes, expected " + std::to_string(byteLength));
+    int fd;
+    Status st = openFile(t.file, fd);
+    if (!st.ok()) return st;
+    if (!(st = preadAll(fd, t.file, dst, size_t(byteLength), t.offset)).ok()) return st;
+    done_ += byteLength;
+    if (progress_) progress_(LoadProgress{done_, total_, t.file});
+    return Status::Ok();
+  }
+
   Status readRowsBf16(const std::string& name, int64_t r0, int64_t n, uint16_t* dst) override {
     return readRows(name, r0, n, [dst](DType dt, const uint8_t* src, int64_t i0, int64_t count) {
       for (int64_t i = 0; i < count; i++) {
         uint16_t h;
         if (dt == DType::BF16) std::memcpy(&h, src + 2 * i, 2);
+        else if (dt == DType::F8E4M3) h = floatToBf16(fp8e4m3ToFloat(src[i]));  // exact: 3 mantissa bits
         else if (dt == DType::F16) {
           uint16_t x;
           std::memcpy(&x, src + 2 * i, 2);
@@ -95,6 +125,7 @@ class SafetensorsSource final : public WeightSource {
         uint16_t x;
         float f;
         if (dt == DType::F32) std::memcpy(&f, src + 4 * i, 4);
+        else if (dt == DType::F8E4M3) f = fp8e4m3ToFloat(src[i]);
         else {
           std::memcpy(&x, src + 2 * i, 2);
           f = dt == DType::BF16 ? bf16ToFloat(x) : f16ToFloat(x);
@@ -116,6 +147,7 @@ class SafetensorsSource final : public WeightSource {
     if (!st.ok()) return st;
     if (r0 < 0 || n < 0 || r0 + n > rows) return errorStatus(kInvalidArgument, "rows out of range for " + name);
     const TensorSource& t = byName_.at(name);
+    if (t.dtype == DType::I32) return errorStatus(kInvalidArgument, "tensor " + name + " is packed I32: read it raw");
     int fd;
     st = openFile(t.file, fd);
     if (!st.ok()) return st;
@@ -193,6 +225,10 @@ class DummySource final : public WeightSource {
     return Status::Ok();
   }
   DType dtype(const std::string&) const override { return DType::BF16; }
+  bool has(const std::string& name) const override { return shapes_.count(name) != 0; }
+  Status readRaw(const std::string& name, uint8_t*, uint64_t) override {
+    return errorStatus(kInvalidArgument, "dummy weights have no stored bytes (" + name + ")");
+  }
   Status readRowsBf16(const std::string& name, int64_t r0, int64_t n, uint16_t* dst) override {
     int64_t rows = 0, cols = 0;
     Status st = shape(name, rows, cols);

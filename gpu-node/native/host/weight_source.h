@@ -29,9 +29,12 @@ class WeightSource {
   virtual Status shape(const std::string& name, int64_t& rows, int64_t& cols) const = 0;
   // The stored dtype (dummy weights are BF16).
   virtual DType dtype(const std::string& name) const = 0;
-  // Rows [r0, r0 + n) as bf16 (F32/F16 are rounded to nearest even).
+  virtual bool has(const std::string& name) const = 0;
+  // The tensor's stored bytes (packed AWQ ints, FP8 bytes), little-endian, `byteLength` of them.
+  virtual Status readRaw(const std::string& name, uint8_t* dst, uint64_t byteLength) = 0;
+  // Rows [r0, r0 + n) as bf16 (F32/F16 are rounded to nearest even, F8E4M3 widened exactly; not I32).
   virtual Status readRowsBf16(const std::string& name, int64_t r0, int64_t n, uint16_t* dst) = 0;
-  // Rows [r0, r0 + n) widened to float (exact for every stored dtype).
+  // Rows [r0, r0 + n) widened to float (exact for every float dtype, F8E4M3 included; not I32).
   virtual Status readRowsF32(const std::string& name, int64_t r0, int64_t n, float* dst) = 0;
   // Total bytes a full load reads (for progress).
   virtual uint64_t totalBytes() const = 0;

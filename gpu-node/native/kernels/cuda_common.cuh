@@ -5,6 +5,27 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#ifndef SEVENTY_EMU
+#include <cstdio>
+#endif
+
+#include "kernels.h"
+
+// Launches and dynamic shared memory are spelled through two macros, so that the same source also
+// compiles under the CPU emulator (emu/, which defines them first):
+//   SEVENTY_LAUNCH(grid, block, smem, stream, kernel)(args...)   ≡ kernel<<<grid, block, smem, stream>>>(args...)
+//   SEVENTY_DYNAMIC_SMEM(type, name);                              ≡ extern __shared__ type name[];
+// With SEVENTY_CUDA_SYNC_DEBUG=1 in the environment (syncDebugEnabled, kernels.h) every launch outside a
+// graph capture is followed by a stream synchronization, and a failing kernel is named (with the file:line
+// of its launch) before the process aborts.
+#ifndef SEVENTY_LAUNCH
+#define SEVENTY_LAUNCH(grid, block, smem, stream, ...) \
+  ::seventy::cuda::LaunchDebug{#__VA_ARGS__, __FILE__, __LINE__, (stream)}, __VA_ARGS__<<<grid, block, smem, stream>>>
+#endif
+#ifndef SEVENTY_DYNAMIC_SMEM
+#define SEVENTY_DYNAMIC_SMEM(type, name) extern __shared__ type name[]
+#endif
+
 namespace seventy::cuda {
 
 constexpr unsigned kFullMask = 0xffffffffu;
@@ -36,5 +57,27 @@ __device__ __forceinline__ uint16_t toBf16Bits(float f) {
 
 // Launch-error check for launchers: they return the error, never exit.
 inline cudaError_t lastLaunchError() { return cudaGetLastError(); }
+
+#ifndef SEVENTY_EMU
+// Lives until the end of the launch's full expression, so its destructor runs right after the launch.
+struct LaunchDebug {
+  const char* kernel;
+  const char* file;
+  int line;
+  cudaStream_t stream;
+  ~LaunchDebug() {
+    if (!syncDebugEnabled()) return;
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream, &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone) return;  // graphs sync on replay
+    cudaError_t e = cudaPeekAtLastError();
+    if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
+    if (e != cudaSuccess) {
+      std::fprintf(stderr, "SEVENTY_CUDA_SYNC_DEBUG: kernel %s launched at %s:%d failed: %s (%s)\n", kernel, file, line, cudaGetErrorName(e),
+                   cudaGetErrorString(e));
+      std::abort();
+    }
+  }
+};
+#endif
 
 }  // namespace seventy::cuda

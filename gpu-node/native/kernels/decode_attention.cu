@@ -15,6 +15,7 @@
 
 #include "cuda_common.cuh"
 #include "kernels.h"
+#include "widen_bits.cuh"
 
 namespace seventy::cuda {
 namespace {
@@ -62,9 +63,27 @@ __device__ __forceinline__ float4 loadBf16x4(const uint16_t* p) {
   return make_float4(bf16Lo(u.x), bf16Hi(u.x), bf16Lo(u.y), bf16Hi(u.y));
 }
 
-template <int HD, int G>
+// Four consecutive K or V values of one token and head: bf16 (8 bytes) or, with an FP8 cache, e4m3
+// (4 bytes, scale 1, widened exactly by bit manipulation). `e` is the element offset.
+template <bool KV8>
+struct Kv4 {
+  using Raw = uint2;
+  __device__ static Raw load(const uint16_t* c, int64_t e) { return *reinterpret_cast<const uint2*>(c + e); }
+  __device__ static float at(Raw r, int i) { return i == 0 ? bf16Lo(r.x) : i == 1 ? bf16Hi(r.x) : i == 2 ? bf16Lo(r.y) : bf16Hi(r.y); }
+  __device__ static Raw zero() { return make_uint2(0, 0); }
+};
+template <>
+struct Kv4<true> {
+  using Raw = uint32_t;
+  __device__ static Raw load(const uint16_t* c, int64_t e) { return *reinterpret_cast<const uint32_t*>(reinterpret_cast<const uint8_t*>(c) + e); }
+  __device__ static float at(Raw r, int i) { return fp8e4m3BitsToFloat((r >> (8 * i)) & 0xffu); }
+  __device__ static Raw zero() { return 0u; }
+};
+
+template <int HD, int G, bool KV8 = false>
 // At most 168 registers: 3 blocks (12 warps) per SM keep enough K/V loads in flight (4 spills at G = 8).
 __global__ void __launch_bounds__(kAttnWarps * 32, 3) attentionKernel(AttentionArgs a, float scaleLog2) {
+  using KV = Kv4<KV8>;
   constexpr int LPT = HD / 4;                 // lanes per token
   constexpr int TPW = 32 / LPT;               // tokens per warp pass
   constexpr int PASSES = kTokensPerWarp / TPW;
@@ -110,20 +129,20 @@ __global__ void __launch_bounds__(kAttnWarps * 32, 3) attentionKernel(AttentionA
 
   for (int tile0 = start; tile0 < end; tile0 += kTile) {
     // 1. scores. All K loads of this warp's 16 tokens are issued before the first use.
-    uint2 kraw[PASSES];
+    typename KV::Raw kraw[PASSES];
 #pragma unroll
     for (int p = 0; p < PASSES; p++) {
       const int tok = tile0 + warp * kTokensPerWarp + p * TPW + st;
       if (tok < end) {
         const int64_t base = (int64_t(table[tok / bs]) * a.numKvHeads + kvh) * headStride + int64_t(tok % bs) * HD + 4 * dl;
-        kraw[p] = *reinterpret_cast<const uint2*>(a.kCache + base);
+        kraw[p] = KV::load(a.kCache, base);
       } else {
-        kraw[p] = make_uint2(0, 0);
+        kraw[p] = KV::zero();
       }
     }
 #pragma unroll
     for (int p = 0; p < PASSES; p++) {
-      const float k0 = bf16Lo(kraw[p].x), k1 = bf16Hi(kraw[p].x), k2 = bf16Lo(kraw[p].y), k3 = bf16Hi(kraw[p].y);
+      const float k0 = KV::at(kraw[p], 0), k1 = KV::at(kraw[p], 1), k2 = KV::at(kraw[p], 2), k3 = KV::at(kraw[p], 3);
       float v[G];
 #pragma unroll
       for (int g = 0; g < G; g++) v[g] = q[g][0] * k0 + q[g][1] * k1 + q[g][2] * k2 + q[g][3] * k3;
@@ -155,15 +174,15 @@ __global__ void __launch_bounds__(kAttnWarps * 32, 3) attentionKernel(AttentionA
     __syncthreads();
 
     // 3. P·V.
-    uint2 vraw[PASSES];
+    typename KV::Raw vraw[PASSES];
 #pragma unroll
     for (int p = 0; p < PASSES; p++) {
       const int tok = tile0 + warp * kTokensPerWarp + p * TPW + st;
       if (tok < end) {
         const int64_t base = (int64_t(table[tok / bs]) * a.numKvHeads + kvh) * headStride + int64_t(tok % bs) * HD + 4 * dl;
-        vraw[p] = *reinterpret_cast<const uint2*>(a.vCache + base);
+        vraw[p] = KV::load(a.vCache, base);
       } else {
-        vraw[p] = make_uint2(0, 0);
+        vraw[p] = KV::zero();
       }
     }
 #pragma unroll
@@ -175,7 +194,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32, 3) attentionKernel(AttentionA
 #pragma unroll
     for (int p = 0; p < PASSES; p++) {
       const int ti = warp * kTokensPerWarp + p * TPW + st;
-      const float v0 = bf16Lo(vraw[p].x), v1 = bf16Hi(vraw[p].x), v2 = bf16Lo(vraw[p].y), v3 = bf16Hi(vraw[p].y);
+      const float v0 = KV::at(vraw[p], 0), v1 = KV::at(vraw[p], 1), v2 = KV::at(vraw[p], 2), v3 = KV::at(vraw[p], 3);
 #pragma unroll
       for (int g = 0; g < G; g++) {
         const float pg = sc[g][ti];
@@ -241,18 +260,23 @@ __global__ void combineSplitsKernel(AttentionArgs a, int HD) {
   }
 }
 
-template <int HD>
-cudaError_t launchHd(const AttentionArgs& a, float scaleLog2, cudaStream_t s) {
+template <int HD, bool KV8>
+cudaError_t launchHdKv(const AttentionArgs& a, float scaleLog2, cudaStream_t s) {
   const int G = a.numHeads / a.numKvHeads;
   const dim3 grid(a.rows, a.numKvHeads, a.numSplits), block(kAttnWarps * 32);
   switch (G) {
-    case 1: attentionKernel<HD, 1><<<grid, block, 0, s>>>(a, scaleLog2); break;
-    case 2: attentionKernel<HD, 2><<<grid, block, 0, s>>>(a, scaleLog2); break;
-    case 4: attentionKernel<HD, 4><<<grid, block, 0, s>>>(a, scaleLog2); break;
-    case 8: attentionKernel<HD, 8><<<grid, block, 0, s>>>(a, scaleLog2); break;
+    case 1: SEVENTY_LAUNCH(grid, block, 0, s, attentionKernel<HD, 1, KV8>)(a, scaleLog2); break;
+    case 2: SEVENTY_LAUNCH(grid, block, 0, s, attentionKernel<HD, 2, KV8>)(a, scaleLog2); break;
+    case 4: SEVENTY_LAUNCH(grid, block, 0, s, attentionKernel<HD, 4, KV8>)(a, scaleLog2); break;
+    case 8: SEVENTY_LAUNCH(grid, block, 0, s, attentionKernel<HD, 8, KV8>)(a, scaleLog2); break;
     default: return cudaErrorNotSupported;
   }
   return cudaGetLastError();
+}
+
+template <int HD>
+cudaError_t launchHd(const AttentionArgs& a, float scaleLog2, cudaStream_t s) {
+  return a.kvFp8 ? launchHdKv<HD, true>(a, scaleLog2, s) : launchHdKv<HD, false>(a, scaleLog2, s);
 }
 
 }  // namespace
@@ -274,7 +298,7 @@ cudaError_t pagedAttention(const AttentionArgs& a, cudaStream_t s) {
     default: return cudaErrorNotSupported;
   }
   if (e != cudaSuccess || a.numSplits == 1) return e;
-  combineSplitsKernel<<<dim3(a.rows, a.numHeads), min(a.headDim, 128), 0, s>>>(a, a.headDim);
+  SEVENTY_LAUNCH(dim3(a.rows, a.numHeads), min(a.headDim, 128), 0, s, combineSplitsKernel)(a, a.headDim);
   return cudaGetLastError();
 }
 

@@ -25,7 +25,7 @@ __global__ void embeddingKernel(const uint16_t* __restrict__ table, int hidden, 
 
 cudaError_t embeddingGather(const uint16_t* table, int hidden, const int32_t* ids, int rows, float* resid, cudaStream_t s) {
   if (rows <= 0) return cudaSuccess;
-  embeddingKernel<<<rows, 256, 0, s>>>(table, hidden, ids, resid);
+  SEVENTY_LAUNCH(rows, 256, 0, s, embeddingKernel)(table, hidden, ids, resid);
   return cudaGetLastError();
 }
 

@@ -21,6 +21,7 @@
 
 #include "cuda_common.cuh"
 #include "kernels.h"
+#include "widen_bits.cuh"
 
 namespace seventy::cuda {
 namespace {
@@ -29,25 +30,38 @@ constexpr int kWarps = 4;
 constexpr int kUnroll = 4;  // chunks of W in flight per warp before the first MMA
 
 __device__ __forceinline__ void mmaBf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#ifdef SEVENTY_EMU
+  emu::ptx::mma_m16n8k16_row_col_f32_bf16_bf16_f32(c, a, b0, b1, EMU_SITE_);
+#else
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
 }
 
 __device__ __forceinline__ uint32_t fp8x2ToBf16x2(uint32_t twoBytes) {
+#if defined(SEVENTY_EMU) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 890)
+  // No FP8 hardware before sm_89: integer bit manipulation (widen_bits.cuh), not cuda_fp8.hpp's software path.
+  return fp8x2ToBf16x2Bits(twoBytes);
+#else
   __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(twoBytes & 0xffffu), __NV_E4M3);
   const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&h));
   return packBf16x2(f.x, f.y);
+#endif
 }
 
 __device__ __forceinline__ uint4 ldgStream(const void* p) {
   // Weights are read once per step: don't let them evict the activations from L1.
+#ifdef SEVENTY_EMU
+  return emu::ptx::ld_global_nc_L1_no_allocate_v4_u32(p);
+#else
   uint4 v;
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
                : "l"(p));
   return v;
+#endif
 }
 
 template <bool FP8>
@@ -145,8 +159,13 @@ struct QkvRope {
           const int kvh = isV ? head - a.numHeads - a.numKvHeads : head - a.numHeads;
           const int64_t base = ((int64_t(slot / a.blockSize) * a.numKvHeads + kvh) * a.blockSize + slot % a.blockSize) * a.headDim;
           uint16_t* cache = isV ? a.vCache : a.kCache;
-          cache[base + lo] = toBf16Bits(x);
-          cache[base + hi] = toBf16Bits(y);
+          if (a.kvFp8) {
+            reinterpret_cast<uint8_t*>(cache)[base + lo] = floatToFp8e4m3(x);
+            reinterpret_cast<uint8_t*>(cache)[base + hi] = floatToFp8e4m3(y);
+          } else {
+            cache[base + lo] = toBf16Bits(x);
+            cache[base + hi] = toBf16Bits(y);
+          }
         }
       }
   }
@@ -256,10 +275,10 @@ template <bool FP8, class Epi>
 cudaError_t launchTyped(const uint16_t* x, int M, const LinearWeight& w, Epi epi, cudaStream_t s) {
   const dim3 grid((w.N + 15) / 16), block(kWarps * 32);
   const uint8_t* W = static_cast<const uint8_t*>(w.data);
-  if (M <= 8) gemvKernel<1, FP8, Epi><<<grid, block, 0, s>>>(x, M, w.K, W, w.scales, w.N, epi);
-  else if (M <= 16) gemvKernel<2, FP8, Epi><<<grid, block, 0, s>>>(x, M, w.K, W, w.scales, w.N, epi);
-  else if (M <= 32) gemvKernel<4, FP8, Epi><<<grid, block, 0, s>>>(x, M, w.K, W, w.scales, w.N, epi);
-  else gemvKernel<8, FP8, Epi><<<grid, block, 0, s>>>(x, M, w.K, W, w.scales, w.N, epi);
+  if (M <= 8) SEVENTY_LAUNCH(grid, block, 0, s, gemvKernel<1, FP8, Epi>)(x, M, w.K, W, w.scales, w.N, epi);
+  else if (M <= 16) SEVENTY_LAUNCH(grid, block, 0, s, gemvKernel<2, FP8, Epi>)(x, M, w.K, W, w.scales, w.N, epi);
+  else if (M <= 32) SEVENTY_LAUNCH(grid, block, 0, s, gemvKernel<4, FP8, Epi>)(x, M, w.K, W, w.scales, w.N, epi);
+  else SEVENTY_LAUNCH(grid, block, 0, s, gemvKernel<8, FP8, Epi>)(x, M, w.K, W, w.scales, w.N, epi);
   return cudaGetLastError();
 }
 

@@ -6,7 +6,19 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include <cstdlib>
+
 namespace seventy::cuda {
+
+// SEVENTY_CUDA_SYNC_DEBUG=1 (device checks): every launch is followed by a stream synchronization that
+// names a failing kernel, and the engine captures no graphs, so every kernel runs (and is checked) eagerly.
+inline bool syncDebugEnabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("SEVENTY_CUDA_SYNC_DEBUG");
+    return v && *v && *v != '0';
+  }();
+  return on;
+}
 
 enum class WFormat { BF16, FP8 };
 
@@ -46,6 +58,7 @@ struct QkvRopeArgs {
   uint16_t* kCache = nullptr;
   uint16_t* vCache = nullptr;
   int numHeads = 0, numKvHeads = 0, headDim = 0, blockSize = 0;
+  bool kvFp8 = false;  // write K/V as e4m3 bytes (scale 1; nearest even, saturating) at the same element offsets
 };
 cudaError_t gemvQkvRope(const uint16_t* x, int M, const LinearWeight& w, const QkvRopeArgs& a, cudaStream_t s);
 
@@ -70,6 +83,7 @@ struct AttentionArgs {
   uint16_t* out = nullptr;               // [rows, numHeads·headDim]
   float* partial = nullptr;
   int rows = 0, numHeads = 0, numKvHeads = 0, headDim = 0, blockSize = 0, numSplits = 1;
+  bool kvFp8 = false;  // the caches hold e4m3 bytes (scale 1) at the same element offsets
 };
 size_t attentionWorkspaceBytes(int rows, int numSplits, int numHeads, int headDim);
 cudaError_t pagedAttention(const AttentionArgs& a, cudaStream_t s);

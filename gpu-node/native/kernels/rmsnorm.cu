@@ -12,7 +12,7 @@ __global__ void __launch_bounds__(kNormThreads) rmsNormResidualKernel(float* __r
                                                                       const float* __restrict__ weight, int dim, float eps,
                                                                       uint16_t* __restrict__ out, const int32_t* __restrict__ rowIndex,
                                                                       bool writeBack) {
-  extern __shared__ float row[];
+  SEVENTY_DYNAMIC_SMEM(float, row);
   __shared__ float warpSums[kNormThreads / 32];
   const int i = blockIdx.x;
   const int64_t r = rowIndex ? rowIndex[i] : i;
@@ -48,7 +48,7 @@ cudaError_t rmsNormResidual(float* resid, const uint16_t* delta, const float* we
     cudaError_t e = cudaFuncSetAttribute(rmsNormResidualKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     if (e != cudaSuccess) return e;
   }
-  rmsNormResidualKernel<<<rows, kNormThreads, smem, s>>>(resid, delta, weight, dim, eps, out, rowIndex, writeBack);
+  SEVENTY_LAUNCH(rows, kNormThreads, smem, s, rmsNormResidualKernel)(resid, delta, weight, dim, eps, out, rowIndex, writeBack);
   return cudaGetLastError();
 }
 

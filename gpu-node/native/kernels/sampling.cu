@@ -139,7 +139,7 @@ __device__ uint32_t radixSelectTop(const float* x, int n, float invT, float maxL
 }
 
 __global__ void __launch_bounds__(kThreads) sampleKernel(SamplingArgs a) {
-  extern __shared__ uint32_t seen[];  // two bitmaps over the vocabulary
+  SEVENTY_DYNAMIC_SMEM(uint32_t, seen);  // two bitmaps over the vocabulary
   __shared__ ArgmaxScratch am;
   __shared__ float scratch[kWarpsPerBlock];
   __shared__ float hist[256];
@@ -282,7 +282,7 @@ cudaError_t sampleTokens(const SamplingArgs& a, cudaStream_t s) {
     cudaError_t e = cudaFuncSetAttribute(sampleKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     if (e != cudaSuccess) return e;
   }
-  sampleKernel<<<a.rows, kThreads, smem, s>>>(a);
+  SEVENTY_LAUNCH(a.rows, kThreads, smem, s, sampleKernel)(a);
   return cudaGetLastError();
 }
 

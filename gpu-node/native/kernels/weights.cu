@@ -63,13 +63,13 @@ int gridFor(int64_t n) { return int((n + 255) / 256 < 65536 ? (n + 255) / 256 : 
 
 cudaError_t permuteRows(uint16_t* dst, const uint16_t* src, const int32_t* order, int64_t rows, int64_t cols, cudaStream_t s) {
   if (rows <= 0) return cudaSuccess;
-  permuteRowsKernel<<<unsigned(rows), 256, 0, s>>>(dst, src, order, cols);
+  SEVENTY_LAUNCH(unsigned(rows), 256, 0, s, permuteRowsKernel)(dst, src, order, cols);
   return cudaGetLastError();
 }
 
 cudaError_t quantizeFp8Rows(const uint16_t* src, int64_t rows, int64_t cols, uint8_t* dst, float* scales, cudaStream_t s) {
   if (rows <= 0) return cudaSuccess;
-  quantizeFp8RowsKernel<<<unsigned(rows), kQuantThreads, 0, s>>>(src, cols, dst, scales);
+  SEVENTY_LAUNCH(unsigned(rows), kQuantThreads, 0, s, quantizeFp8RowsKernel)(src, cols, dst, scales);
   return cudaGetLastError();
 }
 
@@ -77,19 +77,19 @@ cudaError_t fillDummyBf16(uint16_t* dst, int64_t r0, int64_t rows, int64_t cols,
                           cudaStream_t s) {
   const int64_t n = rows * cols;
   if (n <= 0) return cudaSuccess;
-  fillDummyKernel<<<gridFor(n), 256, 0, s>>>(dst, r0 * cols, n, seed, tensorId, amplitude);
+  SEVENTY_LAUNCH(gridFor(n), 256, 0, s, fillDummyKernel)(dst, r0 * cols, n, seed, tensorId, amplitude);
   return cudaGetLastError();
 }
 
 cudaError_t fillBf16(uint16_t* dst, int64_t n, float value, cudaStream_t s) {
   if (n <= 0) return cudaSuccess;
-  fillKernel<<<gridFor(n), 256, 0, s>>>(dst, n, floatToBf16(value));
+  SEVENTY_LAUNCH(gridFor(n), 256, 0, s, fillKernel)(dst, n, floatToBf16(value));
   return cudaGetLastError();
 }
 
 cudaError_t bf16ToF32(const uint16_t* src, float* dst, int64_t n, cudaStream_t s) {
   if (n <= 0) return cudaSuccess;
-  bf16ToF32Kernel<<<gridFor(n), 256, 0, s>>>(src, dst, n);
+  SEVENTY_LAUNCH(gridFor(n), 256, 0, s, bf16ToF32Kernel)(src, dst, n);
   return cudaGetLastError();
 }
 

@@ -299,6 +299,8 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
     opt.loadFormat = fmt.IsString() && fmt.As<Napi::String>().Utf8Value() == "dummy" ? LoadFormat::Dummy : LoadFormat::Safetensors;
     Napi::Value quant = o.Get("quantization");
     opt.quantization = quant.IsString() && quant.As<Napi::String>().Utf8Value() == "fp8" ? Quantization::Fp8 : Quantization::None;
+    Napi::Value kvDtype = o.Get("kvCacheDtype");
+    opt.kvCacheDtype = kvDtype.IsString() && kvDtype.As<Napi::String>().Utf8Value() == "fp8" ? KvCacheDtype::Fp8 : KvCacheDtype::Auto;
     double seed = 0;
     if (!getDouble(o, "dummySeed", seed, err, false)) return false;
     opt.dummySeed = uint64_t(int64_t(seed));
@@ -329,6 +331,8 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
         if (dt == "BF16") t.dtype = DType::BF16;
         else if (dt == "F16") t.dtype = DType::F16;
         else if (dt == "F32") t.dtype = DType::F32;
+        else if (dt == "F8_E4M3") t.dtype = DType::F8E4M3;
+        else if (dt == "I32") t.dtype = DType::I32;
         else {
           err = "tensor " + t.name + " has unsupported dtype " + dt;
           return false;

@@ -1,6 +1,6 @@
 // engine_cli: runs the engine on a model without Node, for parity checks on a GPU machine.
 //
-//   engine_cli --manifest M --prompts P --steps N [--backend cpu|cuda] [--quant fp8] [--chunk C]
+//   engine_cli --manifest M --prompts P --steps N [--backend cpu|cuda] [--quant fp8] [--kv-cache-dtype fp8] [--chunk C]
 //              [--logits out.f32] [--tokens out.txt]
 //
 // M is a text manifest of the model (written by gpu-node/bench/make-device-inputs.mjs from the
@@ -64,7 +64,7 @@ static bool readManifest(const std::string& path, ModelConfig& c, std::vector<Te
         const size_t slash = path.find_last_of('/');
         if (slash != std::string::npos) t.file = path.substr(0, slash + 1) + t.file;
       }
-      t.dtype = dt == "F32" ? DType::F32 : dt == "F16" ? DType::F16 : DType::BF16;
+      t.dtype = dt == "F32" ? DType::F32 : dt == "F16" ? DType::F16 : dt == "F8_E4M3" ? DType::F8E4M3 : dt == "I32" ? DType::I32 : DType::BF16;
       int64_t d;
       while (ss >> d) t.shape.push_back(d);
       tensors.push_back(t);
@@ -74,7 +74,7 @@ static bool readManifest(const std::string& path, ModelConfig& c, std::vector<Te
 }
 
 int main(int argc, char** argv) {
-  std::string manifest, promptsPath, logitsPath, tokensPath, backend = "cpu", quant = "none";
+  std::string manifest, promptsPath, logitsPath, tokensPath, backend = "cpu", quant = "none", kv = "auto";
   int steps = 8, chunk = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
@@ -83,6 +83,7 @@ int main(int argc, char** argv) {
     else if (k == "--steps") steps = std::atoi(v.c_str());
     else if (k == "--backend") backend = v;
     else if (k == "--quant") quant = v;
+    else if (k == "--kv-cache-dtype") kv = v;
     else if (k == "--chunk") chunk = std::atoi(v.c_str());
     else if (k == "--logits") logitsPath = v;
     else if (k == "--tokens") tokensPath = v;
@@ -92,7 +93,7 @@ int main(int argc, char** argv) {
     }
   }
   if (manifest.empty() || promptsPath.empty()) {
-    std::fprintf(stderr, "usage: engine_cli --manifest M --prompts P [--steps N] [--backend cpu|cuda] [--quant fp8] [--chunk C] [--logits F] [--tokens F]\n");
+    std::fprintf(stderr, "usage: engine_cli --manifest M --prompts P [--steps N] [--backend cpu|cuda] [--quant fp8] [--kv-cache-dtype fp8] [--chunk C] [--logits F] [--tokens F]\n");
     return 2;
   }
   EngineOptions o;
@@ -118,6 +119,7 @@ int main(int argc, char** argv) {
   for (auto& p : prompts) maxLen = std::max(maxLen, p.size() + size_t(steps));
   o.backend = backend == "cuda" ? Backend::Cuda : Backend::Cpu;
   o.quantization = quant == "fp8" ? Quantization::Fp8 : Quantization::None;
+  o.kvCacheDtype = kv == "fp8" ? KvCacheDtype::Fp8 : KvCacheDtype::Auto;
   o.blockSize = 16;
   const int blocksPerSeq = int((maxLen + 15) / 16);
   o.numKvBlocks = nseq * blocksPerSeq + 3;

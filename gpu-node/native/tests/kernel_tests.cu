@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <numeric>
@@ -497,6 +498,24 @@ static void testDummyFill() {
   report(same, "dummy weights: device bits == host bits", "");
 }
 
+static void testFillAndWiden() {
+  const int64_t n = 70000;  // more than one grid-stride pass of the 256-thread blocks' first wave
+  Dev<uint16_t> d{static_cast<size_t>(n)};
+  CHECK_CUDA(cuda::fillBf16(d.p, n, -1.375f, 0));
+  CHECK_CUDA(cudaDeviceSynchronize());
+  const auto h = d.get();
+  bool filled = true;
+  for (uint16_t v : h) filled &= v == floatToBf16(-1.375f);
+  auto src = randomBf16(size_t(n), 3.0f);
+  Dev<uint16_t> ds(src);
+  Dev<float> out{static_cast<size_t>(n)};
+  out.poison();
+  CHECK_CUDA(cuda::bf16ToF32(ds.p, out.p, n, 0));
+  CHECK_CUDA(cudaDeviceSynchronize());
+  const double e = relErr(out.get(), widen(src));
+  report(filled && e == 0.0, "fillBf16 and bf16ToF32, n " + std::to_string(n), fmt("widen err %.1e", e));
+}
+
 // The CUDA engine against the CPU engine on a dummy tiny model: chunked prefill, then decode through
 // graphs (and once more without graphs). Same greedy tokens expected; logits within bf16 error.
 static void testEngines(bool fp8) {
@@ -570,7 +589,9 @@ static void testEngines(bool fp8) {
       q.sampling.outputIndex = int64_t(gen[s].size());
       q.blockOffset = int(in.blockTables.size());
       q.numBlocks = 6;
-      for (int b = 0; b < 6; b++) in.blockTables.push_back(63 - (b * nseq + s));
+      // Sequences' blocks interleave, and the last sequence starts in block 0, where a graph's padding
+      // rows would land if they wrote the cache.
+      for (int b = 0; b < 6; b++) in.blockTables.push_back(b * nseq + (nseq - 1 - s));
       in.seqs.push_back(q);
     }
     StepOutput oc, og, on;
@@ -601,32 +622,65 @@ int main() {
   }
   std::printf("device: %s (sm_%d, %d SMs)\n", d.name.c_str(), d.computeCapability, d.multiprocessors);
 
-  testEmbedding(1000, 200, 19);
-  testEmbedding(517, 111, 7);
-  testRmsNorm(19, 111, false);
-  testRmsNorm(5, 8192, false);
-  testRmsNorm(19, 200, true);
+  // KERNEL_TESTS_SMALL=1: one small case per kernel (for compute-sanitizer, which is 10-100x slower).
+  // KERNEL_TESTS_ONLY=gemv,engine: only those groups (embedding rmsnorm gemv swiglu qkv attention sampling
+  // weights engine). KERNEL_TESTS_FAIL_FAST=1: stop at the first failure.
+  const bool small = std::getenv("KERNEL_TESTS_SMALL") != nullptr;
+  const char* only = std::getenv("KERNEL_TESTS_ONLY");
+  const bool failFast = std::getenv("KERNEL_TESTS_FAIL_FAST") != nullptr;
+  auto group = [&](const char* name, const std::function<void()>& big, const std::function<void()>& little) {
+    if (only && !std::strstr(only, name)) return;
+    if (failed && failFast) return;
+    (small ? little : big)();
+  };
+  group("embedding", [] {
+    testEmbedding(1000, 200, 19);
+    testEmbedding(517, 111, 7);
+  }, [] { testEmbedding(517, 111, 7); });
+  group("rmsnorm", [] {
+    testRmsNorm(19, 111, false);
+    testRmsNorm(5, 8192, false);
+    testRmsNorm(19, 200, true);
+  }, [] { testRmsNorm(19, 200, true); });
   for (bool fp8 : {false, true}) {
-    testGemv(1, 200, fp8 ? 272 : 264, fp8, false);
-    testGemv(5, 111 * 2, 1024, fp8, false);
-    testGemv(19, 333, fp8 ? 2064 : 2056, fp8, true);
-    testGemv(64, 1024, 512, fp8, false);
-    testGemv(77, 96, 8192, fp8, false);  // two M slices
-    testSwiglu(19, 104, 256, fp8);
-    testSwiglu(1, 8 * 13, 128, fp8);
-    testQkvRope(19, 4, 2, 32, 256, fp8);
-    testQkvRope(3, 8, 1, 128, 512, fp8);
+    group("gemv", [fp8] {
+      testGemv(1, 200, fp8 ? 272 : 264, fp8, false);
+      testGemv(5, 111 * 2, 1024, fp8, false);
+      testGemv(19, 333, fp8 ? 2064 : 2056, fp8, true);
+      testGemv(64, 1024, 512, fp8, false);
+      testGemv(77, 96, 8192, fp8, false);  // two M slices
+    }, [fp8] { testGemv(5, 111 * 2, 1024, fp8, false); });
+    group("swiglu", [fp8] {
+      testSwiglu(19, 104, 256, fp8);
+      testSwiglu(1, 8 * 13, 128, fp8);
+    }, [fp8] { testSwiglu(1, 8 * 13, 128, fp8); });
+    group("qkv", [fp8] {
+      testQkvRope(19, 4, 2, 32, 256, fp8);
+      testQkvRope(3, 8, 1, 128, 512, fp8);
+    }, [fp8] { testQkvRope(19, 4, 2, 32, 256, fp8); });
   }
-  testAttention(64, 8, 128, {1, 15, 16, 17, 300, 1000, 64}, 1, 16);
-  testAttention(64, 8, 128, {1, 15, 16, 17, 300, 1000, 64}, 5, 16);
-  testAttention(32, 8, 128, {2048, 3}, 16, 16);
-  testAttention(4, 2, 16, {1, 7, 33, 129}, 3, 8);
-  testAttention(8, 8, 64, {19, 200}, 2, 32);
-  testSampling(20, 1000);
-  testSampling(10, 128256);
-  testDummyFill();
-  testEngines(false);
-  testEngines(true);
+  group("attention", [] {
+    testAttention(64, 8, 128, {1, 15, 16, 17, 300, 1000, 64}, 1, 16);
+    testAttention(64, 8, 128, {1, 15, 16, 17, 300, 1000, 64}, 5, 16);
+    testAttention(32, 8, 128, {2048, 3}, 16, 16);
+    testAttention(4, 2, 16, {1, 7, 33, 129}, 3, 8);
+    testAttention(8, 8, 64, {19, 200}, 2, 32);
+  }, [] { testAttention(4, 2, 16, {1, 7, 33, 129}, 3, 8); });
+  group("sampling", [] {
+    testSampling(20, 1000);
+    testSampling(10, 128256);
+  }, [] { testSampling(20, 1000); });
+  group("weights", [] {
+    testDummyFill();
+    testFillAndWiden();
+  }, [] {
+    testDummyFill();
+    testFillAndWiden();
+  });
+  group("engine", [] {
+    testEngines(false);
+    testEngines(true);
+  }, [] { testEngines(false); });
 
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;

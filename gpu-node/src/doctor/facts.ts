@@ -50,25 +50,11 @@ export interface ModelFacts {
   config?: LlamaConfig;
 }
 
-export interface MemoryPlanVerdict {
-  fits: boolean;
-  /** The plan, a few lines. */
-  lines: string[];
-  /** Why it does not fit, one line, when it does not. */
-  error: string | null;
-}
-
-export interface MemoryPlanQuery {
-  config: LlamaConfig;
-  deviceMemoryBytes: number;
-  quantization: "none" | "fp8";
-  gpuMemoryUtilization: number;
-}
-
 /**
  * Everything `doctor` learns about the machine, as functions: the one seam through which tests put
- * in the facts of a machine they are not on (no GPU, a full disk, a skewed clock, a small GPU). The edge
- * checks are real HTTP; their clock is `now`.
+ * in the facts of a machine they are not on (no GPU, a full disk, a skewed clock, a small GPU). What
+ * follows from the facts (the memory plan, the verdicts) is computed for real; the edge checks are real
+ * HTTP, with `now` as their clock.
  */
 export interface DoctorFacts {
   nodeVersion(): string;
@@ -80,8 +66,6 @@ export interface DoctorFacts {
   portFree(host: string, port: number): Promise<boolean>;
   /** Epoch milliseconds. */
   now(): number;
-  /** The native engine's memory plan for one GPU, or null where this build has none. */
-  memoryPlan(q: MemoryPlanQuery): Promise<MemoryPlanVerdict | null>;
   hubEnv(): HubEnv;
 }
 
@@ -194,33 +178,6 @@ function portFree(host: string, port: number): Promise<boolean> {
   });
 }
 
-/**
- * The native engine's memory plan, where this build has one (`engine/memory-plan.ts`). Loaded by
- * name so that doctor works, and says so, in builds without it.
- */
-async function memoryPlan(q: MemoryPlanQuery): Promise<MemoryPlanVerdict | null> {
-  const path = "../engine/memory-plan.js";
-  let mod: {
-    planMemory: (input: Record<string, unknown>) => unknown;
-    formatMemoryPlan: (plan: unknown) => string[];
-    memoryPlanError: (plan: unknown) => string | null;
-  };
-  try {
-    mod = await import(path);
-  } catch {
-    return null;
-  }
-  const plan = mod.planMemory({
-    model: q.config,
-    deviceMemoryBytes: q.deviceMemoryBytes,
-    weights: q.quantization === "fp8" ? "fp8" : "bf16",
-    kvCacheDtype: "bf16",
-    gpuMemoryUtilization: q.gpuMemoryUtilization,
-  });
-  const error = mod.memoryPlanError(plan);
-  return { fits: error === null, lines: mod.formatMemoryPlan(plan), error };
-}
-
 /** The facts of this machine. */
 export function systemFacts(): DoctorFacts {
   return {
@@ -231,7 +188,6 @@ export function systemFacts(): DoctorFacts {
     model: modelFacts,
     portFree,
     now: () => Date.now(),
-    memoryPlan,
     hubEnv: () => hubEnv(),
   };
 }

@@ -8,6 +8,11 @@ import { archRuns, formatDoctor, runDoctor, type CheckResult } from "./run.js";
 const GiB = 2 ** 30;
 const H100: GpuInfo = { index: 0, name: "NVIDIA H100 80GB HBM3", driverVersion: "580.65.06", computeCapability: "9.0", memoryTotalBytes: 80 * GiB, memoryFreeBytes: 79 * GiB };
 const config = parseLlamaConfig(llamaConfigToJson(tinyLlamaConfig()), "config.json");
+/** Llama-3.1-70B's shapes (the config.json of Llama-3.1-Nemotron-70B-Instruct-HF). */
+const config70b = parseLlamaConfig(
+  { ...llamaConfigToJson(tinyLlamaConfig()), hidden_size: 8192, intermediate_size: 28672, num_hidden_layers: 80, num_attention_heads: 64, num_key_value_heads: 8, head_dim: 128, max_position_embeddings: 131072 },
+  "config.json",
+);
 
 /** A rented H100 box where everything is right; each test changes one fact. */
 function box(over: Partial<DoctorFacts> = {}): DoctorFacts {
@@ -19,7 +24,6 @@ function box(over: Partial<DoctorFacts> = {}): DoctorFacts {
     model: async () => ({ source: "cache", dir: "/models/x", bytesToDownload: 0, weightBytes: 40e9, config }),
     portFree: async () => true,
     now: () => Date.now(),
-    memoryPlan: async () => null,
     hubEnv: () => ({ cacheDir: "/root/.cache/huggingface/hub", token: undefined, offline: false, endpoint: "https://huggingface.co" }),
     ...over,
   };
@@ -37,8 +41,8 @@ describe("seventy-node doctor", () => {
     const { ok, results } = await runDoctor({ model: "org/model" }, box());
     expect(results.filter((r) => r.status === "fail")).toEqual([]);
     expect(ok).toBe(true);
-    expect(results.map((r) => r.name)).toEqual(["Node.js", "GPUs", "driver vs CUDA runtime", "compute capability", "CUDA flavor loads", "model", "disk", "model vs GPU memory", "memory plan", "port", "edge"]);
-    expect(line(results, "memory plan").status).toBe("skip");
+    expect(results.map((r) => r.name)).toEqual(["Node.js", "GPUs", "driver vs CUDA runtime", "compute capability", "CUDA flavor loads", "model", "disk", "memory plan", "port", "edge"]);
+    expect(line(results, "memory plan").detail).toMatch(/^memory plan: .*KV cache/);
   });
 
   it("no GPU: fails with the fix, and only warns for an engine that needs none", async () => {
@@ -84,23 +88,18 @@ describe("seventy-node doctor", () => {
     expect(line(results, "disk").detail).toMatch(/needs 131.32 GiB more .* 18.63 GiB free/);
   });
 
-  it("a model too large for the GPU: bf16 70B on 80 GB fails with the fix; FP8 fits", async () => {
-    const facts = box({ model: async () => ({ source: "dir", dir: "/m", bytesToDownload: 0, weightBytes: 141e9, config }) });
+  it("a model too large for the GPU: bf16 70B on 80 GB fails with the fix; FP8 fits (the engine's memory plan)", async () => {
+    const facts = box({ model: async () => ({ source: "dir", dir: "/m", bytesToDownload: 0, weightBytes: 141e9, config: config70b }) });
     const bf16 = await runDoctor({ model: "/m" }, facts);
     expect(bf16.ok).toBe(false);
-    expectFailWithFix(bf16.results, "model vs GPU memory", /--quantization fp8/);
-    expect(line(bf16.results, "model vs GPU memory").detail).toMatch(/weights take 131.32 GiB; one GPU gives 72.00 GiB/);
-    const fp8 = await runDoctor({ model: "/m", quantization: "fp8" }, facts);
-    expect(line(fp8.results, "model vs GPU memory").status).toBe("ok");
-  });
-
-  it("the engine's memory plan decides when the build has one", async () => {
-    const misfit = box({ memoryPlan: async () => ({ fits: false, lines: [], error: "the KV cache gets 0 blocks" }) });
-    const { ok, results } = await runDoctor({ model: "/m" }, misfit);
-    expect(ok).toBe(false);
-    expectFailWithFix(results, "memory plan", /--max-model-len/);
-    const fits = await runDoctor({ model: "/m" }, box({ memoryPlan: async () => ({ fits: true, lines: ["weights 40 GB", "KV 30 GB"], error: null }) }));
-    expect(line(fits.results, "memory plan")).toMatchObject({ status: "ok", detail: "weights 40 GB; KV 30 GB" });
+    expectFailWithFix(bf16.results, "memory plan", /--quantization fp8/);
+    expect(line(bf16.results, "memory plan").detail).toMatch(/the model does not fit: weights 141\.\d+ GB/);
+    const fp8 = await runDoctor({ model: "/m", quantization: "fp8", kvCacheDtype: "fp8" }, facts);
+    expect(line(fp8.results, "memory plan")).toMatchObject({ status: "ok", detail: expect.stringMatching(/weights 72\.\d+ GB/) });
+    // 141 GB of bf16 weights do not fit even an H200 at 0.9 of its 141 GB.
+    const h200 = { ...H100, name: "NVIDIA H200", memoryTotalBytes: 141e9 };
+    const big = await runDoctor({ model: "/m" }, { ...facts, gpus: async () => ({ gpus: [h200], driverCudaVersion: "13.0" }) });
+    expect(line(big.results, "memory plan").status).toBe("fail");
   });
 
   it("a model that cannot be found is a failed line, not a crash", async () => {

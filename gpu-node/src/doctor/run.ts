@@ -1,3 +1,5 @@
+import { formatMemoryPlan, memoryPlanError, planMemory } from "../engine/memory-plan.js";
+import { planWeightsFormat } from "../engine/native/index.js";
 import { formatBytes } from "../model/progress.js";
 import { repoFolder } from "../hub/index.js";
 import { MAX_SKEW_SECONDS, probeEdge } from "./edge.js";
@@ -24,7 +26,10 @@ export interface DoctorOptions {
   /** The engine the node will run: GPU lines are needed only for `native`. */
   engine?: string;
   quantization?: "none" | "fp8";
+  kvCacheDtype?: "auto" | "fp8";
   gpuMemoryUtilization?: number;
+  maxModelLen?: number;
+  maxNumSeqs?: number;
 }
 
 const MIN_NODE = [20, 19] as const;
@@ -103,24 +108,29 @@ export async function runDoctor(opts: DoctorOptions, facts: DoctorFacts): Promis
     } else {
       add({ name: "disk", status: "ok", detail: model.bytesToDownload > 0 ? `${formatBytes(model.bytesToDownload)} to download, ${formatBytes(free)} free` : `model on disk (${model.source === "cache" ? "Hugging Face cache" : "directory"}), ${formatBytes(free)} free` });
     }
-    const largest = Math.max(0, ...gpu.gpus.map((g) => g.memoryTotalBytes));
-    if (gpu.gpus.length > 0) {
-      // Weights as the engine holds them: FP8 halves a bf16 checkpoint's linear layers (about half overall).
-      const held = opts.quantization === "fp8" ? model.weightBytes / 2 : model.weightBytes;
-      const budget = largest * (opts.gpuMemoryUtilization ?? 0.9);
-      if (held > budget) {
+    // The native engine's own memory plan for the largest GPU: weights in the format it will hold them
+    // (bf16, FP8, AWQ int4), workspace, CUDA graphs, and what is left for the KV cache.
+    if (gpu.gpus.length > 0 && model.config) {
+      const plan = planMemory({
+        model: model.config,
+        deviceMemoryBytes: Math.max(...gpu.gpus.map((g) => g.memoryTotalBytes)),
+        weights: planWeightsFormat({ config: model.config }, opts.quantization),
+        kvCacheDtype: opts.kvCacheDtype === "fp8" ? "fp8" : "bf16",
+        gpuMemoryUtilization: opts.gpuMemoryUtilization,
+        maxModelLen: opts.maxModelLen,
+        maxNumSeqs: opts.maxNumSeqs,
+      });
+      const misfit = memoryPlanError(plan);
+      if (misfit === null) add({ name: "memory plan", status: "ok", detail: formatMemoryPlan(plan).map((l) => l.trim()).join("; ") });
+      else {
         gpuFail({
-          name: "model vs GPU memory",
-          detail: `the weights take ${formatBytes(held)}${opts.quantization === "fp8" ? " in FP8" : ""}; one GPU gives ${formatBytes(budget)} (${formatBytes(largest)} × ${opts.gpuMemoryUtilization ?? 0.9})`,
-          fix: opts.quantization === "fp8" ? "use an int4 (AWQ) checkpoint, or a GPU with more memory (H200: 141 GB)" : "serve it with --quantization fp8, an FP8 or AWQ checkpoint, or a GPU with more memory",
+          name: "memory plan",
+          detail: misfit,
+          fix: "serve it with --quantization fp8 and/or --kv-cache-dtype fp8, an AWQ int4 checkpoint, a lower --max-model-len or --max-num-seqs, or a GPU with more memory (H200: 141 GB)",
         });
-      } else {
-        add({ name: "model vs GPU memory", status: "ok", detail: `weights ${formatBytes(held)} of ${formatBytes(budget)} on one GPU` });
       }
-      const plan = model.config ? await facts.memoryPlan({ config: model.config, deviceMemoryBytes: largest, quantization: opts.quantization ?? "none", gpuMemoryUtilization: opts.gpuMemoryUtilization ?? 0.9 }) : null;
-      if (plan === null) add({ name: "memory plan", status: "skip", detail: "this build's engine provides no memory plan; the line above compares the weights alone" });
-      else if (plan.fits) add({ name: "memory plan", status: "ok", detail: plan.lines.map((l) => l.trim()).join("; ") });
-      else gpuFail({ name: "memory plan", detail: plan.error ?? "does not fit", fix: "lower --max-model-len or --max-num-seqs, use --quantization fp8, or a larger GPU" });
+    } else {
+      add({ name: "memory plan", status: "skip", detail: gpu.gpus.length === 0 ? "no GPU to plan for" : "the model's config.json could not be read" });
     }
   } else if (!opts.model) {
     add({ name: "disk / model", status: "skip", detail: "no --model given" });

@@ -9,6 +9,8 @@
  * `blockTable`, and, when `sample` is set, samples the next token from the last position's logits.
  */
 
+import type { MemoryPlan } from "./memory-plan.js";
+
 export interface SamplingParams {
   /** 0 means greedy (argmax). */
   temperature: number;
@@ -86,6 +88,8 @@ export interface Engine {
   readonly kind: string;
   readonly blockSize: number;
   readonly numKvBlocks: number;
+  /** Where the device's memory goes (native engine on a GPU, or planned for `--device-memory`); absent otherwise. */
+  readonly memoryPlan?: MemoryPlan;
   step(batch: StepBatch): Promise<StepResult>;
   close(): Promise<void>;
 }

@@ -68,6 +68,7 @@ describe("parseLlamaConfig", () => {
       bosTokenId: 128000,
       eosTokenIds: [128001, 128008, 128009],
       torchDtype: "bfloat16",
+      quantization: null,
     });
   });
 
@@ -113,7 +114,7 @@ describe("parseLlamaConfig", () => {
     ["attention_bias", { attention_bias: true }, [], /attention_bias true is not supported/],
     ["mlp_bias", { mlp_bias: true }, [], /mlp_bias true is not supported/],
     ["gelu", { hidden_act: "gelu" }, [], /hidden_act "gelu" is not supported/],
-    ["fp8 checkpoint", { quantization_config: { quant_method: "fbgemm_fp8" } }, [], /quantization_config .*"fbgemm_fp8".* not supported/],
+    ["fp8 checkpoint", { quantization_config: { quant_method: "fbgemm_fp8" } }, [], /quantization_config\.quant_method "fbgemm_fp8" is not supported \(supported: "awq" GEMM 4-bit, "compressed-tensors" FP8/],
     ["odd head_dim", { head_dim: 63 }, [], /head_dim 63 is odd/],
     ["int8 dtype", { torch_dtype: "int8" }, [], /torch_dtype "int8" is not supported/],
   ];

@@ -1,13 +1,14 @@
 import { readFile } from "node:fs/promises";
 import { ModelDirError, describeValue } from "./errors.js";
-import type { Llama3RopeScaling, LlamaConfig } from "./types.js";
+import { parseQuantizationConfig } from "./quantization.js";
+import type { CheckpointQuantization, Llama3RopeScaling, LlamaConfig } from "./types.js";
 
 type Json = Record<string, unknown>;
 
 /**
  * Checks a parsed Hugging Face `config.json` and returns its typed view. Anything this server cannot
- * run exactly (another architecture, a rope type other than llama3, biases, quantized checkpoints)
- * is refused here with a one-line `ModelDirError` naming `file` and the field, instead of failing
+ * run exactly (another architecture, a rope type other than llama3, biases, a quantization format
+ * other than AutoAWQ GEMM 4-bit or compressed-tensors FP8) is refused here with a one-line `ModelDirError` naming `file` and the field, instead of failing
  * later inside the engine.
  *
  * Defaults follow transformers' `LlamaConfig` where a field is optional there. Both the classic
@@ -37,11 +38,7 @@ export function parseLlamaConfig(json: unknown, file: string): LlamaConfig {
   }
   const act = json.hidden_act;
   if (act !== undefined && act !== "silu") throw f.error("hidden_act", `${describeValue(act)} is not supported (only "silu")`);
-  if (json.quantization_config !== undefined && json.quantization_config !== null) {
-    const q = json.quantization_config;
-    const method = isObject(q) ? q.quant_method : q;
-    throw f.error("quantization_config", `quantized checkpoints (quant_method ${describeValue(method)}) are not supported; use a bf16/f16/f32 checkpoint`);
-  }
+  const quantization = json.quantization_config === undefined || json.quantization_config === null ? null : parseQuantizationConfig(json.quantization_config, file);
 
   const hiddenSize = f.positiveInt("hidden_size");
   const intermediateSize = f.positiveInt("intermediate_size");
@@ -111,6 +108,7 @@ export function parseLlamaConfig(json: unknown, file: string): LlamaConfig {
     bosTokenId,
     eosTokenIds,
     torchDtype: dtype,
+    quantization,
   };
 }
 
@@ -267,5 +265,40 @@ export function llamaConfigToJson(c: LlamaConfig): Record<string, unknown> {
     transformers_version: "4.45.0",
     use_cache: true,
     vocab_size: c.vocabSize,
+    ...(c.quantization ? { quantization_config: quantizationConfigToJson(c.quantization) } : {}),
+  };
+}
+
+/** `quantization_config` as AutoAWQ / llm-compressor write it. */
+export function quantizationConfigToJson(q: CheckpointQuantization): Record<string, unknown> {
+  if (q.method === "awq") {
+    return { bits: q.bits, group_size: q.groupSize, modules_to_not_convert: q.modulesToNotConvert.length > 0 ? q.modulesToNotConvert : null, quant_method: "awq", version: "gemm", zero_point: true };
+  }
+  const float8 = (strategy: string, dynamic: boolean) => ({
+    actorder: null,
+    block_structure: null,
+    dynamic,
+    group_size: null,
+    num_bits: 8,
+    observer: dynamic ? null : "minmax",
+    observer_kwargs: {},
+    strategy,
+    symmetric: true,
+    type: "float",
+  });
+  return {
+    config_groups: {
+      group_0: {
+        input_activations: float8("token", true), // FP8_DYNAMIC: activations quantized per token at run time
+        output_activations: null,
+        targets: ["Linear"],
+        weights: float8(q.strategy, false),
+      },
+    },
+    format: q.format,
+    ignore: q.ignore,
+    kv_cache_scheme: null,
+    quant_method: "compressed-tensors",
+    quantization_status: "compressed",
   };
 }

@@ -5,21 +5,23 @@
  *
  *   | u64 N | header JSON (N bytes, space padded) | data: tensor bytes at data_offsets ... |
  *
- * Only BF16/F16/F32 tensors are accepted: the engines compute in those, and an FP8/int checkpoint
- * must be refused up front with a message that says so.
+ * Accepted dtypes: BF16/F16/F32 (what the engines compute in) and the packed dtypes of the quantized
+ * checkpoints we load (F8_E4M3 weights of compressed-tensors, I32 packs of AutoAWQ); anything else
+ * is refused up front with a message that says so.
  */
 import { open, rename, rm } from "node:fs/promises";
 import { endianness } from "node:os";
 import { ModelDirError, describeValue } from "./errors.js";
 import type { TensorDType, TensorInfo } from "./types.js";
 
-export const DTYPE_BYTES: Readonly<Record<TensorDType, number>> = { BF16: 2, F16: 2, F32: 4 };
+export const DTYPE_BYTES: Readonly<Record<TensorDType, number>> = { BF16: 2, F16: 2, F32: 4, F8_E4M3: 1, I32: 4 };
+const SUPPORTED_DTYPES = Object.keys(DTYPE_BYTES);
 
 /** The reference implementation refuses headers over 100 MB; so do we. */
 const MAX_HEADER_BYTES = 100_000_000;
 
 /** Other dtypes that appear in real checkpoints, so the error can say "unsupported" rather than "unknown". */
-const KNOWN_DTYPES = new Set(["BOOL", "U8", "I8", "I16", "U16", "I32", "U32", "I64", "U64", "F64", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4", "C64"]);
+const KNOWN_DTYPES = new Set(["BOOL", "U8", "I8", "I16", "U16", "U32", "I64", "U64", "F64", "F8_E5M2", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4", "C64"]);
 
 if (endianness() !== "LE") throw new Error("safetensors.ts assumes a little-endian host");
 
@@ -100,9 +102,9 @@ function parseTensorEntry(name: string, entry: unknown, file: string, dataStart:
   const bad = (detail: string) => new ModelDirError(file, `tensor ${name}: ${detail}`, { field: name });
   if (typeof entry !== "object" || entry === null) throw bad(`header entry ${describeValue(entry)} is not an object`);
   const { dtype, shape, data_offsets: offsets } = entry as Record<string, unknown>;
-  if (dtype !== "BF16" && dtype !== "F16" && dtype !== "F32") {
+  if (typeof dtype !== "string" || !SUPPORTED_DTYPES.includes(dtype)) {
     const kind = typeof dtype === "string" && KNOWN_DTYPES.has(dtype) ? "unsupported" : "unknown";
-    throw bad(`${kind} dtype ${describeValue(dtype)} (supported: BF16, F16, F32)`);
+    throw bad(`${kind} dtype ${describeValue(dtype)} (supported: ${SUPPORTED_DTYPES.join(", ")})`);
   }
   if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
     throw bad(`bad shape ${describeValue(shape)}`);
@@ -112,14 +114,14 @@ function parseTensorEntry(name: string, entry: unknown, file: string, dataStart:
   }
   const [begin, end] = offsets as [number, number];
   const numel = (shape as number[]).reduce((a, d) => a * d, 1);
-  const expected = numel * DTYPE_BYTES[dtype];
+  const expected = numel * DTYPE_BYTES[dtype as TensorDType];
   if (expected !== end - begin) {
     throw bad(`shape ${describeValue(shape)} ${dtype} needs ${expected} bytes but data_offsets [${begin}, ${end}] span ${end - begin}`);
   }
   if (dataStart + end > fileSize) {
     throw bad(`data_offsets [${begin}, ${end}] run past the end of the file (${fileSize - dataStart} data bytes; the file is truncated)`);
   }
-  return { name, dtype, shape: shape as number[], file, offset: dataStart + begin, byteLength: end - begin };
+  return { name, dtype: dtype as TensorDType, shape: shape as number[], file, offset: dataStart + begin, byteLength: end - begin };
 }
 
 async function readExactly(fh: import("node:fs/promises").FileHandle, buf: Uint8Array, position: number, file: string): Promise<void> {
@@ -182,6 +184,7 @@ export async function writeSafetensors(path: string, tensors: readonly TensorToW
 function tensorBytes(t: TensorToWrite, numel: number): Uint8Array {
   if (t.data instanceof Float32Array) {
     if (t.data.length !== numel) throw new Error(`writeSafetensors: ${t.name} has ${t.data.length} values for shape [${t.shape.join(", ")}]`);
+    if (t.dtype === "I32" || t.dtype === "F8_E4M3") throw new Error(`writeSafetensors: ${t.name} is ${t.dtype}; pass its raw bytes`);
     const out = t.dtype === "F32" ? t.data : t.dtype === "BF16" ? f32ToBf16(t.data) : f32ToF16(t.data);
     return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
   }

@@ -11,7 +11,8 @@ import { homedir } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { llamaConfigToJson } from "./config.js";
-import { writeSafetensors } from "./safetensors.js";
+import { packAwq, quantizeFp8 } from "./quantization.js";
+import { DTYPE_BYTES, bf16ToF32, f32ToBf16, writeSafetensors } from "./safetensors.js";
 import type { TensorToWrite } from "./safetensors.js";
 import type { LlamaConfig, TensorDType } from "./types.js";
 import { WEIGHTS_INDEX_FILE, llamaTensorShapes } from "./weights.js";
@@ -32,6 +33,17 @@ export interface TinyModelOptions extends ConfigOverrides {
   dtype?: TensorDType;
   /** Replace an existing non-empty `outDir` (default: refuse). */
   overwrite?: boolean;
+  /**
+   * Write a quantized checkpoint in the file format the public tools write:
+   * "awq": AutoAWQ GEMM 4-bit (qweight/qzeros/scales, the other tensors F16, torch_dtype float16);
+   * hidden 128 and intermediate 384 unless overridden, so group size 128 divides every input.
+   * "fp8": compressed-tensors FP8 weights with bf16 scales (llm-compressor's FP8_DYNAMIC; lm_head ignored).
+   */
+  quant?: "awq" | "fp8";
+  /** AWQ group size (default 128). */
+  groupSize?: number;
+  /** FP8 scales per output channel (default, FP8_DYNAMIC) or one per tensor. */
+  fp8Strategy?: "channel" | "tensor";
 }
 
 /** Token ids whose names differ between the Llama 3 tokenizer in @lenml and the 3.1 one. */
@@ -60,6 +72,7 @@ export function tinyLlamaConfig(overrides: ConfigOverrides = {}, dtype: TensorDT
     bosTokenId: 128000,
     eosTokenIds: [128001, 128008, 128009],
     torchDtype: dtype === "BF16" ? "bfloat16" : dtype === "F16" ? "float16" : "float32",
+    quantization: null,
     ...overrides,
   };
   if (overrides.headDim === undefined && (overrides.hiddenSize !== undefined || overrides.numAttentionHeads !== undefined)) {
@@ -150,8 +163,14 @@ async function moveIntoPlace(tmp: string, outDir: string, overwrite: () => boole
 }
 
 async function writeTinyModelFiles(dir: string, options: TinyModelOptions): Promise<void> {
-  const { outDir: _outDir, seed = 0, shards = 1, dtype = "BF16", overwrite: _overwrite, ...overrides } = options;
-  const config = tinyLlamaConfig(overrides, dtype);
+  const { outDir: _outDir, seed = 0, shards = 1, overwrite: _overwrite, quant, groupSize = 128, fp8Strategy = "channel", ...rest } = options;
+  const { dtype: dtypeOpt, ...overrides } = rest;
+  // AutoAWQ checkpoints keep their unquantized tensors in fp16.
+  const dtype = dtypeOpt ?? (quant === "awq" ? "F16" : "BF16");
+  const shapeDefaults = quant === "awq" ? { hiddenSize: 128, intermediateSize: 384 } : {};
+  const config = tinyLlamaConfig({ ...shapeDefaults, ...overrides }, dtype);
+  if (quant === "awq") config.quantization = { method: "awq", bits: 4, groupSize, modulesToNotConvert: [] };
+  if (quant === "fp8") config.quantization = { method: "compressed-tensors", format: "float-quantized", strategy: fp8Strategy, ignore: ["lm_head"] };
   if (!Number.isInteger(shards) || shards < 1) throw new Error(`makeTinyModel: shards ${shards} must be a positive integer`);
 
   const { tokenizerJson, tokenizerConfig } = await tokenizerFilesText();
@@ -163,25 +182,52 @@ async function writeTinyModelFiles(dir: string, options: TinyModelOptions): Prom
   await writeFile(join(dir, "tokenizer.json"), tokenizerJson);
   await writeFile(join(dir, "tokenizer_config.json"), tokenizerConfig);
 
-  const tensors = [...llamaTensorShapes(config)].map(([name, shape]) => ({ name, shape }));
+  const tensors: TensorToWrite[] = [];
+  for (const [name, shape] of llamaTensorShapes(config)) {
+    const data = initTensor(name, shape, config, seed);
+    const module = name.slice(0, -".weight".length);
+    const isLayerLinear = /^model\.layers\.\d+\.(self_attn|mlp)\.\w+_proj\.weight$/.test(name);
+    if (quant === "awq" && isLayerLinear) {
+      const [outF, inF] = shape as [number, number];
+      const p = packAwq(data, outF, inF, groupSize);
+      tensors.push({ name: `${module}.qweight`, dtype: "I32", shape: [inF, outF / 8], data: bytesOf(p.qweight) });
+      tensors.push({ name: `${module}.qzeros`, dtype: "I32", shape: [inF / groupSize, outF / 8], data: bytesOf(p.qzeros) });
+      tensors.push({ name: `${module}.scales`, dtype: "F16", shape: [inF / groupSize, outF], data: p.scales });
+    } else if (quant === "fp8" && isLayerLinear) {
+      const [outF, inF] = shape as [number, number];
+      const q = quantizeFp8(data, outF, inF, fp8Strategy, roundToBf16);
+      tensors.push({ name, dtype: "F8_E4M3", shape, data: q.weight });
+      tensors.push({ name: `${module}.weight_scale`, dtype: "BF16", shape: fp8Strategy === "channel" ? [outF, 1] : [1], data: q.scale });
+    } else {
+      tensors.push({ name, shape, dtype, data });
+    }
+  }
   if (shards > tensors.length) throw new Error(`makeTinyModel: shards ${shards} exceeds the ${tensors.length} tensors`);
   const groups = splitIntoShards(tensors, shards);
   const weightMap: Record<string, string> = {};
   let totalSize = 0;
   for (let k = 0; k < groups.length; k++) {
     const file = shards === 1 ? "model.safetensors" : `model-${pad5(k + 1)}-of-${pad5(shards)}.safetensors`;
-    const toWrite: TensorToWrite[] = groups[k]!.map(({ name, shape }) => ({ name, shape, dtype, data: initTensor(name, shape, config, seed) }));
-    await writeSafetensors(join(dir, file), toWrite);
-    for (const t of toWrite) {
+    await writeSafetensors(join(dir, file), groups[k]!);
+    for (const t of groups[k]!) {
       weightMap[t.name] = file;
-      totalSize += (t.data.length * (dtype === "F32" ? 4 : 2));
+      totalSize += t.shape.reduce((a, d) => a * d, 1) * DTYPE_BYTES[t.dtype];
     }
   }
   if (shards > 1) {
     const sorted = Object.fromEntries(Object.keys(weightMap).sort().map((k) => [k, weightMap[k]]));
     await writeFile(join(dir, WEIGHTS_INDEX_FILE), JSON.stringify({ metadata: { total_size: totalSize }, weight_map: sorted }, null, 2) + "\n");
   }
-  await writeFile(join(dir, MARKER_FILE), JSON.stringify({ version: TINY_MODEL_VERSION, seed, shards, dtype }) + "\n");
+  await writeFile(join(dir, MARKER_FILE), JSON.stringify({ version: TINY_MODEL_VERSION, seed, shards, dtype, ...(quant ? { quant } : {}) }) + "\n");
+}
+
+function bytesOf(a: Int32Array): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+/** The nearest bf16 value (round to nearest even), as a number. */
+function roundToBf16(x: number): number {
+  return bf16ToF32(new Uint8Array(f32ToBf16(Float32Array.of(x)).buffer))[0]!;
 }
 
 /** Contiguous groups of roughly equal bytes, none empty. */

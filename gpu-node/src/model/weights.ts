@@ -3,6 +3,7 @@ import type { FileHandle } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { isObject, readJsonFile } from "./config.js";
 import { ModelDirError, describeValue } from "./errors.js";
+import { fp8e4m3ToF32 } from "./quantization.js";
 import { DTYPE_BYTES, bf16ToF32, f16ToF32, readSafetensorsHeader } from "./safetensors.js";
 import type { LlamaConfig, ProgressCallback, TensorInfo } from "./types.js";
 
@@ -113,6 +114,7 @@ export async function loadTensorsF32(
   for (const name of names ?? infos.keys()) {
     const t = infos.get(name);
     if (t === undefined) throw new Error(`loadTensorsF32: no tensor named ${name}`);
+    if (t.dtype === "I32") throw new Error(`loadTensorsF32: ${name} is I32 (packed bits, not numbers); read it with readTensorBytes`);
     selected.push(t);
   }
   const bytesTotal = selected.reduce((a, t) => a + t.byteLength, 0);
@@ -138,6 +140,29 @@ export async function loadTensorsF32(
   }
   // Keep the caller's order (names, or the map's) rather than file order.
   return new Map(selected.map((t) => [t.name, out.get(t.name)!]));
+}
+
+/** The raw little-endian bytes of tensors (packed AWQ ints, FP8 bytes), by name, in the order asked. */
+export async function readTensorBytes(infos: ReadonlyMap<string, TensorInfo>, names: Iterable<string>): Promise<Map<string, Uint8Array>> {
+  const out = new Map<string, Uint8Array>();
+  const handles = new Map<string, FileHandle>();
+  try {
+    for (const name of names) {
+      const t = infos.get(name);
+      if (t === undefined) throw new Error(`readTensorBytes: no tensor named ${name}`);
+      let fh = handles.get(t.file);
+      if (fh === undefined) {
+        fh = await openForRead(t.file);
+        handles.set(t.file, fh);
+      }
+      const buf = new Uint8Array(t.byteLength);
+      await readAt(fh, t.file, buf, t.offset);
+      out.set(name, buf);
+    }
+  } finally {
+    for (const fh of handles.values()) await fh.close();
+  }
+  return out;
 }
 
 interface ChunkJob {
@@ -176,6 +201,7 @@ async function readFileTensors(
       const o = out.get(job.t.name)!;
       if (job.t.dtype === "BF16") bf16ToF32(job.dst, o, job.pos / 2);
       else if (job.t.dtype === "F16") f16ToF32(job.dst, o, job.pos / 2);
+      else if (job.t.dtype === "F8_E4M3") for (let i = 0; i < job.n; i++) o[job.pos + i] = fp8e4m3ToF32(job.dst[i]!);
       progress.bytesDone += job.n;
       progress.onProgress?.({ bytesDone: progress.bytesDone, bytesTotal: progress.bytesTotal, file });
     } catch (e) {
@@ -233,18 +259,83 @@ export function llamaTensorShapes(config: LlamaConfig): Map<string, number[]> {
   return shapes;
 }
 
+/** How one linear layer is stored in the checkpoint. */
+export type LinearStorage = "float" | "awq" | "fp8";
+
 /**
- * Checks that every tensor the config implies is present with the HF shape. Extra tensors
- * (rotary inv_freq buffers, a redundant lm_head when tied) are ignored. `where` names the
- * directory in the error when a tensor is missing.
+ * Which tensors hold linear module `module` (e.g. "model.layers.0.mlp.up_proj"): `module.weight` in
+ * floats; AWQ `module.qweight`/`qzeros`/`scales`; or compressed-tensors `module.weight` (F8_E4M3)
+ * with `module.weight_scale`. Decided by config.json's quantization_config and the tensors present
+ * (modules a checkpoint leaves unquantized, such as lm_head, keep a float `weight`).
+ */
+export function linearStorage(config: LlamaConfig, tensors: ReadonlyMap<string, TensorInfo>, module: string): LinearStorage {
+  const q = config.quantization;
+  if (q?.method === "awq" && tensors.has(`${module}.qweight`)) return "awq";
+  if (q?.method === "compressed-tensors" && tensors.get(`${module}.weight`)?.dtype === "F8_E4M3") return "fp8";
+  return "float";
+}
+
+const FLOAT_DTYPES = new Set(["BF16", "F16", "F32"]);
+const fmt = (s: readonly number[]) => `[${s.join(", ")}]`;
+
+/**
+ * Checks that every tensor the config implies is present with the HF shape (quantized linears in
+ * their packed shapes). Extra tensors (rotary inv_freq buffers, a redundant lm_head when tied,
+ * activation scales) are ignored. `where` names the directory in the error when a tensor is missing.
  */
 export function validateLlamaTensors(config: LlamaConfig, tensors: ReadonlyMap<string, TensorInfo>, where = "model weights"): void {
-  const fmt = (s: readonly number[]) => `[${s.join(", ")}]`;
-  for (const [name, shape] of llamaTensorShapes(config)) {
+  const get = (name: string, what: string): TensorInfo => {
     const t = tensors.get(name);
-    if (t === undefined) throw new ModelDirError(where, `missing tensor ${name} (expected shape ${fmt(shape)})`, { field: name });
+    if (t === undefined) throw new ModelDirError(where, `missing tensor ${name} (expected ${what})`, { field: name });
+    return t;
+  };
+  const expectShape = (t: TensorInfo, shape: readonly number[], note = "from config.json") => {
     if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-      throw new ModelDirError(t.file, `tensor ${name} has shape ${fmt(t.shape)}, expected ${fmt(shape)} from config.json`, { field: name });
+      throw new ModelDirError(t.file, `tensor ${t.name} has shape ${fmt(t.shape)}, expected ${fmt(shape)} ${note}`, { field: t.name });
+    }
+  };
+  const expectDtype = (t: TensorInfo, allowed: Set<string>, why: string) => {
+    if (!allowed.has(t.dtype)) throw new ModelDirError(t.file, `tensor ${t.name} is ${t.dtype}; ${why}`, { field: t.name });
+  };
+  const q = config.quantization;
+  for (const [name, shape] of llamaTensorShapes(config)) {
+    const module = name.slice(0, -".weight".length);
+    const isLinear = shape.length === 2 && name !== "model.embed_tokens.weight";
+    const storage = isLinear ? linearStorage(config, tensors, module) : "float";
+    const [outF, inF] = shape as [number, number];
+    if (storage === "awq") {
+      const g = (q as { groupSize: number }).groupSize;
+      const why = `for AWQ group size ${g}`;
+      if (inF % g !== 0 || outF % 8 !== 0) {
+        throw new ModelDirError(where, `${module} is [${outF}, ${inF}]: AWQ needs in_features divisible by group_size ${g} and out_features by 8`, { field: `${module}.qweight` });
+      }
+      const qweight = get(`${module}.qweight`, `I32 ${fmt([inF, outF / 8])}`);
+      const qzeros = get(`${module}.qzeros`, `I32 ${fmt([inF / g, outF / 8])}`);
+      const scales = get(`${module}.scales`, `F16 ${fmt([inF / g, outF])}`);
+      expectDtype(qweight, new Set(["I32"]), "AWQ qweight must be I32");
+      expectDtype(qzeros, new Set(["I32"]), "AWQ qzeros must be I32");
+      expectDtype(scales, FLOAT_DTYPES, "AWQ scales must be F16, BF16 or F32");
+      expectShape(qweight, [inF, outF / 8], why);
+      expectShape(qzeros, [inF / g, outF / 8], why);
+      expectShape(scales, [inF / g, outF], why);
+    } else if (storage === "fp8") {
+      const weight = get(name, `F8_E4M3 ${fmt(shape)}`);
+      expectShape(weight, shape);
+      const scale = get(`${module}.weight_scale`, "the FP8 scale of " + module);
+      expectDtype(scale, FLOAT_DTYPES, "FP8 weight_scale must be BF16, F16 or F32");
+      const numel = scale.shape.reduce((a, d) => a * d, 1);
+      const strategy = (q as { strategy: string }).strategy;
+      if (strategy === "channel" ? numel !== outF || scale.shape[0] !== outF : numel !== 1) {
+        throw new ModelDirError(scale.file, `tensor ${scale.name} has shape ${fmt(scale.shape)}, expected ${strategy === "channel" ? fmt([outF, 1]) : "[1]"} for ${strategy} FP8 scales`, { field: scale.name });
+      }
+    } else {
+      const t = get(name, `shape ${fmt(shape)}`);
+      expectShape(t, shape);
+      const why =
+        t.dtype === "I32" || t.dtype === "F8_E4M3"
+          ? `a packed dtype, but config.json's quantization_config does not describe it (${q === null ? "none" : q.method})`
+          : "";
+      expectDtype(t, FLOAT_DTYPES, why);
     }
   }
 }

@@ -1,6 +1,7 @@
 import type { HttpBindings } from "@hono/node-server";
 import { Hono, type Context } from "hono";
 import { tokenizeRequestSchema } from "@seventy/sdk/protocol";
+import { memoryPlanJson } from "../engine/memory-plan.js";
 import { chatCompletions } from "./chat-route.js";
 import { completions } from "./completions-route.js";
 import type { NodeContext, RequestConn } from "./context.js";
@@ -144,6 +145,7 @@ export function createApp(ctx: NodeContext): Hono<NodeEnv> {
       prefix_cache_hit_rate: s.prefixCacheHitRate,
       preemptions: s.numPreemptions,
       max_model_len: ctx.maxModelLen,
+      memory_plan: ctx.memoryPlan ? memoryPlanJson(ctx.memoryPlan) : null,
     });
   });
 

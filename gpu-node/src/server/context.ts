@@ -1,4 +1,5 @@
 import type { ServerResponse } from "node:http";
+import type { MemoryPlan } from "../engine/memory-plan.js";
 import type { Scheduler } from "../scheduler/index.js";
 import type { IncrementalDetokenizer, TokenByteTable } from "./detokenizer.js";
 import type { NodeMetrics } from "./metrics.js";
@@ -38,6 +39,8 @@ export interface NodeContext {
   /** Set while draining: new requests get 503. */
   draining: boolean;
   startedAt: number;
+  /** Where the GPU's memory goes (served in /health); null when the engine runs without one. */
+  memoryPlan: MemoryPlan | null;
 }
 
 /** The client connection of one request, as the route handlers need it. */

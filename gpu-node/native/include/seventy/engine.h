@@ -58,7 +58,9 @@ struct ModelConfig {
 // Llama-3.1-70B's shape (the model we serve), for dummy weights and benchmarks.
 ModelConfig llama70BConfig();
 
-enum class DType { BF16, F16, F32 };
+// F8E4M3: compressed-tensors FP8 weights (with a `<module>.weight_scale`); I32: AutoAWQ's packed
+// `qweight` / `qzeros` (with fp16 `scales`). See gpu-node/src/model/quantization.ts for the formats.
+enum class DType { BF16, F16, F32, F8E4M3, I32 };
 
 // Where one tensor lives on disk: `byteLength` bytes at absolute `offset` of `file` (little-endian).
 struct TensorSource {
@@ -72,6 +74,8 @@ struct TensorSource {
 
 enum class LoadFormat { Safetensors, Dummy };
 enum class Quantization { None, Fp8 };  // Fp8: e4m3 weights with one float scale per output channel
+// Fp8: K/V stored as e4m3 with a scale of 1 per layer (vLLM's --kv-cache-dtype fp8 without calibration).
+enum class KvCacheDtype { Auto, Fp8 };
 enum class Backend { Cpu, Cuda };
 
 struct EngineOptions {
@@ -80,7 +84,8 @@ struct EngineOptions {
   LoadFormat loadFormat = LoadFormat::Safetensors;
   std::vector<TensorSource> tensors;  // LoadFormat::Safetensors
   uint64_t dummySeed = 0;             // LoadFormat::Dummy
-  Quantization quantization = Quantization::None;
+  Quantization quantization = Quantization::None;  // on-load quantization of a float checkpoint
+  KvCacheDtype kvCacheDtype = KvCacheDtype::Auto;
   int blockSize = 16;
   int numKvBlocks = 0;                    // 0: size the cache from free memory (CUDA) — required on the CPU
   double gpuMemoryUtilization = 0.9;      // fraction of the device's total memory the engine may hold

@@ -10,15 +10,28 @@
 
 namespace seventy::cpu {
 
-enum class WType { F32, BF16, FP8 };
+// W4: AutoAWQ GEMM int4, kept packed as the checkpoint stores it (see awqNibble).
+enum class WType { F32, BF16, FP8, W4 };
 
-// A [rows, cols] row-major matrix as stored (an HF linear weight: rows = out features).
+// A [rows, cols] matrix (an HF linear weight: rows = out features, cols = in features).
+// F32/BF16/FP8: row-major values. W4: `data` is AWQ's qweight int32 [cols][rows / 8], `zeros` its
+// qzeros int32 [cols / groupSize][rows / 8], `scales` float [cols / groupSize][rows];
+// W[o][k] = (q(k, o) − z(k / groupSize, o)) · scales[k / groupSize][o].
 struct WeightView {
   WType type = WType::BF16;
   const void* data = nullptr;
-  const float* scales = nullptr;  // FP8 only: one per row
+  const float* scales = nullptr;  // FP8: one per row; W4: one per (group, row)
   int rows = 0, cols = 0;
+  const int32_t* zeros = nullptr;  // W4 only
+  int groupSize = 0;               // W4 only
 };
+
+// Output column `col` of a row of AWQ-packed int32s: nibble i of word c holds column 8c + [0,2,4,6,1,3,5,7][i],
+// so column j of a word sits in nibble [0,4,1,5,2,6,3,7][j].
+inline int awqNibble(const int32_t* packedRow, int col) {
+  static constexpr int kShift[8] = {0, 16, 4, 20, 8, 24, 12, 28};
+  return int((uint32_t(packedRow[col >> 3]) >> kShift[col & 7]) & 0xfu);
+}
 
 // out[r] = table[ids[r]] widened to float.
 void embedding(float* out, const WeightView& table, const int32_t* ids, int n);
@@ -40,6 +53,9 @@ void applyRope(float* x, int numHeads, int headDim, const float* invFreq, int po
 // Causal GQA attention of one query token at `pos` over a paged cache laid out
 // [slot][numKvHeads·headDim] (slot = blockTable[p / blockSize] · blockSize + p % blockSize).
 void pagedAttention(float* out, const float* q, const float* keys, const float* values, const int32_t* blockTable,
+                    int blockSize, int pos, int numHeads, int numKvHeads, int headDim, std::vector<double>& scratch);
+// The same over an FP8 cache: e4m3 bytes with a scale of 1 (widened exactly on read).
+void pagedAttention(float* out, const float* q, const uint8_t* keys, const uint8_t* values, const int32_t* blockTable,
                     int blockSize, int pos, int numHeads, int numKvHeads, int headDim, std::vector<double>& scratch);
 
 // Next-token sampling of one logits row, exactly as gpu-node/src/engine/sampling.ts.

@@ -25,6 +25,9 @@ void embedding(float* out, const WeightView& table, const int32_t* ids, int n) {
         for (int i = 0; i < dim; i++) dst[i] = fp8e4m3ToFloat(src[i]) * s;
         break;
       }
+      case WType::W4:  // embeddings are gathered rows, never AWQ-packed (the loader keeps them as stored)
+        for (int i = 0; i < dim; i++) dst[i] = 0;
+        break;
     }
   }
 }

@@ -35,6 +35,18 @@ void widenRow(const WeightView& w, int o, float* dst) {
       for (int64_t k = 0; k < K; k++) dst[k] = fp8e4m3ToFloat(src[k]);
       break;
     }
+    case WType::W4: {
+      // (q − z) · s is exact in float32 (a 5-bit integer times an fp16 scale), as the TypeScript dequantizer.
+      const int32_t* q = static_cast<const int32_t*>(w.data);
+      const int64_t packed = w.rows / 8;
+      for (int64_t k = 0; k < K; k++) {
+        const int64_t g = k / w.groupSize;
+        const int qv = awqNibble(q + k * packed, o);
+        const int zv = awqNibble(w.zeros + g * packed, o);
+        dst[k] = float(qv - zv) * w.scales[g * w.rows + o];
+      }
+      break;
+    }
   }
 }
 

@@ -42,6 +42,7 @@ export interface AddonEngineOptions {
   tensors?: { name: string; dtype: string; shape: number[]; file: string; offset: number; byteLength: number }[];
   dummySeed?: number;
   quantization: "none" | "fp8";
+  kvCacheDtype: "auto" | "fp8";
   blockSize: number;
   numKvBlocks: number;
   gpuMemoryUtilization?: number;

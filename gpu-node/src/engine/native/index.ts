@@ -1,6 +1,8 @@
 import type { ModelDir } from "../../model/index.js";
 import type { ProgressCallback } from "../../model/types.js";
+import { formatMemoryPlan, memoryPlanError, planMemory, type MemoryPlan, type PlanWeights } from "../memory-plan.js";
 import type { Engine } from "../types.js";
+import { loadNativeAddon } from "./addon.js";
 import { NativeEngine, type NativeEngineOptions } from "./native-engine.js";
 
 export { NativeEngine, type NativeEngineOptions } from "./native-engine.js";
@@ -16,9 +18,22 @@ export interface NativeEngineSetup {
   flavor?: NativeEngineOptions["flavor"];
   loadFormat?: NativeEngineOptions["loadFormat"];
   quantization?: NativeEngineOptions["quantization"];
+  kvCacheDtype?: NativeEngineOptions["kvCacheDtype"];
   gpuMemoryUtilization?: number;
+  /** Plan memory for a device of this many bytes (a target card) instead of the GPU found; printed, served and enforced. */
+  deviceMemoryBytes?: number;
   maxNumSeqs?: number;
+  maxNumBatchedTokens?: number;
   maxModelLen?: number;
+  addonDir?: string;
+}
+
+/** How the plan counts a checkpoint's linear weights. */
+export function planWeightsFormat(model: Pick<ModelDir, "config">, quantization: NativeEngineOptions["quantization"]): PlanWeights {
+  const q = model.config.quantization;
+  if (q?.method === "awq") return "awq-int4";
+  if (q?.method === "compressed-tensors" || quantization === "fp8") return "fp8";
+  return "bf16";
 }
 
 /**
@@ -26,13 +41,39 @@ export interface NativeEngineSetup {
  * otherwise the CPU flavor; logs which and why.
  */
 export async function createNativeEngine(model: ModelDir, setup: NativeEngineSetup): Promise<Engine> {
+  const flavor = setup.flavor ?? "auto";
+  // The plan needs the device before any weight is read: a model that cannot fit fails here, in one line.
+  const probe = loadNativeAddon(flavor, setup.addonDir);
+  const deviceMemoryBytes = setup.deviceMemoryBytes ?? (probe.flavor === "cuda" ? probe.device.totalMemory : undefined);
+  let memoryPlan: MemoryPlan | undefined;
+  if (deviceMemoryBytes !== undefined) {
+    memoryPlan = planMemory({
+      model: model.config,
+      deviceMemoryBytes,
+      weights: planWeightsFormat(model, setup.quantization),
+      kvCacheDtype: setup.kvCacheDtype === "fp8" ? "fp8" : "bf16",
+      gpuMemoryUtilization: setup.gpuMemoryUtilization,
+      maxNumSeqs: setup.maxNumSeqs,
+      maxNumBatchedTokens: setup.maxNumBatchedTokens,
+      maxModelLen: setup.maxModelLen,
+      blockSize: setup.blockSize,
+    });
+    const misfit = memoryPlanError(memoryPlan);
+    if (misfit !== null) throw new Error(misfit);
+    for (const line of formatMemoryPlan(memoryPlan)) setup.log(line);
+  }
   const base: NativeEngineOptions = {
     config: model.config,
     tensors: model.tensors,
     blockSize: setup.blockSize,
-    numKvBlocks: setup.numKvBlocks,
+    // On a GPU the plan sizes the KV cache; the CPU flavor keeps its own default (it holds float32 K/V in host memory).
+    numKvBlocks: setup.numKvBlocks ?? (probe.flavor === "cuda" ? memoryPlan?.kvBlocks : undefined),
+    memoryPlan,
+    addonDir: setup.addonDir,
+    kvCacheDtype: setup.kvCacheDtype,
+    maxNumBatchedTokens: setup.maxNumBatchedTokens,
     onProgress: setup.onProgress,
-    flavor: setup.flavor ?? "auto",
+    flavor,
     loadFormat: setup.loadFormat,
     quantization: setup.quantization,
     gpuMemoryUtilization: setup.gpuMemoryUtilization,

@@ -1,4 +1,5 @@
 import type { LlamaConfig, ProgressCallback, TensorInfo } from "../../model/types.js";
+import type { MemoryPlan } from "../memory-plan.js";
 import type { Engine, StepBatch, StepResult } from "../types.js";
 import { loadNativeAddon, type AddonEngine, type AddonEngineOptions, type LoadedAddon, type NativeFlavor } from "./addon.js";
 import { packStep, unpackResult } from "./pack.js";
@@ -12,6 +13,10 @@ export interface NativeEngineOptions {
   dummySeed?: number;
   /** "fp8": e4m3 weights with one scale per output channel, converted at load. Default "none". */
   quantization?: "none" | "fp8";
+  /** "fp8": K/V stored as e4m3 (scale 1 per layer), half the bytes of "auto" (bf16 on CUDA, float32 on the CPU flavor). */
+  kvCacheDtype?: "auto" | "fp8";
+  /** The plan this engine was sized by (reported, not enforced, by the engine). */
+  memoryPlan?: MemoryPlan;
   /** Default 16. */
   blockSize?: number;
   /** Omitted: the CUDA flavor sizes the cache from free memory; the CPU flavor takes 4096 blocks (as the reference engine). */
@@ -47,9 +52,16 @@ export class NativeEngine implements Engine {
   readonly reason: string;
   readonly weightBytes: number;
   readonly kvCacheBytes: number;
+  readonly memoryPlan?: MemoryPlan;
   private native: AddonEngine | null;
 
-  private constructor(native: AddonEngine, info: { kind: string; blockSize: number; numKvBlocks: number; weightBytes: number; kvCacheBytes: number }, reason: string) {
+  private constructor(
+    native: AddonEngine,
+    info: { kind: string; blockSize: number; numKvBlocks: number; weightBytes: number; kvCacheBytes: number },
+    reason: string,
+    memoryPlan: MemoryPlan | undefined,
+  ) {
+    if (memoryPlan) this.memoryPlan = memoryPlan;
     this.native = native;
     this.kind = info.kind;
     this.blockSize = info.blockSize;
@@ -71,7 +83,7 @@ export class NativeEngine implements Engine {
       await native.close().catch(() => {});
       throw e;
     }
-    return new NativeEngine(native, info, loaded.reason);
+    return new NativeEngine(native, info, loaded.reason, opts.memoryPlan);
   }
 
   async step(batch: StepBatch): Promise<StepResult> {
@@ -123,6 +135,7 @@ function addonOptions(o: NativeEngineOptions, flavor: NativeFlavor): AddonEngine
     tensors,
     dummySeed: o.dummySeed ?? 0,
     quantization: o.quantization ?? "none",
+    kvCacheDtype: o.kvCacheDtype ?? "auto",
     blockSize: o.blockSize ?? 16,
     numKvBlocks: o.numKvBlocks ?? (flavor === "cpu" ? CPU_DEFAULT_KV_BLOCKS : 0),
     gpuMemoryUtilization: o.gpuMemoryUtilization ?? 0.9,

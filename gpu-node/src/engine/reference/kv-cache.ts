@@ -1,3 +1,5 @@
+import { f32ToFp8e4m3, fp8e4m3ToF32 } from "../../model/quantization.js";
+
 /**
  * The paged KV cache: per layer, `numKvBlocks × blockSize` token slots, each holding K (and, in a
  * parallel array, V) for all KV heads:
@@ -6,6 +8,10 @@
  *
  * Position p of a sequence lives in block blockTable[floor(p / blockSize)], slot p % blockSize.
  * The scheduler owns the block tables; this class only owns the memory.
+ *
+ * `dtype` "fp8" stores every K/V value as e4m3 with a scale of 1 per layer (vLLM's `--kv-cache-dtype
+ * fp8` without calibrated scales): written values are rounded to e4m3 (nearest even, saturating at
+ * ±448) and kept as the floats they decode to, so attention reads exactly what an FP8 cache holds.
  */
 export class PagedKvCache {
   readonly keys: Float32Array[];
@@ -18,6 +24,7 @@ export class PagedKvCache {
     readonly numKvBlocks: number,
     readonly blockSize: number,
     kvDim: number,
+    readonly dtype: "float32" | "fp8" = "float32",
   ) {
     this.kvDim = kvDim;
     const floats = numKvBlocks * blockSize * kvDim;
@@ -34,12 +41,21 @@ export class PagedKvCache {
   /** Copies one token's K and V (kvDim floats each, from `k`/`v` at `srcOff`) into `slot` of `layer`. */
   write(layer: number, slot: number, k: Float32Array, v: Float32Array, srcOff: number): void {
     const dst = slot * this.kvDim;
+    if (this.dtype === "fp8") {
+      const keys = this.keys[layer];
+      const values = this.values[layer];
+      for (let i = 0; i < this.kvDim; i++) {
+        keys[dst + i] = fp8e4m3ToF32(f32ToFp8e4m3(k[srcOff + i]!));
+        values[dst + i] = fp8e4m3ToF32(f32ToFp8e4m3(v[srcOff + i]!));
+      }
+      return;
+    }
     this.keys[layer].set(k.subarray(srcOff, srcOff + this.kvDim), dst);
     this.values[layer].set(v.subarray(srcOff, srcOff + this.kvDim), dst);
   }
 
-  /** Bytes held (K and V, all layers). */
+  /** Bytes held (K and V, all layers); an FP8 cache counts the byte per value it represents. */
   get byteLength(): number {
-    return 2 * this.numLayers * this.numKvBlocks * this.blockSize * this.kvDim * 4;
+    return 2 * this.numLayers * this.numKvBlocks * this.blockSize * this.kvDim * (this.dtype === "fp8" ? 1 : 4);
   }
 }

@@ -36,6 +36,7 @@ function makeConfig(over: Partial<LlamaConfig>): LlamaConfig {
     bosTokenId: 1,
     eosTokenIds: [2],
     torchDtype: "float32",
+    quantization: null,
     ...over,
   };
 }

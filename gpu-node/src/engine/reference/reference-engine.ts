@@ -14,6 +14,8 @@ export interface ReferenceEngineOptions {
   numKvBlocks: number;
   /** Token slots per KV block. Default 16. */
   blockSize?: number;
+  /** "fp8": K/V stored as e4m3 (scale 1), as the native engine's `--kv-cache-dtype fp8`. Default "auto" (float32 here). */
+  kvCacheDtype?: "auto" | "fp8";
 }
 
 /**
@@ -57,6 +59,7 @@ export class ReferenceEngine implements Engine {
       opts.numKvBlocks,
       blockSize,
       config.numKeyValueHeads * config.headDim,
+      opts.kvCacheDtype === "fp8" ? "fp8" : "float32",
     );
   }
 

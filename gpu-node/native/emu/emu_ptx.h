@@ -1,0 +1,31 @@
+// seventy-emu: the inline-PTX instructions of the kernels, each written from the PTX ISA (release 8.7)
+// section it names. The kernels call these under SEVENTY_EMU in place of their asm statements.
+#pragma once
+
+#include <stdint.h>
+
+#include "emu_runtime.h"
+
+namespace emu::ptx {
+
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {d0..d3}, {a0..a3}, {b0,b1}, {c0..c3} with d = c
+// (§9.7.14.5.14 "mma"; fragments: §9.7.14.5.8 "Matrix Fragments for mma.m16n8k16 with floating point
+// type", see mmaCompute in ptx.cpp). A warp-wide collective: every lane of the warp must execute it.
+inline void mma_m16n8k16_row_col_f32_bf16_bf16_f32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, const void* site) {
+  MmaLane l;
+  for (int i = 0; i < 4; i++) {
+    l.a[i] = a[i];
+    l.c[i] = c[i];
+  }
+  l.b[0] = b0;
+  l.b[1] = b1;
+  mmaSync(MmaKind::M16N8K16_BF16_F32, l, site);
+  for (int i = 0; i < 4; i++) c[i] = l.c[i];
+}
+
+// ld.global.nc.L1::no_allocate.v4.u32 (§9.7.9.9 "ld.global.nc"): a 16-byte load, 16-byte aligned, from
+// global memory only (checked: the instrumentation sees it as a 16-byte device read); the cache hint
+// has no observable effect. The data must not be written during the kernel (not checked).
+inline uint4 ld_global_nc_L1_no_allocate_v4_u32(const void* p) { return *static_cast<const uint4*>(p); }
+
+}  // namespace emu::ptx

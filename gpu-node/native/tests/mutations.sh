@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Proof that the emulated kernel tests can fail: plants one deliberate bug at a time in a scratch copy
+# of the CUDA sources, rebuilds kernel_tests_emu (CPU emulator, g++) and runs it. A mutation is CAUGHT
+# when the run fails (a kernel_tests check, or one of the emulator's memcheck / initcheck / racecheck /
+# synccheck). Prints one line per mutation and exits 1 if any was missed (or no longer applies).
+#
+#   bash gpu-node/native/tests/mutations.sh            # all (about 10 min on 2 cores; not part of npm test)
+#
+# Each mutation runs the kernel_tests groups that cover the mutated code (the whole suite runs once,
+# unmutated, first), stopping at the first failure.
+#   bash gpu-node/native/tests/mutations.sh rope mask  # only those whose name contains a word given
+#
+# Each mutation is an exact text replacement that must match exactly once, so a source change that
+# moves the mutated line makes the script fail loudly instead of testing nothing.
+set -uo pipefail
+NATIVE=$(cd "$(dirname "$0")/.." && pwd)
+WORK=${MUTATION_DIR:-$(mktemp -d /tmp/seventy-mutations.XXXXXX)}
+JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+SRC=$WORK/src
+BUILD=$WORK/build
+
+# name | kernel_tests groups to run (KERNEL_TESTS_ONLY) | file (under native/) | original text | mutated text
+MUTATIONS=(
+  "paged KV addressing off by one (attention K read)|attention,engine|kernels/decode_attention.cu|kraw[p] = *reinterpret_cast<const uint2*>(a.kCache + base);|kraw[p] = *reinterpret_cast<const uint2*>(a.kCache + base + HD);"
+  "paged KV slot off by one (QKV epilogue cache write)|qkv,engine|kernels/gemv.cu|+ slot % a.blockSize) * a.headDim;|+ (slot + 1) % a.blockSize) * a.headDim;"
+  "removed __syncthreads (rmsnorm partial sums)|rmsnorm|kernels/rmsnorm.cu|  if ((threadIdx.x & 31) == 0) warpSums[threadIdx.x >> 5] = sumSq;
+  __syncthreads();|  if ((threadIdx.x & 31) == 0) warpSums[threadIdx.x >> 5] = sumSq;"
+  "removed __syncthreads (attention scores before softmax)|attention|kernels/decode_attention.cu|      for (int i = 0; i < KEEP; i++) sc[headBase + i][ti] = valid ? v[i] : -INFINITY;  // lanes holding the same head write the same value
+    }
+    __syncthreads();|      for (int i = 0; i < KEEP; i++) sc[headBase + i][ti] = valid ? v[i] : -INFINITY;  // lanes holding the same head write the same value
+    }"
+  "removed __syncthreads (gemv split-K reduction)|gemv|kernels/gemv.cu|  __syncthreads();
+  if (warp != 0) return;|  if (warp != 0) return;"
+  "wrong shuffle mask (warp sum)|rmsnorm|kernels/cuda_common.cuh|for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);|for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0x0000ffffu, v, o);"
+  "wrong shuffle lane (attention head reduce-scatter)|attention|kernels/decode_attention.cu|v[i] = keep + __shfl_xor_sync(kFullMask, send, OFF);|v[i] = keep + __shfl_xor_sync(kFullMask, send, OFF / 2 + (OFF == 1));"
+  "swapped mma fragment index (bf16 A registers 1 and 2)|gemv|kernels/gemv.cu|          af[s][1] = rb[2 * s];
+          af[s][2] = ra[2 * s + 1];|          af[s][1] = ra[2 * s + 1];
+          af[s][2] = rb[2 * s];"
+  "swapped mma fragment index (fp8 A halves)|gemv|kernels/gemv.cu|          af[s][0] = fp8x2ToBf16x2(ra[s]);|          af[s][0] = fp8x2ToBf16x2(ra[s] >> 16);"
+  "wrong RoPE pair|qkv|kernels/gemv.cu|        float x = acc[nt][h], y = acc[nt][2 + h];|        float x = acc[nt][h], y = acc[nt][3 - h];"
+  "RoPE rotation sign|qkv|kernels/gemv.cu|const float rx = x * cs - y * sn, ry = y * cs + x * sn;|const float rx = x * cs + y * sn, ry = y * cs - x * sn;"
+  "gemv row guard off by one|gemv|kernels/gemv.cu|const bool okA = rowA < N, okB = rowB < N;|const bool okA = rowA < N, okB = rowB <= N;"
+  "rmsnorm launched past its __launch_bounds__|rmsnorm|kernels/rmsnorm.cu|SEVENTY_LAUNCH(rows, kNormThreads, smem, s, rmsNormResidualKernel)|SEVENTY_LAUNCH(rows, 2 * kNormThreads, smem, s, rmsNormResidualKernel)"
+  "sampling: pick not initialised|sampling|kernels/sampling.cu|    if (threadIdx.x == 0) pick = 0x7fffffff;
+|"
+  "split-K combine ignores the running max|attention|kernels/decode_attention.cu|const float w = exp2f(ml[2 * part] - M);|const float w = exp2f(ml[2 * part]);"
+  "embedding reads the next table row|embedding|kernels/embedding.cu|const uint16_t* src = table + int64_t(ids[r]) * hidden;|const uint16_t* src = table + int64_t(ids[r] + 1) * hidden;"
+  "engine step: context lengths not uploaded|engine|host/cuda_engine.cu|    CU(cudaMemcpyAsync(dRowCtx_, hRowCtx_, R, cudaMemcpyHostToDevice, stream_));
+|"
+  "engine graph: padding rows write the KV cache|engine|host/cuda_engine.cu|        hRowSlot_[r] = -1;|        hRowSlot_[r] = 0;"
+)
+
+want() {
+  [ ${#SELECT[@]} -eq 0 ] && return 0
+  for w in "${SELECT[@]}"; do [[ "$1" == *"$w"* ]] && return 0; done
+  return 1
+}
+SELECT=("$@")
+
+mkdir -p "$SRC" "$BUILD"
+rsync -a --delete --exclude build "$NATIVE/" "$SRC/" 2>/dev/null || { rm -rf "$SRC" && mkdir -p "$SRC" && (cd "$NATIVE" && tar --exclude=./build -cf - .) | (cd "$SRC" && tar -xf -); }
+build() { cmake --build "$BUILD" -j "$JOBS" --target kernel_tests_emu -- --no-print-directory >"$WORK/build.log" 2>&1; }
+cmake -S "$SRC" -B "$BUILD" -DENGINE_CUDA=OFF -DSEVENTY_EMU=ON -DCMAKE_BUILD_TYPE=Release --log-level=WARNING >/dev/null
+echo "mutations: building the unmutated tests in $WORK"
+if ! build || ! timeout 600 "$BUILD/kernel_tests_emu" >"$WORK/baseline.log" 2>&1; then
+  echo "the unmutated sources do not pass; see $WORK/build.log and $WORK/baseline.log"
+  exit 1
+fi
+
+caught=0 missed=0 broken=0
+for m in "${MUTATIONS[@]}"; do
+  IFS='|' read -r -d '' name groups file old new <<<"$m" || true
+  new=${new%$'\n'}
+  want "$name" || continue
+  cp "$NATIVE/$file" "$SRC/$file"
+  if ! OLD="$old" NEW="$new" perl -0777 -i -pe '$c = s/\Q$ENV{OLD}\E/$ENV{NEW}/g; END { exit($c == 1 ? 0 : 3) }' "$SRC/$file"; then
+    echo "BROKEN  $name: the original text no longer appears exactly once in $file"
+    broken=$((broken + 1))
+    continue
+  fi
+  t0=$(date +%s)
+  if ! build; then
+    how="does not compile"
+    result=CAUGHT
+  elif KERNEL_TESTS_ONLY=$groups KERNEL_TESTS_FAIL_FAST=1 timeout 600 "$BUILD/kernel_tests_emu" >"$WORK/run.log" 2>&1; then
+    result=MISSED
+    how="all kernel tests pass"
+  else
+    result=CAUGHT
+    how=$(grep -m1 -E "FAILED in|^FAIL" "$WORK/run.log" | cut -c1-150)
+    [ -z "$how" ] && how="exit status $(tail -1 "$WORK/run.log" | cut -c1-80)"
+    chk=$(grep -m1 -A1 "FAILED in" "$WORK/run.log" | tail -1 | sed 's/^ *//' | cut -c1-120)
+    [ -n "$chk" ] && how="$how — $chk"
+  fi
+  cp "$NATIVE/$file" "$SRC/$file"
+  [ $result = CAUGHT ] && caught=$((caught + 1)) || missed=$((missed + 1))
+  printf '%-7s %-62s (%ss) %s\n' "$result" "$name" "$(($(date +%s) - t0))" "$how"
+done
+echo "mutations: $caught caught, $missed missed, $broken no longer apply"
+[ $missed -eq 0 ] && [ $broken -eq 0 ]
