@@ -4,7 +4,7 @@
  * CLI's own flag tables, and the unit passes `systemd-analyze verify` where systemd is installed.
  */
 import { spawnSync } from "node:child_process";
-import { copyFileSync, existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -106,6 +106,7 @@ describe("the systemd unit", () => {
     copyFileSync(UNIT, join(dir, "seventy-node.service"));
     // verify checks that ExecStart's program exists: the node binary running this test stands in.
     const r = spawnSync("systemd-analyze", ["verify", join(dir, "seventy-node.service")], { encoding: "utf8" });
+    rmSync(dir, { recursive: true, force: true });
     const own = (r.stderr + r.stdout).split("\n").filter((l) => l.includes("seventy-node.service"));
     expect(own).toEqual([]);
     expect(r.status).toBe(0);
