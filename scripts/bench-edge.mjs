@@ -22,7 +22,7 @@ const MODEL = "bench-model";
 const CHUNKS = 50;
 
 // ---------------------------------------------------------------------------------------------
-// The stub upstream (run as a child: `bench-edge.mjs --stub PORT EDGE_URL SECRET`).
+// The stub upstream (run as a child: `bench-edge.mjs --stub PORT EDGE_URL CREDENTIAL`).
 
 function chunk(i) {
   return `data: ${JSON.stringify({
@@ -34,7 +34,8 @@ function chunk(i) {
   })}\n\n`;
 }
 
-async function runStub(port, edgeUrl, secret) {
+async function runStub(port, edgeUrl, credential) {
+  const [, nodeId, , nodeKey] = credential.split(".");
   const events = Array.from({ length: CHUNKS }, (_, i) => chunk(i));
   const usage = { prompt_tokens: 40, completion_tokens: CHUNKS, total_tokens: 40 + CHUNKS };
   const usageEvent = `data: ${JSON.stringify({ id: "chatcmpl-bench", object: "chat.completion.chunk", created: 1, model: MODEL, choices: [], usage })}\n\n`;
@@ -67,14 +68,14 @@ async function runStub(port, edgeUrl, secret) {
   server.listen(port, "127.0.0.1");
   const beat = async () => {
     const body = JSON.stringify({
-      node_id: "bench-stub",
+      node_id: nodeId,
       url: `http://127.0.0.1:${port}`,
       models: [MODEL],
       engine: "stub",
       capacity: { max_num_seqs: 1024, kv_blocks_total: 1, max_model_len: 8192 },
       load: { running: 0, waiting: 0, kv_usage: 0 },
     });
-    const headers = await signRequest({ method: "POST", path: "/internal/nodes/heartbeat", body, secret });
+    const headers = await signRequest({ method: "POST", path: "/internal/nodes/heartbeat", body, secret: nodeKey, signed: { "x-seventy-node": nodeId } });
     await fetch(`${edgeUrl}/internal/nodes/heartbeat`, { method: "POST", body, headers: { ...headers, "content-type": "application/json" } }).catch(() => undefined);
   };
   setInterval(beat, 1000);
@@ -304,7 +305,7 @@ async function main() {
       dir,
       port: edgePort,
       bundle: "dist/index.js",
-      vars: { ...toml.vars, LOG_LEVEL: values["log-level"], ADMIN_TOKEN: adminToken, NODE_SECRET: nodeSecret },
+      vars: { ...toml.vars, LOG_LEVEL: values["log-level"], ADMIN_TOKEN: adminToken, NODE_SECRET: nodeSecret, ALLOW_HTTP_LOOPBACK_NODES: "true" },
       compatibilityDate: toml.compatibilityDate,
       compatibilityFlags: toml.compatibilityFlags,
     });
@@ -322,7 +323,8 @@ async function main() {
     });
 
     const stubPort = await freePort();
-    const stub = spawnGroup(process.execPath, [new URL(import.meta.url).pathname, "--stub", String(stubPort), edgeUrl, nodeSecret]);
+    const { credential } = await adminCall(edgeUrl, adminToken, "POST", "/admin/nodes", { id: "bench-stub", url: `http://127.0.0.1:${stubPort}` });
+    const stub = spawnGroup(process.execPath, [new URL(import.meta.url).pathname, "--stub", String(stubPort), edgeUrl, credential]);
     children.push(stub);
     await waitFor(() => stub.output().includes("stub ready"), { timeoutMs: 10_000, what: "the stub upstream" });
     await waitForNodes(edgeUrl, adminToken, ["bench-stub"]);

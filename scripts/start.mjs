@@ -14,6 +14,7 @@ import {
   ROOT,
   adminCall,
   freePort,
+  registerNode,
   spawnGroup,
   startEdge,
   startNode,
@@ -26,6 +27,7 @@ const adminToken = process.env.SEVENTY_ADMIN_TOKEN || `adm-${crypto.randomUUID()
 const nodeSecret = `node-${crypto.randomUUID()}`;
 const devKey = process.env.SEVENTY_DEV_API_KEY || undefined;
 const NODE_ID = "local-node-1";
+// The edge's root for deriving each node's keys; the node gets only its own credential.
 
 const started = [];
 let stopping = false;
@@ -71,7 +73,8 @@ async function main() {
   started.push(edge);
 
   console.log(`starting a gpu-node on http://127.0.0.1:${nodePort} (tiny model, reference engine) ...`);
-  const node = await startNode({ port: nodePort, edgeUrl: edge.url, secret: nodeSecret, nodeId: NODE_ID, echo: "[node]" });
+  const credential = await registerNode(edge.url, adminToken, { id: NODE_ID, port: nodePort });
+  const node = await startNode({ port: nodePort, edgeUrl: edge.url, credential, echo: "[node]" });
   started.push(node);
   await waitForNodes(edge.url, adminToken, [NODE_ID]);
 
@@ -89,6 +92,7 @@ seventy is running.
   edge      ${edge.url}   (admin token: ${adminToken})
   gpu-node  ${node.url}   (${NODE_ID}, model ${model})
   dev key   ${created.key}
+  dashboard ${edge.url}/dashboard   (sign in with the admin token; chat at ${edge.url}/playground)
 
 Stream an answer:
 

@@ -32,10 +32,14 @@ export function startEdge(opts: {
   timeoutMs?: number;
 }): Promise<Started>;
 
+/** Registers a node (id, http://127.0.0.1:port) with the edge's admin API; returns its credential. */
+export function registerNode(edgeUrl: string, adminToken: string, opts: { id: string; port: number }): Promise<string>;
+
 export function startNode(opts: {
   port: number;
   edgeUrl?: string;
-  secret?: string;
+  /** The node's credential from registerNode (SEVENTY_NODE_CREDENTIAL); its id is the node's id. */
+  credential?: string;
   nodeId?: string;
   engine?: "reference" | "simulated" | "native" | "upstream";
   args?: string[];

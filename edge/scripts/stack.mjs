@@ -124,7 +124,8 @@ export async function startEdge({
     "--persist-to", join(stateDir, "wrangler-state"),
     "--log-level", logLevel,
   ];
-  for (const [k, v] of Object.entries(vars)) args.push("--var", `${k}:${v}`);
+  // A local stack's nodes listen on http://127.0.0.1: let them register (never set in production).
+  for (const [k, v] of Object.entries({ ALLOW_HTTP_LOOPBACK_NODES: "true", ...vars })) args.push("--var", `${k}:${v}`);
   const child = spawnGroup(join(ROOT, "node_modules", ".bin", "wrangler"), args, { env: wranglerEnv(), echo });
   const url = `http://127.0.0.1:${port}`;
   try {
@@ -143,13 +144,27 @@ export async function startEdge({
   return { url, child, stop: () => stopGroup(child, "SIGINT") };
 }
 
-/** Starts a gpu-node (`node gpu-node/dist/cli.js serve ...`) and waits for "listening on". */
-export async function startNode({ port, edgeUrl, secret, nodeId, engine = "reference", args = [], env = {}, echo = null, timeoutMs = 90_000 }) {
+/**
+ * Registers a node with the edge (its id and loopback URL) and returns its credential, which
+ * `startNode` passes as SEVENTY_NODE_CREDENTIAL.
+ */
+export async function registerNode(edgeUrl, adminToken, { id, port }) {
+  const { credential } = await adminCall(edgeUrl, adminToken, "POST", "/admin/nodes", { id, url: `http://127.0.0.1:${port}` });
+  return credential;
+}
+
+/**
+ * Starts a gpu-node (`node gpu-node/dist/cli.js serve ...`) and waits for "listening on". With
+ * `edgeUrl` it needs the node's `credential` (from `registerNode`); its id is the credential's.
+ */
+export async function startNode({ port, edgeUrl, credential, nodeId, engine = "reference", args = [], env = {}, echo = null, timeoutMs = 90_000 }) {
   const cli = join(ROOT, "gpu-node", "dist", "cli.js");
   const argv = [cli, "serve", "--host", "127.0.0.1", "--port", String(port), "--engine", engine, ...args];
   if (edgeUrl) argv.push("--edge", edgeUrl);
   if (nodeId) argv.push("--node-id", nodeId);
-  const child = spawnGroup(process.execPath, argv, { env: { ...process.env, ...env, SEVENTY_NODE_SECRET: secret ?? "" }, echo });
+  const childEnv = { ...process.env, ...env, SEVENTY_NODE_CREDENTIAL: credential ?? "" };
+  delete childEnv.SEVENTY_NODE_SECRET;
+  const child = spawnGroup(process.execPath, argv, { env: childEnv, echo });
   try {
     await waitFor(
       () => {
@@ -162,7 +177,8 @@ export async function startNode({ port, edgeUrl, secret, nodeId, engine = "refer
     await stopGroup(child, "SIGTERM");
     throw new Error(`${err.message}\n${child.output()}`);
   }
-  return { url: `http://127.0.0.1:${port}`, id: nodeId, child, stop: () => stopGroup(child, "SIGTERM") };
+  const id = nodeId ?? credential?.split(".")[1];
+  return { url: `http://127.0.0.1:${port}`, id, child, stop: () => stopGroup(child, "SIGTERM") };
 }
 
 /** A JSON call to the admin API. */

@@ -15,6 +15,8 @@ export interface EdgeConfig {
   affinityPrefixChars: number;
   leaseTtlMs: number;
   logRequests: boolean;
+  /** Lets nodes register with http:// loopback URLs (a local stack only). */
+  allowHttpLoopbackNodes: boolean;
 }
 
 function int(value: string | undefined, fallback: number, min = 0): number {
@@ -54,6 +56,7 @@ export function config(env: Env): EdgeConfig {
     affinityPrefixChars: int(env.AFFINITY_PREFIX_CHARS, 1024, 1),
     leaseTtlMs: int(env.LEASE_TTL_MS, 900_000, 1000),
     logRequests: (env.LOG_LEVEL ?? "info").toLowerCase() !== "error",
+    allowHttpLoopbackNodes: env.ALLOW_HTTP_LOOPBACK_NODES === "true",
   };
   parsed.set(env, cfg);
   return cfg;

@@ -16,8 +16,13 @@ export interface Env {
 
   /** Secret: bearer token of the admin API. */
   ADMIN_TOKEN?: string;
-  /** Secret: HMAC key shared with gpu-nodes (heartbeats in, forwarded requests out). */
+  /**
+   * Secret: the root from which every node's own keys are derived (see pool/node-keys.ts). Nodes
+   * never see it; each gets its credential from `POST /admin/nodes`.
+   */
   NODE_SECRET?: string;
+  /** "true" lets nodes register http:// loopback URLs: for a local stack only (default false). */
+  ALLOW_HTTP_LOOPBACK_NODES?: string;
 
   /** A node that has not sent a heartbeat for this long leaves the pool (default 6000 = 3 × 2 s). */
   NODE_TTL_MS?: string;

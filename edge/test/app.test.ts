@@ -13,6 +13,7 @@ import {
   createKey,
   expectOpenAIError,
   heartbeat,
+  credentialFor,
   limiterState,
   NODE_SECRET,
   sendHeartbeat,
@@ -136,15 +137,18 @@ describe("node heartbeats", () => {
     const res = await sendHeartbeat(heartbeat("n1"));
     expect(await res.json()).toEqual({ ok: true, draining: false, ttl_ms: 6000 });
     const list = (await (await admin("/admin/nodes")).json()) as { data: { id: string; status: string; url: string }[] };
-    expect(list.data).toMatchObject([{ id: "n1", status: "healthy", url: "http://n1.node.test" }]);
+    expect(list.data).toMatchObject([{ id: "n1", status: "healthy", url: "https://n1.node.test" }]);
   });
 
   it("refuses unsigned, wrongly signed and replayed heartbeats", async () => {
     await expectOpenAIError(await call("/internal/nodes/heartbeat", { method: "POST", body: JSON.stringify(heartbeat("x")) }), 401, "invalid_signature");
-    await expectOpenAIError(await sendHeartbeat(heartbeat("x"), { secret: "not-the-secret" }), 401, "invalid_signature");
+    const cred = await credentialFor("x");
+    await expectOpenAIError(await sendHeartbeat(heartbeat("x"), { key: NODE_SECRET }), 401, "invalid_signature");
+    // The edge → node key is not the node → edge key: a node cannot use it to sign.
+    await expectOpenAIError(await sendHeartbeat(heartbeat("x"), { key: cred.edgeKey }), 401, "invalid_signature");
     const body = JSON.stringify(heartbeat("x"));
     const { signRequest } = await import("@seventy/sdk/protocol");
-    const headers = await signRequest({ method: "POST", path: "/internal/nodes/heartbeat", body, secret: NODE_SECRET });
+    const headers = await signRequest({ method: "POST", path: "/internal/nodes/heartbeat", body, secret: cred.nodeKey, signed: { "x-seventy-node": "x" } });
     const send = () => call("/internal/nodes/heartbeat", { method: "POST", headers: { "content-type": "application/json", ...headers }, body });
     expect((await send()).status).toBe(200);
     await expectOpenAIError(await send(), 401, "replayed_signature");
@@ -231,8 +235,12 @@ describe("routing and forwarding", () => {
     expect(req.headers.get("x-request-id")).toBe("rid-1");
     expect(req.headers.get("authorization")).toBeNull();
     expect(forwarded).not.toContain(k.key);
-    const verdict = await verifyRequest({ method: "POST", path: "/v1/chat/completions", body: forwarded, secret: NODE_SECRET, headers: req.headers });
+    // Signed with this node's own edge key, for this node, carrying the key id the edge admitted under.
+    const cred = await credentialFor(seen[0]!.host.split(".")[0]!);
+    const verdict = await verifyRequest({ method: "POST", path: "/v1/chat/completions", body: forwarded, secret: cred.edgeKey, headers: req.headers, nodeId: cred.nodeId });
     expect(verdict.ok).toBe(true);
+    expect(req.headers.get("x-seventy-key-id")).toBe(k.id);
+    expect(req.headers.get("x-seventy-cache-salt")).toBe(`key:${k.id}`);
     // The lease settles with the node's usage (13 tokens), not the estimate.
     await vi.waitFor(async () => expect((await limiterState(await hashApiKey(k.key))).inFlight).toBe(0));
     const state = await limiterState(await hashApiKey(k.key));

@@ -1,4 +1,4 @@
-import { signRequest, type NodeHeartbeat } from "@seventy/sdk/protocol";
+import { NODE_ID_HEADER, parseNodeCredential, signRequest, type NodeCredential, type NodeHeartbeat } from "@seventy/sdk/protocol";
 import { env, exports } from "cloudflare:workers";
 
 export const ADMIN_TOKEN = "test-admin-token";
@@ -36,7 +36,7 @@ export async function createKey(json: Record<string, unknown> = {}): Promise<Cre
 export function heartbeat(id: string, over: Partial<NodeHeartbeat> = {}): NodeHeartbeat {
   return {
     node_id: id,
-    url: `http://${id}.node.test`,
+    url: `https://${id}.node.test`,
     models: ["tiny"],
     engine: "simulated",
     capacity: { max_num_seqs: 8, kv_blocks_total: 1000, max_model_len: 4096 },
@@ -45,13 +45,40 @@ export function heartbeat(id: string, over: Partial<NodeHeartbeat> = {}): NodeHe
   };
 }
 
+/** Registers a node through the admin API; returns its credential. */
+export async function registerNode(id: string, url = `https://${id}.node.test`): Promise<NodeCredential> {
+  const res = await admin("/admin/nodes", { method: "POST", json: { id, url } });
+  if (res.status !== 201) throw new Error(`register node: ${res.status} ${await res.text()}`);
+  const cred = parseNodeCredential(((await res.json()) as { credential: string }).credential);
+  if (!cred) throw new Error("register node: no credential");
+  return cred;
+}
+
+const credentials = new Map<string, NodeCredential>();
+
+/** The node's credential, registering it (with the heartbeat's URL) when the edge does not know it. */
+export async function credentialFor(id: string, url = `https://${id}.node.test`): Promise<NodeCredential> {
+  const res = await admin("/admin/nodes", { method: "POST", json: { id, url } });
+  if (res.status === 201) {
+    const cred = parseNodeCredential(((await res.json()) as { credential: string }).credential)!;
+    credentials.set(id, cred);
+    return cred;
+  }
+  const known = credentials.get(id);
+  if (res.status !== 409 || !known) throw new Error(`register node ${id}: ${res.status} ${await res.text()}`);
+  return known;
+}
+
+/** A heartbeat signed with the node's own key (registering the node first when needed). */
 export async function sendHeartbeat(
   hb: NodeHeartbeat,
-  opts: { secret?: string; headers?: Record<string, string> } = {},
+  opts: { key?: string; headers?: Record<string, string> } = {},
 ): Promise<Response> {
   const body = JSON.stringify(hb);
+  const key = opts.key ?? (opts.headers ? "" : (await credentialFor(hb.node_id, hb.url)).nodeKey);
   const sig =
-    opts.headers ?? (await signRequest({ method: "POST", path: "/internal/nodes/heartbeat", body, secret: opts.secret ?? NODE_SECRET }));
+    opts.headers ??
+    (await signRequest({ method: "POST", path: "/internal/nodes/heartbeat", body, secret: key, signed: { [NODE_ID_HEADER]: hb.node_id } }));
   return call("/internal/nodes/heartbeat", { method: "POST", headers: { "content-type": "application/json", ...sig }, body });
 }
 

@@ -44,8 +44,9 @@ describe("signing forwarded requests", () => {
   it("produces exactly the protocol's signRequest headers", async () => {
     for (const n of [0, 10, 300, 5000]) {
       const body = bytes(n, 3);
-      const ours = signSync("POST", "/v1/chat/completions", body, "node-secret", 1_700_000_000, "nonce-1");
-      const theirs = await signRequest({ method: "POST", path: "/v1/chat/completions", body, secret: "node-secret", timestamp: 1_700_000_000, nonce: "nonce-1" });
+      const signed = { "x-seventy-node": "node-a", "x-seventy-key-id": "key_1" };
+      const ours = signSync("POST", "/v1/chat/completions", body, "node-secret", 1_700_000_000, "nonce-1", signed);
+      const theirs = await signRequest({ method: "POST", path: "/v1/chat/completions", body, secret: "node-secret", timestamp: 1_700_000_000, nonce: "nonce-1", signed });
       expect(ours).toEqual(theirs);
     }
   });
@@ -53,9 +54,11 @@ describe("signing forwarded requests", () => {
   it("is accepted by verifyRequest, on both the sync and the large-body path", async () => {
     for (const n of [100, 70_000]) {
       const body = bytes(n, 9);
-      const headers = await signForNode("POST", "/v1/completions", body, "s3cret");
-      const verdict = await verifyRequest({ method: "POST", path: "/v1/completions", body, secret: "s3cret", headers: new Headers(headers) });
+      const headers = await signForNode("POST", "/v1/completions", body, "s3cret", { "x-seventy-node": "node-a" });
+      const verdict = await verifyRequest({ method: "POST", path: "/v1/completions", body, secret: "s3cret", headers: new Headers(headers), nodeId: "node-a" });
       expect(verdict.ok).toBe(true);
+      const elsewhere = await verifyRequest({ method: "POST", path: "/v1/completions", body, secret: "s3cret", headers: new Headers(headers), nodeId: "node-b" });
+      expect(elsewhere.ok).toBe(false);
       const wrong = await verifyRequest({ method: "POST", path: "/v1/completions", body, secret: "other", headers: new Headers(headers) });
       expect(wrong.ok).toBe(false);
     }

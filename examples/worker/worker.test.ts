@@ -67,7 +67,7 @@ beforeAll(async () => {
         name: "edge",
         ...compat,
         modules: [{ type: "ESModule", path: "edge.js", contents: edgeCode }],
-        bindings: { ADMIN_TOKEN, NODE_SECRET },
+        bindings: { ADMIN_TOKEN, NODE_SECRET, ALLOW_HTTP_LOOPBACK_NODES: "true" },
         durableObjects: {
           KEY_REGISTRY: { className: "KeyRegistry", useSQLite: true },
           KEY_LIMITER: { className: "KeyLimiter", useSQLite: true },
@@ -81,9 +81,10 @@ beforeAll(async () => {
     ],
   });
   await mf.ready;
-  node = await startGpuNode({ port: nodePort, edgeUrl, secret: NODE_SECRET });
   admin = new SeventyAdmin({ baseURL: edgeUrl, adminToken: ADMIN_TOKEN });
-  for (let i = 0; i < 100 && (await admin.nodes.list()).data.length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+  const { credential } = await admin.nodes.register({ id: "worker-test-node", url: `http://127.0.0.1:${nodePort}` });
+  node = await startGpuNode({ port: nodePort, edgeUrl, credential });
+  for (let i = 0; i < 100 && (await admin.nodes.list()).data[0]?.status !== "healthy"; i++) await new Promise((r) => setTimeout(r, 100));
   model = (await admin.nodes.list()).data[0]!.models[0]!;
   expect(model).toBe("tiny-llama-3.1");
   await admin.keys.create({ name: "worker example", key: KEY });

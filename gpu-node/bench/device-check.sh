@@ -93,8 +93,10 @@ for q in $QUANTS; do
   say "decode benchmark ($q)"
   run timeout 170 "$BUILD/decode_bench" --quant "$q" --batches 1,8,32,64 --ctx 1024 --steps 20 || FAILED=1
 done
+say "decode benchmark (fp8 weights, FP8 KV cache)"
+run timeout 120 "$BUILD/decode_bench" --quant fp8 --kv-cache-dtype fp8 --batches 1,64 --ctx 1024 --steps 20 || FAILED=1
 say "W4A16 / FP8 / bf16 decode GEMV bandwidth (one 70B layer)"
-run timeout 90 "$BUILD/quant_bench" --batches 1,8,32 --iters 20 || FAILED=1
+run timeout 60 "$BUILD/quant_bench" --batches 1,8 --iters 20 || FAILED=1
 say "torch baseline"
 run timeout 150 python3 "$ROOT/gpu-node/bench/torch_baseline.py" --batches 1,8,32,64 --ctx 1024 || FAILED=1
 

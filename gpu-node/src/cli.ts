@@ -14,10 +14,11 @@ const USAGE = `usage:
                      [--edge URL] [--node-id ID] [--public-url URL] [--heartbeat-interval-ms N]
                      [--quantization none|fp8] [--kv-cache-dtype auto|fp8] [--load-format safetensors|dummy]
                      [--gpu-memory-utilization F] [--device-memory SIZE]
+                     [--max-body-bytes N] [--max-connections N] [--tokenizer-threads N] [--stream-stall-ms N]
       --device-memory (e.g. 80GB, 81559MiB) plans memory for that card instead of the GPU found.
-      The edge's shared secret comes from SEVENTY_NODE_SECRET. Without --model, serves a tiny
-      random Llama 3.1 model created on first use in the cache folder. ORG/NAME is a Hugging Face
-      Hub repo: served from the Hugging Face cache, downloaded into it when absent.
+      The node's credential (from the edge: POST /admin/nodes) comes from SEVENTY_NODE_CREDENTIAL.
+      Without --model, serves a tiny random Llama 3.1 model created on first use in the cache folder.
+      ORG/NAME is a Hugging Face Hub repo: served from the Hugging Face cache, downloaded into it when absent.
       --engine upstream --upstream URL fronts an OpenAI-compatible engine on this box (vLLM, SGLang,
       TensorRT-LLM, llama.cpp); its API key, if any, comes from SEVENTY_UPSTREAM_API_KEY.
   seventy-node download ORG/NAME [--revision R] [--max-workers 8]
@@ -27,7 +28,7 @@ const USAGE = `usage:
                       [--engine native|reference|upstream] [--quantization none|fp8] [--kv-cache-dtype auto|fp8]
                       [--gpu-memory-utilization F] [--max-model-len N] [--max-num-seqs N]
       Checks this box before it serves (Node, GPUs, driver and CUDA, disk and GPU memory for the model,
-      the port, the edge: reachable, signature, clock) and prints a fix for every failed line.
+      the port, the edge: reachable, the node's credential, clock) and prints a fix for every failed line.
       Exit code 0 only when every needed check passes.
   seventy-node make-tiny-model --out DIR [--seed N] [--quant awq|fp8]
       --quant awq writes an AutoAWQ GEMM 4-bit checkpoint, --quant fp8 a compressed-tensors FP8 one.`;
@@ -51,6 +52,13 @@ function byteSize(name: string, value: string): number {
   return Math.floor(Number(m[1]) * unit);
 }
 
+/** The edge's shared secret never reaches a node: each node has its own credential. */
+function refuseSharedSecret(): void {
+  if (process.env.SEVENTY_NODE_SECRET) {
+    throw new UsageError("SEVENTY_NODE_SECRET is no longer used: register the node with the edge (POST /admin/nodes) and set SEVENTY_NODE_CREDENTIAL");
+  }
+}
+
 async function serveCommand(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
@@ -58,6 +66,7 @@ async function serveCommand(args: string[]): Promise<void> {
     allowPositionals: false,
     options: SERVE_OPTIONS,
   });
+  refuseSharedSecret();
   if (values.edge !== undefined && !/^https?:\/\//.test(values.edge)) throw new UsageError(`--edge must be an http(s) URL, got '${values.edge}'`);
   if (values.engine === "upstream") return serveUpstream(values);
   if (values.upstream !== undefined) throw new UsageError("--upstream needs --engine upstream");
@@ -85,7 +94,10 @@ async function serveCommand(args: string[]): Promise<void> {
     maxModelLen: int("max-model-len", values["max-model-len"]),
     maxQueue: int("max-queue", values["max-queue"], 0),
     maxBodyBytes: int("max-body-bytes", values["max-body-bytes"]),
-    secret: process.env.SEVENTY_NODE_SECRET || undefined,
+    maxConnections: int("max-connections", values["max-connections"]),
+    tokenizerThreads: int("tokenizer-threads", values["tokenizer-threads"]),
+    streamStallMs: int("stream-stall-ms", values["stream-stall-ms"], 100),
+    credential: process.env.SEVENTY_NODE_CREDENTIAL || undefined,
     edgeUrl: values.edge,
     nodeId: values["node-id"],
     publicUrl: values["public-url"],
@@ -109,6 +121,9 @@ async function serveUpstream(values: Record<string, string | undefined>): Promis
   for (const flag of ["model", "revision", "served-model-name", "kv-cache-blocks", "max-num-batched-tokens", "quantization", "kv-cache-dtype", "device-memory", "load-format", "gpu-memory-utilization", "max-queue"]) {
     if (values[flag] !== undefined) throw new UsageError(`--${flag} is the engine's setting with --engine upstream; set it where you start the engine`);
   }
+  for (const flag of ["tokenizer-threads", "stream-stall-ms"]) {
+    if (values[flag] !== undefined) throw new UsageError(`--${flag} does not apply to --engine upstream: the engine tokenizes and streams`);
+  }
   const node = await startUpstreamNode({
     upstream,
     apiKey: process.env.SEVENTY_UPSTREAM_API_KEY || undefined,
@@ -117,7 +132,8 @@ async function serveUpstream(values: Record<string, string | undefined>): Promis
     maxNumSeqs: int("max-num-seqs", values["max-num-seqs"]),
     maxModelLen: int("max-model-len", values["max-model-len"]),
     maxBodyBytes: int("max-body-bytes", values["max-body-bytes"]),
-    secret: process.env.SEVENTY_NODE_SECRET || undefined,
+    maxConnections: int("max-connections", values["max-connections"]),
+    credential: process.env.SEVENTY_NODE_CREDENTIAL || undefined,
     edgeUrl: values.edge,
     nodeId: values["node-id"],
     publicUrl: values["public-url"],
@@ -185,7 +201,8 @@ async function doctorCommand(args: string[]): Promise<void> {
       model: values.model,
       revision: values.revision,
       edge: values.edge,
-      secret: process.env.SEVENTY_NODE_SECRET || undefined,
+      credential: process.env.SEVENTY_NODE_CREDENTIAL || undefined,
+      sharedSecretSet: Boolean(process.env.SEVENTY_NODE_SECRET),
       host: values.host,
       port: int("port", values.port, 0),
       engine: values.engine,

@@ -13,6 +13,8 @@ it("bundles with wrangler deploy --dry-run, Durable Objects exported and no secr
     expect(code, child.output()).toBe(0);
     expect(child.output()).toMatch(/env\.KEY_LIMITER \(KeyLimiter\)\s+Durable Object/);
     expect(child.output()).toMatch(/env\.NODE_POOL \(NodePool\)\s+Durable Object/);
+    // The dashboard's pages go up with the worker as static assets.
+    expect(child.output()).toMatch(/Read \d+ files from the assets directory \S*edge\/dashboard\/dist/);
     const bundle = await readFile(join(out, "index.js"), "utf8");
     for (const name of ["KeyRegistry", "KeyLimiter", "NodePool"]) expect(bundle).toMatch(new RegExp(`export\\s*\\{[^}]*\\b${name}\\b`));
     expect(bundle).not.toMatch(/ADMIN_TOKEN\s*[:=]\s*["']/);

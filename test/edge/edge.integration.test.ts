@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   adminCall,
   freePort,
+  registerNode,
   startEdge,
   startNode,
   stopGroup,
@@ -33,11 +34,11 @@ type Json = Record<string, any>;
 type Message = { role: string; content: string };
 
 async function addNode(id: string): Promise<void> {
+  const port = await freePort();
   const node = await startNode({
-    port: await freePort(),
+    port,
     edgeUrl: edge.url,
-    secret: SECRET,
-    nodeId: id,
+    credential: await registerNode(edge.url, ADMIN, { id, port }),
     args: ["--heartbeat-interval-ms", "300"],
   });
   nodes.set(id, node);

@@ -58,7 +58,10 @@ const chatCases: Array<[string, unknown, number, string | null]> = [
   ["stream not boolean", { ...ok, stream: "yes" }, 400, "stream"],
   ["stream_options wrong type", { ...ok, stream_options: { include_usage: "y" } }, 400, "stream_options.include_usage"],
   ["tool with bad name", { ...ok, tools: [{ type: "function", function: { name: "bad name!" } }] }, 400, "tools[0].function.name"],
-  ["tool_choice required", { ...ok, tools: [{ type: "function", function: { name: "f" } }], tool_choice: "required" }, 400, "tool_choice"],
+  ["tool_choice naming a missing tool", { ...ok, tools: [{ type: "function", function: { name: "f" } }], tool_choice: { type: "function", function: { name: "g" } } }, 400, "tool_choice"],
+  ["tool_choice required without tools", { ...ok, tool_choice: "required" }, 400, "tool_choice"],
+  ["json_schema with a keyword it cannot enforce", { ...ok, response_format: { type: "json_schema", json_schema: { name: "x", schema: { type: "string", format: "email" } } } }, 400, "response_format"],
+  ["structured_outputs with two members", { ...ok, structured_outputs: { regex: "a", choice: ["b"] } }, 400, "structured_outputs"],
   ["unknown model", { ...ok, model: "nope" }, 404, "model"],
 ];
 

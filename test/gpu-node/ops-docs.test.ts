@@ -62,6 +62,19 @@ describe("the operations guide", () => {
     expect(commands.some((c) => c.includes("--upstream"))).toBe(true);
   });
 
+  it("registers each node with the URL it advertises and gives it its credential", () => {
+    const blocks = [...ops.matchAll(/```sh\n([\s\S]*?)```/g)].map((b) => b[1]!.replace(/\\\n\s*/g, " "));
+    const register = blocks.flatMap((b) => b.split("\n")).find((l) => /curl -X POST \S+\/admin\/nodes /.test(l));
+    expect(register).toBeDefined();
+    const url = /"url":"([^"]+)"/.exec(register!)![1]!;
+    // A node started with --edge holds SEVENTY_NODE_CREDENTIAL and advertises the registered URL.
+    const served = documentedCommands(ops).filter((c) => c[0] === "serve" && c.includes("--edge"));
+    expect(served.length).toBeGreaterThanOrEqual(2);
+    expect(served.some((c) => c[c.indexOf("--public-url") + 1] === url)).toBe(true);
+    for (const b of blocks) for (const l of b.split("\n")) if (/seventy-node (serve|doctor) .*--edge/.test(l)) expect(l).toMatch(/^SEVENTY_NODE_CREDENTIAL=snc1\./);
+    expect(readFileSync(UNIT, "utf8")).toMatch(/SEVENTY_NODE_CREDENTIAL/);
+  });
+
   it("a misspelt flag would be caught", () => {
     expect(() => checkCommand(["serve", "--public-ur", "https://x"])).toThrow(/public-ur/);
     expect(() => checkCommand(["serve", "--model", "m", "#", "--not-checked"])).not.toThrow();
@@ -74,7 +87,10 @@ describe("the operations guide", () => {
       expect(env).toMatch(new RegExp(`\\b${secret}\\??:`));
     }
     const example = readFileSync(join(ROOT, "gpu-node", "deploy", "node.env.example"), "utf8");
-    for (const v of ["SEVENTY_NODE_SECRET=", "HF_TOKEN=", "SEVENTY_UPSTREAM_API_KEY="]) expect(example).toContain(v);
+    for (const v of ["SEVENTY_NODE_CREDENTIAL=", "HF_TOKEN=", "SEVENTY_UPSTREAM_API_KEY="]) expect(example).toContain(v);
+    // Nodes hold their own credential, never the edge's root secret.
+    expect(example).not.toMatch(/^SEVENTY_NODE_SECRET=/m);
+    expect(ops).not.toContain("SEVENTY_NODE_SECRET");
     expect(ops).toContain("gpu-node/deploy/seventy-node.service");
     expect(ops).toContain("gpu-node/deploy/node.env.example");
   });

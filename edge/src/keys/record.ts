@@ -17,6 +17,13 @@ export interface KeyRecord {
   models: string[] | null;
   limits: KeyLimits;
   budget: KeyBudget | null;
+  /** Unix seconds after which the key is refused; null or absent: never. */
+  expires_at?: number | null;
+  /**
+   * Keys with the same cache_salt share gpu-node prefix caches (one tenant's keys); null or absent:
+   * the key's cache is its own, so another key can neither reuse nor detect its prompts.
+   */
+  cache_salt?: string | null;
   /** Unix seconds; set when the key was deleted (revoked for good). */
   deleted?: number;
 }
@@ -35,7 +42,14 @@ export function toView(r: KeyRecord): KeyView {
     models: r.models,
     limits: r.limits,
     budget: r.budget,
+    expires_at: r.expires_at ?? null,
+    cache_salt: r.cache_salt ?? null,
   };
+}
+
+/** The prefix-cache salt the node gets for this key (signed): its own unless the admin set a shared one. */
+export function cacheSaltOf(r: KeyRecord): string {
+  return r.cache_salt ? `salt:${r.cache_salt}` : `key:${r.id}`;
 }
 
 export type KeyCreateInput = KeyCreateParams;
@@ -92,6 +106,20 @@ function parseBudget(v: unknown): KeyBudget | null {
   return { tokens, period: v.period };
 }
 
+function parseExpiresAt(v: unknown): number | null {
+  if (v === null) return null;
+  if (typeof v !== "number" || !Number.isInteger(v) || v * 1000 <= Date.now() || v > 253_402_300_799) {
+    throw invalidValue("expires_at", "expected null or a future time in Unix seconds");
+  }
+  return v;
+}
+
+function parseCacheSalt(v: unknown): string | null {
+  if (v === null) return null;
+  if (typeof v !== "string" || !/^[\w.:-]{1,128}$/.test(v)) throw invalidValue("cache_salt", "expected null or 1-128 letters, digits, '_', '.', ':' or '-'");
+  return v;
+}
+
 function parseDisabled(v: unknown): boolean {
   if (typeof v !== "boolean") throw invalidValue("disabled", "expected a boolean");
   return v;
@@ -99,7 +127,7 @@ function parseDisabled(v: unknown): boolean {
 
 export function parseKeyCreate(body: unknown): KeyCreateInput {
   if (!isObject(body)) throw new ApiError(400, "The request body must be a JSON object.", { code: "invalid_json" });
-  rejectUnknown(body, ["name", "key", "models", "limits", "budget", "disabled"]);
+  rejectUnknown(body, ["name", "key", "models", "limits", "budget", "disabled", "expires_at", "cache_salt"]);
   const out: KeyCreateInput = { name: parseName(body.name) };
   if (body.key !== undefined) {
     if (typeof body.key !== "string" || !/^sk-[A-Za-z0-9._-]{8,200}$/.test(body.key)) {
@@ -111,18 +139,22 @@ export function parseKeyCreate(body: unknown): KeyCreateInput {
   if (body.limits !== undefined) out.limits = parseLimits(body.limits);
   if (body.budget !== undefined) out.budget = parseBudget(body.budget);
   if (body.disabled !== undefined) out.disabled = parseDisabled(body.disabled);
+  if (body.expires_at !== undefined) out.expires_at = parseExpiresAt(body.expires_at);
+  if (body.cache_salt !== undefined) out.cache_salt = parseCacheSalt(body.cache_salt);
   return out;
 }
 
 export function parseKeyPatch(body: unknown): KeyPatch {
   if (!isObject(body)) throw new ApiError(400, "The request body must be a JSON object.", { code: "invalid_json" });
-  rejectUnknown(body, ["name", "models", "limits", "budget", "disabled"]);
+  rejectUnknown(body, ["name", "models", "limits", "budget", "disabled", "expires_at", "cache_salt"]);
   const out: KeyPatch = {};
   if (body.name !== undefined) out.name = parseName(body.name);
   if (body.models !== undefined) out.models = parseModels(body.models);
   if (body.limits !== undefined) out.limits = parseLimits(body.limits);
   if (body.budget !== undefined) out.budget = parseBudget(body.budget);
   if (body.disabled !== undefined) out.disabled = parseDisabled(body.disabled);
+  if (body.expires_at !== undefined) out.expires_at = parseExpiresAt(body.expires_at);
+  if (body.cache_salt !== undefined) out.cache_salt = parseCacheSalt(body.cache_salt);
   return out;
 }
 
@@ -134,5 +166,7 @@ export function applyPatch(r: KeyRecord, p: KeyPatch): KeyRecord {
     limits: { ...r.limits, ...p.limits },
     budget: p.budget !== undefined ? p.budget : r.budget,
     disabled: p.disabled ?? r.disabled,
+    expires_at: p.expires_at !== undefined ? p.expires_at : (r.expires_at ?? null),
+    cache_salt: p.cache_salt !== undefined ? p.cache_salt : (r.cache_salt ?? null),
   };
 }

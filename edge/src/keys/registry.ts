@@ -30,9 +30,12 @@ export class KeyRegistry extends DurableObject<Env> {
     });
   }
 
-  list(): KeyRecord[] {
+  /** Live keys; with `deletedSince` (Unix seconds) also keys deleted since then (their usage is history). */
+  list(deletedSince?: number): KeyRecord[] {
     const out: KeyRecord[] = [];
-    for (const [, r] of this.ctx.storage.kv.list<KeyRecord>({ prefix: KEY_PREFIX })) if (!r.deleted) out.push(r);
+    for (const [, r] of this.ctx.storage.kv.list<KeyRecord>({ prefix: KEY_PREFIX })) {
+      if (!r.deleted || (deletedSince !== undefined && r.deleted >= deletedSince)) out.push(r);
+    }
     return out.sort((a, b) => a.created - b.created || (a.id < b.id ? -1 : 1));
   }
 

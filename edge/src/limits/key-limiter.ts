@@ -1,6 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
-import type { KeyLimits, KeyRecord } from "../keys/record";
+import { cacheSaltOf, type KeyLimits, type KeyRecord } from "../keys/record";
+import { UsageSeries, type SeriesBucket, type SeriesWindow } from "../usage/series";
 import { TokenBucket } from "./bucket";
 
 export interface RateSnapshot {
@@ -13,7 +14,7 @@ export interface RateSnapshot {
 }
 
 export type Admission =
-  | { ok: true; keyId: string; leaseId: string; models: string[] | null; rate: RateSnapshot }
+  | { ok: true; keyId: string; cacheSalt: string; leaseId: string; models: string[] | null; rate: RateSnapshot }
   | {
       ok: false;
       status: 401 | 403 | 429;
@@ -29,6 +30,8 @@ export type Admission =
 export interface UsageReport {
   promptTokens: number;
   completionTokens: number;
+  /** Prompt tokens the node served from its prefix cache (when it said so). */
+  cachedTokens?: number;
   /** The request ended in an error (upstream failure, cut-off stream, error status). */
   error: boolean;
 }
@@ -115,6 +118,8 @@ export class KeyLimiter extends DurableObject<Env> {
   private periodUsage: { key: string; tokens: number } | null = null;
   /** Leases released lately: a release that arrives twice (a retried batch) is applied once. */
   private readonly released = new Set<string>();
+  /** Usage by minute and by day for the dashboard's charts (bounded rings). */
+  private readonly series = new UsageSeries(this.ctx.storage.kv);
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -149,7 +154,7 @@ export class KeyLimiter extends DurableObject<Env> {
     const refused = this.refuseAccess(model);
     if (refused) return refused;
     const r = this.record!;
-    return { ok: true, keyId: r.id, leaseId: "", models: r.models, rate: this.snapshot(Date.now()) };
+    return { ok: true, keyId: r.id, cacheSalt: cacheSaltOf(r), leaseId: "", models: r.models, rate: this.snapshot(Date.now()) };
   }
 
   /**
@@ -218,7 +223,7 @@ export class KeyLimiter extends DurableObject<Env> {
     this.leases.set(leaseId, lease);
     this.reservedTokens += tokens;
     this.leasesChanged();
-    return { ok: true, keyId: r.id, leaseId, models: r.models, rate: this.snapshot(now) };
+    return { ok: true, keyId: r.id, cacheSalt: cacheSaltOf(r), leaseId, models: r.models, rate: this.snapshot(now) };
   }
 
   /** Ends leases (see `release`). */
@@ -250,6 +255,7 @@ export class KeyLimiter extends DurableObject<Env> {
     row.completion_tokens += Math.max(0, usage.completionTokens);
     if (usage.error) row.errors += 1;
     this.saveDay(row);
+    this.series.record(now, usage);
     if (this.periodUsage && this.record?.budget && this.periodUsage.key === periodKey(this.record.budget.period, now)) {
       this.periodUsage.tokens += actual;
     }
@@ -264,6 +270,11 @@ export class KeyLimiter extends DurableObject<Env> {
       out.push({ ...row });
     }
     return out.sort((a, b) => (a.day < b.day ? -1 : 1));
+  }
+
+  /** Usage over the last hour by minute or the last 30 days by day, oldest bucket first. */
+  usageSeries(window: SeriesWindow): SeriesBucket[] {
+    return this.series.read(window, Date.now());
   }
 
   /** Writes pending state now (also runs by itself FLUSH_MS after a change). */
@@ -300,6 +311,9 @@ export class KeyLimiter extends DurableObject<Env> {
     const r = this.record;
     if (!r || r.deleted) {
       return { ok: false, status: 401, message: "Incorrect API key provided.", code: "invalid_api_key" };
+    }
+    if (r.expires_at != null && r.expires_at * 1000 <= Date.now()) {
+      return { ok: false, status: 401, message: "This API key has expired.", code: "key_expired", keyId: r.id };
     }
     if (r.disabled) {
       return { ok: false, status: 401, message: "This API key is disabled.", code: "key_disabled", keyId: r.id };

@@ -53,6 +53,11 @@ export class PoolView {
     else this.nodes = [...this.nodes, node];
   }
 
+  /** Drops a node this isolate saw revoked or rotated (other isolates within POOL_CACHE_MS). */
+  remove(id: string): void {
+    this.nodes = this.nodes.filter((n) => n.id !== id);
+  }
+
   /** The nodes to try for `model`, in order; or why there are none. */
   route(model: string, prefixHash: number | null, random?: () => number): RouteResult {
     const now = Date.now();

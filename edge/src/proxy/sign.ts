@@ -1,38 +1,52 @@
-import { NONCE_HEADER, SIGNATURE_HEADER, signRequest, TIMESTAMP_HEADER } from "@seventy/sdk/protocol";
+import { canonicalString, NONCE_HEADER, SIGNATURE_HEADER, signRequest, TIMESTAMP_HEADER } from "@seventy/sdk/protocol";
 import { Hmac256, sha256, toHex } from "../crypto/sha256";
 
 /** Bodies up to this size are hashed in JS; larger ones go to crypto.subtle (native, but async). */
 const SYNC_LIMIT = 64 * 1024;
 const encoder = new TextEncoder();
-let cached: { secret: string; hmac: Hmac256 } | null = null;
+// One HMAC state per node key in use (a key's pads are absorbed once).
+const hmacs = new Map<string, Hmac256>();
 
 /**
- * The headers of the protocol's request signature (`signRequest` in @seventy/sdk/protocol):
+ * The headers of the protocol's request signature (`signRequest` in @seventy/sdk/protocol), with
+ * the node's own edge → node key and the signed headers (`signed`: the node id, the key id...):
  *
- *   canonical = METHOD \n PATH \n TIMESTAMP \n NONCE \n hex(SHA-256(body))
- *   x-seventy-signature = "v1=" + hex(HMAC-SHA256(secret, canonical))
+ *   canonical = "v2" \n METHOD \n PATH \n TIMESTAMP \n NONCE \n hex(SHA-256(body)) \n name:value ...
+ *   x-seventy-signature = "v2=" + hex(HMAC-SHA256(key, canonical))
  *
  * computed synchronously for ordinary bodies, which saves the edge two trips through
  * crypto.subtle per request. Tests check it against `signRequest` byte for byte.
  */
-export async function signForNode(method: string, path: string, body: Uint8Array, secret: string): Promise<Record<string, string>> {
-  if (body.byteLength > SYNC_LIMIT) return signRequest({ method, path, body, secret });
-  return signSync(method, path, body, secret, Math.floor(Date.now() / 1000), crypto.randomUUID());
+export async function signForNode(
+  method: string,
+  path: string,
+  body: Uint8Array,
+  key: string,
+  signed: Record<string, string>,
+): Promise<Record<string, string>> {
+  if (body.byteLength > SYNC_LIMIT) return signRequest({ method, path, body, secret: key, signed });
+  return signSync(method, path, body, key, Math.floor(Date.now() / 1000), crypto.randomUUID(), signed);
 }
 
 export function signSync(
   method: string,
   path: string,
   body: Uint8Array,
-  secret: string,
+  key: string,
   timestamp: number,
   nonce: string,
+  signed: Record<string, string> = {},
 ): Record<string, string> {
-  if (cached?.secret !== secret) cached = { secret, hmac: new Hmac256(encoder.encode(secret)) };
+  let hmac = hmacs.get(key);
+  if (!hmac) {
+    if (hmacs.size > 1024) hmacs.clear();
+    hmacs.set(key, (hmac = new Hmac256(encoder.encode(key))));
+  }
   const ts = String(timestamp);
-  const canonical = `${method.toUpperCase()}\n${path}\n${ts}\n${nonce}\n${toHex(sha256(body))}`;
+  const canonical = canonicalString(method, path, ts, nonce, toHex(sha256(body)), (h) => signed[h]);
   return {
-    [SIGNATURE_HEADER]: `v1=${toHex(cached.hmac.mac(encoder.encode(canonical)))}`,
+    ...signed,
+    [SIGNATURE_HEADER]: `v2=${toHex(hmac.mac(encoder.encode(canonical)))}`,
     [TIMESTAMP_HEADER]: ts,
     [NONCE_HEADER]: nonce,
   };

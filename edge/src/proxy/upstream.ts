@@ -1,4 +1,5 @@
-import { HEADER_REQUEST_ID } from "@seventy/sdk/protocol";
+import { HEADER_REQUEST_ID, NODE_ID_HEADER } from "@seventy/sdk/protocol";
+import { nodeKeys } from "../pool/node-keys";
 import type { EdgeConfig } from "../config";
 import { ApiError, retryAfterHeaders } from "../errors";
 import type { PoolNode } from "../pool/node-pool";
@@ -12,7 +13,10 @@ export interface ForwardInput {
   stream: boolean;
   /** Nodes in the order to try them. */
   nodes: readonly PoolNode[];
+  /** NODE_SECRET: each node's own signing key is derived from it. */
   secret: string;
+  /** Signed headers for the node besides its id (the key id and cache salt the edge admitted under). */
+  signed?: Record<string, string>;
   cfg: EdgeConfig;
   view: PoolView;
   /** Aborts when the client goes away. */
@@ -52,12 +56,10 @@ type Failure = "connect" | "timeout" | "status" | "busy" | "empty";
  */
 export async function forward(input: ForwardInput): Promise<Forwarded> {
   const { cfg, view } = input;
-  const signature = await signForNode("POST", input.path, input.body, input.secret);
-  const headers: Record<string, string> = {
+  const baseHeaders: Record<string, string> = {
     "content-type": "application/json",
     accept: input.stream ? "text/event-stream" : "application/json",
     [HEADER_REQUEST_ID]: input.requestId,
-    ...signature,
   };
   const plan = input.nodes.slice(0, cfg.maxAttempts);
   const failures: Failure[] = [];
@@ -78,6 +80,10 @@ export async function forward(input: ForwardInput): Promise<Forwarded> {
     view.begin(node.id);
     let streaming = false;
     try {
+      // Signed per node: with that node's own key and naming it, so the signature is good there only.
+      const edgeKey = nodeKeys(input.secret, node.id, node.credentialId).edgeKey;
+      const signature = await signForNode("POST", input.path, input.body, edgeKey, { ...input.signed, [NODE_ID_HEADER]: node.id });
+      const headers = { ...baseHeaders, ...signature };
       const res = await fetch(node.url + input.path, {
         method: "POST",
         headers,

@@ -3,13 +3,16 @@ import type { AppEnv } from "../app-env";
 import { adminAuth } from "../auth/admin";
 import { displayPrefix, generateApiKey, hashApiKey, newKeyId } from "../auth/api-key";
 import { config } from "../config";
-import { ApiError } from "../errors";
+import { ApiError, invalidValue } from "../errors";
 import { parseKeyCreate, parseKeyPatch, toView, type KeyRecord } from "../keys/record";
 import { registry, type RegistryResult } from "../keys/registry";
 import { limiterFor, type UsageDay } from "../limits/key-limiter";
-import { isDraining, nodePool, type PoolNode } from "../pool/node-pool";
+import { formatNodeCredential, NODE_ID_PATTERN, nodeUrlProblem } from "@seventy/sdk/protocol";
+import { isDraining, nodePool, type NodeRegistration, type PoolNode } from "../pool/node-pool";
+import { nodeKeys } from "../pool/node-keys";
 import { poolView } from "../pool/view";
 import { parseJson, readBody } from "../proxy/body";
+import { usageSeries } from "../usage/route";
 
 const ADMIN_BODY_LIMIT = 64 * 1024;
 const DAY = /^\d{4}-\d{2}-\d{2}$/;
@@ -23,19 +26,37 @@ function unwrap(result: RegistryResult): KeyRecord {
   return result.record;
 }
 
-function nodeView(n: PoolNode, now: number) {
+function nodeView(reg: NodeRegistration, n: PoolNode | undefined, now: number) {
   return {
-    id: n.id,
+    id: reg.id,
     object: "node",
-    url: n.url,
-    models: n.models,
-    engine: n.engine,
-    status: n.expiresAt <= now ? "gone" : isDraining(n) ? "draining" : "healthy",
-    drained_by_admin: n.adminDrained,
-    capacity: n.capacity,
-    load: n.load,
-    last_heartbeat_ms_ago: Math.max(0, now - n.lastSeen),
+    url: reg.url,
+    models: n?.models ?? [],
+    engine: n?.engine ?? null,
+    status: !n ? "registered" : n.expiresAt <= now ? "gone" : isDraining(n) ? "draining" : "healthy",
+    drained_by_admin: reg.adminDrained,
+    created: reg.created,
+    capacity: n?.capacity ?? null,
+    load: n?.load ?? null,
+    last_heartbeat_ms_ago: n ? Math.max(0, now - n.lastSeen) : null,
   };
+}
+
+/** The node's credential, shown once (on registration and rotation); the edge keeps only its id. */
+function credentialOf(c: Context<AppEnv>, reg: NodeRegistration): string {
+  const secret = c.env.NODE_SECRET;
+  if (!secret) throw new ApiError(503, "The edge has no NODE_SECRET to derive node credentials from.", { code: "edge_misconfigured" });
+  return formatNodeCredential(nodeKeys(secret, reg.id, reg.credentialId));
+}
+
+function parseNodeRegistration(body: unknown): { id: string; url: string } {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) throw invalidValue("body", "expected a JSON object");
+  const { id, url, ...rest } = body as Record<string, unknown>;
+  const unknown = Object.keys(rest)[0];
+  if (unknown !== undefined) throw invalidValue(unknown, "unknown field");
+  if (typeof id !== "string" || !NODE_ID_PATTERN.test(id)) throw invalidValue("id", "expected 1-63 lowercase letters, digits or '-'");
+  if (typeof url !== "string") throw invalidValue("url", "expected the node's URL");
+  return { id, url };
 }
 
 function dayParam(c: Context<AppEnv>, name: "from" | "to"): string | undefined {
@@ -75,6 +96,7 @@ export const admin = new Hono<AppEnv>()
       models: input.models ?? null,
       limits: { ...config(c.env).defaultLimits, ...input.limits },
       budget: input.budget ?? null,
+      expires_at: input.expires_at ?? null,
     };
     const created = unwrap(await registry(c.env).create(record));
     // The only time the key is ever shown.
@@ -106,23 +128,46 @@ export const admin = new Hono<AppEnv>()
     const r = unwrap(await registry(c.env).remove(c.req.param("id")));
     return c.json({ id: r.id, object: "api_key", deleted: true });
   })
+  .post("/nodes", async (c) => {
+    const { id, url } = parseNodeRegistration(await jsonBody(c));
+    const problem = nodeUrlProblem(url, config(c.env).allowHttpLoopbackNodes);
+    if (problem) throw invalidValue("url", problem);
+    const reg = await nodePool(c.env).register(id, url);
+    if (!reg) throw new ApiError(409, `A node with id '${id}' is already registered (rotate or delete it).`, { code: "node_exists", param: "id" });
+    return c.json({ ...nodeView(reg, undefined, Date.now()), credential: credentialOf(c, reg) }, 201);
+  })
   .get("/nodes", async (c) => {
-    const nodes = await nodePool(c.env).snapshot();
+    const pool = nodePool(c.env);
+    const [regs, nodes] = await Promise.all([pool.listRegistrations(), pool.snapshot()]);
+    const byId = new Map(nodes.map((n) => [n.id, n]));
     const now = Date.now();
-    return c.json({ object: "list", data: nodes.map((n) => nodeView(n, now)) });
+    return c.json({ object: "list", data: regs.map((r) => nodeView(r, byId.get(r.id), now)) });
+  })
+  .post("/nodes/:id/rotate", async (c) => {
+    const reg = await nodePool(c.env).rotate(c.req.param("id"));
+    if (!reg) throw new ApiError(404, `No node with id '${c.req.param("id")}'.`, { code: "node_not_found" });
+    poolView.remove(reg.id);
+    return c.json({ ...nodeView(reg, undefined, Date.now()), credential: credentialOf(c, reg) });
+  })
+  .delete("/nodes/:id", async (c) => {
+    const id = c.req.param("id");
+    if (!(await nodePool(c.env).revoke(id))) throw new ApiError(404, `No node with id '${id}'.`, { code: "node_not_found" });
+    poolView.remove(id);
+    return c.json({ id, object: "node", deleted: true });
   })
   .post("/nodes/:id/drain", async (c) => {
-    const node = await nodePool(c.env).setDrained(c.req.param("id"), true);
-    if (!node) throw new ApiError(404, `No node with id '${c.req.param("id")}'.`, { code: "node_not_found" });
-    poolView.apply(node);
-    return c.json(nodeView(node, Date.now()));
+    const r = await nodePool(c.env).setDrained(c.req.param("id"), true);
+    if (!r) throw new ApiError(404, `No node with id '${c.req.param("id")}'.`, { code: "node_not_found" });
+    if (r.node) poolView.apply(r.node);
+    return c.json(nodeView(r.registration, r.node ?? undefined, Date.now()));
   })
   .post("/nodes/:id/undrain", async (c) => {
-    const node = await nodePool(c.env).setDrained(c.req.param("id"), false);
-    if (!node) throw new ApiError(404, `No node with id '${c.req.param("id")}'.`, { code: "node_not_found" });
-    poolView.apply(node);
-    return c.json(nodeView(node, Date.now()));
+    const r = await nodePool(c.env).setDrained(c.req.param("id"), false);
+    if (!r) throw new ApiError(404, `No node with id '${c.req.param("id")}'.`, { code: "node_not_found" });
+    if (r.node) poolView.apply(r.node);
+    return c.json(nodeView(r.registration, r.node ?? undefined, Date.now()));
   })
+  .get("/usage/series", usageSeries)
   .get("/usage", async (c) => {
     const from = dayParam(c, "from");
     const to = dayParam(c, "to");

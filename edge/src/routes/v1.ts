@@ -1,4 +1,6 @@
 import {
+  CACHE_SALT_HEADER,
+  KEY_ID_HEADER,
   chatCompletionRequestSchema,
   completionRequestSchema,
   zodErrorBody,
@@ -185,6 +187,7 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
         stream,
         nodes: route.nodes,
         secret: env.NODE_SECRET,
+        signed: { [KEY_ID_HEADER]: admission.keyId, [CACHE_SALT_HEADER]: admission.cacheSalt },
         cfg,
         view: poolView,
         clientSignal: c.req.raw.signal,
@@ -211,6 +214,7 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
         {
           promptTokens: usage?.prompt_tokens ?? (fwd.status < 400 ? estimate.prompt : 0),
           completionTokens: usage?.completion_tokens ?? (fwd.status < 400 ? estimate.total - estimate.prompt : 0),
+          cachedTokens: usage?.prompt_tokens_details?.cached_tokens ?? 0,
           error: fwd.status >= 400,
         },
         { status: fwd.status, node: fwd.node.id, attempts: fwd.attempts },
@@ -231,6 +235,7 @@ async function complete(c: Context<AppEnv>, kind: Kind): Promise<Response> {
           {
             promptTokens: o.usage?.prompt_tokens ?? estimate.prompt,
             completionTokens: o.usage?.completion_tokens ?? o.chunks,
+            cachedTokens: o.usage?.prompt_tokens_details?.cached_tokens ?? 0,
             error: !o.cancelled && (o.errored || !o.completed),
           },
           {

@@ -1,7 +1,7 @@
 // decode_bench: 70B-shaped decode with dummy weights through the whole CUDA engine (graphs, sampling,
 // the one host synchronization per step), next to the device's measured copy bandwidth.
 //
-//   decode_bench [--quant fp8|bf16] [--batches 1,8,32,64] [--ctx 1024] [--steps 20] [--layers N]
+//   decode_bench [--quant fp8|bf16] [--kv-cache-dtype auto|fp8] [--batches 1,8,32,64] [--ctx 1024] [--steps 20] [--layers N]
 //
 // For each batch size it loads as many of the 80 layers as fit next to that batch's KV cache (or
 // --layers), plus a 1-layer engine, and reports the measured step time, the 80-layer step time
@@ -54,6 +54,8 @@ struct Run {
   uint64_t weightBytes = 0;
 };
 
+static bool gKvFp8 = false;  // --kv-cache-dtype fp8: e4m3 K/V, half the KV bytes per token
+
 // Median step time of `steps` decode steps of `batch` sequences at context `ctx` (greedy).
 static Run timeDecode(const ModelConfig& c, bool fp8, int layers, int batch, int ctx, int steps) {
   Run run;
@@ -63,6 +65,7 @@ static Run timeDecode(const ModelConfig& c, bool fp8, int layers, int batch, int
   o.loadFormat = LoadFormat::Dummy;
   o.dummySeed = 1;
   o.quantization = fp8 ? Quantization::Fp8 : Quantization::None;
+  o.kvCacheDtype = gKvFp8 ? KvCacheDtype::Fp8 : KvCacheDtype::Auto;
   o.numLayersOverride = layers;
   o.maxNumSeqs = std::max(batch, 1);
   o.maxNumBatchedTokens = std::max(batch, 64);
@@ -117,6 +120,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
     if (k == "--quant") fp8 = v == "fp8";
+    else if (k == "--kv-cache-dtype") gKvFp8 = v == "fp8";
     else if (k == "--ctx") ctx = std::atoi(v.c_str());
     else if (k == "--steps") steps = std::atoi(v.c_str());
     else if (k == "--layers") forcedLayers = std::atoi(v.c_str());
@@ -141,7 +145,7 @@ int main(int argc, char** argv) {
   const double qkv = double(c.numHeads + 2 * c.numKvHeads) * c.headDim;
   const double paramsPerLayer = H * qkv + H * c.numHeads * c.headDim + 2 * I * H + I * H;
   const double bytesPerLayer = fp8 ? paramsPerLayer + (qkv + H + 2 * I + H) * 4 : 2 * paramsPerLayer;
-  const double kvBytesPerTokenLayer = 2.0 * c.numKvHeads * c.headDim * 2;
+  const double kvBytesPerTokenLayer = 2.0 * c.numKvHeads * c.headDim * (gKvFp8 ? 1 : 2);
   const double fixedBytes = V * H * 2 + 2 * H * 4 * 80;  // lm_head (bf16) + norms, read once per step
 
   for (int batch : batches) {
@@ -170,7 +174,7 @@ int main(int argc, char** argv) {
     std::printf(
         "RESULT {\"kind\":\"decode\",\"engine\":\"seventy\",\"quant\":\"%s\",\"batch\":%d,\"ctx\":%d,\"layers_run\":%d,\"step_ms_run\":%.4f,"
         "\"step_ms_80\":%.4f,\"tok_s\":%.2f,\"gb_per_step\":%.3f,\"tbps\":%.4f,\"frac_copy\":%.4f}\n",
-        fp8 ? "fp8" : "bf16", batch, ctx, layers, full.stepMs, step80, batch * 1000.0 / step80, bytes80 / 1e9, tbps, tbps * 1e12 / copyBw);
+        fp8 ? (gKvFp8 ? "fp8+kv8" : "fp8") : (gKvFp8 ? "bf16+kv8" : "bf16"), batch, ctx, layers, full.stepMs, step80, batch * 1000.0 / step80, bytes80 / 1e9, tbps, tbps * 1e12 / copyBw);
     std::fflush(stdout);
   }
   return 0;

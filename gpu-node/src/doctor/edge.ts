@@ -1,4 +1,4 @@
-import { DEFAULT_MAX_SKEW_SECONDS, signRequest } from "@seventy/sdk/protocol";
+import { DEFAULT_MAX_SKEW_SECONDS, NODE_ID_HEADER, signRequest, type NodeCredential } from "@seventy/sdk/protocol";
 
 export interface EdgeProbe {
   reachable: boolean;
@@ -11,12 +11,13 @@ export interface EdgeProbe {
 }
 
 /**
- * Reaches the edge, reads its clock, and sends one signed request to its heartbeat endpoint, signed
- * exactly as heartbeats are. The body is deliberately not a heartbeat: the edge checks the signature
- * first (401 when it is wrong, stale or replayed) and only then the body (400), so a 400 proves the
- * secret and clock are right without adding a node to the pool.
+ * Reaches the edge, reads its clock, and sends one request to its heartbeat endpoint signed exactly
+ * as this node's heartbeats are (its node key, its node id). The body is deliberately not a
+ * heartbeat: the edge checks the signature against the node's registration first (401 when the node
+ * is unknown or revoked, the key wrong, the timestamp stale) and only then the body (400), so a 400
+ * proves the credential and the clock are right without adding the node to the pool.
  */
-export async function probeEdge(edgeUrl: string, secret: string | undefined, nowMs: () => number): Promise<EdgeProbe> {
+export async function probeEdge(edgeUrl: string, credential: NodeCredential | undefined, nowMs: () => number): Promise<EdgeProbe> {
   let health: Response;
   const sent = nowMs();
   try {
@@ -38,11 +39,18 @@ export async function probeEdge(edgeUrl: string, secret: string | undefined, now
   const edgeMs = typeof time === "number" ? time : Date.parse(health.headers.get("date") ?? "");
   const skewSeconds = Number.isFinite(edgeMs) ? Math.round(((sent + received) / 2 - edgeMs) / 1000) : undefined;
   const out: EdgeProbe = { reachable: true, skewSeconds };
-  if (secret === undefined) return out;
+  if (credential === undefined) return out;
 
   const url = new URL("/internal/nodes/heartbeat", edgeUrl);
   const body = JSON.stringify({ doctor: "signature check; not a heartbeat" });
-  const headers = await signRequest({ method: "POST", path: url.pathname, body, secret, timestamp: Math.floor(nowMs() / 1000) });
+  const headers = await signRequest({
+    method: "POST",
+    path: url.pathname,
+    body,
+    secret: credential.nodeKey,
+    signed: { [NODE_ID_HEADER]: credential.nodeId },
+    timestamp: Math.floor(nowMs() / 1000),
+  });
   try {
     const res = await fetch(url, { method: "POST", body, headers: { ...headers, "content-type": "application/json" }, signal: AbortSignal.timeout(10_000) });
     await res.body?.cancel();

@@ -1,3 +1,4 @@
+import { parseNodeCredential } from "@seventy/sdk/protocol";
 import { formatMemoryPlan, memoryPlanError, planMemory } from "../engine/memory-plan.js";
 import { planWeightsFormat } from "../engine/native/index.js";
 import { formatBytes } from "../model/progress.js";
@@ -20,7 +21,10 @@ export interface DoctorOptions {
   model?: string;
   revision?: string;
   edge?: string;
-  secret?: string;
+  /** SEVENTY_NODE_CREDENTIAL as set (`snc1.…`), parsed here as the node parses it. */
+  credential?: string;
+  /** Whether SEVENTY_NODE_SECRET is set: nodes refuse to start with it (they hold their own credential). */
+  sharedSecretSet?: boolean;
   host?: string;
   port?: number;
   /** The engine the node will run: GPU lines are needed only for `native`. */
@@ -34,10 +38,13 @@ export interface DoctorOptions {
 
 const MIN_NODE = [20, 19] as const;
 
+const REGISTER_FIX =
+  'register the node with the edge (POST /admin/nodes {"id":"<node id>","url":"<its --public-url>"} with the ADMIN_TOKEN) and set SEVENTY_NODE_CREDENTIAL to the credential in the answer (in /etc/seventy/node.env for the systemd unit)';
+
 /**
  * Checks a box before it serves: Node, GPUs, driver vs the addon's CUDA, compute capability, the
  * CUDA flavor, disk and GPU memory against the model, the memory plan, the port, and the edge
- * (reachable, signature accepted, clocks within the signature window). The result passes when no
+ * (reachable, the node's credential accepted, clocks within the signature window). The result passes when no
  * line failed; warnings and skipped lines do not fail it.
  */
 export async function runDoctor(opts: DoctorOptions, facts: DoctorFacts): Promise<{ ok: boolean; results: CheckResult[] }> {
@@ -141,10 +148,15 @@ export async function runDoctor(opts: DoctorOptions, facts: DoctorFacts): Promis
   if (await facts.portFree(host, port)) add({ name: "port", status: "ok", detail: `${host}:${port} is free` });
   else add({ name: "port", status: "fail", detail: `${host}:${port} is in use`, fix: `stop what listens there (ss -ltnp 'sport = :${port}') or pick another --port` });
 
+  if (opts.sharedSecretSet) {
+    add({ name: "SEVENTY_NODE_SECRET", status: "fail", detail: "is set: nodes no longer use the edge's shared secret, and refuse to start with it", fix: `remove it from this box's environment (and /etc/seventy/node.env); ${REGISTER_FIX}` });
+  }
+
   if (!opts.edge) {
     add({ name: "edge", status: "skip", detail: "no --edge given" });
   } else {
-    const edge = await probeEdge(opts.edge, opts.secret, facts.now);
+    const credential = opts.credential === undefined ? undefined : (parseNodeCredential(opts.credential) ?? null);
+    const edge = await probeEdge(opts.edge, credential ?? undefined, facts.now);
     if (!edge.reachable) {
       add({ name: "edge reachable", status: "fail", detail: `${opts.edge}: ${edge.error}`, fix: "check the URL and this box's outbound HTTPS (curl -sv URL/health)" });
     } else {
@@ -155,19 +167,28 @@ export async function runDoctor(opts: DoctorOptions, facts: DoctorFacts): Promis
       else if (skewed) add({ name: "clock skew", status: "fail", detail: `this clock is ${skew > 0 ? "ahead of" : "behind"} the edge's by ${Math.abs(skew)} s; signatures are refused beyond ${MAX_SKEW_SECONDS} s`, fix: "sync the clock: timedatectl set-ntp true (or chronyc makestep)" });
       else add({ name: "clock skew", status: "ok", detail: `${skew} s (limit ${MAX_SKEW_SECONDS} s)` });
 
-      if (opts.secret === undefined) {
-        add({ name: "signed heartbeat", status: "fail", detail: "SEVENTY_NODE_SECRET is not set", fix: "set SEVENTY_NODE_SECRET to the value given to `wrangler secret put NODE_SECRET`" });
+      const name = "node credential";
+      if (credential === undefined) {
+        add({ name, status: "fail", detail: "SEVENTY_NODE_CREDENTIAL is not set", fix: REGISTER_FIX });
+      } else if (credential === null) {
+        add({ name, status: "fail", detail: "SEVENTY_NODE_CREDENTIAL is not a node credential (expected snc1.<node id>.<key>.<key>)", fix: `copy the whole credential the edge answered with (it is shown once; to get a new one: POST /admin/nodes/<id>/rotate), or ${REGISTER_FIX}` });
       } else if (edge.signature === "accepted") {
-        add({ name: "signed heartbeat", status: "ok", detail: "the edge accepts this node's signature" });
+        add({ name, status: "ok", detail: `the edge accepts node ${credential.nodeId}'s credential` });
       } else if (edge.signature === "refused") {
+        const id = credential.nodeId;
         add(
           skewed
-            ? { name: "signed heartbeat", status: "fail", detail: "refused: the clocks differ by more than the signature window", fix: "fix the clock (line above)" }
-            : { name: "signed heartbeat", status: "fail", detail: "refused: SEVENTY_NODE_SECRET is not the edge's NODE_SECRET", fix: "set SEVENTY_NODE_SECRET to the value given to `wrangler secret put NODE_SECRET` (or put this one there)" },
+            ? { name, status: "fail", detail: "refused: the clocks differ by more than the signature window", fix: "fix the clock (line above)" }
+            : {
+                name,
+                status: "fail",
+                detail: `refused: the edge does not accept node ${id}'s credential (the node is not registered there, its credential was rotated or revoked, or it was issued by another edge)`,
+                fix: `ask the edge's admin: GET /admin/nodes lists ${id}? If not, register it: POST /admin/nodes {"id":"${id}","url":"<its --public-url>"}; if so, POST /admin/nodes/${id}/rotate. Then set SEVENTY_NODE_CREDENTIAL to the credential in the answer and restart the node`,
+              },
         );
       } else {
         const status = typeof edge.signature === "object" ? edge.signature.unexpected : 0;
-        add({ name: "signed heartbeat", status: "fail", detail: `unexpected answer ${status || edge.error}`, fix: "is --edge the seventy edge worker? (its /internal/nodes/heartbeat answers 401 or 400 to this probe)" });
+        add({ name, status: "fail", detail: `unexpected answer ${status || edge.error}`, fix: "is --edge the seventy edge worker? (its /internal/nodes/heartbeat answers 401 or 400 to this probe)" });
       }
     }
   }

@@ -33,6 +33,9 @@ const NORMS = 5_275_648; // (2·80 + 1) × 8192 × 4
 // + split-K partials 256·64·64·130·4 = 545,259,520 + row ints 163,840 + out ints 3,072
 // + block tables 256·8192·4 = 8,388,608 + penalties 16,777,216 + params 16,384 + top logprobs 40,960.
 const WORKSPACE = 2_112_580_608;
+// AWQ layers add the W4 GEMV scratch: 64 rows × max(10,240, 57,344, 8,192) floats = 14,680,064, and
+// 4 splits × 64 rows × 28,672 floats = 29,360,128 (+ 4 bytes of slack).
+const WORKSPACE_AWQ = WORKSPACE + 14_680_064 + 29_360_132;
 const GRAPHS = 536_870_912;
 
 describe("planMemory: Llama-3.1-70B", () => {
@@ -40,15 +43,16 @@ describe("planMemory: Llama-3.1-70B", () => {
     const p = planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "awq-int4", kvCacheDtype: "fp8" });
     expect(p.weights).toEqual({ linear: LINEAR_AWQ, embedding: TABLE, lmHead: TABLE, norms: NORMS, total: 39_770_423_296 });
     expect(p.weights.total).toBeLessThanOrEqual(40e9);
-    expect(p.workspace).toBe(WORKSPACE);
+    expect(p.workspace).toBe(WORKSPACE_AWQ);
     expect(p.cudaGraphs).toBe(GRAPHS);
     expect(p.budget).toBe(76_968_728_985); // floor(0.9 × 85,520,809,984)
-    // KV per token: 80 layers × 2 × 8 heads × 128 × 1 byte = 163,840; left 34,548,854,169 → 13,179 blocks of 16.
+    // KV per token: 80 layers × 2 × 8 heads × 128 × 1 byte = 163,840; left 76,968,728,985 − 39,770,423,296
+    // − 2,156,620,804 − 536,870,912 = 34,504,813,973 → 13,162 blocks of 16.
     expect(p.kvBytesPerToken).toBe(163_840);
-    expect(p.kvBlocks).toBe(13_179);
-    expect(p.kvTokens).toBe(210_864);
+    expect(p.kvBlocks).toBe(13_162);
+    expect(p.kvTokens).toBe(210_592);
     expect(p.kvTokens).toBeGreaterThanOrEqual(190_000);
-    expect(p.kvCache).toBe(13_179 * 16 * 163_840);
+    expect(p.kvCache).toBe(13_162 * 16 * 163_840);
     expect(p.sequencesAt).toEqual({ "2048": 102, "8192": 25, "32768": 6 });
     expect(Math.floor(p.kvBlocks / Math.ceil(3072 / 16))).toBeGreaterThanOrEqual(64); // 64 users × 3k
     expect(p.maxModelLen).toBe(131_072);
@@ -59,8 +63,8 @@ describe("planMemory: Llama-3.1-70B", () => {
   it("AWQ with a bf16 KV cache holds half the tokens", () => {
     const p = planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "awq-int4", kvCacheDtype: "bf16" });
     expect(p.kvBytesPerToken).toBe(327_680);
-    expect(p.kvBlocks).toBe(6_589);
-    expect(p.kvTokens).toBe(105_424);
+    expect(p.kvBlocks).toBe(6_581);
+    expect(p.kvTokens).toBe(105_296);
     expect(p.sequencesAt).toEqual({ "2048": 51, "8192": 12, "32768": 3 });
   });
 
@@ -78,7 +82,7 @@ describe("planMemory: Llama-3.1-70B", () => {
     expect(q.kvTokens).toBeGreaterThanOrEqual(40_000);
   });
 
-  it("on a 141 GB H200: FP8 weights leave room for 368k FP8 KV tokens, AWQ for 569k", () => {
+  it("on a 141 GB H200: FP8 weights leave room for 368k FP8 KV tokens, AWQ for 568k", () => {
     const budget = Math.floor(0.9 * H200);
     expect(budget).toBe(135_679_338_086);
     const fp8 = planMemory({ model: L70B, deviceMemoryBytes: H200, weights: "fp8", kvCacheDtype: "fp8" });
@@ -87,8 +91,8 @@ describe("planMemory: Llama-3.1-70B", () => {
     expect(fp8.kvTokens).toBe(368_304);
     expect(fp8.sequencesAt).toEqual({ "2048": 179, "8192": 44, "32768": 11 });
     const awq = planMemory({ model: L70B, deviceMemoryBytes: H200, weights: "awq-int4", kvCacheDtype: "fp8" });
-    expect(awq.kvBlocks).toBe(35_575);
-    expect(awq.kvTokens).toBe(569_200);
+    expect(awq.kvBlocks).toBe(35_558);
+    expect(awq.kvTokens).toBe(568_928);
     const fp8bf16 = planMemory({ model: L70B, deviceMemoryBytes: H200, weights: "fp8", kvCacheDtype: "bf16" });
     expect(fp8bf16.kvTokens).toBe(184_144);
   });
@@ -132,9 +136,9 @@ describe("planMemory: Llama-3.1-70B", () => {
     expect(lines).toHaveLength(4);
     expect(lines[0]).toBe("memory plan: 85.52 GB device × 0.9 = 76.97 GB");
     expect(lines[1]).toContain("weights 39.77 GB (linear int4 AWQ 35.56 GB, embedding 2.10 GB, lm_head 2.10 GB");
-    expect(lines[3]).toContain("210,864 tokens (13,179 blocks of 16); sequences that fit: 102 × 2k, 25 × 8k, 6 × 32k");
+    expect(lines[3]).toContain("210,592 tokens (13,162 blocks of 16); sequences that fit: 102 × 2k, 25 × 8k, 6 × 32k");
     const j = memoryPlanJson(p);
-    expect(j).toMatchObject({ kv_tokens: 210_864, kv_cache_dtype: "fp8", weights_format: "awq-int4", sequences_that_fit: { "2048": 102 } });
+    expect(j).toMatchObject({ kv_tokens: 210_592, kv_cache_dtype: "fp8", weights_format: "awq-int4", sequences_that_fit: { "2048": 102 } });
     expect((j.weights_bytes as { total: number }).total).toBe(39_770_423_296);
   });
 

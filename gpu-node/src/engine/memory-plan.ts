@@ -94,6 +94,9 @@ export const CUDA_GRAPHS_RESERVE_BYTES = 512 * MiB;
 const ATTENTION_MAX_SPLITS = 64;
 /** Top logprobs kept per sampled row on the device (`cuda::kMaxTopLogprobs`). */
 const MAX_TOP_LOGPROBS = 20;
+/** Rows per W4 GEMV pass (`kW4RowChunk`) and its split-K slices (`kW4Splits` in gemv_w4.cu). */
+const W4_ROW_CHUNK = 64;
+const W4_SPLITS = 4;
 /** Penalty history buffer, ints (`penaltyCap_`). */
 const PENALTY_CAP = 4 << 20;
 /** sizeof(cuda::DeviceSamplingParams). */
@@ -134,14 +137,21 @@ export function kvBytesPerToken(m: PlanModelShape, dtype: PlanKvCacheDtype): num
 }
 
 /** What `allocWorkspace` in cuda_engine.cu allocates on the device. */
-function workspaceBytes(m: PlanModelShape, maxRows: number, maxOut: number, maxModelLen: number, blockSize: number): number {
+function workspaceBytes(m: PlanModelShape, maxRows: number, maxOut: number, maxModelLen: number, blockSize: number, weights: PlanWeights): number {
   const T = maxRows;
   const S = maxOut;
   const h = m.hiddenSize;
   const q = m.numAttentionHeads * m.headDim;
   const v = m.vocabSize;
   const tableCap = S * Math.ceil(maxModelLen / blockSize);
+  const kv = m.numKeyValueHeads * m.headDim;
+  // AWQ layers: float32 GEMV outputs of one row chunk and the split-K partials (+ one float of slack).
+  const w4 =
+    weights === "awq-int4"
+      ? W4_ROW_CHUNK * Math.max(q + 2 * kv, 2 * m.intermediateSize, h) * 4 + W4_SPLITS * W4_ROW_CHUNK * Math.max(q, m.intermediateSize, h) * 4 + 4
+      : 0;
   return (
+    w4 +
     T * h * 4 + // residual stream, float32
     2 * T * h * 2 + // normed input, layer output (bf16)
     2 * T * q * 2 + // q, attention output (bf16)
@@ -187,7 +197,7 @@ export function planMemory(input: MemoryPlanInput): MemoryPlan {
   const maxOut = Math.min(maxNumSeqs, maxNumBatchedTokens);
   // The workspace's block tables are sized by the longest context the engine accepts.
   const tableLen = input.maxModelLen ?? m.maxPositionEmbeddings;
-  const workspace = workspaceBytes(m, maxNumBatchedTokens, maxOut, tableLen, blockSize);
+  const workspace = workspaceBytes(m, maxNumBatchedTokens, maxOut, tableLen, blockSize, input.weights);
   const cudaGraphs = CUDA_GRAPHS_RESERVE_BYTES;
   const budget = Math.floor(gpuMemoryUtilization * input.deviceMemoryBytes);
 

@@ -6,6 +6,7 @@ import type { SampleRequest, SampledToken, SamplingParams, TopLogprob } from "./
  *
  *   raw logits ──► logprobs (log-softmax of the raw logits, when params.logprobs >= 0)
  *        │
+ *        ├─ allowedTokens (constrained decoding): every token whose bit is clear gets −∞
  *        ├─ repetition penalty (prompt + output tokens)  ─ frequency / presence penalties (output tokens)
  *        ├─ temperature < 1e-5: argmax (lowest id on ties)
  *        └─ ÷ temperature → top-k → top-p → min-p → inverse-CDF draw with u = uniformFor(seed, outputIndex)
@@ -68,7 +69,8 @@ export function checkSamplingParams(p: SamplingParams): void {
 export function sampleToken(logits: Float32Array, req: SampleRequest): SampleOutcome {
   const p = req.params;
   checkSamplingParams(p);
-  const work = hasPenalty(p) ? applyPenalties(logits, req) : logits;
+  let work = req.allowedTokens ? applyTokenMask(logits, req.allowedTokens) : logits;
+  if (hasPenalty(p)) work = applyPenalties(work, req);
 
   let tokenId: number;
   if (p.temperature < SAMPLING_EPS) tokenId = argmax(work);
@@ -81,6 +83,29 @@ export function sampleToken(logits: Float32Array, req: SampleRequest): SampleOut
     const n = Math.min(p.logprobs, logits.length);
     out.topLogprobs = n === 0 ? [] : topKIndices(logits, n).map((id): TopLogprob => ({ tokenId: id, logprob: logits[id] - lse }));
   }
+  return out;
+}
+
+/**
+ * A copy of `logits` where every token whose bit in `allowed` is clear is −∞ (bit i & 31 of word
+ * i >> 5). At least one allowed token must remain, or there is nothing to sample.
+ */
+export function applyTokenMask(logits: Float32Array, allowed: Int32Array): Float32Array {
+  const vocab = logits.length;
+  if (allowed.length < Math.ceil(vocab / 32)) throw new Error(`sampling: allowedTokens has ${allowed.length} words, the vocabulary needs ${Math.ceil(vocab / 32)}`);
+  const out = logits.slice();
+  let any = false;
+  for (let w = 0, base = 0; base < vocab; w++, base += 32) {
+    const bits = allowed[w];
+    if (bits === -1) {
+      any = true;
+      continue;
+    }
+    if (bits !== 0) any = true;
+    const end = Math.min(base + 32, vocab);
+    for (let i = base; i < end; i++) if (((bits >>> (i - base)) & 1) === 0) out[i] = -Infinity;
+  }
+  if (!any) throw new Error("sampling: allowedTokens allows no token");
   return out;
 }
 

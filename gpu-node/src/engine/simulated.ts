@@ -64,12 +64,14 @@ export class SimulatedEngine implements Engine {
     if (this.closed) throw new Error("SimulatedEngine is closed");
     validateStepBatch(batch, { numKvBlocks: this.numKvBlocks, blockSize: this.blockSize, vocabSize: this.vocabSize });
     if (this.stepDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.stepDelayMs));
+    if (batch.masksReady) await batch.masksReady;
 
     const sampled: SampledToken[] = [];
     for (const s of batch.seqs) {
       if (!s.sample) continue;
       const i = s.sample.outputIndex;
-      const tokenId = this.eosAfter !== undefined && i >= this.eosAfter ? this.eosTokenId : this.cycle[i % this.cycle.length];
+      let tokenId = this.eosAfter !== undefined && i >= this.eosAfter ? this.eosTokenId : this.cycle[i % this.cycle.length];
+      if (s.sample.allowedTokens) tokenId = allowedTokenNear(s.sample.allowedTokens, tokenId, this.vocabSize, s.sample.params.seed + i);
       const entry: SampledToken = { seqId: s.seqId, tokenId };
       // The simulated model is certain of every token: probability 1.
       if (s.sample.params.logprobs >= 0) {
@@ -84,4 +86,23 @@ export class SimulatedEngine implements Engine {
   async close(): Promise<void> {
     this.closed = true;
   }
+}
+
+/**
+ * The simulated model's choice under a token mask: its own token when allowed, else the first
+ * allowed token at or after a position picked by `salt` (so constrained outputs vary between
+ * sequences, like a model's would). Costs one scan of the mask at most.
+ */
+function allowedTokenNear(allowed: Int32Array, preferred: number, vocab: number, salt: number): number {
+  if (((allowed[preferred >> 5]! >>> (preferred & 31)) & 1) === 1) return preferred;
+  const words = Math.ceil(vocab / 32);
+  const start = (Math.imul(salt | 0, 0x9e3779b1) >>> 0) % words;
+  for (let k = 0; k < words; k++) {
+    const w = (start + k) % words;
+    const bits = allowed[w]!;
+    if (bits === 0) continue;
+    const id = w * 32 + (31 - Math.clz32(bits & -bits));
+    if (id < vocab) return id;
+  }
+  throw new Error("SimulatedEngine: allowedTokens allows no token");
 }

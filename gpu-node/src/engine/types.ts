@@ -36,8 +36,28 @@ export interface SamplingParams {
   logprobs: number;
 }
 
+/**
+ * A grammar that limits the next token (constrained decoding). The scheduler hands it to the engine
+ * through `SampleRequest.constraint`; the ConstrainedEngine wrapper (structured/) turns it into the
+ * plain `allowedTokens` bitmask the engines read, and advances it with the sampled token.
+ */
+export interface TokenConstraint {
+  /** Writes the allowed next tokens into `bitmask`: bit (i & 31) of word i >> 5 set means token i may follow. */
+  fillNextTokenBitmask(bitmask: Int32Array): Promise<void>;
+  /** Advances past the sampled token; false when the grammar rejects it. */
+  acceptToken(tokenId: number): boolean;
+}
+
 export interface SampleRequest {
   params: SamplingParams;
+  /**
+   * Only tokens whose bit is set may be sampled (bit (i & 31) of word i >> 5), applied before any
+   * sampling parameter, greedy included. Set by the ConstrainedEngine wrapper; engines that sample on
+   * the node's thread must not read it before `StepBatch.masksReady` settles.
+   */
+  allowedTokens?: Int32Array;
+  /** The grammar behind `allowedTokens`; consumed by the ConstrainedEngine wrapper, never sent to an engine. */
+  constraint?: TokenConstraint;
   /** Index of the output token being sampled (0 for the first generated token). */
   outputIndex: number;
   /** Only needed when a penalty is active. */
@@ -62,6 +82,11 @@ export interface SeqStep {
 
 export interface StepBatch {
   seqs: SeqStep[];
+  /**
+   * Set when some `allowedTokens` are still being computed (overlapping the forward pass): settles
+   * when they are all written. Engines await it before sampling; it never crosses a thread.
+   */
+  masksReady?: Promise<void>;
 }
 
 export interface TopLogprob {

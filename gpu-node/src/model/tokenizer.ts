@@ -65,6 +65,7 @@ export class LlamaTokenizer {
   private readonly utf8 = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
   /** Exact fast path for Llama-3-style byte-level BPE; null → the library's encode. */
   private readonly fast: ByteLevelBpeEncoder | null;
+  private addedPattern: RegExp | undefined;
 
   constructor(src: LlamaTokenizerSource) {
     this.source = src.source ?? "tokenizer";
@@ -246,9 +247,43 @@ export class LlamaTokenizer {
     }
   }
 
-  /** `encode(applyChatTemplate(...), { addSpecialTokens: false })`: the template already writes bos. */
+  /**
+   * `encode(applyChatTemplate(...), { addSpecialTokens: false })` (the template already writes bos),
+   * except that special-token text inside the messages and tools is tokenized as ordinary text (HF's
+   * `split_special_tokens` for the content only): message content is data, and `<|eot_id|>` typed by a
+   * user or found in a retrieved document must not become a real turn boundary. Only the template's
+   * own markup yields control tokens.
+   */
   encodeChat(messages: readonly ChatMessage[] | readonly unknown[], options: ApplyChatTemplateOptions = {}): number[] {
-    return this.encode(this.applyChatTemplate(messages, options), { addSpecialTokens: false });
+    const guard = new ContentGuard(this.addedTokenPattern);
+    const guarded = guard.hide(messages) as readonly unknown[];
+    const tools = options.tools === undefined ? undefined : (guard.hide(options.tools) as readonly unknown[]);
+    const rendered = this.applyChatTemplate(guarded, { ...options, tools });
+    if (guard.count === 0) return this.encode(rendered, { addSpecialTokens: false });
+    const { text, literal } = guard.reveal(rendered);
+    if (this.fast !== null) return this.fast.encode(text, false, literal);
+    // The library has no per-range switch: encode the pieces apart, each literal cut after its first
+    // character so no added token can match inside it.
+    const ids: number[] = [];
+    let at = 0;
+    for (const [start, end] of literal) {
+      if (start > at) ids.push(...this.tok.encode(text.slice(at, start), { add_special_tokens: false }).ids);
+      ids.push(...this.tok.encode(text.slice(start, start + 1), { add_special_tokens: false }).ids);
+      if (end > start + 1) ids.push(...this.tok.encode(text.slice(start + 1, end), { add_special_tokens: false }).ids);
+      at = end;
+    }
+    if (at < text.length) ids.push(...this.tok.encode(text.slice(at), { add_special_tokens: false }).ids);
+    return ids;
+  }
+
+  /** Matches the text of any added token (longest first); built on first use. */
+  private get addedTokenPattern(): RegExp {
+    if (this.addedPattern === undefined) {
+      const texts = [...this.addedTokenIds].map((id) => this.idToToken(id)!).filter((t) => t.length > 0);
+      texts.sort((a, b) => b.length - a.length);
+      this.addedPattern = new RegExp(texts.map(escapeRegExp).join("|"), "g");
+    }
+    return this.addedPattern;
   }
 
   private selectTemplate(options: ApplyChatTemplateOptions): string {
@@ -443,13 +478,25 @@ class ByteLevelBpeEncoder {
     return enc;
   }
 
-  encode(text: string, addSpecialTokens: boolean): number[] {
+  /**
+   * `literal`: sorted, disjoint [start, end) ranges of `text` in which added tokens are not matched
+   * (their text is encoded as ordinary text, together with the text around it).
+   */
+  encode(text: string, addSpecialTokens: boolean, literal: readonly (readonly [number, number])[] = []): number[] {
     const ids: number[] = addSpecialTokens ? [...this.prefix] : [];
     // Added tokens: longest match at each position, scanning left to right (the library's DictionarySplitter).
     let start = 0;
     let i = 0;
     const n = text.length;
+    let r = 0;
     while (i < n) {
+      while (r < literal.length && literal[r]![1] <= i) r++;
+      if (r < literal.length && literal[r]![0] <= i) {
+        i = literal[r]![1];
+        continue;
+      }
+      // A match must end before the next literal range begins.
+      const limit = r < literal.length ? literal[r]![0] : n;
       let node: TrieNode | undefined = this.trie.next.get(text[i]!);
       let matchId: number | undefined;
       let matchLen = 0;
@@ -458,7 +505,7 @@ class ByteLevelBpeEncoder {
           matchId = node.id;
           matchLen = node.length!;
         }
-        if (++j >= n) break;
+        if (++j >= limit) break;
         node = node.next.get(text[j]!);
       }
       if (matchId !== undefined) {
@@ -531,6 +578,61 @@ class ByteLevelBpeEncoder {
       else if (this.unkId !== undefined) ids.push(this.unkId);
     }
     return ids;
+  }
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+/**
+ * Hides added-token text inside message strings behind markers the template carries through
+ * untouched (private-use characters around a per-call random tag, so no user text can forge one),
+ * then turns the rendered prompt back into the original text plus the ranges that must stay literal.
+ * Special-token texts hold no whitespace, so a template's `| trim` acts on them as on the original.
+ */
+class ContentGuard {
+  private readonly tag = `\uE000${Math.random().toString(36).slice(2, 10)}:`;
+  private readonly texts: string[] = [];
+
+  constructor(private readonly pattern: RegExp) {}
+
+  get count(): number {
+    return this.texts.length;
+  }
+
+  hide(value: unknown): unknown {
+    if (typeof value === "string") {
+      this.pattern.lastIndex = 0;
+      if (!this.pattern.test(value)) return value;
+      return value.replace(this.pattern, (m) => `${this.tag}${this.texts.push(m) - 1}\uE001`);
+    }
+    if (Array.isArray(value)) return value.map((v) => this.hide(v));
+    if (value !== null && typeof value === "object") {
+      const out: Record<string, unknown> = {};
+      for (const [k, v] of Object.entries(value)) out[k] = this.hide(v);
+      return out;
+    }
+    return value;
+  }
+
+  reveal(rendered: string): { text: string; literal: [number, number][] } {
+    const literal: [number, number][] = [];
+    let text = "";
+    let at = 0;
+    for (;;) {
+      const i = rendered.indexOf(this.tag, at);
+      if (i < 0) break;
+      const close = rendered.indexOf("\uE001", i);
+      const index = Number(rendered.slice(i + this.tag.length, close));
+      const original = this.texts[index];
+      if (close < 0 || original === undefined) break;
+      text += rendered.slice(at, i);
+      literal.push([text.length, text.length + original.length]);
+      text += original;
+      at = close + 1;
+    }
+    return { text: text + rendered.slice(at), literal };
   }
 }
 

@@ -18,8 +18,8 @@ export class QueueFullError extends SchedulerError {
   override readonly name = "QueueFullError";
   readonly retryAfterS: number;
 
-  constructor(maxQueue: number, retryAfterS = 1) {
-    super(`the admission queue is full (${maxQueue} waiting requests)`, 503);
+  constructor(maxQueue: number, retryAfterS = 1, perKey = false) {
+    super(perKey ? `this key already has ${maxQueue} requests waiting on this node` : `the admission queue is full (${maxQueue} waiting requests)`, 503);
     this.retryAfterS = retryAfterS;
   }
 }

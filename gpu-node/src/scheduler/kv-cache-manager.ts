@@ -8,6 +8,8 @@ export interface KvRequest {
   readonly allTokenIds: readonly number[];
   /** Tokens whose KV is already written: positions [0, numComputedTokens). */
   readonly numComputedTokens: number;
+  /** Prefix-cache salt: blocks are shared only between requests with the same salt. */
+  readonly cacheSalt?: string;
 }
 
 /** The longest cached prefix of a request, in whole blocks. */
@@ -129,7 +131,7 @@ export class KvCacheManager {
     const bs = this.blockSize;
     for (let j = hashes.length; j <= i; j++) {
       const parent = j === 0 ? null : hashes[j - 1];
-      hashes.push(hashBlockTokens(parent, req.allTokenIds.slice(j * bs, (j + 1) * bs)));
+      hashes.push(hashBlockTokens(parent, req.allTokenIds.slice(j * bs, (j + 1) * bs), req.cacheSalt));
     }
     return hashes[i];
   }

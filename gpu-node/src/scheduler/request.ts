@@ -1,4 +1,4 @@
-import type { SamplingParams, TopLogprob } from "../engine/types.js";
+import type { SamplingParams, TokenConstraint, TopLogprob } from "../engine/types.js";
 import type { KvRequest } from "./kv-cache-manager.js";
 
 /** What the HTTP layer submits: an already tokenized prompt and resolved sampling parameters. */
@@ -10,6 +10,15 @@ export interface GenerationRequest {
   maxTokens: number;
   /** Sampling any of these finishes the request with "stop"; the stop token is not emitted. */
   stopTokenIds: number[];
+  /** Who asked (the edge's API key id): queue shares and fair scheduling are per key. Default "". */
+  keyId?: string;
+  /**
+   * Salt of the prefix-cache hashes: only requests with the same salt share cached blocks, so one
+   * tenant's prompts can neither be detected (cached_tokens, timing) nor reused by another. Default "".
+   */
+  cacheSalt?: string;
+  /** Constrained decoding: the grammar the sampled tokens must follow (the engine applies it). */
+  constraint?: TokenConstraint;
 }
 
 export type FinishReason = "stop" | "length" | "abort" | "error";
@@ -49,12 +58,17 @@ export class Request implements KvRequest {
   readonly onEvent: (ev: SeqEvent) => void;
   /** Whether the engine needs the prompt and output tokens (a penalty is active). */
   readonly needsTokenHistory: boolean;
+  readonly keyId: string;
+  readonly cacheSalt: string;
+  readonly constraint: TokenConstraint | undefined;
 
   status: RequestStatus = "waiting";
   numComputedTokens = 0;
   /** Prefix-cache hit at first admission; -1 until admitted. */
   numCachedPromptTokens = -1;
   numPreemptions = 0;
+  /** Its reader is not keeping up: holds its blocks but is not scheduled until resumed. */
+  paused = false;
 
   constructor(req: GenerationRequest, seqId: number, onEvent: (ev: SeqEvent) => void) {
     this.requestId = req.requestId;
@@ -65,6 +79,9 @@ export class Request implements KvRequest {
     this.maxTokens = req.maxTokens;
     this.stopTokenIds = new Set(req.stopTokenIds);
     this.onEvent = onEvent;
+    this.keyId = req.keyId ?? "";
+    this.cacheSalt = req.cacheSalt ?? "";
+    this.constraint = req.constraint;
     const p = req.params;
     this.needsTokenHistory = p.presencePenalty !== 0 || p.frequencyPenalty !== 0 || p.repetitionPenalty !== 1;
   }

@@ -17,6 +17,12 @@ export interface SchedulerOptions {
   maxNumBatchedTokens?: number;
   /** Waiting requests at most; `add()` beyond throws `QueueFullError`. Default 1024. */
   maxQueue?: number;
+  /**
+   * Waiting requests of one key (the edge's API key id) at most; beyond, `add()` throws
+   * `QueueFullError` for that key only. Default maxQueue / 4 (a queue of 16 or fewer is not split), so
+   * no key can fill the queue.
+   */
+  maxQueuePerKey?: number;
   /** Reuse KV blocks across requests sharing a prefix. Default true. */
   enablePrefixCaching?: boolean;
 }
@@ -75,6 +81,7 @@ export class Scheduler {
   readonly maxNumSeqs: number;
   readonly maxNumBatchedTokens: number;
   readonly maxQueue: number;
+  readonly maxQueuePerKey: number;
   /** Exposed for /health, metrics and tests; the scheduler is its only writer. */
   readonly kvCacheManager: KvCacheManager;
 
@@ -85,6 +92,9 @@ export class Scheduler {
   /** Aborted while a step using their blocks was in flight; freed at the next step boundary. */
   private abortedInFlight: Request[] = [];
   private nextSeqId = 0;
+  /** When each key last had a request admitted (an admission counter): round robin among equals. */
+  private readonly keyLastAdmitted = new Map<string, number>();
+  private numAdmissions = 0;
 
   private loopRunning = false;
   private stepInFlight = false;
@@ -101,6 +111,7 @@ export class Scheduler {
     this.maxNumSeqs = positiveInt("maxNumSeqs", opts.maxNumSeqs ?? 256);
     this.maxNumBatchedTokens = positiveInt("maxNumBatchedTokens", opts.maxNumBatchedTokens ?? 2048);
     this.maxQueue = positiveInt("maxQueue", opts.maxQueue ?? 1024);
+    this.maxQueuePerKey = positiveInt("maxQueuePerKey", opts.maxQueuePerKey ?? Math.max(Math.ceil(this.maxQueue / 4), Math.min(this.maxQueue, 16)));
     this.kvCacheManager = new KvCacheManager({
       numBlocks: engine.numKvBlocks,
       blockSize: engine.blockSize,
@@ -127,6 +138,10 @@ export class Scheduler {
       );
     }
     if (this.waiting.length >= this.maxQueue) throw new QueueFullError(this.maxQueue);
+    const keyId = req.keyId ?? "";
+    let numWaitingForKey = 0;
+    for (const r of this.waiting) if (r.keyId === keyId) numWaitingForKey++;
+    if (numWaitingForKey >= this.maxQueuePerKey) throw new QueueFullError(this.maxQueuePerKey, 1, true);
 
     const request = new Request(req, this.nextSeqId++, onEvent);
     this.requests.set(request.requestId, request);
@@ -152,6 +167,26 @@ export class Scheduler {
     } else {
       this.finishRequest(req, "abort"); // removed from `running` at the next reap
     }
+    // A loop parked on paused requests must see the slot and blocks this freed (or, with nothing
+    // left, resolve idle()).
+    this.wake();
+  }
+
+  /**
+   * Stops scheduling the request until `resume` (its reader is not keeping up): it keeps its KV
+   * blocks and its place, so resuming costs nothing. A paused request that is never resumed must be
+   * aborted by its owner. Unknown or finished ids are ignored.
+   */
+  pause(requestId: string): void {
+    const req = this.requests.get(requestId);
+    if (req !== undefined && req.status !== "finished") req.paused = true;
+  }
+
+  resume(requestId: string): void {
+    const req = this.requests.get(requestId);
+    if (req === undefined || !req.paused) return;
+    req.paused = false;
+    this.wake();
   }
 
   stats(): SchedulerStats {
@@ -171,7 +206,7 @@ export class Scheduler {
 
   /** Resolves when no request is running or waiting and no step is in flight. */
   idle(): Promise<void> {
-    if (!this.loopRunning) return Promise.resolve();
+    if (!this.loopRunning && this.requests.size === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
@@ -197,6 +232,8 @@ export class Scheduler {
         if (out.batch.seqs.length === 0) {
           // A lone request preempting itself leaves an empty step; it is readmitted next time.
           if (out.preemptedRequestIds.length > 0) continue;
+          // Everything runnable is paused (slow readers): park until a resume or an abort wakes us.
+          if (this.running.some((r) => r.paused)) break;
           throw new SchedulerError("the scheduler could not schedule any request");
         }
         await this.step(out);
@@ -211,9 +248,12 @@ export class Scheduler {
       this.reap();
     } finally {
       this.loopRunning = false;
-      const waiters = this.idleWaiters;
-      this.idleWaiters = [];
-      for (const resolve of waiters) resolve();
+      // Parked on paused requests: idle only once every request has finished.
+      if (this.requests.size === 0) {
+        const waiters = this.idleWaiters;
+        this.idleWaiters = [];
+        for (const resolve of waiters) resolve();
+      }
     }
   }
 
@@ -245,17 +285,27 @@ export class Scheduler {
     const preemptedRequestIds: string[] = [];
     let budget = this.maxNumBatchedTokens;
 
+    // A key waiting with less than its fair share of the sequence slots takes one back from the key
+    // holding the most (its newest request is preempted, to be recomputed later).
+    this.rebalance(preemptedRequestIds);
+    let kvPreempted = false;
+
     // Running requests first, in admission order. A decode needs 1 token, a partial prefill the rest of
     // its prompt; either may need a new block, and getting none preempts from the back of `running`.
     let i = 0;
     while (i < this.running.length && budget > 0) {
       const req = this.running[i];
+      if (req.paused) {
+        i++;
+        continue;
+      }
       const numNew = Math.min(req.numTokens - req.numComputedTokens, budget);
       let allocated = true;
       while (kv.allocateSlots(req, numNew) === null) {
         const victim = this.running.pop() as Request;
         this.preempt(victim);
         preemptedRequestIds.push(victim.requestId);
+        kvPreempted = true;
         if (victim === req) {
           allocated = false;
           break;
@@ -268,15 +318,20 @@ export class Scheduler {
       i++;
     }
 
-    // Waiting requests in FIFO order, unless this step had to preempt (admitting now would only thrash).
-    // The head blocks the queue when its first chunk does not fit: no overtaking by smaller requests.
-    if (preemptedRequestIds.length === 0) {
-      while (this.waiting.length > 0 && budget > 0 && this.running.length < this.maxNumSeqs) {
-        const req = this.waiting[0];
+    // Waiting requests, fairly across keys (see `nextWaiting`), unless this step had to preempt for
+    // KV blocks (admitting now would only thrash). The chosen request blocks the queue when its first
+    // chunk does not fit: no overtaking by smaller requests.
+    if (!kvPreempted) {
+      const numRunningByKey = this.countRunningByKey();
+      while (budget > 0 && this.running.length < this.maxNumSeqs) {
+        const w = this.nextWaiting(numRunningByKey);
+        if (w < 0) break;
+        const req = this.waiting[w];
         const computed = kv.getComputedBlocks(req);
         const numNew = Math.min(req.numTokens - computed.numTokens, budget);
         if (kv.allocateSlots(req, numNew, computed) === null) break;
-        this.waiting.shift();
+        this.waiting.splice(w, 1);
+        numRunningByKey.set(req.keyId, (numRunningByKey.get(req.keyId) ?? 0) + 1);
         this.numPrefixQueryTokens += req.numTokens;
         this.numPrefixHitTokens += computed.numTokens;
         if (req.numCachedPromptTokens < 0) req.numCachedPromptTokens = computed.numTokens;
@@ -292,6 +347,79 @@ export class Scheduler {
     return { batch: { seqs }, scheduled, numBatchedTokens: this.maxNumBatchedTokens - budget, preemptedRequestIds };
   }
 
+  private countRunningByKey(): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const r of this.running) if (r.status === "running") counts.set(r.keyId, (counts.get(r.keyId) ?? 0) + 1);
+    return counts;
+  }
+
+  /**
+   * Index of the waiting request to admit next: the oldest one of the key with the fewest running
+   * requests, ties going to the key admitted least recently (round robin), so a key with one request
+   * is never stuck behind another key's thousand. Paused ones are skipped; -1 when none.
+   */
+  private nextWaiting(numRunningByKey: Map<string, number>): number {
+    let best = -1;
+    let bestRunning = Infinity;
+    let bestLast = Infinity;
+    const seen = new Set<string>();
+    for (let w = 0; w < this.waiting.length; w++) {
+      const req = this.waiting[w];
+      if (req.paused || seen.has(req.keyId)) continue;
+      seen.add(req.keyId);
+      const running = numRunningByKey.get(req.keyId) ?? 0;
+      const last = this.keyLastAdmitted.get(req.keyId) ?? -1;
+      if (running < bestRunning || (running === bestRunning && last < bestLast)) {
+        best = w;
+        bestRunning = running;
+        bestLast = last;
+      }
+    }
+    if (best >= 0) {
+      if (this.keyLastAdmitted.size > 4096) this.keyLastAdmitted.clear();
+      this.keyLastAdmitted.set(this.waiting[best].keyId, this.numAdmissions++);
+    }
+    return best;
+  }
+
+  /**
+   * Fair shares of the sequence slots: when every slot is taken and a key is waiting with fewer than
+   * maxNumSeqs / (keys with work) running, the key with the most running requests above its share
+   * gives up its newest one. One slot per starved key per step, so shares converge without thrashing.
+   */
+  private rebalance(preemptedRequestIds: string[]): void {
+    if (this.running.length < this.maxNumSeqs || this.waiting.length === 0) return;
+    const numRunningByKey = this.countRunningByKey();
+    const starved: string[] = [];
+    const keys = new Set(numRunningByKey.keys());
+    for (const r of this.waiting) {
+      if (r.paused) continue;
+      if (!keys.has(r.keyId)) starved.push(r.keyId);
+      keys.add(r.keyId);
+    }
+    if (keys.size < 2) return;
+    const share = Math.max(1, Math.floor(this.maxNumSeqs / keys.size));
+    for (const [key, n] of numRunningByKey) if (n < share && this.waiting.some((r) => r.keyId === key && !r.paused)) starved.push(key);
+    for (const _ of starved) {
+      let richest: string | null = null;
+      let most = share;
+      for (const [key, n] of numRunningByKey) {
+        if (n > most) {
+          richest = key;
+          most = n;
+        }
+      }
+      if (richest === null) return;
+      let v = this.running.length - 1;
+      while (v >= 0 && (this.running[v].keyId !== richest || this.running[v].status !== "running")) v--;
+      if (v < 0) return;
+      const [victim] = this.running.splice(v, 1);
+      this.preempt(victim);
+      preemptedRequestIds.push(victim.requestId);
+      numRunningByKey.set(richest, most - 1);
+    }
+  }
+
   private seqStep(req: Request, numNew: number): SeqStep {
     const start = req.numComputedTokens;
     const end = start + numNew;
@@ -301,6 +429,7 @@ export class Scheduler {
             params: req.params,
             outputIndex: req.numOutputTokens,
             ...(req.needsTokenHistory ? { promptTokenIds: req.promptTokenIds, outputTokenIds: req.outputTokenIds.slice() } : {}),
+            ...(req.constraint ? { constraint: req.constraint } : {}),
           }
         : null;
     return {

@@ -7,7 +7,9 @@ import { completions } from "./completions-route.js";
 import type { NodeContext, RequestConn } from "./context.js";
 import { HttpError } from "./http-error.js";
 import { checkModel } from "./request-prep.js";
-import { SignatureVerifier } from "./signature.js";
+import { loopbackGuard } from "./loopback-guard.js";
+import { encodeChatPrompt, encodeTextPrompt } from "./prompt.js";
+import { LOCAL_TENANT, SignatureVerifier, signableFrom, type Tenant } from "./signature.js";
 
 const REQUEST_ID_RE = /^[\w.:\-]{1,128}$/;
 
@@ -58,11 +60,11 @@ function parseJson(bytes: Uint8Array): unknown {
  * /health and Prometheus /metrics.
  */
 /** Node's bindings are present when served by @hono/node-server; absent under `app.fetch`. */
-export type NodeEnv = { Bindings: Partial<HttpBindings>; Variables: { requestId: string } };
+export type NodeEnv = { Bindings: Partial<HttpBindings>; Variables: { requestId: string; tenant: Tenant } };
 
 export function createApp(ctx: NodeContext): Hono<NodeEnv> {
   const app = new Hono<NodeEnv>();
-  const verifier = ctx.secret ? new SignatureVerifier(ctx.secret) : null;
+  const verifier = ctx.credential ? new SignatureVerifier(ctx.credential, signableFrom(ctx.startedAt)) : null;
 
   app.use("*", async (c, next) => {
     const given = c.req.header("x-request-id");
@@ -73,6 +75,9 @@ export function createApp(ctx: NodeContext): Hono<NodeEnv> {
     if (!c.res.headers.has("x-hono-already-sent")) c.res.headers.set("x-request-id", requestId);
   });
 
+  // Without a credential the node serves anyone who can reach it: only loopback, and never a browser page.
+  if (!verifier) app.use("*", loopbackGuard());
+
   /** Reads, verifies and parses a JSON body for the API routes. */
   async function jsonBody(c: Context<NodeEnv>): Promise<unknown> {
     if (ctx.draining) {
@@ -81,8 +86,10 @@ export function createApp(ctx: NodeContext): Hono<NodeEnv> {
         headers: { "retry-after": "1" },
       });
     }
+    // Unsigned, stale or misaddressed requests are refused before a byte of their body is read.
+    verifier?.precheck(c.req.raw);
     const bytes = await readBody(c, ctx.maxBodyBytes);
-    if (verifier) await verifier.verify(c.req.raw, bytes);
+    c.set("tenant", verifier ? await verifier.verify(c.req.raw, bytes) : LOCAL_TENANT);
     return parseJson(bytes);
   }
 
@@ -90,12 +97,16 @@ export function createApp(ctx: NodeContext): Hono<NodeEnv> {
     signal: c.req.raw.signal,
     outgoing: c.env?.outgoing,
     requestId: c.get("requestId"),
+    tenant: c.get("tenant") ?? LOCAL_TENANT,
   });
   app.post("/v1/chat/completions", async (c) => chatCompletions(ctx, await jsonBody(c), conn(c)));
   app.post("/v1/completions", async (c) => completions(ctx, await jsonBody(c), conn(c)));
 
   app.get("/v1/models", async (c) => {
-    if (verifier) await verifier.verify(c.req.raw, new Uint8Array(0));
+    if (verifier) {
+      verifier.precheck(c.req.raw);
+      await verifier.verify(c.req.raw, new Uint8Array(0));
+    }
     return c.json({
       object: "list",
       data: [
@@ -115,19 +126,14 @@ export function createApp(ctx: NodeContext): Hono<NodeEnv> {
     if (!parsed.success) throw HttpError.fromZod(parsed.error);
     const req = parsed.data;
     if (req.model) checkModel(ctx, req.model);
-    let tokens: number[];
-    if ("messages" in req) {
-      try {
-        tokens = ctx.tokenizer.encodeChat(
-          req.messages.map((m) => ({ ...m, content: typeof m.content === "string" || m.content == null ? m.content : m.content.map((p) => p.text).join("") })),
-          { addGenerationPrompt: req.add_generation_prompt ?? true, tools: req.tools ?? undefined },
-        );
-      } catch (err) {
-        throw new HttpError(400, `The chat template rejected the messages: ${(err as Error).message}`, { param: "messages" });
-      }
-    } else {
-      tokens = ctx.tokenizer.encode(req.prompt, { addSpecialTokens: req.add_special_tokens ?? true });
-    }
+    const tokens =
+      "messages" in req
+        ? await encodeChatPrompt(
+            ctx,
+            req.messages.map((m) => ({ ...m, content: typeof m.content === "string" || m.content == null ? m.content : m.content.map((p) => p.text).join("") })),
+            { addGenerationPrompt: req.add_generation_prompt ?? true, tools: req.tools ?? undefined },
+          )
+        : await encodeTextPrompt(ctx, req.prompt, req.add_special_tokens ?? true, "prompt");
     return c.json({ tokens, count: tokens.length, max_model_len: ctx.maxModelLen });
   });
 

@@ -8,12 +8,15 @@ import {
 } from "@seventy/sdk/protocol";
 import type { NodeContext, RequestConn } from "./context.js";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
-import { Generation, type ChoiceDelta, type FinishReason, type GenerationUsage, type TokenLogprobInfo } from "./generation.js";
+import { Generation, type GenerationSpec, type ChoiceDelta, type FinishReason, type GenerationUsage, type TokenLogprobInfo } from "./generation.js";
 import { HttpError } from "./http-error.js";
-import { checkModel, newId, resolveMaxTokens, samplingParams, stopStrings } from "./request-prep.js";
+import { checkModel, newId, resolveMaxTokens, samplingParams } from "./request-prep.js";
+import { encodeChatPrompt } from "./prompt.js";
+import { checkLogprobVolume, checkSchemaDepth, checkSequences, checkStopStrings, checkTools } from "./request-limits.js";
 import { SseWriter } from "./sse.js";
 import { tokenText } from "./token-text.js";
-import { parseToolCalls } from "./tool-calls.js";
+import { ToolCallStream, type ToolCallEvent } from "./tool-call-stream.js";
+import { prepareConstraints } from "./constraint-request.js";
 import { admit, observeRequest } from "./admission.js";
 
 type Message = ChatCompletionRequest["messages"][number];
@@ -73,40 +76,35 @@ export async function chatCompletions(ctx: NodeContext, body: unknown, conn: Req
   }
   const req = parsed.data;
   checkModel(ctx, req.model);
-  if (req.tool_choice !== undefined && req.tool_choice !== "auto" && req.tool_choice !== "none") {
-    throw new HttpError(400, "Only tool_choice 'auto' and 'none' are supported (no constrained decoding yet).", {
-      param: "tool_choice",
-      code: "unsupported_value",
-    });
-  }
+  checkSequences(ctx, 1, req.n ?? 1);
+  if (req.tools) checkTools(ctx, req.tools);
+  if (req.response_format?.type === "json_schema") checkSchemaDepth(ctx, req.response_format.json_schema.schema, "response_format.json_schema.schema");
+  const stops = checkStopStrings(ctx, req.stop);
   const tools: Tool[] = req.tool_choice === "none" ? [] : (req.tools ?? []);
 
-  let promptTokenIds: number[];
-  try {
-    promptTokenIds = ctx.tokenizer.encodeChat(req.messages.map(templateMessage), {
-      addGenerationPrompt: true,
-      tools: tools.length > 0 ? tools : undefined,
-    });
-  } catch (err) {
-    // The chat template raises for conversations it cannot express (e.g. two tool calls at once).
-    throw new HttpError(400, `The chat template rejected the messages: ${(err as Error).message}`, {
-      param: "messages",
-      code: "invalid_messages",
-    });
-  }
+  const promptTokenIds = await encodeChatPrompt(ctx, req.messages.map(templateMessage), {
+    addGenerationPrompt: true,
+    tools: tools.length > 0 ? tools : undefined,
+  });
   const maxParam = req.max_completion_tokens !== undefined ? "max_completion_tokens" : "max_tokens";
   const maxTokens = resolveMaxTokens(ctx, promptTokenIds.length, req.max_completion_tokens ?? req.max_tokens, maxParam, "messages");
   const wantLogprobs = req.logprobs === true;
+  if (wantLogprobs) checkLogprobVolume(ctx, req.n ?? 1, req.top_logprobs ?? 0, maxTokens, "top_logprobs");
   const id = newId("chatcmpl");
   const created = Math.floor(Date.now() / 1000);
-  const spec = {
+  const params = samplingParams(ctx, req, wantLogprobs ? (req.top_logprobs ?? 0) : -1);
+  // Last before admission: the grammars hold memory that the Generation releases.
+  const { constraints } = await prepareConstraints(ctx, req, params.length);
+  const spec: GenerationSpec = {
     requestId: id,
     promptTokenIds,
-    params: samplingParams(ctx, req, wantLogprobs ? (req.top_logprobs ?? 0) : -1),
+    params,
     maxTokens,
     stopTokenIds: req.ignore_eos ? [] : ctx.eosTokenIds,
-    stopStrings: stopStrings(req.stop),
+    stopStrings: stops,
     wantLogprobs,
+    ...conn.tenant,
+    ...(constraints ? { constraints } : {}),
   };
   const makeToolCallId = () => `call_${crypto.randomUUID().replace(/-/g, "").slice(0, 24)}`;
 
@@ -151,7 +149,7 @@ export async function chatCompletions(ctx: NodeContext, body: unknown, conn: Req
     model: ctx.modelName,
     system_fingerprint: null,
     choices: texts.map((text, index) => {
-      const calls: ToolCall[] | null = tools.length > 0 ? parseToolCalls(text, tools, makeToolCallId) : null;
+      const calls: ToolCall[] | null = tools.length > 0 ? toolCallsIn(text, tools, makeToolCallId) : null;
       return {
         index,
         message: calls
@@ -164,6 +162,13 @@ export async function chatCompletions(ctx: NodeContext, body: unknown, conn: Req
     usage: usageJson(usage),
   };
   return new Response(JSON.stringify(completion), { headers: { "content-type": "application/json" } });
+}
+
+/** The tool calls in a whole answer, found exactly as a stream finds them (so both give the same arguments). */
+function toolCallsIn(text: string, tools: Tool[], makeId: () => string): ToolCall[] | null {
+  const stream = new ToolCallStream(tools, makeId);
+  stream.push(text);
+  return stream.finish().calls;
 }
 
 export function usageJson(u: GenerationUsage) {
@@ -185,15 +190,16 @@ interface StreamOpts {
 
 function streamChat(
   ctx: NodeContext,
-  spec: ConstructorParameters<typeof Generation>[1],
+  spec: GenerationSpec,
   opts: StreamOpts,
   conn: RequestConn,
 ): Response {
   // Every chunk shares this prefix; building it once keeps the per-token cost to one small stringify.
   const head = `{"id":"${opts.id}","object":"chat.completion.chunk","created":${opts.created},"model":${JSON.stringify(ctx.modelName)},"system_fingerprint":null,"choices":[`;
   const n = spec.params.length;
-  // With tools, an answer that starts with "{" may be a tool call: hold it until the end to decide.
-  const toolBuffer: Array<string | null> = new Array(n).fill(null);
+  // With tools, each choice's text goes through a ToolCallStream: content as soon as it cannot be a
+  // call, a call's name as soon as it is known, then its arguments piece by piece.
+  const toolStreams = opts.tools.length > 0 ? Array.from({ length: n }, () => new ToolCallStream(opts.tools, opts.makeToolCallId)) : null;
   const started = new Array<boolean>(n).fill(false);
   const observe = observeRequest(ctx, spec.promptTokenIds.length);
   // Created after admission succeeds, so a refusal can still be an ordinary error response.
@@ -203,45 +209,50 @@ function streamChat(
 
   const choiceChunk = (index: number, delta: string, logprobs: string, finish: string) =>
     `${head}{"index":${index},"delta":${delta},"logprobs":${logprobs},"finish_reason":${finish}}]}`;
+  const sendContent = (index: number, text: string, lp: string) => {
+    if (!started[index]) {
+      started[index] = true;
+      // OpenAI's first chunk carries the role.
+      sse.data(choiceChunk(index, `{"role":"assistant","content":""}`, "null", "null"));
+    }
+    if (text.length > 0 || lp !== "null") sse.data(choiceChunk(index, `{"content":${JSON.stringify(text)}}`, lp, "null"));
+  };
+  const sendToolEvent = (index: number, ev: ToolCallEvent, lp: string) => {
+    if (ev.type === "content") return sendContent(index, ev.text, lp);
+    const call =
+      ev.type === "call"
+        ? { index: ev.index, id: ev.id, type: "function", function: { name: ev.name, arguments: "" } }
+        : { index: ev.index, function: { arguments: ev.text } };
+    const role = started[index] ? "" : `"role":"assistant","content":null,`;
+    started[index] = true;
+    sse.data(choiceChunk(index, `{${role}"tool_calls":[${JSON.stringify(call)}]}`, "null", "null"));
+  };
 
   const gen = new Generation(ctx.scheduler, spec, ctx.makeDetokenizer, {
     onToken: observe.onToken,
     onDelta(d) {
-      let text = d.text;
-      if (opts.tools.length > 0 && !started[d.index]) {
-        // Undecided while the answer is only whitespace; a tool call once it starts with "{".
-        const pending = (toolBuffer[d.index] ?? "") + text;
-        const head = pending.trimStart();
-        if (head === "" || head.startsWith("{")) {
-          toolBuffer[d.index] = pending;
-          if (!d.finishReason) return;
-          const buffered = pending;
-          const calls = parseToolCalls(buffered, opts.tools, opts.makeToolCallId);
-          if (calls) {
-            const deltas = calls.map((c, i) => ({ index: i, id: c.id, type: "function", function: c.function }));
-            sse.data(choiceChunk(d.index, `{"role":"assistant","content":null,"tool_calls":${JSON.stringify(deltas)}}`, "null", "null"));
-            sse.data(choiceChunk(d.index, "{}", "null", '"tool_calls"'));
-            lastFinish = "tool_calls";
-            return;
-          }
-          text = buffered;
-        } else {
-          text = pending;
-        }
-        toolBuffer[d.index] = null;
-      }
       const lp = d.logprobs.length ? JSON.stringify({ content: toLogprobs(ctx, d.logprobs) }) : "null";
-      if (!started[d.index]) {
-        started[d.index] = true;
-        // OpenAI's first chunk carries the role.
-        sse.data(choiceChunk(d.index, `{"role":"assistant","content":""}`, "null", "null"));
+      let finish: string | undefined = d.finishReason;
+      const tools = toolStreams?.[d.index];
+      if (tools) {
+        const events = tools.push(d.text);
+        if (d.finishReason) {
+          const end = tools.finish();
+          events.push(...end.events);
+          if (end.calls) finish = "tool_calls";
+        }
+        let lpLeft = lp;
+        for (const ev of events) {
+          sendToolEvent(d.index, ev, ev.type === "content" ? lpLeft : "null");
+          if (ev.type === "content") lpLeft = "null";
+        }
+        if (!started[d.index] && d.finishReason) sendContent(d.index, "", "null");
+      } else {
+        sendContent(d.index, d.text, lp);
       }
-      if (text.length > 0 || d.logprobs.length > 0) {
-        sse.data(choiceChunk(d.index, `{"content":${JSON.stringify(text)}}`, lp, "null"));
-      }
-      if (d.finishReason) {
-        lastFinish = d.finishReason;
-        sse.data(choiceChunk(d.index, "{}", "null", `"${d.finishReason}"`));
+      if (finish) {
+        lastFinish = finish;
+        sse.data(choiceChunk(d.index, "{}", "null", `"${finish}"`));
       }
     },
     onDone(usage) {
@@ -258,7 +269,7 @@ function streamChat(
     },
   });
   admit(gen);
-  sse = new SseWriter(() => gen.cancel(), conn.outgoing, { "x-request-id": conn.requestId });
+  sse = new SseWriter(() => gen.cancel(), conn.outgoing, { "x-request-id": conn.requestId }, { pause: () => gen.pause(), resume: () => gen.resume(), ...ctx.streamBounds });
   conn.signal.addEventListener("abort", () => gen.cancel(), { once: true });
   return sse.response(RESPONSE_ALREADY_SENT);
 }

@@ -5,7 +5,10 @@ import type { NodeContext, RequestConn } from "./context.js";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { Generation, type FinishReason, type GenerationUsage, type TokenLogprobInfo } from "./generation.js";
 import { HttpError } from "./http-error.js";
-import { checkModel, newId, resolveMaxTokens, samplingParams, stopStrings } from "./request-prep.js";
+import { prepareConstraints } from "./constraint-request.js";
+import { checkModel, newId, resolveMaxTokens, samplingParams } from "./request-prep.js";
+import { encodeTextPrompt } from "./prompt.js";
+import { checkLogprobVolume, checkSequences, checkStopStrings } from "./request-limits.js";
 import { SseWriter } from "./sse.js";
 import { tokenText } from "./token-text.js";
 
@@ -43,15 +46,20 @@ export async function completions(ctx: NodeContext, body: unknown, conn: Request
     throw new HttpError(400, "'echo' together with 'logprobs' is not supported.", { param: "echo", code: "unsupported_value" });
   }
 
+  const p = req.prompt;
+  const numPrompts = typeof p === "string" || typeof p[0] === "number" ? 1 : p.length;
+  checkSequences(ctx, numPrompts, req.n ?? 1);
+  const stops = checkStopStrings(ctx, req.stop);
+
   // Normalise the four prompt forms to a list of token id lists (strings get the BOS token, as HF does).
   const prompts: number[][] = [];
   const promptTexts: string[] = [];
-  const p = req.prompt;
-  if (typeof p === "string") prompts.push(ctx.tokenizer.encode(p, { addSpecialTokens: true }));
-  else if (typeof p[0] === "string") for (const s of p as string[]) prompts.push(ctx.tokenizer.encode(s, { addSpecialTokens: true }));
-  else if (typeof p[0] === "number") prompts.push(p as number[]);
+  if (typeof p === "string") prompts.push(await encodeTextPrompt(ctx, p, true, "prompt"));
+  else if (typeof p[0] === "string") {
+    const texts = p as string[];
+    prompts.push(...(await Promise.all(texts.map((s, i) => encodeTextPrompt(ctx, s, true, texts.length > 1 ? `prompt[${i}]` : "prompt")))));
+  } else if (typeof p[0] === "number") prompts.push(p as number[]);
   else for (const ids of p as number[][]) prompts.push(ids);
-  if (prompts.length > 64) throw new HttpError(400, "At most 64 prompts per request.", { param: "prompt", code: "invalid_value" });
   for (const [i, ids] of prompts.entries()) {
     if (ids.length === 0) throw new HttpError(400, "The prompt must not be empty.", { param: "prompt", code: "invalid_value" });
     const bad = ids.find((id) => id >= ctx.vocabSize);
@@ -65,6 +73,7 @@ export async function completions(ctx: NodeContext, body: unknown, conn: Request
   }
   const n = req.n ?? 1;
   const maxTokensList = prompts.map((ids) => resolveMaxTokens(ctx, ids.length, req.max_tokens, "max_tokens", "prompt"));
+  if (req.logprobs !== undefined) checkLogprobVolume(ctx, prompts.length * n, req.logprobs, Math.max(...maxTokensList), "logprobs");
   const id = newId("cmpl");
   const created = Math.floor(Date.now() / 1000);
   const wantLogprobs = req.logprobs !== undefined;
@@ -89,6 +98,8 @@ export async function completions(ctx: NodeContext, body: unknown, conn: Request
   let sse: SseWriter | null = null;
   const head = `{"id":"${id}","object":"text_completion","created":${created},"model":${JSON.stringify(ctx.modelName)},"system_fingerprint":null,"choices":[`;
 
+  // Last before the Generations, which release the grammars' memory.
+  const { constraints } = await prepareConstraints(ctx, req, total);
   prompts.forEach((ids, pi) => {
     const observe = observeRequest(ctx, ids.length);
     const gen = new Generation(
@@ -99,8 +110,10 @@ export async function completions(ctx: NodeContext, body: unknown, conn: Request
         params: samplingParams(ctx, req, wantLogprobs ? req.logprobs! : -1),
         maxTokens: maxTokensList[pi]!,
         stopTokenIds: req.ignore_eos ? [] : ctx.eosTokenIds,
-        stopStrings: stopStrings(req.stop),
+        stopStrings: stops,
         wantLogprobs,
+        ...conn.tenant,
+        ...(constraints ? { constraints: constraints.slice(pi * n, pi * n + n) } : {}),
       },
       ctx.makeDetokenizer,
       {
@@ -150,7 +163,11 @@ export async function completions(ctx: NodeContext, body: unknown, conn: Request
   conn.signal.addEventListener("abort", () => gens.forEach((g) => g.cancel()), { once: true });
 
   if (stream) {
-    const writer = new SseWriter(() => gens.forEach((g) => g.cancel()), conn.outgoing, { "x-request-id": conn.requestId });
+    const writer = new SseWriter(() => gens.forEach((g) => g.cancel()), conn.outgoing, { "x-request-id": conn.requestId }, {
+      pause: () => gens.forEach((g) => g.pause()),
+      resume: () => gens.forEach((g) => g.resume()),
+      ...ctx.streamBounds,
+    });
     sse = writer;
     all.then(
       () => {

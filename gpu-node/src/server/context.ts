@@ -1,8 +1,13 @@
 import type { ServerResponse } from "node:http";
 import type { MemoryPlan } from "../engine/memory-plan.js";
+import type { NodeCredential } from "@seventy/sdk/protocol";
+import type { Tenant } from "./signature.js";
+import type { TokenizerPool } from "../model/tokenizer-pool.js";
 import type { Scheduler } from "../scheduler/index.js";
 import type { IncrementalDetokenizer, TokenByteTable } from "./detokenizer.js";
 import type { NodeMetrics } from "./metrics.js";
+import type { RequestLimits } from "./request-limits.js";
+import type { StructuredOutputs } from "../structured/index.js";
 
 /** What the HTTP layer needs of a tokenizer (the model directory's LlamaTokenizer satisfies it). */
 export interface ServedTokenizer {
@@ -29,12 +34,20 @@ export interface NodeContext {
   eosTokenIds: number[];
   samplingDefaults: SamplingDefaults;
   tokenizer: ServedTokenizer;
+  /** Threads that render and tokenize large prompts off the event loop; absent: everything inline. */
+  tokenizerPool?: TokenizerPool;
+  /** A stream whose client stops reading is paused, and cancelled after `stallMs` or past `maxBufferedBytes`. */
+  streamBounds: { stallMs: number; maxBufferedBytes: number };
+  /** Caps on the work one request may ask for. */
+  limits: RequestLimits;
   tokenTable: TokenByteTable | null;
   makeDetokenizer(): IncrementalDetokenizer;
   scheduler: Scheduler;
   metrics: NodeMetrics;
-  /** HMAC secret shared with the edge; undefined serves unsigned requests (loopback only). */
-  secret?: string;
+  /** Constrained decoding; null when the tokenizer is not byte-level BPE. */
+  structured: StructuredOutputs | null;
+  /** This node's credential (its id and keys); undefined serves unsigned requests (loopback only). */
+  credential?: NodeCredential;
   maxBodyBytes: number;
   /** Set while draining: new requests get 503. */
   draining: boolean;
@@ -50,4 +63,6 @@ export interface RequestConn {
   /** Node's response object, when served by Node: streams are written to it directly. */
   outgoing?: ServerResponse;
   requestId: string;
+  /** The key the edge admitted the request under (signed), or the single local tenant. */
+  tenant: Tenant;
 }

@@ -1,4 +1,4 @@
-import type { SamplingParams, TopLogprob } from "../engine/types.js";
+import type { SamplingParams, TokenConstraint, TopLogprob } from "../engine/types.js";
 import type { Scheduler, SeqEvent } from "../scheduler/index.js";
 import type { IncrementalDetokenizer } from "./detokenizer.js";
 import { StopMatcher } from "./stop-matcher.js";
@@ -35,6 +35,12 @@ export interface GenerationSpec {
   stopTokenIds: number[];
   stopStrings: string[];
   wantLogprobs: boolean;
+  /** The API key the request came under: queue share and fair scheduling (default: one local tenant). */
+  keyId?: string;
+  /** Prefix-cache salt: cached blocks are shared only within one salt. */
+  cacheSalt?: string;
+  /** Constrained decoding: one grammar per choice, disposed when its choice ends. */
+  constraints?: Array<TokenConstraint & { dispose(): void }>;
 }
 
 export interface GenerationHooks {
@@ -87,6 +93,9 @@ export class Generation {
             params: this.spec.params[choice.index]!,
             maxTokens: this.spec.maxTokens,
             stopTokenIds: this.spec.stopTokenIds,
+            keyId: this.spec.keyId,
+            cacheSalt: this.spec.cacheSalt,
+            ...(this.spec.constraints ? { constraint: this.spec.constraints[choice.index] } : {}),
           },
           (ev) => this.onEvent(choice, ev),
         );
@@ -95,6 +104,7 @@ export class Generation {
     } catch (err) {
       this.cancelled = true;
       for (const c of added) this.scheduler.abort(c.requestId);
+      for (const c of this.spec.constraints ?? []) c.dispose();
       throw err;
     }
   }
@@ -104,6 +114,17 @@ export class Generation {
     if (this.cancelled) return;
     this.cancelled = true;
     for (const c of this.choices) if (!c.done) this.scheduler.abort(c.requestId);
+    // Also when never started (a sibling's admission failed): the grammars' memory is ours to free.
+    for (const c of this.spec.constraints ?? []) c.dispose();
+  }
+
+  /** The reader is behind: stop scheduling every unfinished choice (their KV blocks stay). */
+  pause(): void {
+    for (const c of this.choices) if (!c.done) this.scheduler.pause(c.requestId);
+  }
+
+  resume(): void {
+    for (const c of this.choices) if (!c.done) this.scheduler.resume(c.requestId);
   }
 
   private onEvent(choice: ChoiceState, ev: SeqEvent): void {
@@ -130,6 +151,7 @@ export class Generation {
     }
     // finish
     choice.done = true;
+    this.spec.constraints?.[choice.index]?.dispose();
     this.usage.completionTokens += ev.numOutputTokens;
     if (choice.index === 0) this.usage.cachedTokens = ev.numCachedPromptTokens;
     if (ev.reason === "error") {

@@ -1,8 +1,9 @@
-import { signRequest, type NodeHeartbeat } from "@seventy/sdk/protocol";
+import { NODE_ID_HEADER, signRequest, type NodeCredential, type NodeHeartbeat } from "@seventy/sdk/protocol";
 
 export interface HeartbeatOptions {
   edgeUrl: string;
-  secret: string;
+  /** Heartbeats are signed with the credential's node key and name its node id. */
+  credential: NodeCredential;
   intervalMs: number;
   /** Builds the current report (load changes every beat). */
   report: () => NodeHeartbeat;
@@ -20,7 +21,13 @@ export function startHeartbeat(opts: HeartbeatOptions): { stop(): void; beat(): 
   const beat = async (): Promise<boolean> => {
     const body = JSON.stringify(opts.report());
     try {
-      const headers = await signRequest({ method: "POST", path: url.pathname, body, secret: opts.secret });
+      const headers = await signRequest({
+        method: "POST",
+        path: url.pathname,
+        body,
+        secret: opts.credential.nodeKey,
+        signed: { [NODE_ID_HEADER]: opts.credential.nodeId },
+      });
       const res = await fetch(url, {
         method: "POST",
         body,

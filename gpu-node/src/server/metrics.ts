@@ -17,6 +17,8 @@ export class NodeMetrics {
   readonly ttft: Histogram;
   readonly itl: Histogram;
   readonly e2e: Histogram;
+  readonly grammarCompileSeconds: Histogram<"kind">;
+  readonly grammarMaskSeconds: Histogram;
 
   constructor(modelName: string) {
     this.registry.setDefaultLabels({ model_name: modelName });
@@ -55,6 +57,19 @@ export class NodeMetrics {
       name: "vllm:e2e_request_latency_seconds",
       help: "End-to-end request latency.",
       buckets: [0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480],
+      registers,
+    });
+    this.grammarCompileSeconds = new Histogram({
+      name: "seventy:grammar_compile_seconds",
+      help: "Grammar compilations for constrained decoding (cache misses), by constraint kind.",
+      labelNames: ["kind"],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    });
+    this.grammarMaskSeconds = new Histogram({
+      name: "seventy:grammar_mask_seconds",
+      help: "Time to compute one constrained sequence's next-token mask over the whole vocabulary.",
+      buckets: [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.05],
       registers,
     });
   }

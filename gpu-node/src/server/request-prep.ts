@@ -60,11 +60,6 @@ export function samplingParams(ctx: NodeContext, req: SamplingRequestFields, log
   return out;
 }
 
-export function stopStrings(stop: string | string[] | undefined): string[] {
-  if (stop === undefined) return [];
-  return (Array.isArray(stop) ? stop : [stop]).filter((s) => s.length > 0);
-}
-
 /**
  * The output budget: max_tokens defaults to (and is capped at) the model's output cap, and must fit
  * in the context with the prompt.

@@ -9,36 +9,97 @@ import { errorBody } from "@seventy/sdk/protocol";
  * a promise round trip per chunk, which at 256 concurrent streams is most of the host path. Other
  * runtimes (and `app.fetch` in tests) get a ReadableStream body.
  */
+export interface StreamFlow {
+  /** The reader fell behind: stop producing (the generation keeps its KV blocks). */
+  pause(): void;
+  /** The reader caught up. */
+  resume(): void;
+  /** A paused stream whose reader has not caught up after this long is cancelled (default 30 s). */
+  stallMs?: number;
+  /** Bytes buffered for the reader beyond which the stream is cancelled at once (default 1 MiB). */
+  maxBufferedBytes?: number;
+}
+
 export class SseWriter {
   private closed = false;
   private readonly sink: { write(s: string): void; end(): void };
   private readonly webStream: ReadableStream<Uint8Array> | null = null;
+  private paused = false;
+  private stallTimer: NodeJS.Timeout | undefined;
+  private readonly cancel: () => void;
 
-  constructor(onCancel: () => void, outgoing?: ServerResponse, extraHeaders: Record<string, string> = {}) {
+  /**
+   * `flow` honours backpressure: when the client stops reading, the generation is paused; once the
+   * client catches up it resumes; a client that stays behind for `stallMs` (or lets more than
+   * `maxBufferedBytes` pile up) has its stream cancelled, which aborts the generation and frees its
+   * KV blocks. Without `flow` the stream is still cancelled past those bounds, only never paused.
+   */
+  constructor(onCancel: () => void, outgoing?: ServerResponse, extraHeaders: Record<string, string> = {}, private readonly flow?: StreamFlow) {
+    const stallMs = flow?.stallMs ?? 30_000;
+    const maxBuffered = flow?.maxBufferedBytes ?? 1 << 20;
+    this.cancel = () => {
+      if (this.closed) return;
+      this.closed = true;
+      clearTimeout(this.stallTimer);
+      onCancel();
+    };
+    const behind = () => {
+      if (this.paused || this.closed) return;
+      this.paused = true;
+      this.flow?.pause();
+      this.stallTimer = setTimeout(() => {
+        this.cancel();
+        outgoing?.destroy();
+        if (this.webStream) controller?.error(new Error("the client stopped reading"));
+      }, stallMs);
+      this.stallTimer.unref();
+    };
+    const caughtUp = () => {
+      if (!this.paused || this.closed) return;
+      this.paused = false;
+      clearTimeout(this.stallTimer);
+      this.flow?.resume();
+    };
     if (outgoing) {
       outgoing.writeHead(200, { ...SSE_HEADERS, ...extraHeaders });
       outgoing.flushHeaders();
-      outgoing.on("close", () => {
-        if (!this.closed) {
-          this.closed = true;
-          onCancel();
-        }
-      });
-      this.sink = { write: (s) => void outgoing.write(s), end: () => outgoing.end() };
+      outgoing.on("close", () => this.cancel());
+      outgoing.on("drain", caughtUp);
+      this.sink = {
+        write: (s) => {
+          if (outgoing.write(s)) return;
+          if (outgoing.writableLength > maxBuffered) {
+            this.cancel();
+            outgoing.destroy();
+          } else behind();
+        },
+        end: () => outgoing.end(),
+      };
       return;
     }
     const encoder = new TextEncoder();
-    let controller!: ReadableStreamDefaultController<Uint8Array>;
-    this.webStream = new ReadableStream<Uint8Array>({
-      start: (c) => {
-        controller = c;
+    let controller: ReadableStreamDefaultController<Uint8Array> | undefined;
+    this.webStream = new ReadableStream<Uint8Array>(
+      {
+        start: (c) => {
+          controller = c;
+        },
+        pull: () => caughtUp(),
+        cancel: () => this.cancel(),
       },
-      cancel: () => {
-        this.closed = true;
-        onCancel();
+      new ByteLengthQueuingStrategy({ highWaterMark: 64 * 1024 }),
+    );
+    this.sink = {
+      write: (s) => {
+        controller!.enqueue(encoder.encode(s));
+        const desired = controller!.desiredSize ?? 0;
+        if (desired < 64 * 1024 - maxBuffered) {
+          this.cancel();
+          controller!.error(new Error("the client stopped reading"));
+        } else if (desired <= 0) behind();
       },
-    });
-    this.sink = { write: (s) => controller.enqueue(encoder.encode(s)), end: () => controller.close() };
+      end: () => controller!.close(),
+    };
   }
 
   get isClosed(): boolean {
@@ -74,6 +135,7 @@ export class SseWriter {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.stallTimer);
     this.sink.end();
   }
 }

@@ -1,11 +1,12 @@
 import type { AddressInfo } from "node:net";
 import { serve, type ServerType } from "@hono/node-server";
 import { Hono, type Context } from "hono";
-import { isLoopback } from "../node.js";
+import { DEFAULT_MAX_BODY_BYTES, nodeCredential, untilSignable } from "../node.js";
 import { readBody, type NodeEnv } from "../server/app.js";
 import { startHeartbeat } from "../server/heartbeat.js";
 import { HttpError } from "../server/http-error.js";
-import { SignatureVerifier } from "../server/signature.js";
+import { loopbackGuard } from "../server/loopback-guard.js";
+import { SignatureVerifier, signableFrom } from "../server/signature.js";
 import { forward } from "./proxy.js";
 import { probeUpstream, type UpstreamState } from "./probe.js";
 
@@ -16,7 +17,11 @@ export interface UpstreamNodeOptions {
   apiKey?: string;
   host?: string;
   port?: number;
-  secret?: string;
+  /**
+   * This node's credential from the edge's admin API (`snc1.…`, SEVENTY_NODE_CREDENTIAL), as a
+   * native node takes it: required to listen on anything but loopback and to join an edge.
+   */
+  credential?: string;
   edgeUrl?: string;
   nodeId?: string;
   publicUrl?: string;
@@ -25,7 +30,10 @@ export interface UpstreamNodeOptions {
   maxNumSeqs?: number;
   /** Used when the engine does not report its own `max_model_len`. */
   maxModelLen?: number;
+  /** Request body limit; default: a native node's (the edge's limit plus what the edge adds). */
   maxBodyBytes?: number;
+  /** Open client connections at most; more are closed at once. Default maxNumSeqs + 64. */
+  maxConnections?: number;
   /** How long to wait for the engine to answer `/v1/models` at start (a 70B model loads for minutes). */
   startupTimeoutMs?: number;
   log?: (line: string) => void;
@@ -46,7 +54,8 @@ const REQUEST_ID_RE = /^[\w.:\-]{1,128}$/;
 
 /**
  * A node that fronts an engine already running on the box (vLLM, SGLang, TensorRT-LLM, llama.cpp's
- * server): it checks the edge's signatures, passes requests and SSE streams through, puts the
+ * server): it checks the edge's signatures with its own credential exactly as a native node does
+ * (headers before the body, the same body limit; loopback-only and browser-proof without one), passes requests and SSE streams through, puts the
  * engine's errors in OpenAI's shape, and joins the pool with heartbeats carrying the engine's model
  * id and the load read from its Prometheus metrics.
  */
@@ -55,10 +64,7 @@ export async function startUpstreamNode(opts: UpstreamNodeOptions): Promise<Runn
   const host = opts.host ?? "127.0.0.1";
   const upstream = opts.upstream;
   const intervalMs = opts.heartbeatIntervalMs ?? 2000;
-  if (!opts.secret && !isLoopback(host)) {
-    throw new Error(`refusing to listen on ${host} without SEVENTY_NODE_SECRET: unsigned requests are served on loopback only`);
-  }
-  if (opts.edgeUrl && !opts.secret) throw new Error("--edge needs SEVENTY_NODE_SECRET (heartbeats and requests are signed)");
+  const credential = nodeCredential({ ...opts, host });
 
   // Wait for the engine: it may still be loading weights.
   const deadline = Date.now() + (opts.startupTimeoutMs ?? 600_000);
@@ -72,8 +78,10 @@ export async function startUpstreamNode(opts: UpstreamNodeOptions): Promise<Runn
   const modelName = state.modelId!;
   const maxModelLen = state.maxModelLen ?? opts.maxModelLen ?? 8192;
 
-  const verifier = opts.secret ? new SignatureVerifier(opts.secret) : null;
-  const maxBodyBytes = opts.maxBodyBytes ?? 8 * 1024 * 1024;
+  const startedAt = Date.now();
+  const verifier = credential ? new SignatureVerifier(credential, signableFrom(startedAt)) : null;
+  const maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const maxNumSeqs = opts.maxNumSeqs ?? 256;
   let draining = false;
   let inFlight = 0;
   let idle: (() => void) | null = null;
@@ -88,9 +96,13 @@ export async function startUpstreamNode(opts: UpstreamNodeOptions): Promise<Runn
     c.set("requestId", given && REQUEST_ID_RE.test(given) ? given : crypto.randomUUID());
     await next();
   });
+  // Without a credential the node serves anyone who can reach it: only loopback, and never a browser page.
+  if (!verifier) app.use("*", loopbackGuard());
 
   const pass = async (c: Context<NodeEnv>, method: string) => {
     if (draining) throw new HttpError(503, "This node is draining and takes no new requests.", { code: "node_draining", headers: { "retry-after": "1" } });
+    // Unsigned, stale or misaddressed requests are refused before a byte of their body is read.
+    verifier?.precheck(c.req.raw);
     const body = method === "POST" ? await readBody(c, maxBodyBytes) : new Uint8Array(0);
     if (verifier) await verifier.verify(c.req.raw, body);
     inFlight++;
@@ -141,8 +153,14 @@ export async function startUpstreamNode(opts: UpstreamNodeOptions): Promise<Runn
     const s = serve({ fetch: app.fetch, hostname: host, port: opts.port ?? 8100 }, () => resolve(s));
     s.once("error", reject);
   });
+  // Bounded connections, and bounded time to send a request, as on a native node.
+  const http = server as import("node:http").Server;
+  http.maxConnections = opts.maxConnections ?? maxNumSeqs + 64;
+  http.headersTimeout = 10_000;
+  http.requestTimeout = 30_000;
   const port = (server.address() as AddressInfo).port;
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  if (credential) await untilSignable(startedAt);
 
   // Each beat reports what the last probe saw; an engine that stops answering takes the node out of
   // rotation (reported as draining) until it answers again.
@@ -161,15 +179,15 @@ export async function startUpstreamNode(opts: UpstreamNodeOptions): Promise<Runn
   const heartbeat = opts.edgeUrl
     ? startHeartbeat({
         edgeUrl: opts.edgeUrl,
-        secret: opts.secret!,
+        credential: credential!,
         intervalMs,
         onError: (m) => log(`[gpu-node] ${m}`),
         report: () => ({
-          node_id: opts.nodeId ?? `node-${port}`,
+          node_id: credential!.nodeId,
           url: opts.publicUrl ?? url,
           models: [modelName],
           engine: "upstream",
-          capacity: { max_num_seqs: opts.maxNumSeqs ?? 256, kv_blocks_total: 0, max_model_len: maxModelLen },
+          capacity: { max_num_seqs: maxNumSeqs, kv_blocks_total: 0, max_model_len: maxModelLen },
           // Without load gauges (TensorRT-LLM), what this node has in flight is the load.
           load: state.load
             ? { running: state.load.running, waiting: state.load.waiting, kv_usage: state.load.kvUsage }

@@ -6,12 +6,17 @@ import type {
   ApiKeyWithState,
   CreatedApiKey,
   DeletedApiKey,
+  DeletedGpuNode,
   GpuNode,
+  NodeRegisterParams,
+  RegisteredGpuNode,
   KeyCreateParams,
   KeyUpdateParams,
   List,
   UsageParams,
   UsageReport,
+  UsageSeries,
+  UsageSeriesParams,
 } from "../protocol/admin.js";
 
 export interface AdminClientOptions {
@@ -94,6 +99,21 @@ export class AdminNodes {
     return this.t.json({ method: "GET", path: "/nodes" }, options);
   }
 
+  /** Registers a node with the URL the edge may send its requests to; the answer holds its credential, shown once. */
+  register(params: NodeRegisterParams, options?: RequestOptions): Promise<RegisteredGpuNode> {
+    return this.t.json({ method: "POST", path: "/nodes", body: params }, options);
+  }
+
+  /** A new credential for the node; the old one stops working at once. */
+  rotate(nodeId: string, options?: RequestOptions): Promise<RegisteredGpuNode> {
+    return this.t.json({ method: "POST", path: `/nodes/${id(nodeId)}/rotate` }, options);
+  }
+
+  /** Removes the node from the pool and revokes its credential at once. */
+  revoke(nodeId: string, options?: RequestOptions): Promise<DeletedGpuNode> {
+    return this.t.json({ method: "DELETE", path: `/nodes/${id(nodeId)}` }, options);
+  }
+
   /** Stops routing new requests to the node; its running streams finish. */
   drain(nodeId: string, options?: RequestOptions): Promise<GpuNode> {
     return this.t.json({ method: "POST", path: `/nodes/${id(nodeId)}/drain` }, options);
@@ -110,5 +130,10 @@ export class AdminUsage {
   /** Requests and tokens per UTC day, for one key or all keys. */
   retrieve(params: UsageParams = {}, options?: RequestOptions): Promise<UsageReport> {
     return this.t.json({ method: "GET", path: "/usage", query: { key: params.key, from: params.from, to: params.to } }, options);
+  }
+
+  /** Requests and tokens per key over the last hour (by minute) or the last 30 days (by day). */
+  series(params: UsageSeriesParams, options?: RequestOptions): Promise<UsageSeries> {
+    return this.t.json({ method: "GET", path: "/usage/series", query: { window: params.window } }, options);
   }
 }

@@ -66,7 +66,13 @@ export async function runTools(
   const usage: Usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
 
   for (let round = 1; round <= maxRounds; round++) {
-    const completion = await completions.create({ ...rest, messages, tools: specs, stream: false }, options);
+    // A forcing tool_choice ("required" or a named function) applies to the first call only; after
+    // the tools ran, the model decides ("auto"), or it could never give its answer.
+    const toolChoice = round > 1 && rest.tool_choice != null && rest.tool_choice !== "none" ? "auto" : rest.tool_choice;
+    const completion = await completions.create(
+      { ...rest, ...(toolChoice != null ? { tool_choice: toolChoice } : {}), messages, tools: specs, stream: false },
+      options,
+    );
     if (completion.usage) {
       usage.prompt_tokens += completion.usage.prompt_tokens;
       usage.completion_tokens += completion.usage.completion_tokens;

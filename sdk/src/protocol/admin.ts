@@ -28,6 +28,10 @@ export interface ApiKey {
   models: string[] | null;
   limits: KeyLimits;
   budget: KeyBudget | null;
+  /** Unix seconds after which the key is refused (401 `key_expired`); null: never. */
+  expires_at: number | null;
+  /** Keys with the same salt share gpu-node prefix caches (one tenant); null: the key's cache is its own. */
+  cache_salt: string | null;
 }
 
 /** `keys.create()`'s answer: the only time the secret key is shown. */
@@ -53,6 +57,9 @@ export interface KeyCreateParams {
   limits?: Partial<KeyLimits>;
   budget?: KeyBudget | null;
   disabled?: boolean;
+  /** Unix seconds in the future after which the key is refused; null: never (the default). */
+  expires_at?: number | null;
+  cache_salt?: string | null;
 }
 
 export interface KeyUpdateParams {
@@ -62,6 +69,9 @@ export interface KeyUpdateParams {
   limits?: Partial<KeyLimits>;
   budget?: KeyBudget | null;
   disabled?: boolean;
+  /** Unix seconds in the future after which the key is refused; null: never (the default). */
+  expires_at?: number | null;
+  cache_salt?: string | null;
 }
 
 export interface DeletedApiKey {
@@ -73,14 +83,37 @@ export interface DeletedApiKey {
 export interface GpuNode {
   id: string;
   object: "node";
+  /** The only URL the edge sends this node's requests to (set at registration). */
   url: string;
   models: string[];
-  engine: string;
-  status: "healthy" | "draining" | "gone";
+  engine: string | null;
+  /** "registered": no heartbeat yet with the current credential. */
+  status: "registered" | "healthy" | "draining" | "gone";
   drained_by_admin: boolean;
-  capacity: { max_num_seqs: number; kv_blocks_total: number; max_model_len: number };
-  load: { running: number; waiting: number; kv_usage: number };
-  last_heartbeat_ms_ago: number;
+  /** Unix seconds of registration. */
+  created: number;
+  capacity: { max_num_seqs: number; kv_blocks_total: number; max_model_len: number } | null;
+  load: { running: number; waiting: number; kv_usage: number; prefix_cache_hit_rate?: number } | null;
+  last_heartbeat_ms_ago: number | null;
+}
+
+export interface NodeRegisterParams {
+  /** 1-63 lowercase letters, digits or '-'; never reusable while registered. */
+  id: string;
+  /** https (http only to loopback in a local stack); no credentials, query or fragment. */
+  url: string;
+}
+
+/** Registration and rotation answers: the only time the node's credential is shown. */
+export interface RegisteredGpuNode extends GpuNode {
+  /** For SEVENTY_NODE_CREDENTIAL on the node: `snc1.<id>.<edge key>.<node key>`. */
+  credential: string;
+}
+
+export interface DeletedGpuNode {
+  id: string;
+  object: "node";
+  deleted: true;
 }
 
 export interface UsageDay {
@@ -105,6 +138,31 @@ export interface UsageReport {
   object: "list";
   key: string | null;
   data: UsageDay[];
+}
+
+/** One bucket of a usage series: what requests that ended in [start, start + step) used. */
+export interface UsageBucket {
+  /** Epoch ms. */
+  start: number;
+  requests: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  cached_tokens: number;
+  errors: number;
+}
+
+export interface UsageSeriesParams {
+  /** `hour`: the last 60 minutes by minute; `month`: the last 30 days by UTC day. */
+  window: "hour" | "month";
+}
+
+/** Usage over time per key, every key's buckets aligned on the same starts. */
+export interface UsageSeries {
+  object: "usage_series";
+  window: "hour" | "month";
+  /** Bucket width in ms. */
+  step: number;
+  keys: { id: string; name: string; prefix: string; revoked: boolean; buckets: UsageBucket[] }[];
 }
 
 export interface List<T> {

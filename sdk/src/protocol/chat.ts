@@ -58,6 +58,24 @@ export const responseFormatSchema = z.discriminatedUnion("type", [
   }),
 ]);
 
+/**
+ * vLLM's `structured_outputs` request field (exactly one of its members): JSON valid for a schema
+ * (`true` or `{}`: any JSON object), a regular expression, one of a list of strings, or an EBNF/GBNF grammar.
+ */
+export const structuredOutputsSchema = z
+  .object({
+    json: opt(z.union([z.record(z.string(), z.unknown()), z.boolean(), z.string()])),
+    regex: opt(z.string()),
+    choice: opt(z.array(z.string()).min(1)),
+    grammar: opt(z.string()),
+  })
+  .superRefine((v, ctx) => {
+    const set = (["json", "regex", "choice", "grammar"] as const).filter((k) => v[k] !== undefined);
+    if (set.length !== 1) ctx.addIssue({ code: "custom", message: "must set exactly one of json, regex, choice, grammar" });
+  });
+export type StructuredOutputs = z.output<typeof structuredOutputsSchema>;
+export type ResponseFormat = z.output<typeof responseFormatSchema>;
+
 export const chatCompletionRequestSchema = z
   .object({
     ...samplingFields,
@@ -69,6 +87,7 @@ export const chatCompletionRequestSchema = z
     tool_choice: opt(toolChoiceSchema),
     parallel_tool_calls: opt(z.boolean()),
     response_format: opt(responseFormatSchema),
+    structured_outputs: opt(structuredOutputsSchema),
   })
   .superRefine((req, ctx) => {
     if (req.top_logprobs !== undefined && req.top_logprobs > 0 && !req.logprobs) {

@@ -1,4 +1,5 @@
 import * as z from "zod";
+import { responseFormatSchema, structuredOutputsSchema } from "./chat.js";
 import { finishReasonSchema, opt, samplingFields, usageSchema, responseEnvelope } from "./common.js";
 
 const tokenIdsSchema = z.array(z.number().int().min(0)).min(1, "must not be empty");
@@ -11,6 +12,8 @@ export const completionRequestSchema = z.object({
   /** Legacy completions: number of top logprobs per token (0-5). */
   logprobs: opt(z.number().int().min(0).max(5)),
   suffix: opt(z.string()),
+  response_format: opt(responseFormatSchema),
+  structured_outputs: opt(structuredOutputsSchema),
 });
 export type CompletionCreateParams = z.input<typeof completionRequestSchema>;
 export type CompletionRequest = z.output<typeof completionRequestSchema>;

@@ -9,12 +9,12 @@ export interface GpuNode {
 }
 
 /** A real gpu-node (`gpu-node/dist/cli.js serve`, tiny model), reporting to `edgeUrl` when given. */
-export async function startGpuNode(opts: { port: number; edgeUrl?: string; secret?: string; timeoutMs?: number }): Promise<GpuNode> {
+export async function startGpuNode(opts: { port: number; edgeUrl?: string; credential?: string; timeoutMs?: number }): Promise<GpuNode> {
   const args = ["gpu-node/dist/cli.js", "serve", "--port", String(opts.port), "--heartbeat-interval-ms", "500"];
   if (opts.edgeUrl) args.push("--edge", opts.edgeUrl);
   const child = spawn(process.execPath, args, {
     cwd: root,
-    env: { ...process.env, ...(opts.secret ? { SEVENTY_NODE_SECRET: opts.secret } : {}) },
+    env: { ...process.env, ...(opts.credential ? { SEVENTY_NODE_CREDENTIAL: opts.credential } : {}) },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let log = "";

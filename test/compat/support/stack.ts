@@ -1,6 +1,6 @@
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { ROOT, freePort, startEdge, startNode, stopGroup, waitForNodes } from "../../../edge/scripts/stack.mjs";
+import { ROOT, freePort, registerNode, startEdge, startNode, stopGroup, waitForNodes } from "../../../edge/scripts/stack.mjs";
 import { SeventyAdmin } from "@seventy/sdk";
 
 export { freePort };
@@ -40,7 +40,9 @@ export async function startStack(): Promise<Stack> {
     await rm(stateDir, { recursive: true, force: true });
   };
   try {
-    node = await startNode({ port: nodePort, edgeUrl: edge.url, secret: nodeSecret, nodeId: `node-${random()}` });
+    const nodeId = `node-${random()}`;
+    const credential = await registerNode(edge.url, adminToken, { id: nodeId, port: nodePort });
+    node = await startNode({ port: nodePort, edgeUrl: edge.url, credential });
     await waitForNodes(edge.url, adminToken, [node.id!]);
     const admin = new SeventyAdmin({ baseURL: edge.url, adminToken });
     const pooled = (await admin.nodes.list()).data.find((n) => n.id === node!.id)!;

@@ -2,6 +2,7 @@ import type { LlamaConfig, ProgressCallback, TensorInfo } from "../../model/type
 import type { MemoryPlan } from "../memory-plan.js";
 import type { Engine, StepBatch, StepResult } from "../types.js";
 import { loadNativeAddon, type AddonEngine, type AddonEngineOptions, type LoadedAddon, type NativeFlavor } from "./addon.js";
+import { sampleToken } from "../sampling.js";
 import { packStep, unpackResult } from "./pack.js";
 
 export interface NativeEngineOptions {
@@ -88,7 +89,24 @@ export class NativeEngine implements Engine {
 
   async step(batch: StepBatch): Promise<StepResult> {
     if (!this.native) throw new Error("NativeEngine is closed");
-    return unpackResult(await this.native.step(packStep(batch)));
+    if (!batch.seqs.some((s) => s.sample?.allowedTokens)) return unpackResult(await this.native.step(packStep(batch)));
+    // Constrained sequences: the addon returns their raw logits with the step, and the token is
+    // sampled here under the mask (sampling.ts follows sampling.cpp's procedure exactly). The masks
+    // are being computed while the step runs on the engine's thread; they are awaited only after it.
+    const packed = packStep({ seqs: batch.seqs.map((s) => (s.sample?.allowedTokens ? { ...s, returnLogits: true } : s)) });
+    const result = unpackResult(await this.native.step(packed));
+    if (batch.masksReady) await batch.masksReady;
+    const bySeq = new Map(batch.seqs.map((s) => [s.seqId, s]));
+    for (const entry of result.sampled) {
+      const s = bySeq.get(entry.seqId);
+      if (!s?.sample?.allowedTokens || !entry.logits) continue;
+      const { tokenId, logprob, topLogprobs } = sampleToken(entry.logits, s.sample);
+      entry.tokenId = tokenId;
+      if (logprob !== undefined) entry.logprob = logprob;
+      if (topLogprobs !== undefined) entry.topLogprobs = topLogprobs;
+      if (!s.returnLogits) delete entry.logits;
+    }
+    return result;
   }
 
   async close(): Promise<void> {

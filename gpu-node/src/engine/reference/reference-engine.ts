@@ -64,6 +64,7 @@ export class ReferenceEngine implements Engine {
   }
 
   async step(batch: StepBatch): Promise<StepResult> {
+    if (batch.masksReady) await batch.masksReady;
     return this.stepSync(batch);
   }
 

@@ -62,12 +62,15 @@ export class ThreadedReferenceEngine implements Engine {
     return new ThreadedReferenceEngine(worker, opts.blockSize ?? 16, opts.numKvBlocks);
   }
 
-  step(batch: StepBatch): Promise<StepResult> {
-    if (this.closed) return Promise.reject(new Error("ReferenceEngine is closed"));
+  async step(batch: StepBatch): Promise<StepResult> {
+    if (this.closed) throw new Error("ReferenceEngine is closed");
     const id = this.nextId++;
+    // Token masks are copied to the worker with the batch, so they must be complete first.
+    if (batch.masksReady) await batch.masksReady;
+    const { masksReady: _, ...plain } = batch;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ type: "step", id, batch } satisfies WorkerRequest);
+      this.worker.postMessage({ type: "step", id, batch: plain } satisfies WorkerRequest);
     });
   }
 
