@@ -3,26 +3,32 @@
  * and in front of a small fake that uses SGLang's metric names and error bodies. Heartbeats go to a
  * loopback receiver that checks their signatures as the edge does.
  */
-import { createServer, type Server } from "node:http";
+import { createServer, request, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { signRequest, verifyRequest, type NodeHeartbeat } from "@seventy/sdk/protocol";
+import { formatNodeCredential, NODE_ID_HEADER, signRequest, verifyRequest, type NodeCredential, type NodeHeartbeat } from "@seventy/sdk/protocol";
 import { SimulatedEngine } from "../../gpu-node/src/engine/index.js";
 import { startNode, type RunningNode } from "../../gpu-node/src/node.js";
 import { startUpstreamNode, type RunningUpstreamNode } from "../../gpu-node/src/upstream/index.js";
 import { chatStreamText, parseSse } from "../helpers/sse.js";
 
-const SECRET = "upstream-test-secret";
+const key = (c: string) => c.repeat(43);
+/** Each node's own credential, as the edge's POST /admin/nodes hands it out. */
+const FRONT: NodeCredential = { nodeId: "front-1", edgeKey: key("e"), nodeKey: key("n") };
+const FRONT_SG: NodeCredential = { nodeId: "front-sg", edgeKey: key("f"), nodeKey: key("m") };
 const MODEL = "tiny-llama-3.1";
 
-/** Collects signed heartbeats, refusing unsigned ones, as the edge's /internal/nodes/heartbeat does. */
-async function startHeartbeatReceiver() {
+/**
+ * Collects heartbeats signed with the node's own node key and naming its id, refusing others, as the
+ * edge's /internal/nodes/heartbeat does.
+ */
+async function startHeartbeatReceiver(cred: NodeCredential) {
   const beats: NodeHeartbeat[] = [];
   const server: Server = createServer(async (req, res) => {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
     const body = Buffer.concat(chunks);
-    const verdict = await verifyRequest({ method: "POST", path: req.url!, body, secret: SECRET, headers: { get: (n) => (req.headers[n] as string) ?? null } });
+    const verdict = await verifyRequest({ method: "POST", path: req.url!, body, secret: cred.nodeKey, nodeId: cred.nodeId, headers: { get: (n) => (req.headers[n] as string) ?? null } });
     res.writeHead(verdict.ok ? 200 : 401, { "content-type": "application/json" }).end("{}");
     if (verdict.ok) beats.push(JSON.parse(body.toString()));
   });
@@ -30,9 +36,10 @@ async function startHeartbeatReceiver() {
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, beats, close: () => new Promise<void>((r) => server.close(() => r())) };
 }
 
-async function signed(url: string, path: string, body: unknown, signal?: AbortSignal): Promise<Response> {
+/** A request as the edge forwards it: signed with the node's edge key, addressed to the node. */
+async function signed(cred: NodeCredential, url: string, path: string, body: unknown, signal?: AbortSignal): Promise<Response> {
   const text = JSON.stringify(body);
-  const headers = await signRequest({ method: "POST", path, body: text, secret: SECRET });
+  const headers = await signRequest({ method: "POST", path, body: text, secret: cred.edgeKey, signed: { [NODE_ID_HEADER]: cred.nodeId } });
   return fetch(url + path, { method: "POST", body: text, headers: { ...headers, "content-type": "application/json" }, signal });
 }
 
@@ -53,8 +60,8 @@ describe("in front of a gpu-node (vLLM's API and metric names)", () => {
   beforeAll(async () => {
     // The upstream: no secret, loopback, as vLLM runs beside the node.
     engineNode = await startNode({ port: 0, engineInstance: new SimulatedEngine({ numKvBlocks: 256, blockSize: 16, stepDelayMs: 20 }), log: () => {} });
-    edge = await startHeartbeatReceiver();
-    front = await startUpstreamNode({ upstream: engineNode.url, port: 0, secret: SECRET, edgeUrl: edge.url, nodeId: "front-1", heartbeatIntervalMs: 100, log: () => {} });
+    edge = await startHeartbeatReceiver(FRONT);
+    front = await startUpstreamNode({ upstream: engineNode.url, port: 0, credential: formatNodeCredential(FRONT), edgeUrl: edge.url, heartbeatIntervalMs: 100, log: () => {} });
   });
   afterAll(async () => {
     await front?.close();
@@ -64,12 +71,12 @@ describe("in front of a gpu-node (vLLM's API and metric names)", () => {
 
   it("reports the upstream's model id and max_model_len in its heartbeats", async () => {
     const hb = await until(() => edge.beats.at(-1), "a heartbeat");
-    expect(hb).toMatchObject({ node_id: "front-1", url: front.url, models: [MODEL], engine: "upstream", capacity: { max_model_len: engineNode.ctx.maxModelLen }, draining: false });
+    expect(hb).toMatchObject({ node_id: FRONT.nodeId, url: front.url, models: [MODEL], engine: "upstream", capacity: { max_model_len: engineNode.ctx.maxModelLen }, draining: false });
     expect(front.modelName).toBe(MODEL);
   });
 
   it("passes a signed chat completion through, and refuses an unsigned one", async () => {
-    const res = await signed(front.url, "/v1/chat/completions", { model: MODEL, messages: [{ role: "user", content: "hi" }], max_tokens: 4 });
+    const res = await signed(FRONT, front.url, "/v1/chat/completions", { model: MODEL, messages: [{ role: "user", content: "hi" }], max_tokens: 4 });
     expect(res.status).toBe(200);
     const body = (await res.json()) as { model: string; choices: { message: { content: string } }[]; usage: { completion_tokens: number } };
     expect(body.model).toBe(MODEL);
@@ -80,7 +87,7 @@ describe("in front of a gpu-node (vLLM's API and metric names)", () => {
   });
 
   it("streams SSE through, event by event, to [DONE]", async () => {
-    const res = await signed(front.url, "/v1/chat/completions", { model: MODEL, messages: [{ role: "user", content: "hi" }], max_tokens: 6, stream: true, stream_options: { include_usage: true } });
+    const res = await signed(FRONT, front.url, "/v1/chat/completions", { model: MODEL, messages: [{ role: "user", content: "hi" }], max_tokens: 6, stream: true, stream_options: { include_usage: true } });
     expect(res.headers.get("content-type")).toMatch(/^text\/event-stream/);
     const events = parseSse(await res.text());
     expect(events.at(-1)).toBe("[DONE]");
@@ -89,7 +96,7 @@ describe("in front of a gpu-node (vLLM's API and metric names)", () => {
   });
 
   it("an upstream 400 reaches the client in OpenAI's shape with its param", async () => {
-    const res = await signed(front.url, "/v1/chat/completions", { model: MODEL, messages: [{ role: "user", content: "hi" }], temperature: -3 });
+    const res = await signed(FRONT, front.url, "/v1/chat/completions", { model: MODEL, messages: [{ role: "user", content: "hi" }], temperature: -3 });
     expect(res.status).toBe(400);
     const body = (await res.json()) as { error: { type: string; param: string } };
     expect(body.error.type).toBe("invalid_request_error");
@@ -98,7 +105,7 @@ describe("in front of a gpu-node (vLLM's API and metric names)", () => {
 
   it("heartbeats carry the load read from vLLM's metrics; a client that leaves cancels the upstream request", async () => {
     const abort = new AbortController();
-    const res = await signed(front.url, "/v1/chat/completions", { model: MODEL, messages: [{ role: "user", content: "hi" }], max_tokens: 2000, stream: true }, abort.signal);
+    const res = await signed(FRONT, front.url, "/v1/chat/completions", { model: MODEL, messages: [{ role: "user", content: "hi" }], max_tokens: 2000, stream: true }, abort.signal);
     const reader = res.body!.getReader();
     await reader.read();
     // The upstream runs it; the front's heartbeats say so, from the upstream's /metrics.
@@ -144,8 +151,8 @@ describe("in front of an engine with SGLang's metric names", () => {
     });
     await new Promise<void>((r) => fake.listen(0, "127.0.0.1", r));
     fakeUrl = `http://127.0.0.1:${(fake.address() as AddressInfo).port}`;
-    edge = await startHeartbeatReceiver();
-    front = await startUpstreamNode({ upstream: fakeUrl, port: 0, secret: SECRET, edgeUrl: edge.url, nodeId: "front-sg", heartbeatIntervalMs: 100, log: () => {} });
+    edge = await startHeartbeatReceiver(FRONT_SG);
+    front = await startUpstreamNode({ upstream: fakeUrl, port: 0, credential: formatNodeCredential(FRONT_SG), edgeUrl: edge.url, heartbeatIntervalMs: 100, log: () => {} });
   });
   afterAll(async () => {
     await front?.close();
@@ -163,13 +170,13 @@ describe("in front of an engine with SGLang's metric names", () => {
   });
 
   it("SGLang's error body becomes OpenAI's shape", async () => {
-    const res = await signed(front.url, "/v1/chat/completions", { model: "sglang/model", messages: [{ role: "user", content: "x" }], max_tokens: 1000 });
+    const res = await signed(FRONT_SG, front.url, "/v1/chat/completions", { model: "sglang/model", messages: [{ role: "user", content: "x" }], max_tokens: 1000 });
     expect(res.status).toBe(400);
     expect(await res.json()).toEqual({ error: { message: "max_tokens too large for this server", type: "invalid_request_error", param: null, code: null } });
   });
 
   it("an upstream that dies mid-stream ends the stream with an in-band error event and no [DONE]", async () => {
-    const res = await signed(front.url, "/v1/chat/completions", { model: "sglang/model", messages: [{ role: "user", content: "x" }], max_tokens: 5, stream: true });
+    const res = await signed(FRONT_SG, front.url, "/v1/chat/completions", { model: "sglang/model", messages: [{ role: "user", content: "x" }], max_tokens: 5, stream: true });
     const events = parseSse(await res.text());
     expect(events).not.toContain("[DONE]");
     expect((events.at(-1) as { error: { code: string } }).error.code).toBe("upstream_disconnected");
@@ -177,11 +184,47 @@ describe("in front of an engine with SGLang's metric names", () => {
 
   it("an unreachable upstream is a 502 in OpenAI's shape, and the node reports itself out of rotation", async () => {
     up = false;
-    const res = await signed(front.url, "/v1/chat/completions", { model: "sglang/model", messages: [{ role: "user", content: "x" }], max_tokens: 5 });
+    const res = await signed(FRONT_SG, front.url, "/v1/chat/completions", { model: "sglang/model", messages: [{ role: "user", content: "x" }], max_tokens: 5 });
     expect(res.status).toBe(502);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe("upstream_unreachable");
     await until(() => edge.beats.at(-1)!.draining === true, "a draining heartbeat");
     up = true;
     await until(() => edge.beats.at(-1)!.draining === false, "back in rotation");
+  });
+});
+
+describe("without a credential (loopback mode), like a native node", () => {
+  let engineNode: RunningNode;
+  let front: RunningUpstreamNode;
+  beforeAll(async () => {
+    engineNode = await startNode({ port: 0, engineInstance: new SimulatedEngine({ numKvBlocks: 64, blockSize: 16 }), log: () => {} });
+    front = await startUpstreamNode({ upstream: engineNode.url, port: 0, log: () => {} });
+  });
+  afterAll(async () => {
+    await front?.close();
+    await engineNode?.close();
+  });
+
+  function raw(headers: Record<string, string>, body: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const req = request(front.url + "/v1/chat/completions", { method: "POST", headers: { ...headers, "content-length": Buffer.byteLength(body) } }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on("error", reject);
+      req.end(body);
+    });
+  }
+  const body = JSON.stringify({ model: MODEL, messages: [{ role: "user", content: "hi" }], max_tokens: 1 });
+
+  it("refuses text/plain bodies, a foreign Host (DNS rebinding) and a foreign Origin", async () => {
+    expect(await raw({ "content-type": "text/plain" }, body)).toBe(415);
+    expect(await raw({ "content-type": "application/json", host: "evil.example:80" }, body)).toBe(403);
+    expect(await raw({ "content-type": "application/json", origin: "https://evil.example" }, body)).toBe(403);
+  });
+
+  it("serves loopback Host and Origin", async () => {
+    const host = new URL(front.url).host;
+    expect(await raw({ "content-type": "application/json", host, origin: `http://${host}` }, body)).toBe(200);
   });
 });

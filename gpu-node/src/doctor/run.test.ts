@@ -121,6 +121,13 @@ describe("seventy-node doctor", () => {
     }
   });
 
+  it("the edge's shared secret in the environment: fails with the fix (nodes hold their own credential)", async () => {
+    const { ok, results } = await runDoctor({ engine: "reference", sharedSecretSet: true }, box());
+    expect(ok).toBe(false);
+    expectFailWithFix(results, "SEVENTY_NODE_SECRET", /register the node with the edge \(POST \/admin\/nodes .*set SEVENTY_NODE_CREDENTIAL/);
+    expect((await runDoctor({ engine: "reference" }, box())).results.some((r) => r.name === "SEVENTY_NODE_SECRET")).toBe(false);
+  });
+
   it("an old Node", async () => {
     const { results } = await runDoctor({}, box({ nodeVersion: () => "18.19.0" }));
     expectFailWithFix(results, "Node.js", /Node 20.19 or newer/);
