@@ -26,7 +26,7 @@ async function health(): Promise<{ running: number; waiting: number; kv_blocks_u
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** One stream; `kind` 0 reads it all, 1 reads slowly, 2 aborts after a few chunks. */
+/** One stream; `kind` 0 reads it all, 1 reads slowly, 2 aborts after its first chunk (unless that chunk already ended it). */
 async function stream(i: number, kind: number): Promise<"done" | "aborted"> {
   const ac = new AbortController();
   const res = await fetch(`${node.url}/v1/chat/completions`, {
@@ -44,7 +44,7 @@ async function stream(i: number, kind: number): Promise<"done" | "aborted"> {
       if (done) break;
       text += dec.decode(value, { stream: true });
       if (kind === 1 && n % 8 === 0) await sleep(10);
-      if (kind === 2 && n === 3) {
+      if (kind === 2 && n === 0 && !text.endsWith("data: [DONE]\n\n")) {
         ac.abort();
         return "aborted";
       }
@@ -95,7 +95,8 @@ describe("soak", () => {
       `soak: ${STREAMS} streams (${result.done} read to [DONE], ${result.aborted} aborted) in ${((performance.now() - t0) / 1000).toFixed(1)} s; node RSS ${baseline.toFixed(0)} MiB after warm-up, ${peak.toFixed(0)} MiB at the end of the run, ${after.toFixed(0)} MiB settled; KV blocks used ${h.kv_blocks_used}`,
     );
     expect(result.done + result.aborted).toBe(STREAMS);
-    expect(result.aborted).toBeGreaterThanOrEqual(Math.floor(STREAMS / 3) - 1);
+    // A whole stream can arrive in one read on a busy machine; nearly every third stream is still cut off.
+    expect(result.aborted).toBeGreaterThanOrEqual(Math.floor((STREAMS / 3) * 0.9));
     expect(h).toMatchObject({ running: 0, waiting: 0, kv_blocks_used: 0 });
     // No per-stream state survives: memory returns near the warm-up level (V8 keeps some heap).
     expect(after).toBeLessThan(baseline * 1.25 + 32);

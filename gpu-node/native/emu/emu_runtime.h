@@ -38,7 +38,8 @@
 #define __forceinline__ inline
 #define __global__ __attribute__((noinline))
 // Static __shared__ variables are function-local statics: the emulator runs one block at a time, and
-// treats every access from device code to the program's writable static data as shared memory.
+// treats every access from device code to the program's writable static data as shared memory (so
+// __device__ global variables, which no kernel uses, would be taken for shared memory).
 #define __shared__ static
 #define __constant__ static const
 // The thread bound is encoded as that many 32-thread NOP groups at the kernel's entry (patchable

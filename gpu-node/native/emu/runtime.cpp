@@ -8,6 +8,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cxxabi.h>
+
 #include <algorithm>
 #include <deque>
 #include <map>
@@ -18,7 +20,12 @@
 
 #include "emu_runtime.h"
 
-#if !defined(__x86_64__)
+// x86-64: a hand-written stack switch (no signal-mask system call per switch); elsewhere, or with
+// -DSEVENTY_EMU_UCONTEXT, ucontext.
+#if defined(__x86_64__) && !defined(SEVENTY_EMU_UCONTEXT)
+#define EMU_ASM_SWITCH 1
+#else
+#define EMU_ASM_SWITCH 0
 #include <ucontext.h>
 #endif
 
@@ -37,7 +44,7 @@ extern "C" void emu_fiber_main();
 namespace emu {
 namespace {
 
-#if defined(__x86_64__)
+#if EMU_ASM_SWITCH
 // switch(saveSp, newSp): push the callee-saved registers, swap stacks, pop, return on the new stack.
 extern "C" void emu_switch(void** saveSp, void* newSp);
 asm(R"(
@@ -83,14 +90,14 @@ emu_fiber_entry:
 struct Fiber {
   char* stackLo = nullptr;  // usable range (a guard page below)
   char* stackHi = nullptr;
-#if defined(__x86_64__)
+#if EMU_ASM_SWITCH
   void* sp = nullptr;
 #else
   ucontext_t ctx;
 #endif
 };
 
-#if defined(__x86_64__)
+#if EMU_ASM_SWITCH
 void* g_schedSp = nullptr;
 #else
 ucontext_t g_schedCtx;
@@ -115,7 +122,7 @@ void allocFibers(size_t n) {
 }
 
 void fiberReset(Fiber& f) {
-#if defined(__x86_64__)
+#if EMU_ASM_SWITCH
   uintptr_t top = uintptr_t(f.stackHi) & ~uintptr_t(15);
   void** sp = reinterpret_cast<void**>(top);
   *--sp = reinterpret_cast<void*>(&emu_fiber_entry);  // ret target; it calls emu_fiber_main with rsp ≡ 0 (mod 16)
@@ -138,14 +145,14 @@ void fiberReset(Fiber& f) {
 }
 
 void switchToFiber(Fiber& f) {
-#if defined(__x86_64__)
+#if EMU_ASM_SWITCH
   emu_switch(&g_schedSp, f.sp);
 #else
   swapcontext(&g_schedCtx, &f.ctx);
 #endif
 }
 void switchToScheduler(Fiber& f) {
-#if defined(__x86_64__)
+#if EMU_ASM_SWITCH
   emu_switch(&f.sp, g_schedSp);
 #else
   swapcontext(&f.ctx, &g_schedCtx);
@@ -180,7 +187,6 @@ struct Block {
   int n = 0;  // threads
   std::vector<ThreadState> t;
   std::vector<Pending> pend;        // [n] lanes' pending collectives (indexed by linear thread id)
-  std::vector<uint32_t> warpSyncs;  // collectives completed per warp
   uint32_t epoch = 0;               // barriers passed
 };
 
@@ -267,7 +273,7 @@ int phdrCallback(dl_phdr_info* info, size_t, void* first) {
     if (ph.p_type != PT_LOAD) continue;
     const uintptr_t lo = info->dlpi_addr + ph.p_vaddr, hi = lo + ph.p_memsz;
     if (ph.p_flags & PF_W) {
-      if (isMain) g_data = {std::min(g_data.lo ? g_data.lo : lo, lo), std::max(g_data.hi, hi)};
+      if (isMain) g_data = {g_data.lo ? std::min(g_data.lo, lo) : lo, std::max(g_data.hi, hi)};
     } else {
       g_image.push_back({lo, hi});
     }
@@ -329,17 +335,55 @@ void describeThread(char* buf, size_t len, int linear) {
   snprintf(buf, len, "thread (%u,%u,%u) [warp %d]", t.x, t.y, t.z, linear / 32);
 }
 
+// The static variable holding address a, from the program's own symbol table (function-local statics
+// are not in the dynamic symbol table dladdr reads). Only on the error path.
+std::string staticSymbolAt(uintptr_t a) {
+  uintptr_t bias = 0;
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* out) {
+        *static_cast<uintptr_t*>(out) = info->dlpi_addr;
+        return 1;  // the first entry is the program
+      },
+      &bias);
+  FILE* f = fopen("/proc/self/exe", "rb");
+  if (!f) return "";
+  std::vector<char> elf;
+  char chunk[65536];
+  size_t n;
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) elf.insert(elf.end(), chunk, chunk + n);
+  fclose(f);
+  if (elf.size() < sizeof(ElfW(Ehdr))) return "";
+  const auto* eh = reinterpret_cast<const ElfW(Ehdr)*>(elf.data());
+  if (eh->e_shoff + size_t(eh->e_shnum) * sizeof(ElfW(Shdr)) > elf.size()) return "";
+  const auto* sh = reinterpret_cast<const ElfW(Shdr)*>(elf.data() + eh->e_shoff);
+  for (int i = 0; i < eh->e_shnum; i++) {
+    if (sh[i].sh_type != SHT_SYMTAB || sh[i].sh_link >= eh->e_shnum) continue;
+    const auto* syms = reinterpret_cast<const ElfW(Sym)*>(elf.data() + sh[i].sh_offset);
+    const char* names = elf.data() + sh[sh[i].sh_link].sh_offset;
+    for (size_t k = 0; k < sh[i].sh_size / sizeof(ElfW(Sym)); k++) {
+      const ElfW(Sym)& y = syms[k];
+      if (ELF64_ST_TYPE(y.st_info) != STT_OBJECT || !y.st_size) continue;
+      const uintptr_t lo = bias + y.st_value;
+      if (a < lo || a >= lo + y.st_size) continue;
+      int status = 0;
+      char* dem = abi::__cxa_demangle(names + y.st_name, nullptr, nullptr, &status);
+      std::string name = status == 0 && dem ? dem : names + y.st_name;
+      free(dem);
+      return name + " +" + std::to_string(a - lo);
+    }
+  }
+  return "";
+}
+
 std::string spaceOf(uintptr_t a) {
-  char buf[160];
+  char buf[96];
   if (a >= uintptr_t(g_dynSmem) && a < uintptr_t(g_dynSmem) + kMaxDynSmem) {
     snprintf(buf, sizeof buf, "dynamic shared memory +%zu", size_t(a - uintptr_t(g_dynSmem)));
-  } else {
-    Dl_info info{};
-    if (dladdr(reinterpret_cast<void*>(a), &info) && info.dli_sname)
-      snprintf(buf, sizeof buf, "__shared__ %s +%zu", info.dli_sname, size_t(a - uintptr_t(info.dli_saddr)));
-    else
-      snprintf(buf, sizeof buf, "__shared__ variable at %p", reinterpret_cast<void*>(a));
+    return buf;
   }
+  const std::string sym = staticSymbolAt(a);
+  if (!sym.empty()) return "__shared__ " + sym;
+  snprintf(buf, sizeof buf, "__shared__ variable at %p", reinterpret_cast<void*>(a));
   return buf;
 }
 
@@ -391,8 +435,6 @@ void sharedAccess(Shadow* sh, uintptr_t a, size_t n, Access acc) {
 void checkAccess(const void* p, size_t n, Access acc) {
   if (!g_checking) return;
   const uintptr_t a = uintptr_t(p);
-  const ThreadState& ts = g_block.t[size_t(g_cur)];
-  (void)ts;
   const Fiber& f = g_fibers[size_t(g_cur)];
   if (a >= uintptr_t(f.stackLo) && a + n <= uintptr_t(f.stackHi)) return;  // its own local memory
   if ((n == 2 || n == 4 || n == 8 || n == 16) && (a & (n - 1)) != 0)
@@ -519,7 +561,6 @@ void runBlock(const LaunchInfo& L, uint3 idx, std::vector<int>& order) {
     B.pend[size_t(i)].on = false;
     fiberReset(g_fibers[size_t(i)]);
   }
-  std::fill(B.warpSyncs.begin(), B.warpSyncs.end(), 0);
   for (;;) {
     std::shuffle(order.begin(), order.end(), g_rng);
     bool ran = false;
@@ -608,7 +649,6 @@ void runLaunch(const LaunchInfo& L) {
   B.n = n;
   B.t.assign(size_t(n), ThreadState{});
   B.pend.assign(size_t(n), Pending{});
-  B.warpSyncs.assign(size_t((n + 31) / 32), 0);
   g_dynBytes = L.smem;
   std::vector<uint3> blocks;
   for (unsigned z = 0; z < L.grid.z; z++)
@@ -690,7 +730,6 @@ void completeCollective(int w0, unsigned mask) {
       }
     }
   }
-  B.warpSyncs[size_t(w0 / 32)]++;
   for (int l = 0; l < 32; l++)
     if (mask >> l & 1u) {
       B.pend[size_t(w0 + l)].on = false;

@@ -56,11 +56,17 @@ static void expectCheck(const std::string& name, const char* what, const std::fu
   const int sb = inChild(bad, errBad), sg = inChild(good, errGood);
   const bool fired = sb == emu::kCheckFailedExit && errBad.find(what) != std::string::npos;
   const bool quiet = sg == 0;
-  std::string firstLine;
+  // The message's second line says what was wrong (the first names kernel, block and thread).
+  std::string what2;
   const size_t at = errBad.find("FAILED in ");
-  if (at != std::string::npos) firstLine = errBad.substr(at + 10, errBad.find('\n', at) - at - 10);
+  if (at != std::string::npos) {
+    const size_t l2 = errBad.find('\n', at) + 1;
+    what2 = errBad.substr(l2, errBad.find('\n', l2) - l2);
+    what2.erase(0, what2.find_first_not_of(' '));
+  }
   report(fired && quiet, "check: " + name,
          (fired ? "fires" : "DID NOT FIRE (status " + std::to_string(sb) + ")") + std::string(quiet ? ", quiet when fixed" : ", FALSE ALARM: " + errGood));
+  if (fired) std::printf("     %s\n", what2.substr(0, 150).c_str());
   if (!fired || !quiet) std::fprintf(stderr, "%s\n%s\n", errBad.c_str(), errGood.c_str());
 }
 

@@ -43,7 +43,7 @@ MUTATIONS=(
   "rmsnorm launched past its __launch_bounds__|rmsnorm|kernels/rmsnorm.cu|SEVENTY_LAUNCH(rows, kNormThreads, smem, s, rmsNormResidualKernel)|SEVENTY_LAUNCH(rows, 2 * kNormThreads, smem, s, rmsNormResidualKernel)"
   "sampling: pick not initialised|sampling|kernels/sampling.cu|    if (threadIdx.x == 0) pick = 0x7fffffff;
 |"
-  "split-K combine ignores the running max|attention|kernels/decode_attention.cu|const float w = exp2f(ml[2 * part] - M);|const float w = exp2f(ml[2 * part]);"
+  "split-K combine without the max shift (overflows on large scores)|attention|kernels/decode_attention.cu|const float w = exp2f(ml[2 * part] - M);|const float w = exp2f(ml[2 * part]);"
   "embedding reads the next table row|embedding|kernels/embedding.cu|const uint16_t* src = table + int64_t(ids[r]) * hidden;|const uint16_t* src = table + int64_t(ids[r] + 1) * hidden;"
   "engine step: context lengths not uploaded|engine|host/cuda_engine.cu|    CU(cudaMemcpyAsync(dRowCtx_, hRowCtx_, R, cudaMemcpyHostToDevice, stream_));
 |"
@@ -58,7 +58,9 @@ want() {
 SELECT=("$@")
 
 mkdir -p "$SRC" "$BUILD"
-rsync -a --delete --exclude build "$NATIVE/" "$SRC/" 2>/dev/null || { rm -rf "$SRC" && mkdir -p "$SRC" && (cd "$NATIVE" && tar --exclude=./build -cf - .) | (cd "$SRC" && tar -xf -); }
+# Copies get the current time (not the original's), so a file restored after a mutation is always rebuilt.
+rsync -r --checksum --delete --exclude build "$NATIVE/" "$SRC/" 2>/dev/null ||
+  { rm -rf "$SRC" && mkdir -p "$SRC" && (cd "$NATIVE" && tar --exclude=./build -cf - .) | (cd "$SRC" && tar -m -xf -); }
 build() { cmake --build "$BUILD" -j "$JOBS" --target kernel_tests_emu -- --no-print-directory >"$WORK/build.log" 2>&1; }
 cmake -S "$SRC" -B "$BUILD" -DENGINE_CUDA=OFF -DSEVENTY_EMU=ON -DCMAKE_BUILD_TYPE=Release --log-level=WARNING >/dev/null
 echo "mutations: building the unmutated tests in $WORK"
