@@ -55,9 +55,10 @@ const REQUEST_ID_RE = /^[\w.:\-]{1,128}$/;
 /**
  * A node that fronts an engine already running on the box (vLLM, SGLang, TensorRT-LLM, llama.cpp's
  * server): it checks the edge's signatures with its own credential exactly as a native node does
- * (headers before the body, the same body limit; loopback-only and browser-proof without one), passes requests and SSE streams through, puts the
- * engine's errors in OpenAI's shape, and joins the pool with heartbeats carrying the engine's model
- * id and the load read from its Prometheus metrics.
+ * (headers before the body, the same body limit; loopback only and browser-proof without one),
+ * passes requests and SSE streams through, puts the engine's errors in OpenAI's shape, and joins
+ * the pool with heartbeats signed with its node key, carrying the engine's model id and the load
+ * read from its Prometheus metrics.
  */
 export async function startUpstreamNode(opts: UpstreamNodeOptions): Promise<RunningUpstreamNode> {
   const log = opts.log ?? ((line: string) => console.log(line));
