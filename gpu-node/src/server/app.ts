@@ -9,12 +9,12 @@ import { HttpError } from "./http-error.js";
 import { checkModel } from "./request-prep.js";
 import { loopbackGuard } from "./loopback-guard.js";
 import { encodeChatPrompt, encodeTextPrompt } from "./prompt.js";
-import { LOCAL_TENANT, SignatureVerifier, type Tenant } from "./signature.js";
+import { LOCAL_TENANT, SignatureVerifier, signableFrom, type Tenant } from "./signature.js";
 
 const REQUEST_ID_RE = /^[\w.:\-]{1,128}$/;
 
 /** Reads the body once, bounded by maxBodyBytes (413 beyond), so the signature covers exactly what is parsed. */
-async function readBody(c: Context<NodeEnv>, maxBytes: number): Promise<Uint8Array> {
+export async function readBody(c: Context<NodeEnv>, maxBytes: number): Promise<Uint8Array> {
   const declared = Number(c.req.header("content-length") ?? "0");
   if (declared > maxBytes) throw new HttpError(413, `Request body too large (limit ${maxBytes} bytes).`, { code: "body_too_large" });
   const reader = c.req.raw.body?.getReader();
@@ -64,7 +64,7 @@ export type NodeEnv = { Bindings: Partial<HttpBindings>; Variables: { requestId:
 
 export function createApp(ctx: NodeContext): Hono<NodeEnv> {
   const app = new Hono<NodeEnv>();
-  const verifier = ctx.credential ? new SignatureVerifier(ctx.credential, Math.floor(ctx.startedAt / 1000) + 1) : null;
+  const verifier = ctx.credential ? new SignatureVerifier(ctx.credential, signableFrom(ctx.startedAt)) : null;
 
   app.use("*", async (c, next) => {
     const given = c.req.header("x-request-id");
