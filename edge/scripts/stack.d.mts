@@ -58,7 +58,7 @@ export function startNode(opts: {
   /** The node's credential from registerNode (SEVENTY_NODE_CREDENTIAL); its id is the node's id. */
   credential?: string;
   nodeId?: string;
-  engine?: "reference" | "simulated" | "native";
+  engine?: "reference" | "simulated" | "native" | "upstream";
   args?: string[];
   env?: Record<string, string>;
   echo?: string | null;

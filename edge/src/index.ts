@@ -25,7 +25,8 @@ const app = new Hono<AppEnv>();
 
 app.use("*", requestId());
 app.use("/v1/*", corsFromConfig());
-app.get("/health", (c) => c.json({ ok: true }));
+// `time` lets a gpu-node's `doctor` measure its clock against the edge's (signatures allow 60 s).
+app.get("/health", (c) => c.json({ ok: true, time: Date.now() }));
 app.route("/v1/responses", responses);
 app.route("/v1", v1);
 app.route("/admin", admin);

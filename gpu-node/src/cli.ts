@@ -1,10 +1,14 @@
 import { parseArgs } from "node:util";
+import { DOCTOR_OPTIONS, DOWNLOAD_OPTIONS, MAKE_TINY_MODEL_OPTIONS, SERVE_OPTIONS } from "./cli-options.js";
 import { ENGINE_CHOICES, type EngineChoice } from "./engine-factory.js";
+import { downloadModel, formatDownloadResult, isRepoId, resolveModel } from "./hub/index.js";
 import { makeTinyModel } from "./model/index.js";
+import { formatDoctor, runDoctor, systemFacts } from "./doctor/index.js";
 import { startNode } from "./node.js";
+import { startUpstreamNode } from "./upstream/index.js";
 
 const USAGE = `usage:
-  seventy-node serve [--model DIR] [--engine reference|native|simulated] [--host 127.0.0.1] [--port 8100]
+  seventy-node serve [--model DIR|ORG/NAME] [--revision R] [--engine reference|native|simulated|upstream] [--host 127.0.0.1] [--port 8100]
                      [--served-model-name NAME] [--max-num-seqs N] [--max-num-batched-tokens N]
                      [--kv-cache-blocks N] [--max-model-len N] [--max-queue N]
                      [--edge URL] [--node-id ID] [--public-url URL] [--heartbeat-interval-ms N]
@@ -14,8 +18,19 @@ const USAGE = `usage:
                      [--max-body-bytes N] [--max-connections N] [--tokenizer-threads N] [--stream-stall-ms N]
       --device-memory (e.g. 80GB, 81559MiB) plans memory for that card instead of the GPU found.
       The node's credential (from the edge: POST /admin/nodes) comes from SEVENTY_NODE_CREDENTIAL.
-      Without --model, serves a tiny
-      random Llama 3.1 model created on first use in the cache folder.
+      Without --model, serves a tiny random Llama 3.1 model created on first use in the cache folder.
+      ORG/NAME is a Hugging Face Hub repo: served from the Hugging Face cache, downloaded into it when absent.
+      --engine upstream --upstream URL fronts an OpenAI-compatible engine on this box (vLLM, SGLang,
+      TensorRT-LLM, llama.cpp); its API key, if any, comes from SEVENTY_UPSTREAM_API_KEY.
+  seventy-node download ORG/NAME [--revision R] [--max-workers 8]
+      Fetches the files serving needs into the Hugging Face cache (HF_HUB_CACHE or HF_HOME/hub;
+      HF_TOKEN for gated repos), resuming an interrupted download.
+  seventy-node doctor [--model DIR|ORG/NAME] [--revision R] [--edge URL] [--host H] [--port P]
+                      [--engine native|reference|upstream] [--quantization none|fp8] [--kv-cache-dtype auto|fp8]
+                      [--gpu-memory-utilization F] [--max-model-len N] [--max-num-seqs N]
+      Checks this box before it serves (Node, GPUs, driver and CUDA, disk and GPU memory for the model,
+      the port, the edge: reachable, the node's credential, clock) and prints a fix for every failed line.
+      Exit code 0 only when every needed check passes.
   seventy-node make-tiny-model --out DIR [--seed N] [--quant awq|fp8]
       --quant awq writes an AutoAWQ GEMM 4-bit checkpoint, --quant fp8 a compressed-tensors FP8 one.`;
 
@@ -38,43 +53,26 @@ function byteSize(name: string, value: string): number {
   return Math.floor(Number(m[1]) * unit);
 }
 
+/** The edge's shared secret never reaches a node: each node has its own credential. */
+function refuseSharedSecret(): void {
+  if (process.env.SEVENTY_NODE_SECRET) {
+    throw new UsageError("SEVENTY_NODE_SECRET is no longer used: register the node with the edge (POST /admin/nodes) and set SEVENTY_NODE_CREDENTIAL");
+  }
+}
+
 async function serveCommand(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
     strict: true,
     allowPositionals: false,
-    options: {
-      model: { type: "string" },
-      engine: { type: "string", default: "reference" },
-      host: { type: "string", default: "127.0.0.1" },
-      port: { type: "string", default: "8100" },
-      "served-model-name": { type: "string" },
-      "max-num-seqs": { type: "string" },
-      "max-num-batched-tokens": { type: "string" },
-      "kv-cache-blocks": { type: "string" },
-      "max-model-len": { type: "string" },
-      "max-queue": { type: "string" },
-      "max-body-bytes": { type: "string" },
-      "max-connections": { type: "string" },
-      "tokenizer-threads": { type: "string" },
-      "stream-stall-ms": { type: "string" },
-      edge: { type: "string" },
-      "node-id": { type: "string" },
-      "public-url": { type: "string" },
-      "heartbeat-interval-ms": { type: "string" },
-      quantization: { type: "string" },
-      "kv-cache-dtype": { type: "string" },
-      "device-memory": { type: "string" },
-      "load-format": { type: "string" },
-      "gpu-memory-utilization": { type: "string" },
-      "simulated-step-ms": { type: "string" },
-    },
+    options: SERVE_OPTIONS,
   });
-  if (process.env.SEVENTY_NODE_SECRET) {
-    throw new UsageError("SEVENTY_NODE_SECRET is no longer used: register the node with the edge (POST /admin/nodes) and set SEVENTY_NODE_CREDENTIAL");
-  }
+  refuseSharedSecret();
+  if (values.edge !== undefined && !/^https?:\/\//.test(values.edge)) throw new UsageError(`--edge must be an http(s) URL, got '${values.edge}'`);
+  if (values.engine === "upstream") return serveUpstream(values);
+  if (values.upstream !== undefined) throw new UsageError("--upstream needs --engine upstream");
   const engine = values.engine as EngineChoice;
-  if (!ENGINE_CHOICES.includes(engine)) throw new UsageError(`--engine must be one of ${ENGINE_CHOICES.join(", ")}, got '${values.engine}'`);
+  if (!ENGINE_CHOICES.includes(engine)) throw new UsageError(`--engine must be one of ${[...ENGINE_CHOICES, "upstream"].join(", ")}, got '${values.engine}'`);
   const quantization = values.quantization;
   if (quantization !== undefined && quantization !== "none" && quantization !== "fp8") throw new UsageError(`--quantization must be none or fp8, got '${quantization}'`);
   const kvCacheDtype = values["kv-cache-dtype"];
@@ -83,13 +81,14 @@ async function serveCommand(args: string[]): Promise<void> {
   if (loadFormat !== undefined && loadFormat !== "safetensors" && loadFormat !== "dummy") throw new UsageError(`--load-format must be safetensors or dummy, got '${loadFormat}'`);
   const gmu = values["gpu-memory-utilization"];
   if (gmu !== undefined && !(Number(gmu) > 0 && Number(gmu) <= 1)) throw new UsageError(`--gpu-memory-utilization must be in (0, 1], got '${gmu}'`);
-  if (values.edge !== undefined && !/^https?:\/\//.test(values.edge)) throw new UsageError(`--edge must be an http(s) URL, got '${values.edge}'`);
+  if (values.revision !== undefined && (values.model === undefined || !isRepoId(values.model))) throw new UsageError("--revision needs --model ORG/NAME");
+  const resolved = values.model === undefined ? undefined : await resolveModel(values.model, { revision: values.revision, log: (line) => console.error(line) });
   const node = await startNode({
-    modelDir: values.model,
+    modelDir: resolved?.dir,
     engine,
     host: values.host,
     port: int("port", values.port, 0),
-    servedModelName: values["served-model-name"],
+    servedModelName: values["served-model-name"] ?? resolved?.repo,
     maxNumSeqs: int("max-num-seqs", values["max-num-seqs"]),
     maxNumBatchedTokens: int("max-num-batched-tokens", values["max-num-batched-tokens"]),
     kvCacheBlocks: int("kv-cache-blocks", values["kv-cache-blocks"]),
@@ -115,21 +114,57 @@ async function serveCommand(args: string[]): Promise<void> {
   });
   console.log(`seventy gpu-node: model ${node.ctx.modelName}, engine ${node.ctx.engineKind}, max_model_len ${node.ctx.maxModelLen}`);
   console.log(`listening on ${node.url}`);
-  // First Ctrl-C / SIGTERM drains (no new requests; running ones finish, up to a minute);
-  // a second one stops at once.
+  drainOnSignals(() => node.drain());
+}
+
+async function serveUpstream(values: Record<string, string | undefined>): Promise<void> {
+  const upstream = values.upstream;
+  if (!upstream || !/^https?:\/\//.test(upstream)) throw new UsageError("--engine upstream needs --upstream URL (the engine's OpenAI-compatible server, e.g. http://127.0.0.1:8000)");
+  for (const flag of ["model", "revision", "served-model-name", "kv-cache-blocks", "max-num-batched-tokens", "quantization", "kv-cache-dtype", "device-memory", "load-format", "gpu-memory-utilization", "max-queue"]) {
+    if (values[flag] !== undefined) throw new UsageError(`--${flag} is the engine's setting with --engine upstream; set it where you start the engine`);
+  }
+  for (const flag of ["tokenizer-threads", "stream-stall-ms"]) {
+    if (values[flag] !== undefined) throw new UsageError(`--${flag} does not apply to --engine upstream: the engine tokenizes and streams`);
+  }
+  const node = await startUpstreamNode({
+    upstream,
+    apiKey: process.env.SEVENTY_UPSTREAM_API_KEY || undefined,
+    host: values.host,
+    port: int("port", values.port, 0),
+    maxNumSeqs: int("max-num-seqs", values["max-num-seqs"]),
+    maxModelLen: int("max-model-len", values["max-model-len"]),
+    maxBodyBytes: int("max-body-bytes", values["max-body-bytes"]),
+    maxConnections: int("max-connections", values["max-connections"]),
+    credential: process.env.SEVENTY_NODE_CREDENTIAL || undefined,
+    edgeUrl: values.edge,
+    nodeId: values["node-id"],
+    publicUrl: values["public-url"],
+    heartbeatIntervalMs: int("heartbeat-interval-ms", values["heartbeat-interval-ms"], 100),
+    log: (line) => console.error(line),
+  });
+  console.log(`seventy gpu-node: model ${node.modelName}, engine upstream (${upstream}), max_model_len ${node.maxModelLen}`);
+  console.log(`listening on ${node.url}`);
+  drainOnSignals(() => node.drain());
+}
+
+/**
+ * First Ctrl-C / SIGTERM drains (no new requests; running ones finish, up to a minute);
+ * a second one stops at once.
+ */
+function drainOnSignals(drain: () => Promise<void>): void {
   let stopping = false;
   const stop = () => {
     if (stopping) process.exit(130);
     stopping = true;
     console.error("draining: finishing running requests (Ctrl-C again to stop now)");
-    void node.drain().then(() => process.exit(0));
+    void drain().then(() => process.exit(0));
   };
   process.on("SIGINT", stop);
   process.on("SIGTERM", stop);
 }
 
 async function makeTinyModelCommand(args: string[]): Promise<void> {
-  const { values } = parseArgs({ args, strict: true, options: { out: { type: "string" }, seed: { type: "string", default: "0" }, quant: { type: "string" } } });
+  const { values } = parseArgs({ args, strict: true, options: MAKE_TINY_MODEL_OPTIONS });
   if (!values.out) throw new UsageError("make-tiny-model needs --out DIR");
   const quant = values.quant;
   if (quant !== undefined && quant !== "awq" && quant !== "fp8") throw new UsageError(`--quant must be awq or fp8, got '${quant}'`);
@@ -137,9 +172,60 @@ async function makeTinyModelCommand(args: string[]): Promise<void> {
   console.log(`wrote a tiny Llama 3.1${quant ? ` ${quant === "awq" ? "AWQ 4-bit" : "FP8"}` : ""} model to ${dir ?? values.out}`);
 }
 
+async function downloadCommand(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    strict: true,
+    allowPositionals: true,
+    options: DOWNLOAD_OPTIONS,
+  });
+  const repo = positionals[0];
+  if (positionals.length !== 1 || repo === undefined || !isRepoId(repo)) throw new UsageError("download needs one Hub repo id, e.g. seventy-node download nvidia/Llama-3.1-Nemotron-70B-Instruct-HF");
+  const result = await downloadModel({ repo, revision: values.revision, maxWorkers: int("max-workers", values["max-workers"]) });
+  console.log(formatDownloadResult(repo, result));
+}
+
+async function doctorCommand(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    options: DOCTOR_OPTIONS,
+  });
+  const q = values.quantization;
+  if (q !== undefined && q !== "none" && q !== "fp8") throw new UsageError(`--quantization must be none or fp8, got '${q}'`);
+  if (values.edge !== undefined && !/^https?:\/\//.test(values.edge)) throw new UsageError(`--edge must be an http(s) URL, got '${values.edge}'`);
+  const gmu = values["gpu-memory-utilization"];
+  if (gmu !== undefined && !(Number(gmu) > 0 && Number(gmu) <= 1)) throw new UsageError(`--gpu-memory-utilization must be in (0, 1], got '${gmu}'`);
+  const kv = values["kv-cache-dtype"];
+  if (kv !== undefined && kv !== "auto" && kv !== "fp8") throw new UsageError(`--kv-cache-dtype must be auto or fp8, got '${kv}'`);
+  const { ok, results } = await runDoctor(
+    {
+      model: values.model,
+      revision: values.revision,
+      edge: values.edge,
+      credential: process.env.SEVENTY_NODE_CREDENTIAL || undefined,
+      sharedSecretSet: Boolean(process.env.SEVENTY_NODE_SECRET),
+      host: values.host,
+      port: int("port", values.port, 0),
+      engine: values.engine,
+      quantization: q,
+      kvCacheDtype: kv,
+      gpuMemoryUtilization: gmu === undefined ? undefined : Number(gmu),
+      maxModelLen: int("max-model-len", values["max-model-len"]),
+      maxNumSeqs: int("max-num-seqs", values["max-num-seqs"]),
+    },
+    systemFacts(),
+  );
+  console.log(formatDoctor(results));
+  console.log(ok ? "all needed checks passed" : "some needed checks failed: see the fixes above");
+  process.exitCode = ok ? 0 : 1;
+}
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   if (command === "serve") return serveCommand(rest);
+  if (command === "download") return downloadCommand(rest);
+  if (command === "doctor") return doctorCommand(rest);
   if (command === "make-tiny-model") return makeTinyModelCommand(rest);
   if (command === undefined || command === "--help" || command === "-h" || command === "help") {
     console.log(USAGE);

@@ -11,6 +11,7 @@ import { createApp } from "./server/app.js";
 import type { NodeContext } from "./server/context.js";
 import { ByteLevelDetokenizer, GenericDetokenizer, TokenByteTable } from "./server/detokenizer.js";
 import { startHeartbeat } from "./server/heartbeat.js";
+import { signableFrom } from "./server/signature.js";
 import { NodeMetrics } from "./server/metrics.js";
 import { DEFAULT_REQUEST_LIMITS, type RequestLimits } from "./server/request-limits.js";
 import { TokenizerPool } from "./model/tokenizer-pool.js";
@@ -88,9 +89,22 @@ export function isLoopback(host: string): boolean {
   return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
-export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
-  const log = opts.log ?? ((line: string) => console.log(line));
-  const host = opts.host ?? "127.0.0.1";
+/** Where and as whom a node listens and joins the edge: what every kind of node checks before it starts. */
+export interface NodeIdentityOptions {
+  host: string;
+  /** `snc1.…` from SEVENTY_NODE_CREDENTIAL. */
+  credential?: string;
+  edgeUrl?: string;
+  nodeId?: string;
+  publicUrl?: string;
+}
+
+/**
+ * The node's parsed credential (undefined in loopback mode), after the checks every node makes
+ * before it starts: a well-formed credential whose id matches --node-id; loopback only without
+ * one; --edge only with one; a --public-url the edge would accept.
+ */
+export function nodeCredential(opts: NodeIdentityOptions): NodeCredential | undefined {
   let credential: NodeCredential | undefined;
   if (opts.credential !== undefined) {
     credential = parseNodeCredential(opts.credential) ?? undefined;
@@ -99,17 +113,34 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
       throw new Error(`--node-id ${opts.nodeId} does not match the credential's node id ${credential.nodeId}`);
     }
   }
-  if (!credential && !isLoopback(host)) {
-    throw new Error(`refusing to listen on ${host} without SEVENTY_NODE_CREDENTIAL: unsigned requests are served on loopback only`);
+  if (!credential && !isLoopback(opts.host)) {
+    throw new Error(`refusing to listen on ${opts.host} without SEVENTY_NODE_CREDENTIAL: unsigned requests are served on loopback only`);
   }
   if (opts.edgeUrl && !credential) throw new Error("--edge needs SEVENTY_NODE_CREDENTIAL (heartbeats and requests are signed with it)");
-  if (opts.edgeUrl && !opts.publicUrl && !isLoopback(host)) {
-    throw new Error(`--public-url is required with --edge when listening on ${host}: the edge must be told the URL it can reach`);
+  if (opts.edgeUrl && !opts.publicUrl && !isLoopback(opts.host)) {
+    throw new Error(`--public-url is required with --edge when listening on ${opts.host}: the edge must be told the URL it can reach`);
   }
   if (opts.publicUrl !== undefined) {
     const problem = nodeUrlProblem(opts.publicUrl, true);
     if (problem) throw new Error(`--public-url ${problem}`);
   }
+  return credential;
+}
+
+/**
+ * Signed requests must be newer than the node's start (see SignatureVerifier): a node waits for the
+ * next whole second after it started before announcing itself, so nothing valid is ever refused
+ * for that reason.
+ */
+export async function untilSignable(startedAtMs: number): Promise<void> {
+  const wait = signableFrom(startedAtMs) * 1000 - Date.now();
+  if (wait > 0) await new Promise((r) => setTimeout(r, wait + 5));
+}
+
+export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
+  const log = opts.log ?? ((line: string) => console.log(line));
+  const host = opts.host ?? "127.0.0.1";
+  const credential = nodeCredential({ ...opts, host });
 
   const modelPath = opts.modelDir ?? (await ensureTinyModel({ log }));
   const model = await openModelDir(modelPath);
@@ -205,12 +236,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
   http.requestTimeout = 30_000;
   const port = (server.address() as AddressInfo).port;
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
-  // Signed requests must be newer than the node's start (see SignatureVerifier): wait for the next
-  // whole second before announcing the node, so nothing valid is ever refused for that reason.
-  if (credential) {
-    const wait = (Math.floor(ctx.startedAt / 1000) + 1) * 1000 - Date.now();
-    if (wait > 0) await new Promise((r) => setTimeout(r, wait + 5));
-  }
+  if (credential) await untilSignable(ctx.startedAt);
 
   const heartbeat = opts.edgeUrl
     ? startHeartbeat({

@@ -24,6 +24,28 @@ describe("seventy-node CLI", () => {
     expect(r.stderr).toMatch(/max-num-seqs/);
   });
 
+  it("serve refuses the edge's old shared secret, for every engine: one line naming the fix", () => {
+    for (const engine of [["--engine", "reference"], ["--engine", "upstream", "--upstream", "http://127.0.0.1:9"]]) {
+      const r = spawnSync(process.execPath, [CLI, "serve", ...engine, "--port", "0"], { encoding: "utf8", timeout: 60_000, env: { ...process.env, SEVENTY_NODE_SECRET: "shared-secret-value" } });
+      expect(r.status, engine.join(" ")).toBe(2);
+      expect(r.stderr.trim().split("\n")).toHaveLength(1);
+      expect(r.stderr).toMatch(/SEVENTY_NODE_SECRET is no longer used: register the node with the edge \(POST \/admin\/nodes\) and set SEVENTY_NODE_CREDENTIAL/);
+      expect(r.stderr).not.toContain("shared-secret-value");
+    }
+  });
+
+  it("serve --engine upstream reads SEVENTY_NODE_CREDENTIAL as a native node does: a malformed one is one line, never echoed", () => {
+    const r = spawnSync(process.execPath, [CLI, "serve", "--engine", "upstream", "--upstream", "http://127.0.0.1:9", "--port", "0"], {
+      encoding: "utf8",
+      timeout: 60_000,
+      env: { ...process.env, SEVENTY_NODE_SECRET: "", SEVENTY_NODE_CREDENTIAL: "snc1.node-a.not-a-key.value" },
+    });
+    expect(r.status).toBe(2);
+    expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    expect(r.stderr).toMatch(/SEVENTY_NODE_CREDENTIAL is not a node credential/);
+    expect(r.stderr).not.toContain("not-a-key");
+  });
+
   it("a missing model directory is one line and exit code 2", () => {
     const r = run("serve", "--model", "/nonexistent/model", "--port", "0");
     expect(r.status).toBe(2);

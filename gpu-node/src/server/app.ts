@@ -10,12 +10,12 @@ import { checkModel } from "./request-prep.js";
 import { loopbackGuard } from "./loopback-guard.js";
 import { encodeChatPrompt, encodeTextPrompt } from "./prompt.js";
 import { responses } from "./responses/route.js";
-import { LOCAL_TENANT, SignatureVerifier, type Tenant } from "./signature.js";
+import { LOCAL_TENANT, SignatureVerifier, signableFrom, type Tenant } from "./signature.js";
 
 const REQUEST_ID_RE = /^[\w.:\-]{1,128}$/;
 
 /** Reads the body once, bounded by maxBodyBytes (413 beyond), so the signature covers exactly what is parsed. */
-async function readBody(c: Context<NodeEnv>, maxBytes: number): Promise<Uint8Array> {
+export async function readBody(c: Context<NodeEnv>, maxBytes: number): Promise<Uint8Array> {
   const declared = Number(c.req.header("content-length") ?? "0");
   if (declared > maxBytes) throw new HttpError(413, `Request body too large (limit ${maxBytes} bytes).`, { code: "body_too_large" });
   const reader = c.req.raw.body?.getReader();
@@ -68,7 +68,7 @@ export type NodeEnv = {
 
 export function createApp(ctx: NodeContext): Hono<NodeEnv> {
   const app = new Hono<NodeEnv>();
-  const verifier = ctx.credential ? new SignatureVerifier(ctx.credential, Math.floor(ctx.startedAt / 1000) + 1) : null;
+  const verifier = ctx.credential ? new SignatureVerifier(ctx.credential, signableFrom(ctx.startedAt)) : null;
   /**
    * Requests the edge may stop by name: the nonce of the signature they came with → their abort.
    * The edge stops a request this way (POST /v1/cancel) instead of dropping the connection, and

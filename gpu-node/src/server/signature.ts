@@ -18,6 +18,11 @@ export interface Tenant {
 /** Loopback mode: one tenant. */
 export const LOCAL_TENANT: Tenant = { keyId: "", cacheSalt: "" };
 
+/** Unix seconds: the first whole second after a node started, the oldest timestamp it accepts. */
+export function signableFrom(startedAtMs: number): number {
+  return Math.floor(startedAtMs / 1000) + 1;
+}
+
 /**
  * Verifies the edge's HMAC signature (this node's edge key) over method, path, timestamp, nonce,
  * body digest and the signed headers. In two steps: the headers before the body is read (missing,
