@@ -156,17 +156,18 @@ describe("structured outputs (tiny random model)", () => {
       const whole = (await (await post("/v1/chat/completions", body)).json()) as ChatResult;
       const expected = whole.choices[0]!.message.tool_calls![0]!;
       const res = await post("/v1/chat/completions", { ...body, stream: true });
-      const events = (await readSse(res)).filter((e) => e !== "[DONE]") as any[];
-      const deltas = events.map((e) => e.choices[0]?.delta).filter(Boolean);
-      const toolDeltas = deltas.filter((d) => d.tool_calls);
-      const first = toolDeltas[0].tool_calls[0];
+      type ToolDelta = { tool_calls?: Array<{ id?: string; function: { arguments: string } }> };
+      const events = (await readSse(res)).filter((e) => e !== "[DONE]") as Array<{ choices: Array<{ delta?: ToolDelta; finish_reason?: string }> }>;
+      const deltas = events.map((e) => e.choices[0]?.delta).filter((d): d is ToolDelta => d !== undefined);
+      const toolDeltas = deltas.filter((d) => d.tool_calls).map((d) => d.tool_calls![0]!);
+      const first = toolDeltas[0]!;
       expect(first).toMatchObject({ index: 0, type: "function", function: { name: expected.function.name, arguments: "" } });
       expect(first.id).toMatch(/^call_/);
       expect(toolDeltas.length).toBeGreaterThan(2); // the arguments arrive in pieces, not at the end
-      for (const d of toolDeltas.slice(1)) expect(d.tool_calls[0].id).toBeUndefined();
-      const streamed = toolDeltas.slice(1).map((d) => d.tool_calls[0].function.arguments).join("");
+      for (const d of toolDeltas.slice(1)) expect(d.id).toBeUndefined();
+      const streamed = toolDeltas.slice(1).map((d) => d.function.arguments).join("");
       expect(streamed).toBe(expected.function.arguments);
-      expect(events.at(-1).choices[0].finish_reason).toBe("tool_calls");
+      expect(events.at(-1)!.choices[0]!.finish_reason).toBe("tool_calls");
     }
   });
 

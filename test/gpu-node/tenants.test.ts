@@ -30,7 +30,7 @@ async function call(path: string, keyId: string, json: unknown, salt = `key:${ke
     signed: { [NODE_ID_HEADER]: CRED.nodeId, [KEY_ID_HEADER]: keyId, [CACHE_SALT_HEADER]: salt },
   });
   const res = await fetch(node.url + path, { method: "POST", headers: { "content-type": "application/json", ...headers }, body });
-  return { status: res.status, json: (await res.json()) as any };
+  return { status: res.status, json: (await res.json()) as { usage: { prompt_tokens: number; prompt_tokens_details: { cached_tokens: number } } } };
 }
 
 describe("tenants on one node", () => {
