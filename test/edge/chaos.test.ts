@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Agent, fetch as undiciFetch } from "undici";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { adminCall, freePort, sleep, startEdge, startNode, stopGroup, waitForNodes, type Started } from "../../edge/scripts/stack.mjs";
+import { adminCall, freePort, registerNode, sleep, startEdge, startNode, stopGroup, waitForNodes, type Started } from "../../edge/scripts/stack.mjs";
 
 const ADMIN = "chaos-admin-token";
 const SECRET = "chaos-node-secret";
@@ -61,11 +61,11 @@ beforeAll(async () => {
   }
   await Promise.all(
     ["n1", "n2", "n3"].map(async (id) => {
+      const port = await freePort();
       const node = await startNode({
-        port: await freePort(),
+        port,
         edgeUrl: edge.url,
-        secret: SECRET,
-        nodeId: id,
+        credential: await registerNode(edge.url, ADMIN, { id, port }),
         engine: "simulated",
         args: ["--heartbeat-interval-ms", "300", "--simulated-step-ms", String(STEP_MS), "--max-num-seqs", "512"],
       });

@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Agent, fetch as undiciFetch } from "undici";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { adminCall, freePort, sleep, startEdge, startNode, stopGroup, waitForNodes, type Started } from "../../edge/scripts/stack.mjs";
+import { adminCall, freePort, registerNode, sleep, startEdge, startNode, stopGroup, waitForNodes, type Started } from "../../edge/scripts/stack.mjs";
 
 const ADMIN = "property-admin-token";
 const SECRET = "property-node-secret";
@@ -38,11 +38,11 @@ beforeAll(async () => {
     stateDir,
     vars: { DEFAULT_MAX_TOKENS: "24", STREAM_IDLE_TIMEOUT_MS: "3000", CANCEL_DRAIN_MS: "2000", LOG_LEVEL: "error" },
   });
+  const port = await freePort();
   node = await startNode({
-    port: await freePort(),
+    port,
     edgeUrl: edge.url,
-    secret: SECRET,
-    nodeId: "p1",
+    credential: await registerNode(edge.url, ADMIN, { id: "p1", port }),
     engine: "simulated",
     args: ["--heartbeat-interval-ms", "500", "--simulated-step-ms", "2", "--max-model-len", "512"],
   });

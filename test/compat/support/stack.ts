@@ -25,17 +25,19 @@ export interface Stack {
 const random = () => Math.random().toString(36).slice(2, 12);
 
 /**
- * The local stack as `npm start` runs it: the edge's deploy bundle under bare workerd (static assets
- * answered in front of it) and a gpu-node on the tiny model reporting to it, on free ports, with
- * state in a fresh folder under .seventy/.
+ * The local stack as `npm start` runs it: the edge's deploy bundle under bare workerd (the
+ * dashboard's files from its ASSETS binding) and a gpu-node on the tiny model reporting to it, on
+ * free ports, with state in a fresh folder under .seventy/. `runner: "wrangler"` starts the edge
+ * under `wrangler dev` instead (Cloudflare's own asset layer, and a browser's aborted fetch reaches
+ * the worker at once; under bare workerd it is noticed only when the stream next stalls).
  */
-export async function startStack(): Promise<Stack> {
+export async function startStack(opts: { runner?: "workerd" | "wrangler" } = {}): Promise<Stack> {
   const [edgePort, inspectorPort, nodePort] = [await freePort(), await freePort(), await freePort()];
   const adminToken = `admin-${random()}`;
   const nodeSecret = `node-${random()}`;
   await mkdir(join(ROOT, ".seventy"), { recursive: true });
   const stateDir = await mkdtemp(join(ROOT, ".seventy", "test-"));
-  const edge = await startEdge({ port: edgePort, inspectorPort, adminToken, nodeSecret, stateDir });
+  const edge = await startEdge({ port: edgePort, inspectorPort, adminToken, nodeSecret, stateDir, runner: opts.runner });
   let node: Awaited<ReturnType<typeof startNode>> | undefined;
   const stop = async () => {
     await node?.stop();
