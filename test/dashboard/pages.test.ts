@@ -1,6 +1,8 @@
-// /dashboard and /playground in headless Chromium against the local stack (the edge's deploy bundle
-// under bare workerd with its static assets answered in front of it, a gpu-node on the tiny model),
-// as an operator and a developer use them.
+// /dashboard and /playground in headless Chromium against the local stack (the edge under
+// `wrangler dev`, as `SEVENTY_EDGE_RUNNER=wrangler npm start` runs it, with Cloudflare's own asset
+// layer; a gpu-node on the tiny model), as an operator and a developer use them. Not bare workerd:
+// there a browser's aborted stream reaches the worker only when a write to it fails, which on a
+// busy machine can outlast the stop test's wait.
 // Screenshots of every page land in .seventy/screenshots/, or in docs/screenshots/ (the README's)
 // with SEVENTY_UPDATE_SCREENSHOTS=1.
 import { execFile } from "node:child_process";
@@ -83,7 +85,7 @@ async function send(page: Page, text: string): Promise<void> {
 
 beforeAll(async () => {
   await mkdir(SHOTS, { recursive: true });
-  stack = await startStack();
+  stack = await startStack({ runner: "wrangler" });
   admin = new SeventyAdmin({ baseURL: stack.origin, adminToken: stack.adminToken });
   nodeId = (await admin.nodes.list()).data[0]!.id;
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
