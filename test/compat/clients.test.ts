@@ -13,7 +13,7 @@ import {
 } from "@seventy/sdk";
 import { APICallError, generateText, streamText } from "ai";
 import OpenAI from "openai";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { startStack, type Stack } from "./support/stack.js";
 
 let stack: Stack;
@@ -285,8 +285,14 @@ describe("SeventyAdmin against the edge", () => {
 
     const key = await newKey();
     await new Seventy({ baseURL: stack.baseURL, apiKey: key.key }).chat.completions.create({ model: stack.model, messages, max_tokens: 3 });
-    const usage = await admin.usage.retrieve({ key: key.id });
-    expect(usage.data.reduce((n, d) => n + d.completion_tokens, 0)).toBe(3);
+    // The edge settles a finished request's usage just after answering it (see edge/src/limits/releases.ts).
+    await vi.waitFor(
+      async () => {
+        const usage = await admin.usage.retrieve({ key: key.id });
+        expect(usage.data.reduce((n, d) => n + d.completion_tokens, 0)).toBe(3);
+      },
+      { timeout: 5000, interval: 50 },
+    );
   });
 
   it("a wrong admin token is an AuthenticationError", async () => {
