@@ -8,14 +8,16 @@
 // the direct path is the edge's.
 //
 // Options: --requests N (sequential samples per path, default 2000), --seconds S (per throughput
-// run, default 5), --concurrency C (default 32), --log-level info|error (default error).
+// run, default 5), --concurrency C (default 32), --log-level info|error (default error),
+// --profile FILE (only: sample the edge's isolate with V8's profiler during one throughput run,
+// write the .cpuprofile to FILE and print the functions that took the most time).
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:http";
 import { tmpdir, cpus } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { signRequest } from "@seventy/sdk/signing";
-import { Pool } from "undici";
+import { Pool, WebSocket } from "undici";
 import {
   ROOT,
   adminCall,
@@ -211,6 +213,47 @@ async function throughput(t, concurrency, seconds) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Profiling through workerd's inspector (devtools protocol over a WebSocket).
+
+async function inspectorSession(inspectorUrl) {
+  const targets = await (await fetch(`${inspectorUrl}/json/list`)).json();
+  const ws = new WebSocket(targets[0].webSocketDebuggerUrl);
+  await new Promise((resolve, reject) => {
+    ws.onopen = resolve;
+    ws.onerror = reject;
+  });
+  let seq = 0;
+  const waiting = new Map();
+  ws.onmessage = (e) => {
+    const msg = JSON.parse(e.data);
+    if (msg.id !== undefined) waiting.get(msg.id)?.(msg);
+  };
+  const call = (method, params = {}) =>
+    new Promise((resolve, reject) => {
+      const id = ++seq;
+      waiting.set(id, (msg) => (msg.error ? reject(new Error(msg.error.message)) : resolve(msg.result)));
+      ws.send(JSON.stringify({ id, method, params }));
+    });
+  return { call, close: () => ws.close() };
+}
+
+/** Self time by function (and by file:line) from a .cpuprofile, most first. */
+function summarizeProfile(profile, top = 40) {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const self = new Map();
+  const dt = profile.timeDeltas;
+  let total = 0;
+  for (let i = 0; i < profile.samples.length; i++) {
+    const n = byId.get(profile.samples[i]);
+    const f = n.callFrame;
+    const name = `${f.functionName || "(anonymous)"} ${f.url ? `${f.url.split("/").pop()}:${f.lineNumber + 1}` : ""}`;
+    self.set(name, (self.get(name) ?? 0) + (dt[i] ?? 0));
+    total += dt[i] ?? 0;
+  }
+  const rows = [...self].sort((a, b) => b[1] - a[1]).slice(0, top);
+  console.log(`\nself time, ${(total / 1000).toFixed(0)} ms sampled:`);
+  for (const [name, us] of rows) console.log(`${((100 * us) / total).toFixed(1).padStart(5)} %  ${name}`);
+}
 
 async function main() {
   const { values } = parseArgs({
@@ -221,6 +264,7 @@ async function main() {
       concurrency: { type: "string", default: "32" },
       "log-level": { type: "string", default: "error" },
       "throughput-only": { type: "boolean", default: false },
+      profile: { type: "string" },
     },
     allowPositionals: true,
     strict: true,
@@ -250,7 +294,12 @@ async function main() {
       compatibilityDate: toml.compatibilityDate,
       compatibilityFlags: toml.compatibilityFlags,
     });
-    const workerd = spawnGroup(join(ROOT, "node_modules", ".bin", "workerd"), ["serve", config]);
+    const inspectorPort = values.profile ? await freePort() : null;
+    const workerd = spawnGroup(join(ROOT, "node_modules", ".bin", "workerd"), [
+      "serve",
+      config,
+      ...(inspectorPort ? [`--inspector-addr=127.0.0.1:${inspectorPort}`] : []),
+    ]);
     children.push(workerd);
     const edgeUrl = `http://127.0.0.1:${edgePort}`;
     await waitFor(
@@ -277,6 +326,21 @@ async function main() {
     const direct = makeTarget("direct", `http://127.0.0.1:${stubPort}`, "/v1/chat/completions", { "content-type": "application/json" });
     const viaEdge = makeTarget("edge", edgeUrl, "/v1/chat/completions", { "content-type": "application/json", authorization: `Bearer ${key}` });
     const targets = [direct, viaEdge];
+
+    if (values.profile) {
+      await throughput(viaEdge, concurrency, 2);
+      const session = await inspectorSession(`http://127.0.0.1:${inspectorPort}`);
+      await session.call("Profiler.enable");
+      await session.call("Profiler.setSamplingInterval", { interval: 100 });
+      await session.call("Profiler.start");
+      const rate = await throughput(viaEdge, concurrency, seconds);
+      const { profile } = await session.call("Profiler.stop");
+      session.close();
+      await writeFile(values.profile, JSON.stringify(profile));
+      console.log(`edge req/s at ${concurrency} concurrent while profiled: ${rate.toFixed(0)}; profile in ${values.profile}`);
+      summarizeProfile(profile);
+      return;
+    }
 
     if (values["throughput-only"]) {
       await throughput(viaEdge, concurrency, 1);
