@@ -6,9 +6,14 @@ import { limiterFor, type LeaseRelease } from "./key-limiter";
  * Finished requests wait here, per key, for the next admission of the same key in this isolate
  * to carry them to the KeyLimiter: under load that saves one object round trip per request.
  * A release nobody picks up within RELEASE_DELAY_MS is sent on its own by the request that made
- * it. Admission stays exact either way (a late release only frees capacity late).
+ * it (its `waitUntil` keeps the invocation alive until then). Admission stays exact either way (a
+ * late release only frees capacity late); a key busy enough to make the delay matter has an
+ * admission every few milliseconds, which carries the release sooner, so under load almost no
+ * release costs a round trip of its own.
  */
-export const RELEASE_DELAY_MS = 2;
+export const RELEASE_DELAY_MS = 20;
+/** Waits before the retries of a release whose send failed. */
+const RETRY_DELAYS_MS = [100, 1000];
 
 const pending = new Map<string, LeaseRelease[]>();
 
@@ -58,8 +63,8 @@ export async function sendReleasesNow(env: Env, keyHash: string, release: LeaseR
 }
 
 async function flushLater(env: Env, keyHash: string): Promise<void> {
-  for (let attempt = 0; attempt < 3; attempt++) {
-    await new Promise((resolve) => setTimeout(resolve, RELEASE_DELAY_MS << (attempt * 4)));
+  for (let attempt = 0; attempt <= RETRY_DELAYS_MS.length; attempt++) {
+    await new Promise((resolve) => setTimeout(resolve, attempt === 0 ? RELEASE_DELAY_MS : RETRY_DELAYS_MS[attempt - 1]));
     const batch = takeReleases(keyHash);
     if (!batch) break;
     try {
