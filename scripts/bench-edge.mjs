@@ -11,7 +11,7 @@
 // run, default 5), --concurrency C (default 32), --log-level info|error (default error),
 // --profile FILE (only: sample the edge's isolate with V8's profiler during one throughput run,
 // write the .cpuprofile to FILE and print the functions that took the most time).
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:http";
 import { tmpdir, cpus } from "node:os";
 import { join } from "node:path";
@@ -197,6 +197,16 @@ async function sequential(targets, n, fn) {
   return samples.map(stats);
 }
 
+/** CPU seconds a process has used (Linux /proc; null elsewhere). */
+async function cpuSeconds(pid) {
+  try {
+    const fields = (await readFile(`/proc/${pid}/stat`, "utf8")).split(") ")[1].split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return null;
+  }
+}
+
 /** Completed requests per second with `concurrency` clients; a dropped connection is retried, a second in a row fails the run. */
 async function throughput(t, concurrency, seconds) {
   let count = 0;
@@ -350,13 +360,26 @@ async function main() {
       await throughput(viaEdge, concurrency, 1);
       await throughput(t, concurrency, 1);
       const runs = { edge: [], floor: [] };
+      // workerd's CPU time per request: unlike req/s, hardly moved by whatever else the machine runs.
+      const cpu = { edge: [], floor: [] };
+      const measure = async (name, target, child) => {
+        const before = await cpuSeconds(child.pid);
+        const rate = await throughput(target, concurrency, seconds);
+        const after = await cpuSeconds(child.pid);
+        runs[name].push(rate);
+        if (before !== null && after !== null) cpu[name].push(((after - before) * 1e6) / (rate * seconds));
+      };
       for (let round = 0; round < 3; round++) {
-        runs.edge.push(await throughput(viaEdge, concurrency, seconds));
-        runs.floor.push(await throughput(t, concurrency, seconds));
+        await measure("edge", viaEdge, workerd);
+        await measure("floor", t, floor.child);
       }
       const best = (a) => Math.max(...a);
+      const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
       console.log(`req/s at ${concurrency} concurrent: edge ${runs.edge.map((x) => x.toFixed(0)).join(", ")}; one-object floor ${runs.floor.map((x) => x.toFixed(0)).join(", ")}`);
       console.log(`edge / floor (best of 3 each): ${((100 * best(runs.edge)) / best(runs.floor)).toFixed(0)} %`);
+      if (cpu.edge.length > 0) {
+        console.log(`workerd CPU per request (median of 3): edge ${median(cpu.edge).toFixed(0)} µs, one-object floor ${median(cpu.floor).toFixed(0)} µs`);
+      }
       await t.pool.close();
       return;
     }
