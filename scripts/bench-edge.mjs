@@ -72,7 +72,8 @@ async function runStub(port, edgeUrl, credential) {
         if (body.includes('"include_usage":true')) res.write(usageEvent);
         res.end("data: [DONE]\n\n");
       } else {
-        res.writeHead(200, { "content-type": "application/json" });
+        // Like a gpu-node (@hono/node-server), a JSON answer declares its length.
+        res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(completion) });
         res.end(completion);
       }
     });

@@ -242,8 +242,9 @@ export async function complete(c: Context<AppEnv>, api: ProxiedApi): Promise<Res
       return fwd.error.toResponse(rateHeaders);
     }
 
-    const headers = new Headers(rateHeaders);
-    headers.set("x-seventy-node", fwd.node.id);
+    // One plain object, turned into the response's headers once.
+    const headers: Record<string, string> = rateHeaders;
+    headers["x-seventy-node"] = fwd.node.id;
     if (fwd.kind === "buffered") {
       meter.end({
         spent: fwd.spent,
@@ -251,7 +252,7 @@ export async function complete(c: Context<AppEnv>, api: ProxiedApi): Promise<Res
         log: { status: fwd.status, node: fwd.node.id, attempts: fwd.attempts, ms: ms() },
       });
       if (fwd.status < 400) await req.onAnswer?.buffered(fwd.body);
-      headers.set("content-type", fwd.contentType ?? "application/json");
+      headers["content-type"] = fwd.contentType ?? "application/json";
       return new Response(fwd.body, { status: fwd.status, headers });
     }
 
@@ -284,10 +285,10 @@ export async function complete(c: Context<AppEnv>, api: ProxiedApi): Promise<Res
         });
       },
     });
-    headers.set("content-type", answer.contentType ?? "text/event-stream");
-    headers.set("cache-control", "no-cache");
+    headers["content-type"] = answer.contentType ?? "text/event-stream";
+    headers["cache-control"] = "no-cache";
     // Workers would otherwise compress the stream and buffer it in the process.
-    headers.set("content-encoding", "identity");
+    headers["content-encoding"] = "identity";
     return new Response(req.onAnswer?.stream(out) ?? out, { status: answer.status, headers });
   } catch (err) {
     if (err instanceof RefusedError) return refusalResponse(err.admission);
