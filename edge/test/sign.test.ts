@@ -1,8 +1,8 @@
 import { sha256Hex, signRequest, verifyRequest } from "@seventy/sdk/protocol";
 import { describe, expect, it } from "vitest";
 import { hashApiKey } from "../src/auth/api-key";
-import { Hmac256, sha256, toHex } from "../src/crypto/sha256";
-import { signForNode, signSync } from "../src/proxy/sign";
+import { Hmac256, sha256, toHex, utf8 } from "../src/crypto/sha256";
+import { newNonce, signForNode, signSync } from "../src/proxy/sign";
 
 const enc = new TextEncoder();
 
@@ -67,5 +67,31 @@ describe("signing forwarded requests", () => {
   it("hashes API keys as SHA-256 hex", async () => {
     const key = "sk-abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
     expect(await hashApiKey(key)).toBe(await sha256Hex(enc.encode(key)));
+  });
+});
+
+describe("nonces and short-string encoding", () => {
+  it("hands out distinct 128-bit hex nonces across pool refills", () => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 1000; i++) {
+      const n = newNonce();
+      expect(n).toMatch(/^[0-9a-f]{32}$/);
+      seen.add(n);
+    }
+    expect(seen.size).toBe(1000);
+  });
+
+  it("encodes ASCII and non-ASCII strings exactly like TextEncoder", () => {
+    for (const s of ["", "sk-abc_DEF.123", "v2\nPOST\n/v1/x", "näive ✓ 𝄞", "key\u0080"]) {
+      expect([...utf8(s)]).toEqual([...enc.encode(s)]);
+    }
+  });
+
+  it("signs non-ASCII signed header values exactly like signRequest", async () => {
+    const body = bytes(50, 5);
+    const signed = { "x-seventy-node": "nœud-1", "x-seventy-key-id": "key_1" };
+    const ours = signSync("POST", "/v1/chat/completions", body, "clé", 1_700_000_000, "nonce-2", signed);
+    const theirs = await signRequest({ method: "POST", path: "/v1/chat/completions", body, secret: "clé", timestamp: 1_700_000_000, nonce: "nonce-2", signed });
+    expect(ours).toEqual(theirs);
   });
 });

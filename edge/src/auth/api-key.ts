@@ -1,4 +1,4 @@
-import { sha256, toHex } from "../crypto/sha256";
+import { sha256, toHex, utf8 } from "../crypto/sha256";
 
 /**
  * API keys look like `sk-` followed by 43 url-safe characters (32 random bytes). Only their
@@ -28,11 +28,9 @@ export function isWellFormedKey(key: string): boolean {
   return KEY_PATTERN.test(key);
 }
 
-const encoder = new TextEncoder();
-
 /** SHA-256 of the key, hex: what is stored and what names the key's KeyLimiter. */
 export function hashApiKey(key: string): string {
-  return toHex(sha256(encoder.encode(key)));
+  return toHex(sha256(utf8(key)));
 }
 
 /** What the admin API shows instead of the key: enough to recognise it, too little to use it. */

@@ -90,6 +90,22 @@ export function sha256(data: Uint8Array): Uint8Array {
   return finish(new Int32Array(IV), data, 0);
 }
 
+const encoder = new TextEncoder();
+
+/**
+ * UTF-8 of a short string: what is hashed on the hot path (API keys, canonical strings) is ASCII
+ * and is copied in JS, which costs less than a call into the runtime's TextEncoder.
+ */
+export function utf8(s: string): Uint8Array {
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c > 0x7f) return encoder.encode(s);
+    out[i] = c;
+  }
+  return out;
+}
+
 const HEX: string[] = [];
 for (let i = 0; i < 256; i++) HEX.push(i.toString(16).padStart(2, "0"));
 

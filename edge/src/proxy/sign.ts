@@ -1,11 +1,29 @@
 import { canonicalString, NONCE_HEADER, SIGNATURE_HEADER, signRequest, TIMESTAMP_HEADER } from "@seventy/sdk/protocol";
-import { Hmac256, sha256, toHex } from "../crypto/sha256";
+import { Hmac256, sha256, toHex, utf8 } from "../crypto/sha256";
 
 /** Bodies up to this size are hashed in JS; larger ones go to crypto.subtle (native, but async). */
 const SYNC_LIMIT = 64 * 1024;
-const encoder = new TextEncoder();
 // One HMAC state per node key in use (a key's pads are absorbed once).
 const hmacs = new Map<string, Hmac256>();
+
+/**
+ * Nonces: 128 random bits in hex, cut from a pool filled 256 nonces at a time (one runtime call
+ * instead of one per request). Unique like a random UUID; a nonce needs no secrecy, only to never
+ * repeat (the node refuses a nonce it has seen; the signature covers it).
+ */
+const NONCE_BYTES = 16;
+const pool = new Uint8Array(NONCE_BYTES * 256);
+let poolAt = pool.length;
+
+export function newNonce(): string {
+  if (poolAt >= pool.length) {
+    crypto.getRandomValues(pool);
+    poolAt = 0;
+  }
+  const nonce = toHex(pool.subarray(poolAt, poolAt + NONCE_BYTES));
+  poolAt += NONCE_BYTES;
+  return nonce;
+}
 
 /**
  * The headers of the protocol's request signature (`signRequest` in @seventy/sdk/protocol), with
@@ -25,7 +43,7 @@ export async function signForNode(
   signed: Record<string, string>,
 ): Promise<Record<string, string>> {
   if (body.byteLength > SYNC_LIMIT) return signRequest({ method, path, body, secret: key, signed });
-  return signSync(method, path, body, key, Math.floor(Date.now() / 1000), crypto.randomUUID(), signed);
+  return signSync(method, path, body, key, Math.floor(Date.now() / 1000), newNonce(), signed);
 }
 
 export function signSync(
@@ -40,14 +58,14 @@ export function signSync(
   let hmac = hmacs.get(key);
   if (!hmac) {
     if (hmacs.size > 1024) hmacs.clear();
-    hmacs.set(key, (hmac = new Hmac256(encoder.encode(key))));
+    hmacs.set(key, (hmac = new Hmac256(utf8(key))));
   }
   const ts = String(timestamp);
   const canonical = canonicalString(method, path, ts, nonce, toHex(sha256(body)), (h) => signed[h]);
-  return {
-    ...signed,
-    [SIGNATURE_HEADER]: `v2=${toHex(hmac.mac(encoder.encode(canonical)))}`,
-    [TIMESTAMP_HEADER]: ts,
-    [NONCE_HEADER]: nonce,
-  };
+  // The signed headers as given, plus the signature's three.
+  const out: Record<string, string> = Object.assign({}, signed);
+  out[SIGNATURE_HEADER] = `v2=${toHex(hmac.mac(utf8(canonical)))}`;
+  out[TIMESTAMP_HEADER] = ts;
+  out[NONCE_HEADER] = nonce;
+  return out;
 }

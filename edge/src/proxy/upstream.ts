@@ -110,8 +110,6 @@ async function readBounded(res: Response, max: number): Promise<Uint8Array | nul
     await res.body.cancel().catch(() => undefined);
     return null;
   }
-  // A declared length within the limit is all the runtime delivers: read it in one native call.
-  if (declared <= max) return new Uint8Array(await res.arrayBuffer());
   const reader = res.body.getReader();
   const parts: Uint8Array[] = [];
   let size = 0;
