@@ -99,6 +99,35 @@ export class RefusedError extends Error {
   }
 }
 
+const USAGE_OPTION = encoder.encode('"stream_options":{"include_usage":true},');
+
+function isJsonSpace(b: number | undefined): boolean {
+  return b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
+}
+
+/**
+ * The body with `stream_options.include_usage` set. A body without `stream_options` (the usual
+ * case) gets the member spliced in after its opening brace, so the body is not serialized again;
+ * one that has the field is rebuilt from its parsed form.
+ */
+export function withUsageRequested(raw: Record<string, unknown>, body: Uint8Array): Uint8Array {
+  if (!Object.hasOwn(raw, "stream_options")) {
+    let open = 0;
+    while (isJsonSpace(body[open])) open++;
+    let next = open + 1;
+    while (isJsonSpace(body[next])) next++;
+    // A validated request has members (model...), so a comma after the new one is always right.
+    if (body[open] === 0x7b && next < body.length && body[next] !== 0x7d) {
+      const out = new Uint8Array(body.byteLength + USAGE_OPTION.byteLength);
+      out.set(body.subarray(0, open + 1), 0);
+      out.set(USAGE_OPTION, open + 1);
+      out.set(body.subarray(open + 1), open + 1 + USAGE_OPTION.byteLength);
+      return out;
+    }
+  }
+  return encoder.encode(JSON.stringify({ ...raw, stream_options: { ...(raw.stream_options as object | null), include_usage: true } }));
+}
+
 /** Chat completions and completions: the body as the client sent it, usage always asked of the node. */
 function openAIRequest(
   req: ChatCompletionRequest | CompletionRequest,
@@ -109,10 +138,7 @@ function openAIRequest(
   const stream = req.stream === true;
   const clientWantsUsage = req.stream_options?.include_usage === true;
   // Always ask the node for usage; the usage chunk is stripped again if the client did not ask.
-  const upstreamBody =
-    stream && !clientWantsUsage
-      ? encoder.encode(JSON.stringify({ ...raw, stream_options: { ...(raw.stream_options as object | null), include_usage: true } }))
-      : body;
+  const upstreamBody = stream && !clientWantsUsage ? withUsageRequested(raw, body) : body;
   return {
     model: req.model,
     stream,
