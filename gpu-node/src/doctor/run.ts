@@ -31,6 +31,8 @@ export interface DoctorOptions {
   engine?: string;
   quantization?: "none" | "fp8";
   kvCacheDtype?: "auto" | "fp8";
+  embeddingDevice?: "host" | "gpu";
+  lmHeadDtype?: "auto" | "fp8";
   gpuMemoryUtilization?: number;
   maxModelLen?: number;
   maxNumSeqs?: number;
@@ -123,6 +125,8 @@ export async function runDoctor(opts: DoctorOptions, facts: DoctorFacts): Promis
         deviceMemoryBytes: Math.max(...gpu.gpus.map((g) => g.memoryTotalBytes)),
         weights: planWeightsFormat({ config: model.config }, opts.quantization),
         kvCacheDtype: opts.kvCacheDtype === "fp8" ? "fp8" : "bf16",
+        embeddingDevice: opts.embeddingDevice,
+        lmHeadDtype: opts.lmHeadDtype,
         gpuMemoryUtilization: opts.gpuMemoryUtilization,
         maxModelLen: opts.maxModelLen,
         maxNumSeqs: opts.maxNumSeqs,
@@ -133,7 +137,7 @@ export async function runDoctor(opts: DoctorOptions, facts: DoctorFacts): Promis
         gpuFail({
           name: "memory plan",
           detail: misfit,
-          fix: "serve it with --quantization fp8 and/or --kv-cache-dtype fp8, an AWQ int4 checkpoint, a lower --max-model-len or --max-num-seqs, or a GPU with more memory (H200: 141 GB)",
+          fix: "serve it with --quantization fp8 and/or --kv-cache-dtype fp8, --lm-head-dtype fp8, --embedding-device host, an AWQ int4 checkpoint, a lower --max-model-len or --max-num-seqs, or a GPU with more memory (H200: 141 GB)",
         });
       }
     } else {

@@ -19,6 +19,8 @@ export interface NativeEngineSetup {
   loadFormat?: NativeEngineOptions["loadFormat"];
   quantization?: NativeEngineOptions["quantization"];
   kvCacheDtype?: NativeEngineOptions["kvCacheDtype"];
+  embeddingDevice?: NativeEngineOptions["embeddingDevice"];
+  lmHeadDtype?: NativeEngineOptions["lmHeadDtype"];
   gpuMemoryUtilization?: number;
   /** Plan memory for a device of this many bytes (a target card) instead of the GPU found; printed, served and enforced. */
   deviceMemoryBytes?: number;
@@ -52,6 +54,8 @@ export async function createNativeEngine(model: ModelDir, setup: NativeEngineSet
       deviceMemoryBytes,
       weights: planWeightsFormat(model, setup.quantization),
       kvCacheDtype: setup.kvCacheDtype === "fp8" ? "fp8" : "bf16",
+      embeddingDevice: setup.embeddingDevice ?? "host",
+      lmHeadDtype: setup.lmHeadDtype ?? "auto",
       gpuMemoryUtilization: setup.gpuMemoryUtilization,
       maxNumSeqs: setup.maxNumSeqs,
       maxNumBatchedTokens: setup.maxNumBatchedTokens,
@@ -71,6 +75,8 @@ export async function createNativeEngine(model: ModelDir, setup: NativeEngineSet
     memoryPlan,
     addonDir: setup.addonDir,
     kvCacheDtype: setup.kvCacheDtype,
+    embeddingDevice: setup.embeddingDevice,
+    lmHeadDtype: setup.lmHeadDtype,
     maxNumBatchedTokens: setup.maxNumBatchedTokens,
     onProgress: setup.onProgress,
     flavor,
