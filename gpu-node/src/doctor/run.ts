@@ -5,6 +5,7 @@ import { formatBytes } from "../model/progress.js";
 import { repoFolder } from "../hub/index.js";
 import { MAX_SKEW_SECONDS, probeEdge } from "./edge.js";
 import type { DoctorFacts, GpuReport, ModelFacts } from "./facts.js";
+import { DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS } from "../scheduler/scheduler.js";
 
 export type CheckStatus = "ok" | "fail" | "warn" | "skip";
 
@@ -129,7 +130,8 @@ export async function runDoctor(opts: DoctorOptions, facts: DoctorFacts): Promis
         lmHeadDtype: opts.lmHeadDtype,
         gpuMemoryUtilization: opts.gpuMemoryUtilization,
         maxModelLen: opts.maxModelLen,
-        maxNumSeqs: opts.maxNumSeqs,
+        maxNumSeqs: opts.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS,
+        maxNumBatchedTokens: DEFAULT_MAX_NUM_BATCHED_TOKENS,
       });
       const misfit = memoryPlanError(plan);
       if (misfit === null) add({ name: "memory plan", status: "ok", detail: formatMemoryPlan(plan).map((l) => l.trim()).join("; ") });

@@ -2,6 +2,7 @@ import type { ModelDir } from "../../model/index.js";
 import type { ProgressCallback } from "../../model/types.js";
 import { formatMemoryPlan, memoryPlanError, planMemory, type MemoryPlan, type PlanWeights } from "../memory-plan.js";
 import type { Engine } from "../types.js";
+import { DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS } from "../../scheduler/scheduler.js";
 import { loadNativeAddon } from "./addon.js";
 import { NativeEngine, type NativeEngineOptions } from "./native-engine.js";
 
@@ -47,6 +48,9 @@ export async function createNativeEngine(model: ModelDir, setup: NativeEngineSet
   // The plan needs the device before any weight is read: a model that cannot fit fails here, in one line.
   const probe = loadNativeAddon(flavor, setup.addonDir);
   const deviceMemoryBytes = setup.deviceMemoryBytes ?? (probe.flavor === "cuda" ? probe.device.totalMemory : undefined);
+  // The scheduler's limits, so the workspace is sized for the largest step it will send, not more.
+  const maxNumSeqs = setup.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS;
+  const maxNumBatchedTokens = setup.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS;
   let memoryPlan: MemoryPlan | undefined;
   if (deviceMemoryBytes !== undefined) {
     memoryPlan = planMemory({
@@ -57,8 +61,8 @@ export async function createNativeEngine(model: ModelDir, setup: NativeEngineSet
       embeddingDevice: setup.embeddingDevice ?? "host",
       lmHeadDtype: setup.lmHeadDtype ?? "auto",
       gpuMemoryUtilization: setup.gpuMemoryUtilization,
-      maxNumSeqs: setup.maxNumSeqs,
-      maxNumBatchedTokens: setup.maxNumBatchedTokens,
+      maxNumSeqs,
+      maxNumBatchedTokens,
       maxModelLen: setup.maxModelLen,
       blockSize: setup.blockSize,
     });
@@ -77,13 +81,13 @@ export async function createNativeEngine(model: ModelDir, setup: NativeEngineSet
     kvCacheDtype: setup.kvCacheDtype,
     embeddingDevice: setup.embeddingDevice,
     lmHeadDtype: setup.lmHeadDtype,
-    maxNumBatchedTokens: setup.maxNumBatchedTokens,
+    maxNumBatchedTokens,
     onProgress: setup.onProgress,
     flavor,
     loadFormat: setup.loadFormat,
     quantization: setup.quantization,
     gpuMemoryUtilization: setup.gpuMemoryUtilization,
-    maxNumSeqs: setup.maxNumSeqs,
+    maxNumSeqs,
     maxModelLen: setup.maxModelLen,
   };
   const engine = await NativeEngine.create(base);
