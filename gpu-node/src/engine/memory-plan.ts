@@ -14,6 +14,8 @@
  * const err = memoryPlanError(plan); // null when it fits
  */
 
+import { DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS } from "../scheduler/scheduler.js";
+
 /** The shape fields of a Llama config the plan needs (a `LlamaConfig` has them all). */
 export interface PlanModelShape {
   hiddenSize: number;
@@ -57,9 +59,9 @@ export interface MemoryPlanInput {
   lmHeadDtype?: PlanLmHeadDtype;
   /** Fraction of `deviceMemoryBytes` the engine may hold (default 0.9, as vLLM). */
   gpuMemoryUtilization?: number;
-  /** Default 256. */
+  /** Default: the scheduler's (256). */
   maxNumSeqs?: number;
-  /** Default 8192. */
+  /** Default: the scheduler's (2048). */
   maxNumBatchedTokens?: number;
   /** Longest context a request may have; default: the model's, capped to what the KV cache holds. */
   maxModelLen?: number;
@@ -188,8 +190,8 @@ function workspaceBytes(m: PlanModelShape, maxRows: number, maxOut: number, maxM
 export function planMemory(input: MemoryPlanInput): MemoryPlan {
   const m = input.model;
   const gpuMemoryUtilization = input.gpuMemoryUtilization ?? 0.9;
-  const maxNumSeqs = input.maxNumSeqs ?? 256;
-  const maxNumBatchedTokens = input.maxNumBatchedTokens ?? 8192;
+  const maxNumSeqs = input.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS;
+  const maxNumBatchedTokens = input.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS;
   const blockSize = input.blockSize ?? 16;
   const groupSize = input.groupSize ?? 128;
   const embeddingDevice = input.embeddingDevice ?? "host";
