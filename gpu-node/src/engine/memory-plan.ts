@@ -8,6 +8,13 @@
  * The byte counts mirror what `gpu-node/native/host/cuda_engine.cu` allocates (`loadWeights`,
  * `allocWorkspace`, `allocKvCache`); a change there is a change here.
  *
+ * vLLM sizes its KV cache the same way — the budget is `gpu_memory_utilization` × the total that
+ * cudaMemGetInfo reports, and weights, non-torch memory (context, library workspaces) and the peak
+ * activations go first (vllm-project/vllm#10511 shows its log) — but it measures the last two with a
+ * profiling forward pass of max_num_batched_tokens, where this plan computes them from the engine's
+ * allocations, so it can run before any weight is read. `deviceMemoryBytes` is therefore that CUDA
+ * total, not nvidia-smi's (which is a few hundred MiB larger: 81,559 vs 81,089 MiB on an H100 80GB).
+ *
  * @example
  * const plan = planMemory({ model: config, deviceMemoryBytes: 81089 * MiB, weights: "fp8", kvCacheDtype: "fp8", lmHeadDtype: "fp8" });
  * console.log(formatMemoryPlan(plan).join("\n"));
