@@ -62,7 +62,7 @@ describe("serving a quantized checkpoint", () => {
     expect(r.status).toBe(2);
     const lines = r.stderr.trim().split("\n");
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/^seventy-node: the model does not fit: weights 0\.04 GB \+ workspace 0\.\d\d GB \+ CUDA graphs 0\.54 GB leave no room for a KV cache in 0\.27 GB/);
+    expect(lines[0]).toMatch(/^seventy-node: the model does not fit: weights 0\.03 GB \+ workspace 0\.\d\d GB \+ CUDA graphs 0\.54 GB leave no room for a KV cache in 0\.27 GB/);
   });
 
   it("make-tiny-model --quant and serve --kv-cache-dtype refuse bad values in one line", () => {
