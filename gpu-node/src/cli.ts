@@ -14,9 +14,13 @@ const USAGE = `usage:
                      [--edge URL] [--node-id ID] [--public-url URL] [--heartbeat-interval-ms N]
                      [--simulated-step-ms N]  (engine simulated: wall time of one step)
                      [--quantization none|fp8] [--kv-cache-dtype auto|fp8] [--load-format safetensors|dummy]
+                     [--embedding-device host|gpu] [--lm-head-dtype auto|fp8]
                      [--gpu-memory-utilization F] [--device-memory SIZE]
                      [--max-body-bytes N] [--max-connections N] [--tokenizer-threads N] [--stream-stall-ms N]
-      --device-memory (e.g. 80GB, 81559MiB) plans memory for that card instead of the GPU found.
+      --device-memory (e.g. 81089MiB) plans memory for that card instead of the GPU found; give what
+      cudaMemGetInfo reports (H100 80GB: about 81089MiB, H200: 143156MiB), less than nvidia-smi's total.
+      --embedding-device host (default) keeps the embedding table in host memory (same logits, 2.1 GB of
+      the 70B's device memory to the KV cache); --lm-head-dtype fp8 halves lm_head (see the README).
       The node's credential (from the edge: POST /admin/nodes) comes from SEVENTY_NODE_CREDENTIAL.
       Without --model, serves a tiny random Llama 3.1 model created on first use in the cache folder.
       ORG/NAME is a Hugging Face Hub repo: served from the Hugging Face cache, downloaded into it when absent.
@@ -27,6 +31,7 @@ const USAGE = `usage:
       HF_TOKEN for gated repos), resuming an interrupted download.
   seventy-node doctor [--model DIR|ORG/NAME] [--revision R] [--edge URL] [--host H] [--port P]
                       [--engine native|reference|upstream] [--quantization none|fp8] [--kv-cache-dtype auto|fp8]
+                      [--embedding-device host|gpu] [--lm-head-dtype auto|fp8]
                       [--gpu-memory-utilization F] [--max-model-len N] [--max-num-seqs N]
       Checks this box before it serves (Node, GPUs, driver and CUDA, disk and GPU memory for the model,
       the port, the edge: reachable, the node's credential, clock) and prints a fix for every failed line.
@@ -53,6 +58,15 @@ function byteSize(name: string, value: string): number {
   return Math.floor(Number(m[1]) * unit);
 }
 
+/** --embedding-device host|gpu and --lm-head-dtype auto|fp8 (native engine). */
+function embeddingAndLmHead(values: { "embedding-device"?: string; "lm-head-dtype"?: string }): { embeddingDevice?: "host" | "gpu"; lmHeadDtype?: "auto" | "fp8" } {
+  const embeddingDevice = values["embedding-device"];
+  if (embeddingDevice !== undefined && embeddingDevice !== "host" && embeddingDevice !== "gpu") throw new UsageError(`--embedding-device must be host or gpu, got '${embeddingDevice}'`);
+  const lmHeadDtype = values["lm-head-dtype"];
+  if (lmHeadDtype !== undefined && lmHeadDtype !== "auto" && lmHeadDtype !== "fp8") throw new UsageError(`--lm-head-dtype must be auto or fp8, got '${lmHeadDtype}'`);
+  return { embeddingDevice, lmHeadDtype };
+}
+
 /** The edge's shared secret never reaches a node: each node has its own credential. */
 function refuseSharedSecret(): void {
   if (process.env.SEVENTY_NODE_SECRET) {
@@ -77,6 +91,7 @@ async function serveCommand(args: string[]): Promise<void> {
   if (quantization !== undefined && quantization !== "none" && quantization !== "fp8") throw new UsageError(`--quantization must be none or fp8, got '${quantization}'`);
   const kvCacheDtype = values["kv-cache-dtype"];
   if (kvCacheDtype !== undefined && kvCacheDtype !== "auto" && kvCacheDtype !== "fp8") throw new UsageError(`--kv-cache-dtype must be auto or fp8, got '${kvCacheDtype}'`);
+  const { embeddingDevice, lmHeadDtype } = embeddingAndLmHead(values);
   const loadFormat = values["load-format"];
   if (loadFormat !== undefined && loadFormat !== "safetensors" && loadFormat !== "dummy") throw new UsageError(`--load-format must be safetensors or dummy, got '${loadFormat}'`);
   const gmu = values["gpu-memory-utilization"];
@@ -105,6 +120,8 @@ async function serveCommand(args: string[]): Promise<void> {
     heartbeatIntervalMs: int("heartbeat-interval-ms", values["heartbeat-interval-ms"], 100),
     quantization,
     kvCacheDtype,
+    embeddingDevice,
+    lmHeadDtype,
     deviceMemoryBytes: values["device-memory"] === undefined ? undefined : byteSize("device-memory", values["device-memory"]),
     loadFormat,
     gpuMemoryUtilization: gmu === undefined ? undefined : Number(gmu),
@@ -120,7 +137,7 @@ async function serveCommand(args: string[]): Promise<void> {
 async function serveUpstream(values: Record<string, string | undefined>): Promise<void> {
   const upstream = values.upstream;
   if (!upstream || !/^https?:\/\//.test(upstream)) throw new UsageError("--engine upstream needs --upstream URL (the engine's OpenAI-compatible server, e.g. http://127.0.0.1:8000)");
-  for (const flag of ["model", "revision", "served-model-name", "kv-cache-blocks", "max-num-batched-tokens", "quantization", "kv-cache-dtype", "device-memory", "load-format", "gpu-memory-utilization", "max-queue"]) {
+  for (const flag of ["model", "revision", "served-model-name", "kv-cache-blocks", "max-num-batched-tokens", "quantization", "kv-cache-dtype", "embedding-device", "lm-head-dtype", "device-memory", "load-format", "gpu-memory-utilization", "max-queue"]) {
     if (values[flag] !== undefined) throw new UsageError(`--${flag} is the engine's setting with --engine upstream; set it where you start the engine`);
   }
   for (const flag of ["tokenizer-threads", "stream-stall-ms"]) {
@@ -198,6 +215,7 @@ async function doctorCommand(args: string[]): Promise<void> {
   if (gmu !== undefined && !(Number(gmu) > 0 && Number(gmu) <= 1)) throw new UsageError(`--gpu-memory-utilization must be in (0, 1], got '${gmu}'`);
   const kv = values["kv-cache-dtype"];
   if (kv !== undefined && kv !== "auto" && kv !== "fp8") throw new UsageError(`--kv-cache-dtype must be auto or fp8, got '${kv}'`);
+  const { embeddingDevice, lmHeadDtype } = embeddingAndLmHead(values);
   const { ok, results } = await runDoctor(
     {
       model: values.model,
@@ -210,6 +228,8 @@ async function doctorCommand(args: string[]): Promise<void> {
       engine: values.engine,
       quantization: q,
       kvCacheDtype: kv,
+      embeddingDevice,
+      lmHeadDtype,
       gpuMemoryUtilization: gmu === undefined ? undefined : Number(gmu),
       maxModelLen: int("max-model-len", values["max-model-len"]),
       maxNumSeqs: int("max-num-seqs", values["max-num-seqs"]),

@@ -17,6 +17,9 @@ export interface EngineSetup {
   quantization?: "none" | "fp8";
   /** "fp8": an e4m3 KV cache. */
   kvCacheDtype?: "auto" | "fp8";
+  /** Native engine only: where the embedding table lives, and lm_head's dtype (engine/memory-plan.ts). */
+  embeddingDevice?: "host" | "gpu";
+  lmHeadDtype?: "auto" | "fp8";
   /** Native engine only. */
   loadFormat?: "safetensors" | "dummy";
   gpuMemoryUtilization?: number;
@@ -34,6 +37,10 @@ export async function createEngine(choice: EngineChoice, model: ModelDir, setup:
   const stored = model.config.quantization;
   if (setup.quantization === "fp8" && stored !== null) {
     throw new Error(`--quantization fp8 quantizes a float checkpoint at load; this one is already quantized (${stored.method}): leave --quantization out`);
+  }
+  if (choice !== "native") {
+    if (setup.embeddingDevice !== undefined) throw new Error("--embedding-device needs --engine native");
+    if (setup.lmHeadDtype !== undefined) throw new Error("--lm-head-dtype needs --engine native");
   }
   switch (choice) {
     case "reference": {

@@ -47,6 +47,9 @@ export interface NodeOptions {
   quantization?: "none" | "fp8";
   /** "fp8": an e4m3 KV cache (half the bytes per token). */
   kvCacheDtype?: "auto" | "fp8";
+  /** Native engine: where the embedding table lives (default host) and lm_head's dtype (default auto: bf16). */
+  embeddingDevice?: "host" | "gpu";
+  lmHeadDtype?: "auto" | "fp8";
   loadFormat?: "safetensors" | "dummy";
   gpuMemoryUtilization?: number;
   /** Native engine: plan (and check) memory for a device of this many bytes instead of the GPU found. */
@@ -156,6 +159,8 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
       log,
       quantization: opts.quantization,
       kvCacheDtype: opts.kvCacheDtype,
+      embeddingDevice: opts.embeddingDevice,
+      lmHeadDtype: opts.lmHeadDtype,
       loadFormat: opts.loadFormat,
       gpuMemoryUtilization: opts.gpuMemoryUtilization,
       deviceMemoryBytes: opts.deviceMemoryBytes,

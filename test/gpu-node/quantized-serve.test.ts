@@ -48,6 +48,7 @@ describe("serving a quantized checkpoint", () => {
     const config = await readLlamaConfig(join(awqDir, "config.json"));
     const plan = planMemory({ model: config, deviceMemoryBytes: H100, weights: "awq-int4", kvCacheDtype: "bf16" });
     expect(h.memory_plan).toMatchObject({ device_memory_bytes: H100, weights_format: "awq-int4", kv_cache_dtype: "bf16", kv_tokens: plan.kvTokens, budget_bytes: plan.budget });
+    expect(h.memory_plan).toMatchObject({ embedding_device: "host", lm_head_dtype: "auto", weights_bytes: { embedding: 0 } });
     expect((h.memory_plan!.weights_bytes as { total: number }).total).toBe(plan.weights.total);
     const r = (await (await fetch(reference.url + "/health")).json()) as { memory_plan: unknown };
     expect(r.memory_plan).toBeNull();
@@ -61,7 +62,7 @@ describe("serving a quantized checkpoint", () => {
     expect(r.status).toBe(2);
     const lines = r.stderr.trim().split("\n");
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/^seventy-node: the model does not fit: weights 0\.07 GB \+ workspace 0\.\d\d GB \+ CUDA graphs 0\.54 GB leave no room for a KV cache in 0\.27 GB/);
+    expect(lines[0]).toMatch(/^seventy-node: the model does not fit: weights 0\.03 GB \+ workspace 0\.\d\d GB \+ CUDA graphs 0\.54 GB leave no room for a KV cache in 0\.27 GB/);
   });
 
   it("make-tiny-model --quant and serve --kv-cache-dtype refuse bad values in one line", () => {
@@ -71,6 +72,14 @@ describe("serving a quantized checkpoint", () => {
     const b = spawnSync(process.execPath, [CLI, "serve", "--kv-cache-dtype", "int8"], { encoding: "utf8" });
     expect(b.status).toBe(2);
     expect(b.stderr.trim()).toBe("seventy-node: --kv-cache-dtype must be auto or fp8, got 'int8'");
+    for (const [flag, bad, msg] of [
+      ["--lm-head-dtype", "int4", "--lm-head-dtype must be auto or fp8, got 'int4'"],
+      ["--embedding-device", "cpu", "--embedding-device must be host or gpu, got 'cpu'"],
+    ]) {
+      const d = spawnSync(process.execPath, [CLI, "serve", flag!, bad!], { encoding: "utf8" });
+      expect(d.status).toBe(2);
+      expect(d.stderr.trim()).toBe(`seventy-node: ${msg}`);
+    }
     const c = spawnSync(process.execPath, [CLI, "serve", "--device-memory", "lots"], { encoding: "utf8" });
     expect(c.status).toBe(2);
     expect(c.stderr.trim()).toMatch(/--device-memory must be a size such as 80GB/);

@@ -51,7 +51,12 @@ class CpuEngine final : public Engine, private ForwardOps {
     // Embeddings are gathered, not streamed: keep them as stored (fp8 only helps streamed weights).
     if (!(st = loadMatrix(*src, "model.embed_tokens.weight", false, embed_)).ok()) return st;
     if (!(st = loadVector(*src, "model.norm.weight", finalNorm_)).ok()) return st;
-    if (!c_.tieWordEmbeddings && !(st = loadMatrix(*src, "lm_head.weight", false, lmHead_)).ok()) return st;
+    // --lm-head-dtype fp8 quantizes lm_head (a tied one from the embedding table) like the linear layers.
+    const bool lmHeadFp8 = opt_.lmHeadDtype == LmHeadDtype::Fp8;
+    if ((!c_.tieWordEmbeddings || lmHeadFp8) &&
+        !(st = loadMatrix(*src, c_.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight", lmHeadFp8, lmHead_)).ok()) {
+      return st;
+    }
     layers_.resize(numLayers_);
     for (int l = 0; l < numLayers_; l++) {
       CpuLayer& L = layers_[l];
@@ -291,7 +296,8 @@ class CpuEngine final : public Engine, private ForwardOps {
     }
     cpu::rmsNorm(last_.data(), last_.data(), finalNorm_.data(), m, c_.hiddenSize, c_.rmsNormEps);
     logits_.resize(size_t(m) * c_.vocabSize);
-    cpu::linear(logits_.data(), last_.data(), m, c_.tieWordEmbeddings ? embed_.view : lmHead_.view);
+    const bool shared = c_.tieWordEmbeddings && opt_.lmHeadDtype != LmHeadDtype::Fp8;
+    cpu::linear(logits_.data(), last_.data(), m, shared ? embed_.view : lmHead_.view);
   }
 
   Status sample(StepOutput& out) {

@@ -3,7 +3,8 @@
 // launches (or one graph launch for decode steps), and one device→host copy of the sampled ids, the
 // only synchronization of the step.
 //
-// Memory: weights (bf16, or fp8 + per-row scales), then the activation workspace for
+// Memory: weights (bf16, or fp8 + per-row scales; the embedding table in host memory unless
+// --embedding-device gpu, lm_head bf16 or --lm-head-dtype fp8), then the activation workspace for
 // maxNumBatchedTokens rows, then the KV cache sized from what is left of
 // gpuMemoryUtilization · total memory (unless numKvBlocks is given).
 #include <cuda_runtime.h>
@@ -201,6 +202,9 @@ class CudaEngine final : public Engine, private ForwardOps {
       return errorStatus(kUnsupported, "CUDA engine: headDim must be 16, 32, 64 or 128");
     }
     const int align = opt_.quantization == Quantization::Fp8 ? 16 : 8;
+    if (opt_.lmHeadDtype == LmHeadDtype::Fp8 && c_.hiddenSize % 16 != 0) {
+      return errorStatus(kUnsupported, "CUDA engine: --lm-head-dtype fp8 needs a hidden size that is a multiple of 16");
+    }
     if (c_.hiddenSize % align != 0 || c_.intermediateSize % align != 0 || (c_.numHeads * c_.headDim) % align != 0) {
       return errorStatus(kUnsupported, "CUDA engine: hidden, intermediate and head sizes must be multiples of " + std::to_string(align));
     }
@@ -212,18 +216,58 @@ class CudaEngine final : public Engine, private ForwardOps {
   Status stageTensor(const std::string& name, uint16_t* dst, int64_t& rows, int64_t& cols) {
     Status st = src_->shape(name, rows, cols);
     if (!st.ok()) return st;
+    return stageRows(name, 0, rows, cols, dst);
+  }
+
+  // Rows [r0, r0 + rows) of a tensor with `cols` columns into device bf16 memory at dst.
+  Status stageRows(const std::string& name, int64_t r0, int64_t rows, int64_t cols, uint16_t* dst) {
     if (opt_.loadFormat == LoadFormat::Dummy) {
       if (isNormWeight(name)) CU(cuda::fillBf16(dst, rows * cols, 1.0f, stream_));
-      else CU(cuda::fillDummyBf16(dst, 0, rows, cols, opt_.dummySeed, dummyTensorId(name), dummyAmplitude(name, cols), stream_));
+      else CU(cuda::fillDummyBf16(dst, r0, rows, cols, opt_.dummySeed, dummyTensorId(name), dummyAmplitude(name, cols), stream_));
       return Status::Ok();
     }
     const int64_t chunkRows = std::max<int64_t>(1, int64_t(kPinnedElems) / cols);
     for (int64_t r = 0; r < rows; r += chunkRows) {
       const int64_t n = std::min(chunkRows, rows - r);
       CU(cudaStreamSynchronize(stream_));  // the pinned buffer is free again
-      if (!(st = src_->readRowsBf16(name, r, n, pinned_)).ok()) return st;
+      Status st = src_->readRowsBf16(name, r0 + r, n, pinned_);
+      if (!st.ok()) return st;
       CU(cudaMemcpyAsync(dst + r * cols, pinned_, size_t(n * cols) * 2, cudaMemcpyHostToDevice, stream_));
     }
+    return Status::Ok();
+  }
+
+  // --embedding-device host: the bf16 table stays in host memory; uploadStep gathers each step's rows.
+  Status loadHostTable(const std::string& name) {
+    int64_t rows, cols;
+    Status st = src_->shape(name, rows, cols);
+    if (!st.ok()) return st;
+    if (opt_.loadFormat == LoadFormat::Safetensors && src_->dtype(name) != DType::BF16 && src_->dtype(name) != DType::F16 && src_->dtype(name) != DType::F32) {
+      return errorStatus(kUnsupported, "the CUDA flavor keeps " + name + " in bf16; an FP8 or packed " + name + " is not supported");
+    }
+    hostEmbed_.resize(size_t(rows * cols));
+    return src_->readRowsBf16(name, 0, rows, hostEmbed_.data());
+  }
+
+  // --lm-head-dtype fp8: the bf16 rows quantized on the device in chunks that fit the staging buffer,
+  // one e4m3 row and float scale per vocab entry (the rule of the linear layers' on-load quantization).
+  Status loadLmHeadFp8(const std::string& name) {
+    if (opt_.loadFormat == LoadFormat::Safetensors && src_->dtype(name) == DType::F8E4M3) return loadCheckpointFp8({name}, nullptr, lmHead_);
+    int64_t rows, cols;
+    Status st = src_->shape(name, rows, cols);
+    if (!st.ok()) return st;
+    uint8_t* q;
+    float* scales;
+    if (!(st = deviceAlloc(q, size_t(rows * cols))).ok() || !(st = deviceAlloc(scales, size_t(rows))).ok()) return st;
+    const int64_t chunkRows = std::max<int64_t>(1, stagingElems_ / cols);
+    for (int64_t r = 0; r < rows; r += chunkRows) {
+      const int64_t n = std::min(chunkRows, rows - r);
+      if (!(st = stageRows(name, r, n, cols, staging_)).ok()) return st;
+      CU(cuda::quantizeFp8Rows(staging_, n, cols, q + r * cols, scales + r, stream_));
+      CU(cudaStreamSynchronize(stream_));  // staging is reused by the next chunk
+    }
+    lmHead_ = {WFormat::FP8, q, scales, int(rows), int(cols)};
+    weightBytes_ += uint64_t(rows * cols) + uint64_t(rows) * 4;
     return Status::Ok();
   }
 
@@ -401,11 +445,19 @@ class CudaEngine final : public Engine, private ForwardOps {
     cuda::qkvRowOrder(c_.numHeads, c_.numKvHeads, c_.headDim, qkvOrder.data());
     cuda::gateUpRowOrder(int(I), gateUpOrder.data());
 
-    if (!(st = loadBf16Table("model.embed_tokens.weight", embed_)).ok()) return st;
+    // A tied bf16 lm_head needs the table on the device: the embedding reads that copy.
+    const bool lmHeadFp8 = opt_.lmHeadDtype == LmHeadDtype::Fp8;
+    embedOnHost_ = opt_.embeddingDevice == EmbeddingDevice::Host && !(c_.tieWordEmbeddings && !lmHeadFp8);
+    if (embedOnHost_) st = loadHostTable("model.embed_tokens.weight");
+    else st = loadBf16Table("model.embed_tokens.weight", embed_);
+    if (!st.ok()) return st;
     if (!(st = loadNorm("model.norm.weight", finalNorm_)).ok()) return st;
-    // lm_head stays bf16 (as vLLM's FP8 checkpoints keep it): it is 1.5% of the bytes and all of the logits.
-    if (c_.tieWordEmbeddings) lmHead_ = {WFormat::BF16, embed_, nullptr, c_.vocabSize, c_.hiddenSize};
-    else {
+    // lm_head stays bf16 by default (as vLLM's FP8 checkpoints keep it): all of the logits come from it.
+    if (lmHeadFp8) {
+      if (!(st = loadLmHeadFp8(c_.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight")).ok()) return st;
+    } else if (c_.tieWordEmbeddings) {
+      lmHead_ = {WFormat::BF16, embed_, nullptr, c_.vocabSize, c_.hiddenSize};
+    } else {
       uint16_t* lm;
       if (!(st = loadBf16Table("lm_head.weight", lm)).ok()) return st;
       lmHead_ = {WFormat::BF16, lm, nullptr, c_.vocabSize, c_.hiddenSize};
@@ -483,6 +535,7 @@ class CudaEngine final : public Engine, private ForwardOps {
               hostAlloc(hOutRows_, S), hostAlloc(hTables_, tableCap_), hostAlloc(hPenalty_, penaltyCap_), hostAlloc(hParams_, S),
               hostAlloc(hOutTokens_, S), hostAlloc(hOutLogprobs_, S), hostAlloc(hTopIds_, S * cuda::kMaxTopLogprobs),
               hostAlloc(hTopLogprobs_, S * cuda::kMaxTopLogprobs)});
+    if (st.ok() && embedOnHost_) st = hostAlloc(hEmbedRows_, T * H);  // the step's embedding rows, uploaded into hbuf_
     if (st.ok() && hasW4_) {
       // Float32 GEMV outputs of one row chunk (q|k|v, gate|up, or o/down) and the W4 split-K partials.
       const size_t R = kW4RowChunk, KV = size_t(c_.numKvHeads) * c_.headDim;
@@ -591,6 +644,13 @@ class CudaEngine final : public Engine, private ForwardOps {
     CU(cudaMemcpyAsync(dParams_, hParams_, size_t(numOut_) * sizeof(cuda::DeviceSamplingParams), cudaMemcpyHostToDevice, stream_));
     CU(cudaMemcpyAsync(dTables_, hTables_, in.blockTables.size() * 4, cudaMemcpyHostToDevice, stream_));
     if (!in.penaltyTokens.empty()) CU(cudaMemcpyAsync(dPenalty_, hPenalty_, in.penaltyTokens.size() * 4, cudaMemcpyHostToDevice, stream_));
+    if (embedOnHost_) {
+      // Host-resident embedding: gather the rows here (token ids were validated) and upload them into
+      // hbuf_, which embed() widens into the residual stream before the first norm overwrites it.
+      const size_t H = size_t(c_.hiddenSize);
+      for (int r = 0; r < rows_; r++) std::memcpy(hEmbedRows_ + size_t(r) * H, hostEmbed_.data() + size_t(hRowToken_[r]) * H, H * 2);
+      CU(cudaMemcpyAsync(hbuf_, hEmbedRows_, size_t(rows_) * H * 2, cudaMemcpyHostToDevice, stream_));
+    }
     return Status::Ok();
   }
 
@@ -620,7 +680,10 @@ class CudaEngine final : public Engine, private ForwardOps {
   }
 
   // ---- forward stages (ForwardOps) ----
-  void embed() override { record(cuda::embeddingGather(embed_, c_.hiddenSize, dRowToken_, rows_, resid_, stream_)); }
+  void embed() override {
+    if (embedOnHost_) record(cuda::embeddingGather(hbuf_, c_.hiddenSize, nullptr, rows_, resid_, stream_));  // rows already gathered
+    else record(cuda::embeddingGather(embed_, c_.hiddenSize, dRowToken_, rows_, resid_, stream_));
+  }
 
   void addNorm(int l, bool post) override {
     const DeviceLayer& L = layers_[l];
@@ -763,7 +826,10 @@ class CudaEngine final : public Engine, private ForwardOps {
   cudaError_t err_ = cudaSuccess;
 
   // weights
-  uint16_t* embed_ = nullptr;
+  uint16_t* embed_ = nullptr;     // device table (--embedding-device gpu, or tied with a bf16 lm_head)
+  bool embedOnHost_ = false;
+  std::vector<uint16_t> hostEmbed_;  // host table otherwise
+  uint16_t* hEmbedRows_ = nullptr;   // pinned: one step's gathered rows
   float* finalNorm_ = nullptr;
   float* invFreq_ = nullptr;
   LinearWeight lmHead_;

@@ -1,5 +1,6 @@
 // Embedding gather: one block per token row, 16-byte loads of the bf16 table row, widened into the
 // float32 residual stream. Reads hidden·2 bytes and writes hidden·4 per row: pure bandwidth.
+// ids == nullptr: row r of `table` (rows the host already gathered and uploaded).
 #include "cuda_common.cuh"
 #include "kernels.h"
 
@@ -8,7 +9,7 @@ namespace seventy::cuda {
 __global__ void embeddingKernel(const uint16_t* __restrict__ table, int hidden, const int32_t* __restrict__ ids,
                                 float* __restrict__ resid) {
   const int r = blockIdx.x;
-  const uint16_t* src = table + int64_t(ids[r]) * hidden;
+  const uint16_t* src = table + int64_t(ids ? ids[r] : r) * hidden;
   float* dst = resid + int64_t(r) * hidden;
   if ((hidden & 7) == 0) {
     for (int i = threadIdx.x * 8; i < hidden; i += blockDim.x * 8) {

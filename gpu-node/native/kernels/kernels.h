@@ -33,6 +33,7 @@ struct LinearWeight {
 
 // ---- embedding.cu ----
 // resid[r, :] = float(table[ids[r], :])
+// ids == nullptr: row r of `table` (rows gathered on the host and uploaded).
 cudaError_t embeddingGather(const uint16_t* table, int hidden, const int32_t* ids, int rows, float* resid, cudaStream_t s);
 
 // ---- rmsnorm.cu ----

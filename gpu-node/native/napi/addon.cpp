@@ -301,6 +301,10 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
     opt.quantization = quant.IsString() && quant.As<Napi::String>().Utf8Value() == "fp8" ? Quantization::Fp8 : Quantization::None;
     Napi::Value kvDtype = o.Get("kvCacheDtype");
     opt.kvCacheDtype = kvDtype.IsString() && kvDtype.As<Napi::String>().Utf8Value() == "fp8" ? KvCacheDtype::Fp8 : KvCacheDtype::Auto;
+    Napi::Value embDev = o.Get("embeddingDevice");
+    opt.embeddingDevice = embDev.IsString() && embDev.As<Napi::String>().Utf8Value() == "gpu" ? EmbeddingDevice::Gpu : EmbeddingDevice::Host;
+    Napi::Value lmDtype = o.Get("lmHeadDtype");
+    opt.lmHeadDtype = lmDtype.IsString() && lmDtype.As<Napi::String>().Utf8Value() == "fp8" ? LmHeadDtype::Fp8 : LmHeadDtype::Auto;
     double seed = 0;
     if (!getDouble(o, "dummySeed", seed, err, false)) return false;
     opt.dummySeed = uint64_t(int64_t(seed));

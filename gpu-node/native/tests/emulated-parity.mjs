@@ -50,4 +50,18 @@ for (const [name, quant, tol] of [["cuda bf16", "none", 5e-2], ["cuda fp8", "fp8
   console.log(`${pass ? "PASS" : "FAIL"} tiny model (safetensors), emulated ${name} vs TypeScript reference, ${STEPS} steps: ` +
     `tokens ${sameTokens ? "same" : "DIFFER"}, logits max err ${worst.toExponential(2)} (< ${tol}), ${((Date.now() - t0) / 1000).toFixed(0)} s`);
 }
+
+// The runs above keep the embedding table in host memory (the default): the same bf16 rows read from
+// the device copy must give bit-identical logits.
+{
+  const t0 = Date.now();
+  const logitFile = join(work, "parity-none-gpu-embedding.f32");
+  execFileSync(cli, ["--manifest", join(inputs, "manifest.txt"), "--prompts", join(inputs, "prompts.txt"), "--steps", String(STEPS), "--backend", "cuda",
+    "--embedding-device", "gpu", "--logits", logitFile], { stdio: ["ignore", "ignore", "inherit"] });
+  const host = readFileSync(join(work, "parity-none.f32")), gpu = readFileSync(logitFile);
+  const pass = host.length > 0 && host.equals(gpu);
+  ok &&= pass;
+  console.log(`${pass ? "PASS" : "FAIL"} tiny model (safetensors), emulated cuda bf16: embedding in host memory vs on the device, ${STEPS} steps: ` +
+    `logits ${pass ? "bit-identical" : "DIFFER"}, ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+}
 process.exit(ok ? 0 : 1);

@@ -1,6 +1,6 @@
 // engine_cli: runs the engine on a model without Node, for parity checks on a GPU machine.
 //
-//   engine_cli --manifest M --prompts P --steps N [--backend cpu|cuda] [--quant fp8] [--kv-cache-dtype fp8] [--chunk C]
+//   engine_cli --manifest M --prompts P --steps N [--backend cpu|cuda] [--quant fp8] [--kv-cache-dtype fp8] [--embedding-device host|gpu] [--lm-head-dtype auto|fp8] [--chunk C]
 //              [--logits out.f32] [--tokens out.txt]
 //
 // M is a text manifest of the model (written by gpu-node/bench/make-device-inputs.mjs from the
@@ -74,7 +74,8 @@ static bool readManifest(const std::string& path, ModelConfig& c, std::vector<Te
 }
 
 int main(int argc, char** argv) {
-  std::string manifest, promptsPath, logitsPath, tokensPath, backend = "cpu", quant = "none", kv = "auto";
+  std::string manifest, promptsPath, logitsPath, tokensPath, backend = "cpu", quant = "none", kv = "auto", embeddingDevice = "host",
+              lmHead = "auto";
   int steps = 8, chunk = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
@@ -84,6 +85,8 @@ int main(int argc, char** argv) {
     else if (k == "--backend") backend = v;
     else if (k == "--quant") quant = v;
     else if (k == "--kv-cache-dtype") kv = v;
+    else if (k == "--embedding-device") embeddingDevice = v;
+    else if (k == "--lm-head-dtype") lmHead = v;
     else if (k == "--chunk") chunk = std::atoi(v.c_str());
     else if (k == "--logits") logitsPath = v;
     else if (k == "--tokens") tokensPath = v;
@@ -93,7 +96,7 @@ int main(int argc, char** argv) {
     }
   }
   if (manifest.empty() || promptsPath.empty()) {
-    std::fprintf(stderr, "usage: engine_cli --manifest M --prompts P [--steps N] [--backend cpu|cuda] [--quant fp8] [--kv-cache-dtype fp8] [--chunk C] [--logits F] [--tokens F]\n");
+    std::fprintf(stderr, "usage: engine_cli --manifest M --prompts P [--steps N] [--backend cpu|cuda] [--quant fp8] [--kv-cache-dtype fp8] [--embedding-device host|gpu] [--lm-head-dtype auto|fp8] [--chunk C] [--logits F] [--tokens F]\n");
     return 2;
   }
   EngineOptions o;
@@ -120,6 +123,8 @@ int main(int argc, char** argv) {
   o.backend = backend == "cuda" ? Backend::Cuda : Backend::Cpu;
   o.quantization = quant == "fp8" ? Quantization::Fp8 : Quantization::None;
   o.kvCacheDtype = kv == "fp8" ? KvCacheDtype::Fp8 : KvCacheDtype::Auto;
+  o.embeddingDevice = embeddingDevice == "gpu" ? EmbeddingDevice::Gpu : EmbeddingDevice::Host;
+  o.lmHeadDtype = lmHead == "fp8" ? LmHeadDtype::Fp8 : LmHeadDtype::Auto;
   o.blockSize = 16;
   const int blocksPerSeq = int((maxLen + 15) / 16);
   o.numKvBlocks = nseq * blocksPerSeq + 3;

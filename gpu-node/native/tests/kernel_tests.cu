@@ -86,21 +86,22 @@ static std::string fmt(const char* f, double v) {
 }
 
 // ---------------------------------------------------------------------------------------------
-static void testEmbedding(int vocab, int hidden, int rows) {
+// gathered: ids == nullptr, as with a host-resident table (row r of the uploaded rows).
+static void testEmbedding(int vocab, int hidden, int rows, bool gathered = false) {
   auto table = randomBf16(size_t(vocab) * hidden, 2.0f);
   std::vector<int32_t> ids(rows);
-  for (auto& i : ids) i = int(rng() % vocab);
+  for (int r = 0; r < rows; r++) ids[r] = gathered ? r : int(rng() % vocab);
   Dev<uint16_t> dt(table);
   Dev<int32_t> di(ids);
   Dev<float> out(size_t(rows) * hidden);
   out.poison();
-  CHECK_CUDA(cuda::embeddingGather(dt.p, hidden, di.p, rows, out.p, 0));
+  CHECK_CUDA(cuda::embeddingGather(dt.p, hidden, gathered ? nullptr : di.p, rows, out.p, 0));
   CHECK_CUDA(cudaDeviceSynchronize());
   std::vector<float> ref(size_t(rows) * hidden);
   cpu::WeightView w{cpu::WType::BF16, table.data(), nullptr, vocab, hidden};
   cpu::embedding(ref.data(), w, ids.data(), rows);
   const double e = relErr(out.get(), ref);
-  report(e == 0.0, "embedding vocab " + std::to_string(vocab) + " hidden " + std::to_string(hidden) + " rows " + std::to_string(rows),
+  report(e == 0.0, std::string(gathered ? "embedding of uploaded rows" : "embedding") + ", vocab " + std::to_string(vocab) + " hidden " + std::to_string(hidden) + " rows " + std::to_string(rows),
          fmt("err %.2e", e));
 }
 
@@ -520,7 +521,8 @@ static void testFillAndWiden() {
 
 // The CUDA engine against the CPU engine on a dummy tiny model: chunked prefill, then decode through
 // graphs (and once more without graphs). Same greedy tokens expected; logits within bf16 error.
-static void testEngines(bool fp8) {
+// `emb`: where the CUDA engine keeps the embedding table; `lm`: lm_head dtype of both engines.
+static void testEngines(bool fp8, EmbeddingDevice emb = EmbeddingDevice::Host, LmHeadDtype lm = LmHeadDtype::Auto) {
   ModelConfig c;
   c.hiddenSize = 64;
   c.intermediateSize = 176;
@@ -547,6 +549,8 @@ static void testEngines(bool fp8) {
     o.maxNumSeqs = 16;
     o.maxModelLen = 512;
     o.cudaGraphs = graphs;
+    o.embeddingDevice = emb;
+    o.lmHeadDtype = lm;
     Status st = createEngine(o, e);
     if (st.ok()) st = e->load(nullptr);
     return st;
@@ -611,7 +615,9 @@ static void testEngines(bool fp8) {
     steps++;
   }
   report(worst < (fp8 ? 8e-2 : 3e-2) && graphMismatch == 0 && flips <= (fp8 ? 6 : 2),
-         std::string("engine cuda vs cpu, dummy tiny model ") + (fp8 ? "fp8" : "bf16") + ", 5 seqs x 12 steps",
+         std::string("engine cuda vs cpu, dummy tiny model ") + (fp8 ? "fp8" : "bf16") +
+             (emb == EmbeddingDevice::Host ? ", embedding in host memory" : ", embedding on the device") +
+             (lm == LmHeadDtype::Fp8 ? ", fp8 lm_head" : "") + ", 5 seqs x 12 steps",
          fmt("logits err %.2e", worst) + ", token flips " + std::to_string(flips) + "/" + std::to_string(steps * nseq) +
              ", graph vs eager mismatches " + std::to_string(graphMismatch));
 }
@@ -637,6 +643,7 @@ int main() {
   };
   group("embedding", [] {
     testEmbedding(1000, 200, 19);
+    testEmbedding(40, 64, 40, true);
     testEmbedding(517, 111, 7);
   }, [] { testEmbedding(517, 111, 7); });
   group("rmsnorm", [] {
@@ -682,7 +689,9 @@ int main() {
   });
   group("engine", [] {
     testEngines(false);
-    testEngines(true);
+    testEngines(false, EmbeddingDevice::Gpu);
+    // FP8 weights with a bf16 lm_head run in emulated-parity.mjs against the reference.
+    testEngines(true, EmbeddingDevice::Host, LmHeadDtype::Fp8);
   }, [] { testEngines(false); });
 
   std::printf("%d passed, %d failed\n", passed, failed);

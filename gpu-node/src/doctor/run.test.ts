@@ -93,9 +93,11 @@ describe("seventy-node doctor", () => {
     const bf16 = await runDoctor({ model: "/m" }, facts);
     expect(bf16.ok).toBe(false);
     expectFailWithFix(bf16.results, "memory plan", /--quantization fp8/);
-    expect(line(bf16.results, "memory plan").detail).toMatch(/the model does not fit: weights 141\.\d+ GB/);
+    expect(line(bf16.results, "memory plan").detail).toMatch(/the model does not fit: weights 139\.01 GB/); // the embedding table in host memory
     const fp8 = await runDoctor({ model: "/m", quantization: "fp8", kvCacheDtype: "fp8" }, facts);
-    expect(line(fp8.results, "memory plan")).toMatchObject({ status: "ok", detail: expect.stringMatching(/weights 72\.\d+ GB/) });
+    expect(line(fp8.results, "memory plan")).toMatchObject({ status: "ok", detail: expect.stringMatching(/weights 70\.58 GB .*embedding in host memory/) });
+    const lm = await runDoctor({ model: "/m", quantization: "fp8", kvCacheDtype: "fp8", lmHeadDtype: "fp8", embeddingDevice: "gpu" }, facts);
+    expect(line(lm.results, "memory plan").detail).toMatch(/weights 71\.64 GB .*embedding bf16 2\.10 GB, lm_head fp8 1\.05 GB/);
     // 141 GB of bf16 weights do not fit even an H200 at 0.9 of its 141 GB.
     const h200 = { ...H100, name: "NVIDIA H200", memoryTotalBytes: 141e9 };
     const big = await runDoctor({ model: "/m" }, { ...facts, gpus: async () => ({ gpus: [h200], driverCudaVersion: "13.0" }) });

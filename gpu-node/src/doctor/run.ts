@@ -5,6 +5,7 @@ import { formatBytes } from "../model/progress.js";
 import { repoFolder } from "../hub/index.js";
 import { MAX_SKEW_SECONDS, probeEdge } from "./edge.js";
 import type { DoctorFacts, GpuReport, ModelFacts } from "./facts.js";
+import { DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS } from "../scheduler/scheduler.js";
 
 export type CheckStatus = "ok" | "fail" | "warn" | "skip";
 
@@ -31,6 +32,8 @@ export interface DoctorOptions {
   engine?: string;
   quantization?: "none" | "fp8";
   kvCacheDtype?: "auto" | "fp8";
+  embeddingDevice?: "host" | "gpu";
+  lmHeadDtype?: "auto" | "fp8";
   gpuMemoryUtilization?: number;
   maxModelLen?: number;
   maxNumSeqs?: number;
@@ -123,9 +126,12 @@ export async function runDoctor(opts: DoctorOptions, facts: DoctorFacts): Promis
         deviceMemoryBytes: Math.max(...gpu.gpus.map((g) => g.memoryTotalBytes)),
         weights: planWeightsFormat({ config: model.config }, opts.quantization),
         kvCacheDtype: opts.kvCacheDtype === "fp8" ? "fp8" : "bf16",
+        embeddingDevice: opts.embeddingDevice,
+        lmHeadDtype: opts.lmHeadDtype,
         gpuMemoryUtilization: opts.gpuMemoryUtilization,
         maxModelLen: opts.maxModelLen,
-        maxNumSeqs: opts.maxNumSeqs,
+        maxNumSeqs: opts.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS,
+        maxNumBatchedTokens: DEFAULT_MAX_NUM_BATCHED_TOKENS,
       });
       const misfit = memoryPlanError(plan);
       if (misfit === null) add({ name: "memory plan", status: "ok", detail: formatMemoryPlan(plan).map((l) => l.trim()).join("; ") });
@@ -133,7 +139,7 @@ export async function runDoctor(opts: DoctorOptions, facts: DoctorFacts): Promis
         gpuFail({
           name: "memory plan",
           detail: misfit,
-          fix: "serve it with --quantization fp8 and/or --kv-cache-dtype fp8, an AWQ int4 checkpoint, a lower --max-model-len or --max-num-seqs, or a GPU with more memory (H200: 141 GB)",
+          fix: "serve it with --quantization fp8 and/or --kv-cache-dtype fp8, --lm-head-dtype fp8, --embedding-device host, an AWQ int4 checkpoint, a lower --max-model-len or --max-num-seqs, or a GPU with more memory (H200: 141 GB)",
         });
       }
     } else {

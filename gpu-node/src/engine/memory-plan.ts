@@ -8,11 +8,20 @@
  * The byte counts mirror what `gpu-node/native/host/cuda_engine.cu` allocates (`loadWeights`,
  * `allocWorkspace`, `allocKvCache`); a change there is a change here.
  *
+ * vLLM sizes its KV cache the same way — the budget is `gpu_memory_utilization` × the total that
+ * cudaMemGetInfo reports, and weights, non-torch memory (context, library workspaces) and the peak
+ * activations go first (vllm-project/vllm#10511 shows its log) — but it measures the last two with a
+ * profiling forward pass of max_num_batched_tokens, where this plan computes them from the engine's
+ * allocations, so it can run before any weight is read. `deviceMemoryBytes` is therefore that CUDA
+ * total, not nvidia-smi's (which is a few hundred MiB larger: 81,559 vs 81,089 MiB on an H100 80GB).
+ *
  * @example
- * const plan = planMemory({ model: config, deviceMemoryBytes: 81559 * MiB, weights: "awq-int4", kvCacheDtype: "fp8" });
+ * const plan = planMemory({ model: config, deviceMemoryBytes: 81089 * MiB, weights: "fp8", kvCacheDtype: "fp8", lmHeadDtype: "fp8" });
  * console.log(formatMemoryPlan(plan).join("\n"));
  * const err = memoryPlanError(plan); // null when it fits
  */
+
+import { DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS } from "../scheduler/scheduler.js";
 
 /** The shape fields of a Llama config the plan needs (a `LlamaConfig` has them all). */
 export interface PlanModelShape {
@@ -31,10 +40,19 @@ export interface PlanModelShape {
  * How the decoder's linear layers are held on the device: bf16; e4m3 with one float32 scale per
  * output row (on-load quantization and compressed-tensors checkpoints alike); or AutoAWQ int4
  * (4-bit weights and zero points packed 8 to an int32, one fp16 scale per group of `groupSize` inputs).
- * Embedding and lm_head stay bf16 in every case, as the engine keeps them.
+ * The embedding and lm_head have their own choices (`PlanEmbeddingDevice`, `PlanLmHeadDtype`).
  */
 export type PlanWeights = "bf16" | "fp8" | "awq-int4";
 export type PlanKvCacheDtype = "bf16" | "fp8";
+/**
+ * Where the bf16 embedding table lives (`--embedding-device`). "host": in host memory; each step
+ * gathers its rows there and uploads them (rows × hidden × 2 bytes), the same bf16 values, so the
+ * logits are bit-identical and the table's bytes (2.1 GB for the 70B) go to the KV cache instead.
+ * With tied embeddings and a bf16 lm_head the device holds the table anyway and the embedding reads it.
+ */
+export type PlanEmbeddingDevice = "gpu" | "host";
+/** lm_head as the checkpoint has it ("auto": bf16), or e4m3 with one float32 scale per vocab row (`--lm-head-dtype fp8`). */
+export type PlanLmHeadDtype = "auto" | "fp8";
 
 export interface MemoryPlanInput {
   model: PlanModelShape;
@@ -42,11 +60,15 @@ export interface MemoryPlanInput {
   deviceMemoryBytes: number;
   weights: PlanWeights;
   kvCacheDtype: PlanKvCacheDtype;
+  /** Default "host" (see `PlanEmbeddingDevice`). */
+  embeddingDevice?: PlanEmbeddingDevice;
+  /** Default "auto" (bf16). */
+  lmHeadDtype?: PlanLmHeadDtype;
   /** Fraction of `deviceMemoryBytes` the engine may hold (default 0.9, as vLLM). */
   gpuMemoryUtilization?: number;
-  /** Default 256. */
+  /** Default: the scheduler's (256). */
   maxNumSeqs?: number;
-  /** Default 8192. */
+  /** Default: the scheduler's (2048). */
   maxNumBatchedTokens?: number;
   /** Longest context a request may have; default: the model's, capped to what the KV cache holds. */
   maxModelLen?: number;
@@ -175,10 +197,14 @@ function workspaceBytes(m: PlanModelShape, maxRows: number, maxOut: number, maxM
 export function planMemory(input: MemoryPlanInput): MemoryPlan {
   const m = input.model;
   const gpuMemoryUtilization = input.gpuMemoryUtilization ?? 0.9;
-  const maxNumSeqs = input.maxNumSeqs ?? 256;
-  const maxNumBatchedTokens = input.maxNumBatchedTokens ?? 8192;
+  const maxNumSeqs = input.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS;
+  const maxNumBatchedTokens = input.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS;
   const blockSize = input.blockSize ?? 16;
   const groupSize = input.groupSize ?? 128;
+  const embeddingDevice = input.embeddingDevice ?? "host";
+  const lmHeadDtype = input.lmHeadDtype ?? "auto";
+  if (embeddingDevice !== "gpu" && embeddingDevice !== "host") throw new RangeError(`embeddingDevice must be gpu or host, got ${String(embeddingDevice)}`);
+  if (lmHeadDtype !== "auto" && lmHeadDtype !== "fp8") throw new RangeError(`lmHeadDtype must be auto or fp8, got ${String(lmHeadDtype)}`);
   if (!(gpuMemoryUtilization > 0 && gpuMemoryUtilization <= 1)) throw new RangeError(`gpuMemoryUtilization must be in (0, 1], got ${gpuMemoryUtilization}`);
   for (const [k, v] of Object.entries({ deviceMemoryBytes: input.deviceMemoryBytes, maxNumSeqs, maxNumBatchedTokens, blockSize, groupSize })) {
     if (!Number.isSafeInteger(v) || v <= 0) throw new RangeError(`${k} must be a positive integer, got ${v}`);
@@ -189,8 +215,9 @@ export function planMemory(input: MemoryPlanInput): MemoryPlan {
 
   const table = m.vocabSize * m.hiddenSize * 2;
   const linear = linearBytes(m, input.weights, groupSize);
-  const embedding = table;
-  const lmHead = m.tieWordEmbeddings ? 0 : table;
+  // A tied bf16 lm_head is the embedding table: counted once, under the embedding when it is on the device.
+  const embedding = embeddingDevice === "gpu" ? table : 0;
+  const lmHead = lmHeadDtype === "fp8" ? m.vocabSize * m.hiddenSize + m.vocabSize * 4 : m.tieWordEmbeddings && embeddingDevice === "gpu" ? 0 : table;
   const norms = (2 * m.numHiddenLayers + 1) * m.hiddenSize * 4;
   const weightsTotal = linear + embedding + lmHead + norms;
 
@@ -215,6 +242,8 @@ export function planMemory(input: MemoryPlanInput): MemoryPlan {
       deviceMemoryBytes: input.deviceMemoryBytes,
       weights: input.weights,
       kvCacheDtype: input.kvCacheDtype,
+      embeddingDevice,
+      lmHeadDtype,
       gpuMemoryUtilization,
       maxNumSeqs,
       maxNumBatchedTokens,
@@ -243,6 +272,12 @@ export function formatGB(bytes: number): string {
 
 const WEIGHT_NAMES: Record<PlanWeights, string> = { bf16: "bf16", fp8: "fp8 e4m3 + per-row scales", "awq-int4": "int4 AWQ" };
 
+function embeddingText(p: MemoryPlan): string {
+  if (p.input.embeddingDevice === "gpu") return `bf16 ${formatGB(p.weights.embedding)}`;
+  const tiedOnDevice = p.input.model.tieWordEmbeddings && p.input.lmHeadDtype === "auto";
+  return tiedOnDevice ? "shared with lm_head" : `in host memory (${formatGB(p.input.model.vocabSize * p.input.model.hiddenSize * 2)})`;
+}
+
 /** The plan as the lines printed at startup. */
 export function formatMemoryPlan(p: MemoryPlan): string[] {
   const i = p.input;
@@ -250,7 +285,7 @@ export function formatMemoryPlan(p: MemoryPlan): string[] {
   const n = (x: number) => x.toLocaleString("en-US");
   return [
     `memory plan: ${formatGB(i.deviceMemoryBytes)} device × ${i.gpuMemoryUtilization} = ${formatGB(p.budget)}`,
-    `  weights ${formatGB(w.total)} (linear ${WEIGHT_NAMES[i.weights]} ${formatGB(w.linear)}, embedding ${formatGB(w.embedding)}, lm_head ${formatGB(w.lmHead)}, norms ${formatGB(w.norms)})`,
+    `  weights ${formatGB(w.total)} (linear ${WEIGHT_NAMES[i.weights]} ${formatGB(w.linear)}, embedding ${embeddingText(p)}, lm_head ${i.lmHeadDtype === "fp8" ? "fp8" : "bf16"} ${formatGB(w.lmHead)}, norms ${formatGB(w.norms)})`,
     `  workspace ${formatGB(p.workspace)} (${n(i.maxNumBatchedTokens)} batched tokens, ${n(Math.min(i.maxNumSeqs, i.maxNumBatchedTokens))} sequences), CUDA graphs and runtime ${formatGB(p.cudaGraphs)}`,
     `  KV cache ${formatGB(p.kvCache)} ${i.kvCacheDtype}: ${n(p.kvTokens)} tokens (${n(p.kvBlocks)} blocks of ${i.blockSize}); sequences that fit: ${n(p.sequencesAt["2048"])} × 2k, ${n(p.sequencesAt["8192"])} × 8k, ${n(p.sequencesAt["32768"])} × 32k`,
   ];
@@ -263,6 +298,8 @@ export function memoryPlanJson(p: MemoryPlan): Record<string, unknown> {
     gpu_memory_utilization: p.input.gpuMemoryUtilization,
     budget_bytes: p.budget,
     weights_format: p.input.weights,
+    embedding_device: p.input.embeddingDevice,
+    lm_head_dtype: p.input.lmHeadDtype,
     weights_bytes: { linear: p.weights.linear, embedding: p.weights.embedding, lm_head: p.weights.lmHead, norms: p.weights.norms, total: p.weights.total },
     workspace_bytes: p.workspace,
     cuda_graphs_bytes: p.cudaGraphs,
@@ -278,7 +315,8 @@ export function memoryPlanJson(p: MemoryPlan): Record<string, unknown> {
 
 /**
  * null when the plan fits; otherwise one line that says why not and which flags would make it fit
- * (`--quantization fp8`, `--kv-cache-dtype fp8`, `--max-model-len N`, `--gpu-memory-utilization F`).
+ * (`--quantization fp8`, `--kv-cache-dtype fp8`, `--embedding-device host`, `--lm-head-dtype fp8`,
+ * `--max-model-len N`, `--gpu-memory-utilization F`).
  */
 export function memoryPlanError(p: MemoryPlan): string | null {
   if (p.fits) return null;
@@ -297,6 +335,14 @@ export function memoryPlanError(p: MemoryPlan): string | null {
   if (i.kvCacheDtype === "bf16") {
     const alt = rerun({ kvCacheDtype: "fp8" });
     if (alt.fits) options.push(`--kv-cache-dtype fp8 (${alt.kvTokens.toLocaleString("en-US")} KV tokens)`);
+  }
+  if (i.embeddingDevice === "gpu") {
+    const alt = rerun({ embeddingDevice: "host" });
+    if (alt.fits) options.push(`--embedding-device host (${alt.kvTokens.toLocaleString("en-US")} KV tokens)`);
+  }
+  if (i.lmHeadDtype === "auto") {
+    const alt = rerun({ lmHeadDtype: "fp8" });
+    if (alt.fits) options.push(`--lm-head-dtype fp8 (${alt.kvTokens.toLocaleString("en-US")} KV tokens)`);
   }
   if (p.kvTokens > 0) options.push(`--max-model-len ${p.kvTokens}`);
   // The utilization at which the asked-for context fits: fixed costs plus one max-length sequence.

@@ -76,6 +76,10 @@ export interface SchedulerOutput {
  *   else end(ev.reason);
  * });
  */
+/** The step limits when none are given; the native engine sizes its workspace (and the memory plan) by the same. */
+export const DEFAULT_MAX_NUM_SEQS = 256;
+export const DEFAULT_MAX_NUM_BATCHED_TOKENS = 2048;
+
 export class Scheduler {
   readonly engine: Engine;
   readonly maxNumSeqs: number;
@@ -108,8 +112,8 @@ export class Scheduler {
 
   constructor(engine: Engine, opts: SchedulerOptions = {}) {
     this.engine = engine;
-    this.maxNumSeqs = positiveInt("maxNumSeqs", opts.maxNumSeqs ?? 256);
-    this.maxNumBatchedTokens = positiveInt("maxNumBatchedTokens", opts.maxNumBatchedTokens ?? 2048);
+    this.maxNumSeqs = positiveInt("maxNumSeqs", opts.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS);
+    this.maxNumBatchedTokens = positiveInt("maxNumBatchedTokens", opts.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS);
     this.maxQueue = positiveInt("maxQueue", opts.maxQueue ?? 1024);
     this.maxQueuePerKey = positiveInt("maxQueuePerKey", opts.maxQueuePerKey ?? Math.max(Math.ceil(this.maxQueue / 4), Math.min(this.maxQueue, 16)));
     this.kvCacheManager = new KvCacheManager({

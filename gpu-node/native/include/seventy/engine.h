@@ -76,6 +76,12 @@ enum class LoadFormat { Safetensors, Dummy };
 enum class Quantization { None, Fp8 };  // Fp8: e4m3 weights with one float scale per output channel
 // Fp8: K/V stored as e4m3 with a scale of 1 per layer (vLLM's --kv-cache-dtype fp8 without calibration).
 enum class KvCacheDtype { Auto, Fp8 };
+// Host: the CUDA engine keeps the bf16 embedding table in host memory and uploads each step's rows
+// (the same values: the logits do not change); Gpu: the table is on the device. The CPU flavor holds
+// everything in host memory either way.
+enum class EmbeddingDevice { Host, Gpu };
+// Fp8: lm_head quantized at load to e4m3 with one float scale per vocab row (half the bytes of bf16).
+enum class LmHeadDtype { Auto, Fp8 };
 enum class Backend { Cpu, Cuda };
 
 struct EngineOptions {
@@ -86,6 +92,8 @@ struct EngineOptions {
   uint64_t dummySeed = 0;             // LoadFormat::Dummy
   Quantization quantization = Quantization::None;  // on-load quantization of a float checkpoint
   KvCacheDtype kvCacheDtype = KvCacheDtype::Auto;
+  EmbeddingDevice embeddingDevice = EmbeddingDevice::Host;
+  LmHeadDtype lmHeadDtype = LmHeadDtype::Auto;
   int blockSize = 16;
   int numKvBlocks = 0;                    // 0: size the cache from free memory (CUDA) — required on the CPU
   double gpuMemoryUtilization = 0.9;      // fraction of the device's total memory the engine may hold

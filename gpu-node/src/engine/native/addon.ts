@@ -43,6 +43,8 @@ export interface AddonEngineOptions {
   dummySeed?: number;
   quantization: "none" | "fp8";
   kvCacheDtype: "auto" | "fp8";
+  embeddingDevice: "host" | "gpu";
+  lmHeadDtype: "auto" | "fp8";
   blockSize: number;
   numKvBlocks: number;
   gpuMemoryUtilization?: number;

@@ -2,6 +2,7 @@ import type { ModelDir } from "../../model/index.js";
 import type { ProgressCallback } from "../../model/types.js";
 import { formatMemoryPlan, memoryPlanError, planMemory, type MemoryPlan, type PlanWeights } from "../memory-plan.js";
 import type { Engine } from "../types.js";
+import { DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS } from "../../scheduler/scheduler.js";
 import { loadNativeAddon } from "./addon.js";
 import { NativeEngine, type NativeEngineOptions } from "./native-engine.js";
 
@@ -19,6 +20,8 @@ export interface NativeEngineSetup {
   loadFormat?: NativeEngineOptions["loadFormat"];
   quantization?: NativeEngineOptions["quantization"];
   kvCacheDtype?: NativeEngineOptions["kvCacheDtype"];
+  embeddingDevice?: NativeEngineOptions["embeddingDevice"];
+  lmHeadDtype?: NativeEngineOptions["lmHeadDtype"];
   gpuMemoryUtilization?: number;
   /** Plan memory for a device of this many bytes (a target card) instead of the GPU found; printed, served and enforced. */
   deviceMemoryBytes?: number;
@@ -45,6 +48,9 @@ export async function createNativeEngine(model: ModelDir, setup: NativeEngineSet
   // The plan needs the device before any weight is read: a model that cannot fit fails here, in one line.
   const probe = loadNativeAddon(flavor, setup.addonDir);
   const deviceMemoryBytes = setup.deviceMemoryBytes ?? (probe.flavor === "cuda" ? probe.device.totalMemory : undefined);
+  // The scheduler's limits, so the workspace is sized for the largest step it will send, not more.
+  const maxNumSeqs = setup.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS;
+  const maxNumBatchedTokens = setup.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS;
   let memoryPlan: MemoryPlan | undefined;
   if (deviceMemoryBytes !== undefined) {
     memoryPlan = planMemory({
@@ -52,9 +58,11 @@ export async function createNativeEngine(model: ModelDir, setup: NativeEngineSet
       deviceMemoryBytes,
       weights: planWeightsFormat(model, setup.quantization),
       kvCacheDtype: setup.kvCacheDtype === "fp8" ? "fp8" : "bf16",
+      embeddingDevice: setup.embeddingDevice ?? "host",
+      lmHeadDtype: setup.lmHeadDtype ?? "auto",
       gpuMemoryUtilization: setup.gpuMemoryUtilization,
-      maxNumSeqs: setup.maxNumSeqs,
-      maxNumBatchedTokens: setup.maxNumBatchedTokens,
+      maxNumSeqs,
+      maxNumBatchedTokens,
       maxModelLen: setup.maxModelLen,
       blockSize: setup.blockSize,
     });
@@ -71,13 +79,15 @@ export async function createNativeEngine(model: ModelDir, setup: NativeEngineSet
     memoryPlan,
     addonDir: setup.addonDir,
     kvCacheDtype: setup.kvCacheDtype,
-    maxNumBatchedTokens: setup.maxNumBatchedTokens,
+    embeddingDevice: setup.embeddingDevice,
+    lmHeadDtype: setup.lmHeadDtype,
+    maxNumBatchedTokens,
     onProgress: setup.onProgress,
     flavor,
     loadFormat: setup.loadFormat,
     quantization: setup.quantization,
     gpuMemoryUtilization: setup.gpuMemoryUtilization,
-    maxNumSeqs: setup.maxNumSeqs,
+    maxNumSeqs,
     maxModelLen: setup.maxModelLen,
   };
   const engine = await NativeEngine.create(base);

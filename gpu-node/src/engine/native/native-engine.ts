@@ -16,6 +16,14 @@ export interface NativeEngineOptions {
   quantization?: "none" | "fp8";
   /** "fp8": K/V stored as e4m3 (scale 1 per layer), half the bytes of "auto" (bf16 on CUDA, float32 on the CPU flavor). */
   kvCacheDtype?: "auto" | "fp8";
+  /**
+   * CUDA: "host" (default) keeps the bf16 embedding table in host memory and uploads each step's rows
+   * (identical logits, the table's bytes go to the KV cache); "gpu" keeps it on the device. The CPU
+   * flavor holds everything in host memory either way.
+   */
+  embeddingDevice?: "host" | "gpu";
+  /** "fp8": lm_head quantized at load to e4m3 with one scale per vocab row (half the bytes). Default "auto" (as stored). */
+  lmHeadDtype?: "auto" | "fp8";
   /** The plan this engine was sized by (reported, not enforced, by the engine). */
   memoryPlan?: MemoryPlan;
   /** Default 16. */
@@ -154,6 +162,8 @@ function addonOptions(o: NativeEngineOptions, flavor: NativeFlavor): AddonEngine
     dummySeed: o.dummySeed ?? 0,
     quantization: o.quantization ?? "none",
     kvCacheDtype: o.kvCacheDtype ?? "auto",
+    embeddingDevice: o.embeddingDevice ?? "host",
+    lmHeadDtype: o.lmHeadDtype ?? "auto",
     blockSize: o.blockSize ?? 16,
     numKvBlocks: o.numKvBlocks ?? (flavor === "cpu" ? CPU_DEFAULT_KV_BLOCKS : 0),
     gpuMemoryUtilization: o.gpuMemoryUtilization ?? 0.9,
