@@ -33,7 +33,7 @@ export async function constraintsFor(ctx: NodeContext, spec: ConstraintSpec, par
 }
 
 function toHttp(err: unknown): never {
-  if (err instanceof ConstraintError) throw new HttpError(400, err.message, { param: err.param, code: err.code });
+  if (err instanceof ConstraintError) throw new HttpError(err.status, err.message, { param: err.param, code: err.code });
   throw err;
 }
 

