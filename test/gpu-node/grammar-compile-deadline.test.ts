@@ -1,5 +1,6 @@
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SimulatedEngine } from "../../gpu-node/src/engine/index.js";
 import { startNode, type RunningNode } from "../../gpu-node/src/node.js";
 import { waitFor } from "../helpers/sse.js";
 
@@ -11,7 +12,9 @@ const MODEL = "tiny-llama-3.1";
 const DEADLINE_MS = 500;
 
 beforeAll(async () => {
-  node = await startNode({ port: 0, kvCacheBlocks: 2048, grammarThreads: 2, grammarCompileTimeoutMs: DEADLINE_MS, log: () => {} });
+  // A simulated engine (5 ms steps off the node's thread), so any stall measured is the node's own.
+  const engineInstance = new SimulatedEngine({ numKvBlocks: 1024, blockSize: 16, stepDelayMs: 5 });
+  node = await startNode({ port: 0, engineInstance, grammarThreads: 2, grammarCompileTimeoutMs: DEADLINE_MS, log: () => {} });
 });
 afterAll(async () => {
   await node?.close();
