@@ -15,6 +15,8 @@ export interface GrammarCompilerOptions {
   compileTimeoutMs?: number;
   /** Grammar threads at most (each holds the preprocessed vocabulary, ~100 MB at 128k tokens). Default 4. */
   threads?: number;
+  /** How long a compilation waits for a thread without live matchers when all have some (then a 503). Default: compileTimeoutMs. */
+  threadWaitMs?: number;
   /** Regex / grammar source length and choice count at most. */
   maxSourceBytes?: number;
   maxChoices?: number;
@@ -208,10 +210,10 @@ export class GrammarCompiler {
   /**
    * A thread without matchers and not compiling, marked as compiling before this returns: an
    * existing one (the one caching fewest grammars), else a new one up to the limit, else the first
-   * to become free (within the compile deadline; past it the node is too busy: a 503).
+   * to become free (within `threadWaitMs`; past it the node is too busy: a 503).
    */
   private async claimFreeThread(param: string): Promise<GrammarThread> {
-    const waitUntil = performance.now() + this.compileTimeoutMs;
+    const waitUntil = performance.now() + (this.opts.threadWaitMs ?? this.compileTimeoutMs);
     for (;;) {
       if (this.closed) throw new Error("constrained decoding has shut down");
       let best: GrammarThread | undefined;
