@@ -40,7 +40,7 @@ export interface NodeOptions {
   tokenizerThreads?: number;
   tokenizeTimeoutMs?: number;
   /**
-   * Constrained decoding: threads compiling grammars and computing their masks (default 4, each
+   * Constrained decoding: threads compiling grammars and computing their masks (default 8, each
    * ~100 MB at 128k tokens), and how long one grammar may take to compile before the request is
    * refused with a 400 (default 10 s).
    */

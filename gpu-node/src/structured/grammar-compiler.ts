@@ -13,7 +13,11 @@ export interface GrammarCompilerOptions {
    * gets a 400; the grammar is remembered as refused. Default 10 s.
    */
   compileTimeoutMs?: number;
-  /** Grammar threads at most (each holds the preprocessed vocabulary, ~100 MB at 128k tokens). Default 4. */
+  /**
+   * Grammar threads at most (each holds the preprocessed vocabulary, ~100 MB at 128k tokens; they
+   * start as needed). A new grammar needs a thread without live matchers, so this bounds how many
+   * threads serve live constrained sequences while another grammar compiles. Default 8.
+   */
   threads?: number;
   /** How long a compilation waits for a thread without live matchers when all have some (then a 503). Default: compileTimeoutMs. */
   threadWaitMs?: number;
@@ -78,7 +82,7 @@ export class GrammarCompiler {
   ) {
     this.cacheSize = opts.cacheSize ?? 256;
     this.compileTimeoutMs = opts.compileTimeoutMs ?? 10_000;
-    this.maxThreads = Math.max(1, opts.threads ?? 4);
+    this.maxThreads = Math.max(1, opts.threads ?? 8);
     this.maxSourceBytes = opts.maxSourceBytes ?? 64 * 1024;
     this.maxChoices = opts.maxChoices ?? 1024;
     this.words = Math.ceil(vocab.encodedVocab.length / 32);
