@@ -128,6 +128,10 @@ export class GrammarCompiler {
       if (refusal) throw new ConstraintError(refusal, param, "grammar_too_complex");
       const hit = this.cache.get(key);
       if (hit) {
+        if (hit.thread.dead) {
+          this.forget(hit.thread);
+          continue;
+        }
         if (hit.thread.compiling) {
           // Its thread is compiling another grammar; if that times out, this one is gone with it.
           await hit.thread.compiling;
@@ -153,7 +157,7 @@ export class GrammarCompiler {
   async close(): Promise<void> {
     this.closed = true;
     for (const wake of this.waiting.splice(0)) wake();
-    await Promise.all(this.threads.splice(0).map((t) => t.worker.terminate()));
+    await Promise.all(this.threads.splice(0).map((t) => t.stop()));
   }
 
   private async createMatchers(thread: GrammarThread, key: string, n: number): Promise<GrammarConstraint[]> {
@@ -195,6 +199,8 @@ export class GrammarCompiler {
       return thread;
     } catch (err) {
       if (err instanceof CompileTimeoutError) {
+        // The thread was terminated: its grammars go now, not when its exit is reported.
+        this.forget(thread);
         this.numTimeouts++;
         this.opts.onCompile?.((performance.now() - t0) / 1000, prepared.kind);
         const message = `The ${describe(prepared.kind)} took longer than ${this.compileTimeoutMs} ms to compile, the limit. Simplify it (e.g. lower maxLength or the repetition counts of its patterns).`;
@@ -254,9 +260,14 @@ export class GrammarCompiler {
 
   private onThreadExit(thread: GrammarThread): void {
     this.threadsExited++;
+    this.forget(thread);
+  }
+
+  /** A stopped thread: out of the pool, its grammars out of the cache. */
+  private forget(thread: GrammarThread): void {
     const i = this.threads.indexOf(thread);
     if (i >= 0) this.threads.splice(i, 1);
-    for (const key of thread.keys) this.cache.delete(key);
+    for (const key of thread.keys) if (this.cache.get(key)?.thread === thread) this.cache.delete(key);
     thread.keys.clear();
     this.wake();
   }

@@ -127,6 +127,12 @@ export class GrammarThread {
     void this.worker.terminate();
   }
 
+  /** Terminates the thread and waits until it has stopped. */
+  async stop(): Promise<void> {
+    this.dead = true;
+    await this.worker.terminate();
+  }
+
   private flush(): void {
     const batch = this.batch!;
     this.batch = null;
