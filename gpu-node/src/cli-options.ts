@@ -22,6 +22,8 @@ export const SERVE_OPTIONS = {
   "max-connections": { type: "string" },
   "tokenizer-threads": { type: "string" },
   "stream-stall-ms": { type: "string" },
+  "grammar-threads": { type: "string" },
+  "grammar-compile-timeout-ms": { type: "string" },
   edge: { type: "string" },
   "node-id": { type: "string" },
   "public-url": { type: "string" },

@@ -17,6 +17,7 @@ const USAGE = `usage:
                      [--embedding-device host|gpu] [--lm-head-dtype auto|fp8]
                      [--gpu-memory-utilization F] [--device-memory SIZE]
                      [--max-body-bytes N] [--max-connections N] [--tokenizer-threads N] [--stream-stall-ms N]
+                     [--grammar-threads N] [--grammar-compile-timeout-ms N]
       --device-memory (e.g. 81089MiB) plans memory for that card instead of the GPU found; give what
       cudaMemGetInfo reports (H100 80GB: about 81089MiB, H200: 143156MiB), less than nvidia-smi's total.
       --embedding-device host (default) keeps the embedding table in host memory (same logits, 2.1 GB of
@@ -113,6 +114,8 @@ async function serveCommand(args: string[]): Promise<void> {
     maxConnections: int("max-connections", values["max-connections"]),
     tokenizerThreads: int("tokenizer-threads", values["tokenizer-threads"]),
     streamStallMs: int("stream-stall-ms", values["stream-stall-ms"], 100),
+    grammarThreads: int("grammar-threads", values["grammar-threads"], 1),
+    grammarCompileTimeoutMs: int("grammar-compile-timeout-ms", values["grammar-compile-timeout-ms"], 1),
     credential: process.env.SEVENTY_NODE_CREDENTIAL || undefined,
     edgeUrl: values.edge,
     nodeId: values["node-id"],
@@ -140,7 +143,7 @@ async function serveUpstream(values: Record<string, string | undefined>): Promis
   for (const flag of ["model", "revision", "served-model-name", "kv-cache-blocks", "max-num-batched-tokens", "quantization", "kv-cache-dtype", "embedding-device", "lm-head-dtype", "device-memory", "load-format", "gpu-memory-utilization", "max-queue"]) {
     if (values[flag] !== undefined) throw new UsageError(`--${flag} is the engine's setting with --engine upstream; set it where you start the engine`);
   }
-  for (const flag of ["tokenizer-threads", "stream-stall-ms"]) {
+  for (const flag of ["tokenizer-threads", "stream-stall-ms", "grammar-threads", "grammar-compile-timeout-ms"]) {
     if (values[flag] !== undefined) throw new UsageError(`--${flag} does not apply to --engine upstream: the engine tokenizes and streams`);
   }
   const node = await startUpstreamNode({

@@ -39,6 +39,13 @@ export interface NodeOptions {
   /** Threads rendering and tokenizing large prompts (default 2), and the time one prompt may take (default 10 s). */
   tokenizerThreads?: number;
   tokenizeTimeoutMs?: number;
+  /**
+   * Constrained decoding: threads compiling grammars and computing their masks (default 8, each
+   * ~100 MB at 128k tokens), and how long one grammar may take to compile before the request is
+   * refused with a 400 (default 10 s).
+   */
+  grammarThreads?: number;
+  grammarCompileTimeoutMs?: number;
   /** A stream whose client stops reading is paused; cancelled (KV freed) after this long behind. Default 30 s. */
   streamStallMs?: number;
   /** Overrides of the per-request caps (tests use small ones). */
@@ -189,11 +196,13 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
   const tokenizerJson = JSON.parse(await readFile(join(modelPath, "tokenizer.json"), "utf8"));
   const table = TokenByteTable.fromTokenizerJson(tokenizerJson);
   const metrics = new NodeMetrics(modelName);
-  engine.onMaskTime = (seconds) => metrics.grammarMaskSeconds.observe(seconds);
   // Constrained decoding needs the byte-level vocabulary; other tokenizers serve free text only.
   const structured = table
     ? await StructuredOutputs.create(grammarVocabFromTokenizerJson(tokenizerJson, model.config.vocabSize, model.generation.eosTokenIds), {
+        threads: opts.grammarThreads,
+        compileTimeoutMs: opts.grammarCompileTimeoutMs,
         onCompile: (seconds, kind) => metrics.grammarCompileSeconds.observe({ kind }, seconds),
+        onMaskTime: (seconds) => metrics.grammarMaskSeconds.observe(seconds),
       })
     : null;
   const tokenizer = model.tokenizer;
@@ -288,6 +297,7 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
         (server as { closeAllConnections?: () => void }).closeAllConnections?.();
       });
       await ctx.tokenizerPool?.close();
+      await ctx.structured?.close();
       await engine.close();
     },
   };

@@ -178,6 +178,28 @@ describe("openai (official client) — client.responses", () => {
     expect(second.usage!.input_tokens).toBeGreaterThan(first.usage!.input_tokens + first.usage!.output_tokens);
   });
 
+  it("responses.stream() of a function call: the arguments in pieces as generated, equal to the final and the non-streamed arguments", async () => {
+    const tools: OpenAI.Responses.Tool[] = [
+      { type: "function", name: "get_weather", strict: null, parameters: { type: "object", properties: { city: { type: "string" } } } },
+    ];
+    const params = { model: SCRIPTED, input: "Weather in Paris?", tools, max_output_tokens: 64 };
+    const stream = client().responses.stream(params);
+    const pieces: string[] = [];
+    let added: OpenAI.Responses.ResponseOutputItem | null = null;
+    stream.on("response.output_item.added", (e) => (added = e.item));
+    stream.on("response.function_call_arguments.delta", (e) => {
+      expect(added).toMatchObject({ type: "function_call", name: "get_weather" }); // announced before its arguments
+      pieces.push(e.delta);
+    });
+    const final = await stream.finalResponse();
+    const call = final.output[0] as OpenAI.Responses.ResponseFunctionToolCall;
+    expect(call).toMatchObject({ type: "function_call", name: "get_weather", status: "completed" });
+    expect(pieces.length).toBeGreaterThan(1);
+    expect(pieces.join("")).toBe(call.arguments);
+    const plain = await client().responses.create(params);
+    expect((plain.output[0] as OpenAI.Responses.ResponseFunctionToolCall).arguments).toBe(call.arguments);
+  });
+
   it("a node killed mid-stream: the stream ends with `error` and `response.failed`, and nothing is stored", async () => {
     // A node of its own (a separate process, serving a model name nobody else serves), killed outright.
     const port = await freePort();

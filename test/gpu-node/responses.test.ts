@@ -258,8 +258,10 @@ describe("function calls (simulated engine emitting a Llama 3.1 JSON tool call)"
   let sim: RunningNode;
   beforeAll(async () => {
     const tokenizer = await LlamaTokenizer.fromDir(defaultTinyModelDir());
-    const tokenCycle = tokenizer.encode('{"name": "get_weather", "parameters": {"city": "Paris"}}<|eot_id|>', { addSpecialTokens: false });
-    sim = await startNode({ port: 0, engineInstance: new SimulatedEngine({ numKvBlocks: 512, blockSize: 16, tokenCycle }), log: () => {} });
+    // No end-of-turn token: the engine goes on after the call (text after a call is dropped), so a
+    // stream can show that the call's arguments arrive while the generation still runs.
+    const tokenCycle = tokenizer.encode('{"name": "get_weather", "parameters": {"city": "Paris"}}', { addSpecialTokens: false });
+    sim = await startNode({ port: 0, engineInstance: new SimulatedEngine({ numKvBlocks: 512, blockSize: 16, tokenCycle, stepDelayMs: 2 }), log: () => {} });
   });
   afterAll(async () => {
     await sim?.close();
@@ -274,16 +276,46 @@ describe("function calls (simulated engine emitting a Llama 3.1 JSON tool call)"
     expect(r.output[0]).toMatchObject({ type: "function_call", name: "get_weather", arguments: '{"city": "Paris"}', status: "completed" });
     expect(r.output[0]!.call_id).toMatch(/^call_/);
     const events = await stream({ input: "Weather in Paris?", tools, max_output_tokens: 64 }, sim.url);
-    expect(events.map((e) => e.type)).toEqual([
+    const types = events.map((e) => e.type);
+    const pieces = events.filter((e) => e.type === "response.function_call_arguments.delta");
+    // The arguments arrive piece by piece (one per generated token or so), not in one delta.
+    expect(pieces.length).toBeGreaterThan(1);
+    expect(types).toEqual([
       "response.created",
       "response.in_progress",
       "response.output_item.added",
-      "response.function_call_arguments.delta",
+      ...pieces.map(() => "response.function_call_arguments.delta"),
       "response.function_call_arguments.done",
       "response.output_item.done",
       "response.completed",
     ]);
-    expect(events[4]).toMatchObject({ name: "get_weather", arguments: '{"city": "Paris"}' });
+    expect(events[3 + pieces.length]).toMatchObject({ name: "get_weather", arguments: '{"city": "Paris"}' });
+    // Concatenated, the pieces are the final (and the non-streamed) arguments byte for byte.
+    expect(pieces.map((e) => e.delta).join("")).toBe(r.output[0]!.arguments);
+    expect(events[2]).toMatchObject({ item: { type: "function_call", name: "get_weather", arguments: "", status: "in_progress" } });
+    for (const e of pieces) expect(e).toMatchObject({ item_id: (events[2]!.item as { id: string }).id, output_index: 0 });
+  });
+
+  it("streams a call's arguments while it is still being generated", async () => {
+    const controller = new AbortController();
+    const res = await post("/v1/responses", { model: MODEL, input: "Weather?", tools, max_output_tokens: 3000, stream: true }, sim.url, { signal: controller.signal });
+    const reader = res.body!.getReader();
+    let seen = "";
+    const argsSoFar = () =>
+      parseResponseEvents(seen.slice(0, seen.lastIndexOf("\n\n") + 2))
+        .filter((e) => e.type === "response.function_call_arguments.delta")
+        .map((e) => e.delta)
+        .join("");
+    while (argsSoFar() !== '{"city": "Paris"}') {
+      const { done, value } = await reader.read();
+      expect(done).toBe(false);
+      seen += new TextDecoder().decode(value);
+    }
+    expect(seen).not.toContain("response.function_call_arguments.done");
+    const health = (await (await fetch(sim.url + "/health")).json()) as { running: number };
+    expect(health.running).toBe(1); // thousands of tokens still to go
+    controller.abort();
+    await waitFor(async () => ((await (await fetch(sim.url + "/health")).json()) as { running: number }).running === 0, 10_000, "the request to be cancelled");
   });
 
   it("with tool_choice none the same text is a plain message", async () => {

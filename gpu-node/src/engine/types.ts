@@ -44,7 +44,10 @@ export interface SamplingParams {
 export interface TokenConstraint {
   /** Writes the allowed next tokens into `bitmask`: bit (i & 31) of word i >> 5 set means token i may follow. */
   fillNextTokenBitmask(bitmask: Int32Array): Promise<void>;
-  /** Advances past the sampled token; false when the grammar rejects it. */
+  /**
+   * Advances past the sampled token; false when the grammar rejects it. A grammar that runs
+   * elsewhere may queue the token and return true: its next `fillNextTokenBitmask` then rejects.
+   */
   acceptToken(tokenId: number): boolean;
 }
 

@@ -1,6 +1,5 @@
-import { existsSync } from "node:fs";
-import { fileURLToPath, pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
+import { workerScriptUrl } from "../worker-url.js";
 import { ChatTemplateError } from "./errors.js";
 import type { TokenizeReply, TokenizeTask } from "./tokenizer-thread.js";
 
@@ -95,7 +94,7 @@ export class TokenizerPool {
   }
 
   private spawn(index: number): Slot {
-    const worker = new Worker(workerUrl(), { workerData: { modelDir: this.modelDir } });
+    const worker = new Worker(workerScriptUrl("./tokenizer-thread.js", import.meta.url), { workerData: { modelDir: this.modelDir } });
     worker.unref();
     let markReady!: () => void;
     let failReady!: (e: Error) => void;
@@ -141,13 +140,4 @@ export class TokenizerPool {
     if (hadJob) settle();
     if (!this.closed) this.dispatch();
   }
-}
-
-/** The compiled worker script (when running from TypeScript sources, the built copy in dist/). */
-function workerUrl(): URL {
-  const here = new URL("./tokenizer-thread.js", import.meta.url);
-  if (existsSync(fileURLToPath(here))) return here;
-  const built = fileURLToPath(here).replace(/([\\/])src([\\/])(?!.*[\\/]src[\\/])/, "$1dist$2");
-  if (!existsSync(built)) throw new Error(`the tokenizer's worker script is not built (${built}): run npm run build`);
-  return pathToFileURL(built);
 }

@@ -33,7 +33,10 @@ export async function constraintsFor(ctx: NodeContext, spec: ConstraintSpec, par
 }
 
 function toHttp(err: unknown): never {
-  if (err instanceof ConstraintError) throw new HttpError(400, err.message, { param: err.param, code: err.code });
+  if (err instanceof ConstraintError) {
+    // 503: every grammar thread is busy with live sequences; one frees up as they finish.
+    throw new HttpError(err.status, err.message, { param: err.param, code: err.code, ...(err.status === 503 ? { headers: { "retry-after": "1" } } : {}) });
+  }
   throw err;
 }
 

@@ -61,14 +61,14 @@ export class NodeMetrics {
     });
     this.grammarCompileSeconds = new Histogram({
       name: "seventy:grammar_compile_seconds",
-      help: "Grammar compilations for constrained decoding (cache misses), by constraint kind.",
+      help: "Grammar compilations for constrained decoding (cache misses, on grammar threads; those stopped at the compile timeout count at the timeout), by constraint kind.",
       labelNames: ["kind"],
-      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers,
     });
     this.grammarMaskSeconds = new Histogram({
       name: "seventy:grammar_mask_seconds",
-      help: "Time to compute one constrained sequence's next-token mask over the whole vocabulary.",
+      help: "Time to compute one constrained sequence's next-token mask over the whole vocabulary (on its grammar thread).",
       buckets: [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.05],
       registers,
     });

@@ -5,9 +5,10 @@ import type { Engine, SeqStep, StepBatch, StepResult, TokenConstraint } from "..
  * Wraps an engine so that sequences with a `sample.constraint` can only sample tokens their grammar
  * allows. Per step: the constrained sequences get an `allowedTokens` bitmask, the inner engine's
  * step starts (its forward pass runs on its own thread or timer), the masks are computed meanwhile
- * on this thread, and `masksReady` tells the engine when it may sample. Each grammar advances past
- * its sampled token during the next step's forward pass (before its next mask is computed), so
- * neither cost sits between steps. Batches without constraints pass through untouched.
+ * on the grammar threads (see GrammarCompiler), and `masksReady` tells the engine when it may
+ * sample. Each grammar advances past its sampled token during the next step's forward pass (before
+ * its next mask is computed), so neither cost sits between steps. Batches without constraints pass
+ * through untouched.
  *
  * @example
  * const engine = new ConstrainedEngine(await createEngine(...), config.vocabSize);
@@ -22,8 +23,6 @@ export class ConstrainedEngine implements Engine {
   private pending: Array<{ constraint: TokenConstraint; tokenId: number; seqId: number }> = [];
   /** One reusable mask per live grammar (a step completes before the next begins). */
   private readonly masks = new WeakMap<TokenConstraint, Int32Array>();
-  /** Mask computation time per constrained token, for /metrics and the benchmark. */
-  onMaskTime?: (seconds: number) => void;
 
   constructor(
     readonly inner: Engine,
@@ -63,13 +62,10 @@ export class ConstrainedEngine implements Engine {
     stepping.catch(() => {});
     try {
       // While the engine runs its forward pass: advance every grammar past its previous token, then
-      // compute the masks this step samples under.
+      // compute the masks this step samples under. All are asked for at once: the grammar threads
+      // compute them in parallel (one message per thread), and this thread is free meanwhile.
       this.acceptPending();
-      for (const c of constrained) {
-        const t0 = performance.now();
-        await c.constraint.fillNextTokenBitmask(c.mask);
-        this.onMaskTime?.((performance.now() - t0) / 1000);
-      }
+      await Promise.all(constrained.map((c) => c.constraint.fillNextTokenBitmask(c.mask)));
       release();
     } catch (err) {
       fail(err);

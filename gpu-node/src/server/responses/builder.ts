@@ -5,7 +5,6 @@ import type {
   ResponseOutputMessage,
   ResponseStreamEvent,
   ResponseUsage,
-  ToolCall,
 } from "@seventy/sdk/protocol";
 import type { FinishReason, GenerationUsage } from "../generation.js";
 
@@ -60,13 +59,16 @@ export function initialResponse(id: string, model: string, req: ResponseCreateRe
 /**
  * Builds one response from generated text, and — when streaming — the events that describe it,
  * in OpenAI's order: created, in_progress, output_item.added, content_part.added, output_text.delta…,
- * output_text.done, content_part.done, output_item.done, then completed (or incomplete / failed).
+ * output_text.done, content_part.done, output_item.done, then completed (or incomplete / failed);
+ * for a function call: output_item.added, function_call_arguments.delta… (as the arguments are
+ * generated), function_call_arguments.done, output_item.done.
  * Streamed and non-streamed responses are built by this one class, so they carry the same output.
  */
 export class ResponseBuilder {
   private seq = 0;
   private message: ResponseOutputMessage | null = null;
   private text = "";
+  private readonly calls: ResponseFunctionToolCall[] = [];
 
   constructor(
     readonly response: ResponseObject,
@@ -128,33 +130,46 @@ export class ResponseBuilder {
     this.send({ type: "response.output_item.done", output_index: outputIndex, item: message });
   }
 
-  private addFunctionCall(call: ToolCall): void {
-    const item: ResponseFunctionToolCall = {
-      type: "function_call",
-      id: itemId("fc"),
-      call_id: call.id,
-      name: call.function.name,
-      arguments: "",
-      status: "in_progress",
-    };
+  /**
+   * A function call begins (its name is known): a `function_call` item with empty arguments.
+   * Its arguments follow piece by piece through `appendArguments`, as they are generated.
+   */
+  startFunctionCall(callId: string, name: string): void {
+    const item: ResponseFunctionToolCall = { type: "function_call", id: itemId("fc"), call_id: callId, name, arguments: "", status: "in_progress" };
     const outputIndex = this.response.output.length;
     this.send({ type: "response.output_item.added", output_index: outputIndex, item: { ...item } });
     this.response.output.push(item);
-    const args = call.function.arguments;
-    this.send({ type: "response.function_call_arguments.delta", item_id: item.id, output_index: outputIndex, delta: args });
-    item.arguments = args;
+    this.calls.push(item);
+  }
+
+  /** The next piece of function call `index`'s arguments (the pieces concatenate to the final `arguments`). */
+  appendArguments(index: number, delta: string): void {
+    const item = this.calls[index];
+    if (!item || delta.length === 0) return;
+    item.arguments += delta;
+    this.send({ type: "response.function_call_arguments.delta", item_id: item.id, output_index: this.response.output.indexOf(item), delta });
+  }
+
+  private closeFunctionCall(item: ResponseFunctionToolCall): void {
+    const outputIndex = this.response.output.indexOf(item);
     item.status = "completed";
-    this.send({ type: "response.function_call_arguments.done", item_id: item.id, output_index: outputIndex, name: item.name, arguments: args });
+    this.send({ type: "response.function_call_arguments.done", item_id: item.id, output_index: outputIndex, name: item.name, arguments: item.arguments });
     this.send({ type: "response.output_item.done", output_index: outputIndex, item });
   }
 
+  /** Whether the output is function calls (then the generation's end closes them rather than a message). */
+  get hasFunctionCalls(): boolean {
+    return this.calls.length > 0;
+  }
+
   /** The generation ended: close the output, settle status and usage, send the last event. */
-  finish(reason: FinishReason, usage: GenerationUsage, toolCalls: ToolCall[] | null): ResponseObject {
+  finish(reason: FinishReason, usage: GenerationUsage): ResponseObject {
     const r = this.response;
     const incomplete = reason === "length";
-    if (toolCalls) for (const call of toolCalls) this.addFunctionCall(call);
+    const calls = this.calls.length > 0;
+    if (calls) for (const item of this.calls) this.closeFunctionCall(item);
     else this.closeMessage(incomplete ? "incomplete" : "completed");
-    r.status = incomplete && !toolCalls ? "incomplete" : "completed";
+    r.status = incomplete && !calls ? "incomplete" : "completed";
     r.incomplete_details = r.status === "incomplete" ? { reason: "max_output_tokens" } : null;
     r.usage = responseUsage(usage);
     r.completed_at = Math.floor(Date.now() / 1000);

@@ -1,11 +1,12 @@
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
-import { chatCompletionRequestSchema, responseCreateRequestSchema, type ToolCall } from "@seventy/sdk/protocol";
+import { chatCompletionRequestSchema, responseCreateRequestSchema } from "@seventy/sdk/protocol";
 import { admit, observeRequest } from "../admission.js";
-import { planChat, toolCallsIn, type ChatPlan } from "../chat-route.js";
+import { planChat, type ChatPlan } from "../chat-route.js";
 import type { NodeContext, RequestConn } from "../context.js";
 import { Generation, type FinishReason, type GenerationUsage } from "../generation.js";
 import { HttpError, USAGE_HEADER } from "../http-error.js";
 import { SseWriter } from "../sse.js";
+import { ToolCallStream, type ToolCallEvent } from "../tool-call-stream.js";
 import { initialResponse, ResponseBuilder } from "./builder.js";
 import { toChatParams } from "./to-chat.js";
 
@@ -60,9 +61,16 @@ export async function responses(ctx: NodeContext, body: unknown, conn: RequestCo
   const { spec, tools } = plan;
   const observe = observeRequest(ctx, spec.promptTokenIds.length);
 
-  // With tools, an answer that starts with "{" may be a tool call: hold it until the end to decide,
-  // then find the calls as the chat route does.
-  let held: string | null = tools.length > 0 ? "" : null;
+  // With tools, the text goes through a ToolCallStream as in chat: content as soon as it cannot be a
+  // call, a function_call item as soon as its name is known, then its arguments piece by piece.
+  const toolStream = tools.length > 0 ? new ToolCallStream(tools, plan.makeToolCallId) : null;
+  const apply = (events: ToolCallEvent[]) => {
+    for (const ev of events) {
+      if (ev.type === "content") builder.appendText(ev.text);
+      else if (ev.type === "call") builder.startFunctionCall(ev.id, ev.name);
+      else builder.appendArguments(ev.index, ev.text);
+    }
+  };
   // Stays null when the generation was stopped from outside (the client left, the node shut down).
   let finish: FinishReason | null = null;
   let sse: SseWriter | null = null;
@@ -73,26 +81,21 @@ export async function responses(ctx: NodeContext, body: unknown, conn: RequestCo
   const gen = new Generation(ctx.scheduler, spec, ctx.makeDetokenizer, {
     onToken: observe.onToken,
     onDelta(d) {
-      let text = d.text;
-      if (held !== null) {
-        held += text;
-        const head = held.trimStart();
-        if ((head === "" || head.startsWith("{")) && !d.finishReason) return;
-        text = held;
-        if (!d.finishReason || !head.startsWith("{")) held = null;
+      if (toolStream) {
+        apply(toolStream.push(d.text));
+        if (d.finishReason) apply(toolStream.finish().events);
+      } else {
+        builder.appendText(d.text);
       }
       if (d.finishReason) finish = d.finishReason;
-      if (held === null) builder.appendText(text);
     },
     onDone: (usage) => settle({ usage }),
     onError: (error) => settle({ error }),
   });
 
   const complete = (usage: GenerationUsage, reason: FinishReason) => {
-    const calls: ToolCall[] | null = held !== null ? toolCallsIn(held, tools, plan.makeToolCallId) : null;
-    if (held !== null && !calls) builder.appendText(held);
-    observe.done(calls ? "tool_calls" : reason);
-    return builder.finish(reason, usage, calls);
+    observe.done(builder.hasFunctionCalls ? "tool_calls" : reason);
+    return builder.finish(reason, usage);
   };
   const STOPPED = "The request was stopped before it finished (cancelled, or the node is shutting down).";
 
