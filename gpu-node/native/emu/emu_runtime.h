@@ -42,6 +42,7 @@
 // __device__ global variables, which no kernel uses, would be taken for shared memory).
 #define __shared__ static
 #define __constant__ static const
+#define __align__(n) __attribute__((aligned(n)))
 // The thread bound is encoded as that many 32-thread NOP groups at the kernel's entry (patchable
 // function entry), which the launch reads back; the minimum-blocks hint has no meaning here.
 #define __launch_bounds__(...) EMU_LAUNCH_BOUNDS_(__VA_ARGS__, 0)
@@ -224,7 +225,9 @@ struct MmaLane {
   uint32_t a[4], b[2];
   float c[4];
 };
-enum class MmaKind : uint8_t { M16N8K16_BF16_F32 };
+// The ldmatrix kinds reuse the collective: each lane passes the 16-byte row it addressed in a[0..3]
+// (lanes past 8·num pass nothing) and gets its fragment registers back in a[0..num-1] (ptx.cpp).
+enum class MmaKind : uint8_t { M16N8K16_BF16_F32, LDMATRIX_X1, LDMATRIX_X2, LDMATRIX_X4, LDMATRIX_X1_TRANS, LDMATRIX_X2_TRANS, LDMATRIX_X4_TRANS };
 void mmaSync(MmaKind kind, MmaLane& lane, const void* site);
 // The whole-warp computation of one mma (exposed so the tests can check it against a plain product).
 void mmaCompute(MmaKind kind, MmaLane (&lanes)[32]);
@@ -232,6 +235,8 @@ void mmaCompute(MmaKind kind, MmaLane (&lanes)[32]);
 // Memory accesses the instrumentation does not see (atomics, the PTX stand-ins).
 enum class Access : uint8_t { Read, Write, Atomic };
 void checkAccess(const void* p, size_t bytes, Access a);
+// Whether p lies in the block's shared memory (dynamic, or where static __shared__ variables live).
+bool isSharedAddress(const void* p);
 
 // Reseeds the shuffling of block order and thread turns (default: SEVENTY_EMU_SEED, else 1).
 void setSeed(uint64_t seed);

@@ -470,6 +470,11 @@ void checkAccess(const void* p, size_t n, Access acc) {
   fail("memcheck", "%s of %zu bytes at %p: not device memory (host memory, or another thread's local memory)", accessName(acc), n, p);
 }
 
+bool isSharedAddress(const void* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  return (a >= uintptr_t(g_dynSmem) && a < uintptr_t(g_dynSmem) + kMaxDynSmem) || (a >= g_data.lo && a < g_data.hi);
+}
+
 }  // namespace emu
 
 // ---- the instrumentation's callbacks: -fsanitize=thread's compiler pass calls these for every load and

@@ -125,6 +125,137 @@ static void testMma() {
   report(worst < 1e-6, "ptx mma.sync.m16n8k16.row.col.f32.bf16.bf16.f32 == A·B + C", "max rel err " + std::to_string(worst));
 }
 
+// ---------------------------------------------------------------------------------------------
+// ldmatrix (.x1/.x2/.x4, with and without .trans) against the PTX ISA's fragment table, element by
+// element: matrix i's rows live in shared memory in a scrambled order (row r at slot (5r + 3i) % 8 of
+// its matrix, with the matrices in reverse order) so only the lane → row-address mapping finds them;
+// the expected register of lane (g, t) is written from the table, not from the emulator's code.
+template <int Num, bool Trans>
+__global__ void ldmatrixKernel(uint32_t* out) {
+  __shared__ uint16_t s[4][8][8];
+  const int lane = threadIdx.x;
+  for (int e = lane; e < 256; e += 32) {
+    const int i = e / 64, slot = e / 8 % 8, c = e % 8;
+    const int r = (slot * 5 + (8 - 3 * i % 8) * 5) % 8;  // inverse of slot = (5r + 3i) % 8 (5·5 ≡ 1 mod 8)
+    s[3 - i][slot][c] = uint16_t(i * 64 + r * 8 + c);
+  }
+  __syncthreads();
+  const int i = lane / 8 % Num, r = lane % 8;
+  uint32_t d[Num];
+  emu::ptx::ldmatrix_m8n8_b16<Num, Trans>(d, &s[3 - i][(5 * r + 3 * i) % 8][0], EMU_SITE_);
+  for (int j = 0; j < Num; j++) out[lane * 4 + j] = d[j];
+}
+
+template <int Num, bool Trans>
+static int ldmatrixWrong() {
+  uint32_t* d = devAlloc<uint32_t>(128);
+  SEVENTY_LAUNCH(1, 32, 0, 0, ldmatrixKernel<Num, Trans>)(d);
+  std::vector<uint32_t> h(128);
+  cudaMemcpy(h.data(), d, 512, cudaMemcpyDeviceToHost);
+  cudaFree(d);
+  int bad = 0;
+  for (int lane = 0; lane < 32; lane++) {
+    const int g = lane / 4, t = lane % 4;
+    for (int i = 0; i < Num; i++) {
+      // value i·64 + row·8 + column; .trans hands out column g, rows 2t and 2t+1.
+      const uint32_t lo = Trans ? i * 64 + (2 * t) * 8 + g : i * 64 + g * 8 + 2 * t;
+      const uint32_t hi = Trans ? i * 64 + (2 * t + 1) * 8 + g : i * 64 + g * 8 + 2 * t + 1;
+      bad += h[size_t(lane * 4 + i)] != (lo | hi << 16);
+    }
+  }
+  return bad;
+}
+
+// ldmatrix feeding mma: A (16×16, row-major in shared memory) through .x4, B (16×8, stored as B^T:
+// 8 rows of 16 k) through .x2, and B stored k-major (16 rows of 8 n) through .x2.trans; both products
+// must equal the plain one. This is how the prefill kernels use the pair.
+__global__ void ldmatrixMmaKernel(const uint16_t* A, const uint16_t* Bt, const uint16_t* Bk, float* D) {
+  __shared__ __align__(16) uint16_t sA[16][16], sBt[8][16], sBk[16][8];
+  const int lane = threadIdx.x, g = lane / 4, t = lane % 4;
+  for (int e = lane; e < 256; e += 32) sA[e / 16][e % 16] = A[e];
+  for (int e = lane; e < 128; e += 32) sBt[e / 16][e % 16] = Bt[e], sBk[e / 8][e % 8] = Bk[e];
+  __syncthreads();
+  uint32_t a[4], b[2], bk[2];
+  // matrices: rows 0-7/k 0-7, rows 8-15/k 0-7, rows 0-7/k 8-15, rows 8-15/k 8-15 (a0..a3's order)
+  emu::ptx::ldmatrix_m8n8_b16<4, false>(a, &sA[lane % 16][(lane / 16) * 8], EMU_SITE_);
+  emu::ptx::ldmatrix_m8n8_b16<2, false>(b, &sBt[lane % 8][(lane / 8 % 2) * 8], EMU_SITE_);
+  emu::ptx::ldmatrix_m8n8_b16<2, true>(bk, &sBk[lane % 16][0], EMU_SITE_);
+  float c[4] = {0, 0, 0, 0}, c2[4] = {0, 0, 0, 0};
+  emu::ptx::mma_m16n8k16_row_col_f32_bf16_bf16_f32(c, a, b[0], b[1], EMU_SITE_);
+  emu::ptx::mma_m16n8k16_row_col_f32_bf16_bf16_f32(c2, a, bk[0], bk[1], EMU_SITE_);
+  for (int j = 0; j < 4; j++) {
+    D[(g + (j >> 1) * 8) * 8 + 2 * t + (j & 1)] = c[j];
+    D[128 + (g + (j >> 1) * 8) * 8 + 2 * t + (j & 1)] = c2[j];
+  }
+}
+
+__global__ void ldmatrixGlobalKernel(const uint16_t* p, uint32_t* out, bool global) {
+  __shared__ __align__(16) uint16_t s[8][8];
+  for (int e = threadIdx.x; e < 64; e += 32) s[e / 8][e % 8] = p[e];
+  __syncthreads();
+  uint32_t d[1];
+  emu::ptx::ldmatrix_m8n8_b16<1, false>(d, global ? p + (threadIdx.x % 8) * 8 : &s[threadIdx.x % 8][0], EMU_SITE_);
+  out[threadIdx.x] = d[0];
+}
+
+__global__ void ldmatrixUninitKernel(uint32_t* out, bool skipRow) {
+  __shared__ __align__(16) uint16_t s[8][8];
+  for (int e = threadIdx.x; e < 64; e += 32)
+    if (!(skipRow && e / 8 == 6)) s[e / 8][e % 8] = uint16_t(e);
+  __syncthreads();
+  uint32_t d[1];
+  emu::ptx::ldmatrix_m8n8_b16<1, true>(d, &s[threadIdx.x % 8][0], EMU_SITE_);
+  out[threadIdx.x] = d[0];
+}
+
+static void testLdmatrix() {
+  const int w1 = ldmatrixWrong<1, false>(), w2 = ldmatrixWrong<2, false>(), w4 = ldmatrixWrong<4, false>();
+  const int t1 = ldmatrixWrong<1, true>(), t2 = ldmatrixWrong<2, true>(), t4 = ldmatrixWrong<4, true>();
+  report(w1 + w2 + w4 == 0, "ptx ldmatrix.m8n8.x1/.x2/.x4.b16 == the fragment table",
+         std::to_string(w1) + "/" + std::to_string(w2) + "/" + std::to_string(w4) + " wrong registers");
+  report(t1 + t2 + t4 == 0, "ptx ldmatrix.m8n8.x1/.x2/.x4.trans.b16 == the fragment table",
+         std::to_string(t1) + "/" + std::to_string(t2) + "/" + std::to_string(t4) + " wrong registers");
+
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(-2, 2);
+  std::vector<uint16_t> A(256), Bt(128), Bk(128);
+  for (auto& x : A) x = seventy::floatToBf16(u(rng));
+  for (int n = 0; n < 8; n++)
+    for (int k = 0; k < 16; k++) Bt[size_t(n * 16 + k)] = Bk[size_t(k * 8 + n)] = seventy::floatToBf16(u(rng));
+  uint16_t *dA = devAlloc<uint16_t>(256), *dBt = devAlloc<uint16_t>(128), *dBk = devAlloc<uint16_t>(128);
+  float* dD = devAlloc<float>(256);
+  cudaMemcpy(dA, A.data(), 512, cudaMemcpyHostToDevice);
+  cudaMemcpy(dBt, Bt.data(), 256, cudaMemcpyHostToDevice);
+  cudaMemcpy(dBk, Bk.data(), 256, cudaMemcpyHostToDevice);
+  SEVENTY_LAUNCH(1, 32, 0, 0, ldmatrixMmaKernel)(dA, dBt, dBk, dD);
+  std::vector<float> D(256);
+  cudaMemcpy(D.data(), dD, 1024, cudaMemcpyDeviceToHost);
+  double worst = 0;
+  for (int m = 0; m < 16; m++)
+    for (int n = 0; n < 8; n++) {
+      double ref = 0;
+      for (int k = 0; k < 16; k++) ref += double(seventy::bf16ToFloat(A[size_t(m * 16 + k)])) * seventy::bf16ToFloat(Bt[size_t(n * 16 + k)]);
+      for (int v = 0; v < 2; v++) worst = std::max(worst, std::fabs(ref - D[size_t(v * 128 + m * 8 + n)]) / (std::fabs(ref) + 1e-3));
+    }
+  cudaFree(dA), cudaFree(dBt), cudaFree(dBk), cudaFree(dD);
+  report(worst < 1e-6, "ldmatrix .x4 (A), .x2 (B^T) and .x2.trans (B) feeding mma.m16n8k16 == A·B", "max rel err " + std::to_string(worst));
+
+  expectCheck("ldmatrix from a global (not shared) address", "not in shared memory", [] {
+    uint16_t* p = devAlloc<uint16_t>(64);
+    cudaMemset(p, 0, 128);
+    SEVENTY_LAUNCH(1, 32, 0, 0, ldmatrixGlobalKernel)(p, devAlloc<uint32_t>(32), true);
+  }, [] {
+    uint16_t* p = devAlloc<uint16_t>(64);
+    cudaMemset(p, 0, 128);
+    SEVENTY_LAUNCH(1, 32, 0, 0, ldmatrixGlobalKernel)(p, devAlloc<uint32_t>(32), false);
+  });
+  expectCheck("ldmatrix of a shared row no thread wrote", "initcheck", [] {
+    SEVENTY_LAUNCH(1, 32, 0, 0, ldmatrixUninitKernel)(devAlloc<uint32_t>(32), true);
+  }, [] {
+    SEVENTY_LAUNCH(1, 32, 0, 0, ldmatrixUninitKernel)(devAlloc<uint32_t>(32), false);
+  });
+}
+
 static void testConversions() {
   int bad = 0;
   for (int v = 0; v < 256; v++) {
@@ -424,6 +555,7 @@ static void testSeededOrder() {
 
 int main() {
   testMma();
+  testLdmatrix();
   testConversions();
   testShuffles();
   testChecks();
