@@ -24,4 +24,14 @@ cudaError_t prefillGemmW4(const uint16_t* x, int M, const W4Weight& w, float* y,
 // Whether prefillGemmW4 takes this weight (groupSize % 32 == 0, N % 8 == 0, K % groupSize == 0).
 bool prefillGemmW4Supported(const W4Weight& w);
 
+// ---- prefill_attention.cu: causal GQA attention of query tiles over the paged cache ----
+// A tile is up to 64 consecutive rows of one sequence: tiles[2i] = first row, tiles[2i + 1] = rows.
+// Rows of a tile share tableOffset and have nondecreasing ctxLen (the rows of a prefill chunk, whose
+// ctxLen = pos + 1, past any cached prefix); row m attends to positions [0, ctxLen[m]) as in
+// pagedAttention (same AttentionArgs; numSplits and partial are not used). headDim 16, 32, 64 or 128.
+bool prefillAttentionSupported(int headDim);
+// Splits runs of equal rowSeq (the step plan's rows) into tiles; tiles holds 2·rows entries. Returns the count.
+int prefillAttentionTiles(const int32_t* rowSeq, int rows, int32_t* tiles);
+cudaError_t prefillAttention(const AttentionArgs& a, const int32_t* tiles, int numTiles, cudaStream_t s);
+
 }  // namespace seventy::cuda

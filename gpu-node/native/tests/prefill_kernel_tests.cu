@@ -298,6 +298,98 @@ static void testRejects() {
   report(ok, "prefill gemm rejects shapes it cannot tile", ok ? "invalid value" : "ACCEPTED");
 }
 
+// ---- prefill_attention.cu ----
+// seqs: {cached prefix length, chunk length} per sequence; every chunk row attends causally to its
+// sequence's prefix and the chunk up to itself. A one-row chunk is a decode row riding along.
+struct SeqShape {
+  int prefix, chunk;
+};
+static void testAttention(int nh, int nkv, int hd, int bs, const std::vector<SeqShape>& seqs, bool kvFp8, float qAmp = 1.0f) {
+  std::vector<int32_t> tables, rowSeq, tableOffset, ctxLen;
+  int numBlocks = 3;  // a few blocks nobody uses
+  for (const SeqShape& sq : seqs) numBlocks += (sq.prefix + sq.chunk + bs - 1) / bs;
+  std::vector<int32_t> ids(numBlocks);
+  std::iota(ids.begin(), ids.end(), 0);
+  std::shuffle(ids.begin(), ids.end(), rng);
+  int next = 0;
+  for (size_t i = 0; i < seqs.size(); i++) {
+    const int off = int(tables.size()), total = seqs[i].prefix + seqs[i].chunk;
+    for (int b = 0; b < (total + bs - 1) / bs; b++) tables.push_back(ids[size_t(next++)]);
+    for (int c = 0; c < seqs[i].chunk; c++) {
+      rowSeq.push_back(int(i));
+      tableOffset.push_back(off);
+      ctxLen.push_back(seqs[i].prefix + c + 1);
+    }
+  }
+  const int rows = int(rowSeq.size());
+  std::vector<int32_t> tiles(size_t(2 * rows));
+  const int numTiles = cuda::prefillAttentionTiles(rowSeq.data(), rows, tiles.data());
+  const size_t cacheElems = size_t(numBlocks) * nkv * bs * hd;
+  std::vector<uint16_t> k16, v16;
+  std::vector<uint8_t> k8(cacheElems), v8(cacheElems);
+  if (kvFp8) {
+    std::uniform_int_distribution<int> byte(0, 255);
+    auto code = [&] {  // any e4m3 code but NaN (0x7f / 0xff), as the cache writer never stores one
+      int b;
+      do b = byte(rng);
+      while ((b & 0x7f) == 0x7f);
+      return uint8_t(b);
+    };
+    for (auto& b : k8) b = code();
+    for (auto& b : v8) b = code();
+  } else {
+    k16 = randomBf16(cacheElems, 1.0f);
+    v16 = randomBf16(cacheElems, 1.0f);
+  }
+  auto q = randomBf16(size_t(rows) * nh * hd, qAmp);
+  Dev<uint16_t> dk(kvFp8 ? std::vector<uint16_t>((cacheElems + 1) / 2) : k16), dv(kvFp8 ? std::vector<uint16_t>((cacheElems + 1) / 2) : v16);
+  if (kvFp8) {
+    cudaMemcpy(dk.p, k8.data(), cacheElems, cudaMemcpyHostToDevice);
+    cudaMemcpy(dv.p, v8.data(), cacheElems, cudaMemcpyHostToDevice);
+  }
+  Dev<uint16_t> dq(q), out(size_t(rows) * nh * hd);
+  Dev<int32_t> dt(tables), doff(tableOffset), dctx(ctxLen), dtiles(tiles);
+  out.poison();
+  cuda::AttentionArgs a;
+  a.q = dq.p;
+  a.kCache = dk.p;
+  a.vCache = dv.p;
+  a.blockTables = dt.p;
+  a.tableOffset = doff.p;
+  a.ctxLen = dctx.p;
+  a.out = out.p;
+  a.rows = rows;
+  a.numHeads = nh;
+  a.numKvHeads = nkv;
+  a.headDim = hd;
+  a.blockSize = bs;
+  a.kvFp8 = kvFp8;
+  CHECK_CUDA(cuda::prefillAttention(a, dtiles.p, numTiles, 0));
+  CHECK_CUDA(cudaDeviceSynchronize());
+  // The CPU reference reads the cache as [slot][kvHead·hd] float.
+  const int kvDim = nkv * hd;
+  std::vector<float> kf(size_t(numBlocks) * bs * kvDim), vf(kf.size());
+  for (int b = 0; b < numBlocks; b++)
+    for (int h = 0; h < nkv; h++)
+      for (int sl = 0; sl < bs; sl++)
+        for (int d = 0; d < hd; d++) {
+          const size_t dev = ((size_t(b) * nkv + h) * bs + sl) * hd + d, ref = (size_t(b) * bs + sl) * kvDim + h * hd + d;
+          kf[ref] = kvFp8 ? fp8e4m3ToFloat(k8[dev]) : bf16ToFloat(k16[dev]);
+          vf[ref] = kvFp8 ? fp8e4m3ToFloat(v8[dev]) : bf16ToFloat(v16[dev]);
+        }
+  std::vector<float> ref(size_t(rows) * nh * hd), qf = widen(q);
+  std::vector<double> scratch;
+  for (int r = 0; r < rows; r++)
+    cpu::pagedAttention(ref.data() + size_t(r) * nh * hd, qf.data() + size_t(r) * nh * hd, kf.data(), vf.data(), tables.data() + tableOffset[r],
+                        bs, ctxLen[r] - 1, nh, nkv, hd, scratch);
+  const double e = relErr(widen(out.get()), ref);
+  std::string shapes;
+  for (const SeqShape& sq : seqs) shapes += (shapes.empty() ? "" : ",") + std::to_string(sq.prefix) + "+" + std::to_string(sq.chunk);
+  report(e < 8e-3, "prefill attention heads " + std::to_string(nh) + "/" + std::to_string(nkv) + " hd " + std::to_string(hd) + " bs " +
+                       std::to_string(bs) + (kvFp8 ? " kv-fp8" : "") + " seqs " + shapes + (qAmp != 1.0f ? fmt(" q x%.0f", qAmp) : ""),
+         fmt("err %.2e", e) + " tiles " + std::to_string(numTiles));
+}
+
 int main() {
   const char* only = std::getenv("PREFILL_TESTS_ONLY");
   auto want = [&](const char* g) { return !only || std::strstr(only, g); };
@@ -318,6 +410,15 @@ int main() {
   if (want("w4")) {
     testW4(130, 200, 256, 128);  // row tail, output tail inside a word's tile, two groups of four k-tiles
     testW4(5, 24, 96, 32);       // one k-tile per group
+  }
+  if (want("attention")) {
+    // 130-row chunk: query tiles 64 + 64 + 2; a chunk after a 37-key cached prefix (keys cross the
+    // 64-key tile and 16-key pages off their edges); a decode row; GQA groups of 2 and 4.
+    testAttention(4, 2, 16, 16, {{0, 130}, {37, 70}, {99, 1}}, false);
+    testAttention(8, 2, 32, 7, {{5, 64}, {0, 3}}, false);
+    testAttention(2, 1, 64, 16, {{64, 65}}, true);
+    testAttention(2, 2, 128, 16, {{20, 45}}, false, 30.0f);  // large scores: the running max must shift them
+    testAttention(4, 1, 128, 32, {{70, 9}, {0, 17}}, true);
   }
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;
