@@ -5,6 +5,10 @@ and bf16 matmul peak. Layers that do not fit are not run: the per-layer time is 
 distinct layers as fit and projected to 80 (plus lm_head). Prints "RESULT {json}" lines.
 
   python3 torch_baseline.py [--batches 1,8,32,64] [--ctx 1024]
+
+With --prefill it measures instead the shapes of native/bench/prefill_bench.cu: the GEMMs of one layer
+(fused qkv, o, fused gate/up, down) in bf16 at --prefill-rows rows, causal prefill attention (SDPA with
+GQA) of one sequence and decode attention at batch 32 over contiguous K/V at --prefill-ctx tokens.
 """
 import argparse
 import json
@@ -108,12 +112,51 @@ def lm_head_ms(batch):
     return ms
 
 
+def prefill(rows_list, ctx_list, peak, copy):
+    dev = "cuda"
+    shapes = [((NH + 2 * NKV) * HD, H), (H, NH * HD), (2 * I, H), (H, I)]
+    ws = [torch.randn(n, k, dtype=torch.bfloat16, device=dev) * 0.01 for n, k in shapes]
+    flops_per_row = sum(2 * n * k for n, k in shapes)
+    top = max(rows_list)
+    xs = {k: torch.randn(top, k, dtype=torch.bfloat16, device=dev) for k in {k for _, k in shapes}}
+    for rows in rows_list:
+        ms = median_ms(lambda: [xs[w.shape[1]][:rows] @ w.t() for w in ws], iters=5)
+        tflops = flops_per_row * rows / (ms * 1e-3) / 1e12
+        result(kind="prefill_gemm", engine="torch", format="bf16", rows=rows, layer_ms=ms, tflops=tflops, frac_peak=tflops * 1e12 / peak)
+    del ws, xs
+    torch.cuda.empty_cache()
+    batch = 32
+    for ctx in ctx_list:
+        q = torch.randn(1, NH, ctx, HD, dtype=torch.bfloat16, device=dev)
+        k = torch.randn(1, NKV, ctx, HD, dtype=torch.bfloat16, device=dev)
+        v = torch.randn(1, NKV, ctx, HD, dtype=torch.bfloat16, device=dev)
+        ms = median_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True), iters=5)
+        flops = 4.0 * NH * HD * ctx * (ctx + 1) / 2
+        result(kind="prefill_attention", engine="torch", ctx=ctx, kv="bf16", ms=ms, tflops=flops / (ms * 1e-3) / 1e12,
+               frac_peak=flops / (ms * 1e-3) / peak)
+        q = torch.randn(batch, NH, 1, HD, dtype=torch.bfloat16, device=dev)
+        k = torch.randn(batch, NKV, ctx, HD, dtype=torch.bfloat16, device=dev)
+        v = torch.randn(batch, NKV, ctx, HD, dtype=torch.bfloat16, device=dev)
+        ms = median_ms(lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True), iters=20)
+        nbytes = 2 * batch * ctx * NKV * HD * 2
+        result(kind="decode_attention", engine="torch", ctx=ctx, kv="bf16", batch=batch, ms=ms, tbps=nbytes / (ms * 1e-3) / 1e12,
+               frac_copy=nbytes / (ms * 1e-3) / copy)
+        del q, k, v
+        torch.cuda.empty_cache()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batches", default="1,8,32,64")
     ap.add_argument("--ctx", type=int, default=1024)
+    ap.add_argument("--prefill", action="store_true", help="measure the prefill_bench shapes instead of decode")
+    ap.add_argument("--prefill-rows", default="512,2048,8192")
+    ap.add_argument("--prefill-ctx", default="2048,8192")
     args = ap.parse_args()
     torch.manual_seed(0)
+    if args.prefill:
+        prefill([int(r) for r in args.prefill_rows.split(",")], [int(c) for c in args.prefill_ctx.split(",")], matmul_peak(), copy_bandwidth())
+        return
     name = torch.cuda.get_device_name()
     copy = copy_bandwidth()
     peak = matmul_peak()

@@ -141,6 +141,7 @@ class CudaEngine final : public Engine, private ForwardOps {
     splits_ = attentionSplits(rows_, plan_.maxContext, bucket != 0);
 
     if (!(st = uploadStep(in)).ok()) return st;
+    if (!(st = uploadAttentionTiles(bucket)).ok()) return st;
     if (bucket) {
       if (!(st = launchGraph(bucket)).ok()) return st;
     } else {
@@ -502,6 +503,8 @@ class CudaEngine final : public Engine, private ForwardOps {
       const size_t widest = std::max({Q + 2 * KV, 2 * I, H});
       st = all({deviceAlloc(w4Out_, R * widest), deviceAlloc(w4Work_, cuda::w4GemvWorkspaceBytes(kW4RowChunk, int(std::max({Q, I, H}))) / 4 + 1)});
     }
+    // Query tiles of the prefill attention (at most one per row).
+    if (st.ok()) st = all({deviceAlloc(dAttnTiles_, 2 * T), hostAlloc(hAttnTiles_, 2 * T)});
     return st;
   }
 
@@ -676,6 +679,7 @@ class CudaEngine final : public Engine, private ForwardOps {
     a.blockSize = opt_.blockSize;
     a.numSplits = splits_;
     a.kvFp8 = kvFp8_;
+    if (prefillAttn_) return record(cuda::prefillAttention(a, dAttnTiles_, numAttnTiles_, stream_));
     record(cuda::pagedAttention(a, stream_));
   }
 
@@ -691,6 +695,17 @@ class CudaEngine final : public Engine, private ForwardOps {
   void downProj(int l) override {
     if (layers_[l].w4) return w4ToBf16(act_, c_.intermediateSize, layers_[l].down4, delta_);
     linearBf16(act_, layers_[l].down, delta_);
+  }
+
+  // ---- attention dispatch: eager steps over the threshold run the tiled prefill attention (query tiles
+  // per sequence: a prefill chunk reads each K/V tile once per 64 rows); graph-replayed decode steps
+  // keep the split-K decode kernel (a captured launch cannot change its grid) ----
+  Status uploadAttentionTiles(int bucket) {
+    prefillAttn_ = bucket == 0 && tiled() && cuda::prefillAttentionSupported(c_.headDim);
+    if (!prefillAttn_) return Status::Ok();
+    numAttnTiles_ = cuda::prefillAttentionTiles(plan_.rowSeq.data(), rows_, hAttnTiles_);
+    CU(cudaMemcpyAsync(dAttnTiles_, hAttnTiles_, sizeof(int32_t) * 2 * numAttnTiles_, cudaMemcpyHostToDevice, stream_));
+    return Status::Ok();
   }
 
   // ---- GEMM dispatch: skinny GEMM for decode-sized steps, the tiled prefill GEMM above the threshold ----
@@ -827,6 +842,9 @@ class CudaEngine final : public Engine, private ForwardOps {
   int rows_ = 0, numOut_ = 0, splits_ = 1;
   const int prefillMinRows_ = prefillGemmMinRows();
   int w4Chunk_ = kW4RowChunk;
+  bool prefillAttn_ = false;
+  int numAttnTiles_ = 0;
+  int32_t *dAttnTiles_ = nullptr, *hAttnTiles_ = nullptr;
 };
 
 }  // namespace

@@ -7,7 +7,8 @@
 #   bash gpu-node/native/tests/mutations.sh            # all (about 10 min on 2 cores; not part of npm test)
 #
 # Each mutation runs the kernel_tests groups that cover the mutated code (the whole suite runs once,
-# unmutated, first), stopping at the first failure.
+# unmutated, first), stopping at the first failure; groups spelled "prefill:gemm,w4" run
+# prefill_kernel_tests_emu's groups (PREFILL_TESTS_ONLY) instead.
 #   bash gpu-node/native/tests/mutations.sh rope mask  # only those whose name contains a word given
 #
 # Each mutation is an exact text replacement that must match exactly once, so a source change that
@@ -48,6 +49,17 @@ MUTATIONS=(
   "engine step: context lengths not uploaded|engine|host/cuda_engine.cu|    CU(cudaMemcpyAsync(dRowCtx_, hRowCtx_, R, cudaMemcpyHostToDevice, stream_));
 |"
   "engine graph: padding rows write the KV cache|engine|host/cuda_engine.cu|        hRowSlot_[r] = -1;|        hRowSlot_[r] = 0;"
+  "prefill gemm: removed __syncthreads after the next tile's store|prefill:gemm|kernels/prefill_gemm.cu|    if (kt + 1 < numTiles) storeTile<F>(st, sW[buf ^ 1], sX[buf ^ 1]);
+    __syncthreads();|    if (kt + 1 < numTiles) storeTile<F>(st, sW[buf ^ 1], sX[buf ^ 1]);"
+  "prefill gemm: ldmatrix A rows addressed with the wrong k half|prefill:gemm|kernels/prefill_gemm.cu|(wn * 32 + mt * 16 + (lane & 15)) * kLd + ks * 16 + (lane >> 4) * 8);|(wn * 32 + mt * 16 + (lane & 15)) * kLd + ks * 16 + ((lane >> 3) & 1) * 8);"
+  "prefill gemm: activation row guard off by one|prefill:gemm|kernels/prefill_gemm.cu|st.x = m < o.M && k < o.K|st.x = m <= o.M && k < o.K"
+  "prefill gemm: W4 group scale applied after every k-tile|prefill:w4|kernels/prefill_gemm.cu|if (((kt + 1) * kBK) % o.G == 0) {|if (((kt + 1) * kBK) % 32 == 0) {"
+  "prefill attention: causal mask off by one|prefill:attention|kernels/prefill_attention.cu|const bool live = key < (j < 2 ? ctxA : ctxB);|const bool live = key <= (j < 2 ? ctxA : ctxB);"
+  "prefill attention: V read without ldmatrix .trans|prefill:attention|kernels/prefill_attention.cu|ldsm4<true>(r, sV + |ldsm4<false>(r, sV + "
+  "prefill attention: KV page offset off by one|prefill:attention|kernels/prefill_attention.cu|+ p % a.blockSize) * D + part * kChunk;|+ (p + 1) % a.blockSize) * D + part * kChunk;"
+  "prefill attention: softmax without the running-max shift|prefill:attention|kernels/prefill_attention.cu|      s[nt][0] = exp2f(s[nt][0] - shA);|      s[nt][0] = exp2f(s[nt][0]);"
+  "engine: prefill attention tiles not uploaded|engine|host/cuda_engine.cu|    CU(cudaMemcpyAsync(dAttnTiles_, hAttnTiles_, sizeof(int32_t) * 2 * numAttnTiles_, cudaMemcpyHostToDevice, stream_));
+|"
 )
 
 want() {
@@ -61,10 +73,17 @@ mkdir -p "$SRC" "$BUILD"
 # Copies get the current time (not the original's), so a file restored after a mutation is always rebuilt.
 rsync -r --checksum --delete --exclude build "$NATIVE/" "$SRC/" 2>/dev/null ||
   { rm -rf "$SRC" && mkdir -p "$SRC" && (cd "$NATIVE" && tar --exclude=./build -cf - .) | (cd "$SRC" && tar -m -xf -); }
-build() { cmake --build "$BUILD" -j "$JOBS" --target kernel_tests_emu -- --no-print-directory >"$WORK/build.log" 2>&1; }
+build() { cmake --build "$BUILD" -j "$JOBS" --target kernel_tests_emu prefill_kernel_tests_emu -- --no-print-directory >"$WORK/build.log" 2>&1; }
+# Runs the groups a mutation names: kernel_tests_emu's, or prefill_kernel_tests_emu's ("prefill:...").
+run() {
+  case $1 in
+    prefill:*) PREFILL_TESTS_ONLY=${1#prefill:} timeout 600 "$BUILD/prefill_kernel_tests_emu" ;;
+    *) KERNEL_TESTS_ONLY=$1 KERNEL_TESTS_FAIL_FAST=1 timeout 600 "$BUILD/kernel_tests_emu" ;;
+  esac
+}
 cmake -S "$SRC" -B "$BUILD" -DENGINE_CUDA=OFF -DSEVENTY_EMU=ON -DCMAKE_BUILD_TYPE=Release --log-level=WARNING >/dev/null
 echo "mutations: building the unmutated tests in $WORK"
-if ! build || ! timeout 600 "$BUILD/kernel_tests_emu" >"$WORK/baseline.log" 2>&1; then
+if ! build || ! timeout 600 "$BUILD/kernel_tests_emu" >"$WORK/baseline.log" 2>&1 || ! "$BUILD/prefill_kernel_tests_emu" >>"$WORK/baseline.log" 2>&1; then
   echo "the unmutated sources do not pass; see $WORK/build.log and $WORK/baseline.log"
   exit 1
 fi
@@ -84,7 +103,7 @@ for m in "${MUTATIONS[@]}"; do
   if ! build; then
     how="does not compile"
     result=CAUGHT
-  elif KERNEL_TESTS_ONLY=$groups KERNEL_TESTS_FAIL_FAST=1 timeout 600 "$BUILD/kernel_tests_emu" >"$WORK/run.log" 2>&1; then
+  elif run "$groups" >"$WORK/run.log" 2>&1; then
     result=MISSED
     how="all kernel tests pass"
   else
