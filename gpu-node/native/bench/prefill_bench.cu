@@ -8,6 +8,9 @@
 //     8k tokens as TFLOP/s against the same peak, and decode attention (decode_attention.cu, split-K
 //     as the engine picks it) at 2k and 8k contexts, batch 32, as K/V bytes read per second against
 //     the device's copy bandwidth.
+//   - where the toolkit has cuBLASLt (SEVENTY_HAVE_CUBLASLT, set by CMake when it finds the library),
+//     the same bf16 layer GEMMs through cublasLtMatmul, side by side (comparison only: the engine's
+//     GEMMs are always prefill_gemm.cu).
 //   prefill_bench [--rows 512,2048,8192] [--ctx 2048,8192] [--iters 5]
 // Prints one line per measurement and `RESULT {json}` lines for the device report.
 #include <algorithm>
@@ -25,6 +28,10 @@
 
 #include "kernels.h"
 #include "prefill.h"
+
+#ifdef SEVENTY_HAVE_CUBLASLT
+#include <cublasLt.h>
+#endif
 
 using namespace seventy;
 
@@ -113,6 +120,61 @@ static double mmaPeak(int sms) {
   const double flops = double(blocks) * (threads / 32) * iters * kPeakChains * (2.0 * 16 * 8 * 16);
   return flops / (ms * 1e-3);
 }
+
+#ifdef SEVENTY_HAVE_CUBLASLT
+#define CKLT(x)                                                                            \
+  do {                                                                                     \
+    cublasStatus_t s_ = (x);                                                               \
+    if (s_ != CUBLAS_STATUS_SUCCESS) {                                                     \
+      std::fprintf(stderr, "%s:%d %s: cuBLAS status %d\n", __FILE__, __LINE__, #x, int(s_)); \
+      std::exit(1);                                                                        \
+    }                                                                                      \
+  } while (0)
+
+// y[m, n] = Σ_k x[m, k] · W[n, k] (bf16 in and out, float32 accumulation) with cuBLASLt's heuristic
+// algorithm: in column-major terms yᵀ (N × M) = op(W) · xᵀ with W read as a K × N matrix, transposed.
+struct LtGemm {
+  cublasLtHandle_t h = nullptr;
+  void* workspace = nullptr;
+  size_t wsBytes = size_t(64) << 20;
+  LtGemm() {
+    CKLT(cublasLtCreate(&h));
+    CK(cudaMalloc(&workspace, wsBytes));
+  }
+  ~LtGemm() {
+    cublasLtDestroy(h);
+    cudaFree(workspace);
+  }
+  void run(const uint16_t* x, int M, const void* W, int N, int K, uint16_t* y, cudaStream_t s) {
+    cublasLtMatmulDesc_t op;
+    CKLT(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    CKLT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    CKLT(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    cublasLtMatrixLayout_t la, lb, lc;
+    CKLT(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, K, N, K));
+    CKLT(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, K, M, K));
+    CKLT(cublasLtMatrixLayoutCreate(&lc, CUDA_R_16BF, N, M, N));
+    cublasLtMatmulPreference_t pref;
+    CKLT(cublasLtMatmulPreferenceCreate(&pref));
+    CKLT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsBytes, sizeof wsBytes));
+    cublasLtMatmulHeuristicResult_t best;
+    int found = 0;
+    CKLT(cublasLtMatmulAlgoGetHeuristic(h, op, la, lb, lc, lc, pref, 1, &best, &found));
+    if (found < 1) {
+      std::fprintf(stderr, "cuBLASLt has no algorithm for %d x %d x %d\n", M, N, K);
+      std::exit(1);
+    }
+    const float alpha = 1.0f, beta = 0.0f;
+    CKLT(cublasLtMatmul(h, op, &alpha, W, la, x, lb, &beta, y, lc, y, lc, &best.algo, workspace, wsBytes, s));
+    cublasLtMatmulPreferenceDestroy(pref);
+    cublasLtMatrixLayoutDestroy(la);
+    cublasLtMatrixLayoutDestroy(lb);
+    cublasLtMatrixLayoutDestroy(lc);
+    cublasLtMatmulDescDestroy(op);
+  }
+};
+#endif
 
 static std::vector<int> parseList(const char* s) {
   std::vector<int> v;
@@ -203,6 +265,22 @@ int main(int argc, char** argv) {
       std::printf("RESULT {\"kind\":\"prefill_gemm\",\"format\":\"%s\",\"rows\":%d,\"layer_ms\":%.4f,\"tflops\":%.2f,\"frac_peak\":%.4f}\n", fmt, rows,
                   ms, tflops, tflops * 1e12 / peak);
     }
+#ifdef SEVENTY_HAVE_CUBLASLT
+    if (!w4 && !fp8) {
+      LtGemm lt;
+      for (int rows : rowsList) {
+        const double ms = timeMs(iters, [&] {
+          for (const cuda::LinearWeight& w : lw) lt.run(x, rows, w.data, w.N, w.K, static_cast<uint16_t*>(y), 0);
+        });
+        const double tflops = layerFlopsPerRow * rows / (ms * 1e-3) / 1e12;
+        std::printf("cublasLt gemm bf16 rows %5d: %8.3f ms per layer, %6.1f TFLOP/s, %3.0f%% of the mma.sync peak\n", rows, ms, tflops,
+                    100 * tflops * 1e12 / peak);
+        std::printf("RESULT {\"kind\":\"prefill_gemm\",\"engine\":\"cublasLt\",\"format\":\"bf16\",\"rows\":%d,\"layer_ms\":%.4f,"
+                    "\"tflops\":%.2f,\"frac_peak\":%.4f}\n",
+                    rows, ms, tflops, tflops * 1e12 / peak);
+      }
+    }
+#endif
     for (void* p : owned) cudaFree(p);
   }
   cudaFree(x);
