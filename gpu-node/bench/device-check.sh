@@ -13,7 +13,8 @@
 #      torch on the same shapes, with copy bandwidth and matmul peak measured in the same run; the
 #      decode GEMVs of one 70B layer in bf16, FP8 and W4A16 (quant_bench) against copy bandwidth; the
 #      prefill kernels (prefill_bench: tiled GEMMs against the mma.sync peak, prefill and decode
-#      attention at 2k/8k) next to torch on the same shapes (about 90 s with their tests);
+#      attention at 2k/8k) next to torch on the same shapes (at most 90 s with their tests: the
+#      timeouts of those four steps add up to 90 s);
 #   5. prints one table and appends it to BENCHMARKS.md (card, date, commit).
 #
 # Prepare on a machine with Node first (the tiny model and the reference outputs):
@@ -72,9 +73,9 @@ fi
 say "quantization kernel tests (W4A16, FP8 GEMV, bit-manipulation widening)"
 SEVENTY_CUDA_SYNC_DEBUG=1 run timeout 60 "$BUILD/quant_kernel_tests" || FAILED=1
 say "prefill kernel tests (tiled GEMM bf16/FP8/W4, prefill attention), then under racecheck"
-SEVENTY_CUDA_SYNC_DEBUG=1 run timeout 30 "$BUILD/prefill_kernel_tests" || FAILED=1
+SEVENTY_CUDA_SYNC_DEBUG=1 run timeout 15 "$BUILD/prefill_kernel_tests" || FAILED=1
 if [ "${SANITIZE:-1}" != 0 ] && [ -x "${SANITIZER:-}" ]; then
-  run timeout 40 "$SANITIZER" --tool racecheck --error-exitcode 3 --print-limit 20 "$BUILD/prefill_kernel_tests" || FAILED=1
+  run timeout 25 "$SANITIZER" --tool racecheck --error-exitcode 3 --print-limit 20 "$BUILD/prefill_kernel_tests" || FAILED=1
 fi
 
 if [ -f "$INPUTS/manifest.txt" ]; then
@@ -105,9 +106,9 @@ run timeout 120 "$BUILD/decode_bench" --quant fp8 --kv-cache-dtype fp8 --batches
 say "W4A16 / FP8 / bf16 decode GEMV bandwidth (one 70B layer)"
 run timeout 60 "$BUILD/quant_bench" --batches 1,8 --iters 20 || FAILED=1
 say "prefill benchmark (70B-shaped GEMMs at 512/2048/8192 rows, prefill and decode attention at 2k/8k)"
-run timeout 60 "$BUILD/prefill_bench" --rows 512,2048,8192 --ctx 2048,8192 --iters 5 || FAILED=1
+run timeout 30 "$BUILD/prefill_bench" --rows 512,2048,8192 --ctx 2048,8192 --iters 5 || FAILED=1
 say "torch baseline (prefill shapes)"
-run timeout 30 python3 "$ROOT/gpu-node/bench/torch_baseline.py" --prefill || FAILED=1
+run timeout 20 python3 "$ROOT/gpu-node/bench/torch_baseline.py" --prefill || FAILED=1
 say "torch baseline"
 run timeout 150 python3 "$ROOT/gpu-node/bench/torch_baseline.py" --batches 1,8,32,64 --ctx 1024 || FAILED=1
 

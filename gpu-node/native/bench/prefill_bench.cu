@@ -46,13 +46,19 @@ using namespace seventy;
 
 constexpr int H = 8192, I = 28672, NH = 64, NKV = 8, HD = 128;
 
-// Device bytes with a repeating pseudo-random pattern, each byte masked (keeps bf16 / e4m3 / fp16 finite).
+// Device bytes with a repeating pseudo-random pattern (16 MB, drawn once), each byte masked (keeps
+// bf16 / e4m3 / fp16 finite); `seed` rotates the pattern so tensors differ.
 static void* deviceFill(size_t bytes, uint8_t mask, uint32_t seed) {
+  static const std::vector<uint8_t> pattern = [] {
+    std::vector<uint8_t> p(size_t(16) << 20);
+    std::mt19937 rng(1);
+    for (auto& b : p) b = uint8_t(rng());
+    return p;
+  }();
   void* d = nullptr;
   CK(cudaMalloc(&d, std::max<size_t>(bytes, 16)));
-  std::vector<uint8_t> h(std::min<size_t>(bytes, size_t(64) << 20));
-  std::mt19937 rng(seed);
-  for (auto& b : h) b = uint8_t(rng()) & mask;
+  std::vector<uint8_t> h(std::min(bytes, pattern.size()));
+  for (size_t i = 0; i < h.size(); i++) h[i] = pattern[(i + size_t(seed) * 4099) % pattern.size()] & mask;
   for (size_t off = 0; off < bytes; off += h.size())
     CK(cudaMemcpy(static_cast<uint8_t*>(d) + off, h.data(), std::min(h.size(), bytes - off), cudaMemcpyHostToDevice));
   return d;
