@@ -737,12 +737,20 @@ void retireCopy(const AsyncCopy& c) {
   const uintptr_t a = uintptr_t(c.dst);
   Shadow* sh = sharedShadowOf(a, size_t(c.size));
   for (int i = 0; i < c.size; i++)
-    if (sh[i].gen == g_gen) sh[i].inFlight = 0;
+    sh[i].inFlight = 0;  // (set at issue in this block: a block's groups end with it)
   if (c.srcSize > 0 && !liveDeviceRange(c.src, size_t(c.srcSize)))
     fail("memcheck", "cp.async source [%p, +%d) was freed before the copy completed", static_cast<const void*>(c.src), c.srcSize);
   memcpy(c.dst, c.src, size_t(c.srcSize));
   memset(c.dst + c.srcSize, 0, size_t(c.size - c.srcSize));
-  sharedAccess(sh, a, size_t(c.size), Access::Write);  // lands now: racecheck against the other warps' accesses
+  // Lands now, as a write of this thread in the current barrier interval. Its races were checked at
+  // issue (and any access in between failed): only the shadow's writer is updated.
+  for (int i = 0; i < c.size; i++) {
+    Shadow& s = sh[i];
+    s.written = 1;
+    s.wEpoch = g_block.epoch;
+    s.wThread = uint16_t(g_cur);
+    s.atomic = 0;
+  }
 }
 }  // namespace
 

@@ -171,11 +171,11 @@ struct QkvRope {
 
 // Stages of the cp.async pipeline: 4, or 3 where 4 would pass sm_80's 163 KB of shared memory per block.
 template <int NT, bool FP8>
-constexpr int stagesFor() {
+__host__ __device__ constexpr int stagesFor() {
   return FP8 && NT >= 8 ? 3 : 4;
 }
 template <int NT, bool FP8>
-constexpr int stageBytes() {
+__host__ __device__ constexpr int stageBytes() {
   return kRowsPerBlock * Fmt<FP8>::kWRow + NT * 8 * Fmt<FP8>::kXRow;
 }
 
@@ -197,13 +197,17 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const uint16_t* __rest
   const int64_t rowBytes = int64_t(K) * F::kBytes;
   const int numTiles = int((rowBytes + kTileBytes - 1) / kTileBytes);
 
-  // Rows past N and k past K are zero-filled (src-size 0: nothing is read), so every MMA sees defined data.
+  // The last tile may end early: its chunks (64 bytes of W) past K are neither copied nor multiplied;
+  // inside the last chunk, and for rows past N or M, the copies zero-fill (src-size 0: nothing is read).
+  auto chunksIn = [&](int tile) { return int(min(int64_t(kTileBytes / 64), (rowBytes - int64_t(tile) * kTileBytes + 63) / 64)); };
   auto issueW = [&](int tile, int slot) {
     uint8_t* dst = smem + slot * kStage;
     constexpr int kPieces = kTileBytes / 16;
+    const int pieces = chunksIn(tile) * 4;
 #pragma unroll
     for (int i = threadIdx.x; i < kRowsPerBlock * kPieces; i += kWarps * 32) {
       const int r = i / kPieces, p = i % kPieces, n = row0 + r;
+      if (p >= pieces) continue;
       const int64_t kb = int64_t(tile) * kTileBytes + p * 16;
       const bool ok = n < N && kb < rowBytes;
       cpAsync16(dst + r * F::kWRow + p * 16, ok ? W + int64_t(n) * rowBytes + kb : W, ok ? 16 : 0);
@@ -212,9 +216,11 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const uint16_t* __rest
   auto issueX = [&](int tile, int slot) {
     uint8_t* dst = smem + slot * kStage + kRowsPerBlock * F::kWRow;
     constexpr int kPieces = F::kTileK * 2 / 16;
+    const int pieces = chunksIn(tile) * F::kChunk / 8;
 #pragma unroll
     for (int i = threadIdx.x; i < kMRows * kPieces; i += kWarps * 32) {
       const int m = i / kPieces, p = i % kPieces, k = tile * F::kTileK + p * 8;
+      if (p >= pieces) continue;
       const bool ok = m < M && k < K;
       cpAsync16(dst + m * F::kXRow + p * 16, ok ? x + int64_t(m) * K + k : x, ok ? 16 : 0);
     }
@@ -248,8 +254,10 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const uint16_t* __rest
     cpAsyncCommit();  // (maybe empty: keeps one group per tile for the wait count)
     const uint8_t* ws = smem + (tile % kStages) * kStage;
     const uint8_t* xs = ws + kRowsPerBlock * F::kWRow;
+    const int chunks = chunksIn(tile);
 #pragma unroll
     for (int c = 0; c < kTileBytes / 64; c++) {
+      if (c >= chunks) break;
       const uint4 va = *reinterpret_cast<const uint4*>(ws + (wr + g) * F::kWRow + c * 64 + t * 16);
       const uint4 vb = *reinterpret_cast<const uint4*>(ws + (wr + g + 8) * F::kWRow + c * 64 + t * 16);
       // A fragments of the chunk's kSub MMAs, converted once and reused for every n-tile.

@@ -29,8 +29,20 @@ MUTATIONS=(
     }
     __syncthreads();|      for (int i = 0; i < KEEP; i++) sc[headBase + i][ti] = valid ? v[i] : -INFINITY;  // lanes holding the same head write the same value
     }"
-  "removed __syncthreads (gemv split-K reduction)|gemv|kernels/gemv.cu|  __syncthreads();
-  if (warp != 0) return;|  if (warp != 0) return;"
+  "removed __syncthreads (gemv pipeline: tile landed, slot free)|gemv|kernels/gemv.cu|    __syncthreads();             // everyone's have; and everyone is done with the slot refilled next
+|"
+  "gemv pipeline waits one cp.async group short|gemv|kernels/gemv.cu|    cpAsyncWait<kStages - 2>();|    cpAsyncWait<kStages - 1>();"
+  "gemv pipeline refills the slot being read|gemv|kernels/gemv.cu|      issueW(next, next % kStages);|      issueW(next, tile % kStages);"
+  "gemv x tail guard off by one|gemv|kernels/gemv.cu|      const bool ok = m < M && k < K;|      const bool ok = m < M && k <= K;"
+  "gemv reads x before griddepcontrol.wait (PDL)|engine|kernels/gemv.cu|  pdlWait();
+  for (int st = 0; st < kStages - 1; st++) {
+    if (st < numTiles) issueX(st, st);
+    cpAsyncCommit();
+  }|  for (int st = 0; st < kStages - 1; st++) {
+    if (st < numTiles) issueX(st, st);
+    cpAsyncCommit();
+  }
+  pdlWait();"
   "wrong shuffle mask (warp sum)|rmsnorm|kernels/cuda_common.cuh|for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);|for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0x0000ffffu, v, o);"
   "wrong shuffle lane (attention head reduce-scatter)|attention|kernels/decode_attention.cu|v[i] = keep + __shfl_xor_sync(kFullMask, send, OFF);|v[i] = keep + __shfl_xor_sync(kFullMask, send, OFF / 2 + (OFF == 1));"
   "swapped mma fragment index (bf16 A registers 1 and 2)|gemv|kernels/gemv.cu|          af[s][1] = rb[2 * s];
@@ -39,7 +51,7 @@ MUTATIONS=(
   "swapped mma fragment index (fp8 A halves)|gemv|kernels/gemv.cu|          af[s][0] = fp8x2ToBf16x2(ra[s]);|          af[s][0] = fp8x2ToBf16x2(ra[s] >> 16);"
   "wrong RoPE pair|qkv|kernels/gemv.cu|        float x = acc[nt][h], y = acc[nt][2 + h];|        float x = acc[nt][h], y = acc[nt][3 - h];"
   "RoPE rotation sign|qkv|kernels/gemv.cu|const float rx = x * cs - y * sn, ry = y * cs + x * sn;|const float rx = x * cs + y * sn, ry = y * cs - x * sn;"
-  "gemv row guard off by one|gemv|kernels/gemv.cu|const bool okA = rowA < N, okB = rowB < N;|const bool okA = rowA < N, okB = rowB <= N;"
+  "gemv row guard off by one|gemv|kernels/gemv.cu|      const bool ok = n < N && kb < rowBytes;|      const bool ok = n <= N && kb < rowBytes;"
   "rmsnorm launched past its __launch_bounds__|rmsnorm|kernels/rmsnorm.cu|SEVENTY_LAUNCH(rows, kNormThreads, smem, s, rmsNormResidualKernel)|SEVENTY_LAUNCH(rows, 2 * kNormThreads, smem, s, rmsNormResidualKernel)"
   "sampling: pick not initialised|sampling|kernels/sampling.cu|    if (threadIdx.x == 0) pick = 0x7fffffff;
 |"
