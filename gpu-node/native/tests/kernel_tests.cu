@@ -650,6 +650,7 @@ int main() {
       testGemv(5, 111 * 2, 1024, fp8, false);
       testGemv(19, 333, fp8 ? 2064 : 2056, fp8, true);
       testGemv(64, 1024, 512, fp8, false);
+      testGemv(12, 130, fp8 ? 1552 : 1544, fp8, false);  // 2 n-tiles; pipeline wraps; last tile one 16-byte piece; a block of 2 rows
       testGemv(77, 96, 8192, fp8, false);  // two M slices
     }, [fp8] { testGemv(5, 111 * 2, 1024, fp8, false); });
     group("swiglu", [fp8] {
