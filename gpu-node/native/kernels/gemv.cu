@@ -23,6 +23,7 @@
 #include <cmath>
 
 #include "cuda_common.cuh"
+#include "epilogues.cuh"
 #include "kernels.h"
 #include "pipeline.cuh"
 #include "widen_bits.cuh"
@@ -116,7 +117,7 @@ struct Swiglu {
       for (int h = 0; h < 2; h++) {
         const int m = nt * 8 + 2 * t + h;
         const float gate = acc[nt][h], up = acc[nt][2 + h];
-        if (m < M) y[int64_t(m) * I + j] = toBf16Bits(gate / (1.0f + __expf(-gate)) * up);
+        if (m < M) y[int64_t(m) * I + j] = toBf16Bits(siluMul(gate, up));
       }
   }
 };
@@ -128,10 +129,7 @@ struct QkvRope {
   __device__ void operator()(const float (&acc)[NT][4], int n0, int M, int g, int t) const {
     const int tilesPerHead = a.headDim / 16;
     const int tile = n0 / 16, head = tile / tilesPerHead, jt = tile % tilesPerHead;
-    const int half = a.headDim / 2, lo = 8 * jt + g, hi = lo + half;
-    const bool isQ = head < a.numHeads, isV = head >= a.numHeads + a.numKvHeads;
     if (head >= a.numHeads + 2 * a.numKvHeads) return;
-    const float inv = a.invFreq[lo];
 #pragma unroll
     for (int nt = 0; nt < NT; nt++)
 #pragma unroll
@@ -139,32 +137,7 @@ struct QkvRope {
         const int m = nt * 8 + 2 * t + h;
         if (m >= M) continue;
         float x = acc[nt][h], y = acc[nt][2 + h];
-        if (!isV) {
-          // The angle is rounded to float before cos/sin, as HF does (pos · inv_freq in float32).
-          float sn, cs;
-          sincosf(float(a.positions[m]) * inv, &sn, &cs);
-          const float rx = x * cs - y * sn, ry = y * cs + x * sn;
-          x = rx;
-          y = ry;
-        }
-        if (isQ) {
-          uint16_t* q = a.q + int64_t(m) * a.numHeads * a.headDim + int64_t(head) * a.headDim;
-          q[lo] = toBf16Bits(x);
-          q[hi] = toBf16Bits(y);
-        } else {
-          const int slot = a.slots[m];
-          if (slot < 0) continue;
-          const int kvh = isV ? head - a.numHeads - a.numKvHeads : head - a.numHeads;
-          const int64_t base = ((int64_t(slot / a.blockSize) * a.numKvHeads + kvh) * a.blockSize + slot % a.blockSize) * a.headDim;
-          uint16_t* cache = isV ? a.vCache : a.kCache;
-          if (a.kvFp8) {
-            reinterpret_cast<uint8_t*>(cache)[base + lo] = floatToFp8e4m3(x);
-            reinterpret_cast<uint8_t*>(cache)[base + hi] = floatToFp8e4m3(y);
-          } else {
-            cache[base + lo] = toBf16Bits(x);
-            cache[base + hi] = toBf16Bits(y);
-          }
-        }
+        ropeAndStorePair(a, m, head, 8 * jt + g, x, y);
       }
   }
 };
