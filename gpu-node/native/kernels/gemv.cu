@@ -25,6 +25,7 @@
 #include "cuda_common.cuh"
 #include "epilogues.cuh"
 #include "kernels.h"
+#include "mma_bf16.cuh"
 #include "pipeline.cuh"
 #include "widen_bits.cuh"
 
@@ -34,17 +35,6 @@ namespace {
 constexpr int kWarps = 4;                     // one 16-row tile of W per warp
 constexpr int kRowsPerBlock = 16 * kWarps;
 constexpr int kTileBytes = 256;               // bytes of each W row per pipeline stage: 4 chunks of 64
-
-__device__ __forceinline__ void mmaBf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-#ifdef SEVENTY_EMU
-  emu::ptx::mma_m16n8k16_row_col_f32_bf16_bf16_f32(c, a, b0, b1, EMU_SITE_);
-#else
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-}
 
 __device__ __forceinline__ uint32_t fp8x2ToBf16x2(uint32_t twoBytes) {
 #if defined(SEVENTY_EMU) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 890)

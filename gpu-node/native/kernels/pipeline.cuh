@@ -83,6 +83,26 @@ __device__ __forceinline__ void cpAsync16(void* smem, const void* gmem, int srcB
 #endif
 }
 
+// 8 bytes global → shared through L1 (.ca: the only cp.async of fewer than 16 bytes).
+__device__ __forceinline__ void cpAsync8(void* smem, const void* gmem, int srcBytes = 8) {
+#ifdef SEVENTY_EMU
+  emu::ptx::cp_async_shared_global<8>(smem, gmem, srcBytes);
+#else
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(s), "l"(gmem), "r"(srcBytes) : "memory");
+#endif
+}
+
+// 4 bytes global → shared through L1 (.ca).
+__device__ __forceinline__ void cpAsync4(void* smem, const void* gmem, int srcBytes = 4) {
+#ifdef SEVENTY_EMU
+  emu::ptx::cp_async_shared_global<4>(smem, gmem, srcBytes);
+#else
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(srcBytes) : "memory");
+#endif
+}
+
 __device__ __forceinline__ void cpAsyncCommit() {
 #ifdef SEVENTY_EMU
   emu::ptx::cp_async_commit_group();

@@ -312,6 +312,12 @@ int main() {
   testW4Gemv(17, 24, 256, 64);
   testW4Gemv(2, 264, 96, 32);  // more words than one block's 32 lanes; 3 groups over 3 splits
   testW4Gemv(1, 8, 32, 32);    // one word, one group
+  // The tensor-core kernel's pipeline: 5 tiles through 3 stages, odd words per row (4-byte copies), two blocks;
+  // 4.5 tiles through 4 stages with a group ending mid-tile (8-byte copies); M > 64 in two slices.
+  testW4Gemv(40, 200, 1280, 128);
+  testW4Gemv(12, 144, 1152, 64);
+  testW4Gemv(70, 16, 512, 128);
+  testW4Gemv(3, 40, 96, 24);  // group size not a multiple of 16: the CUDA-core kernel
   testFp8Attention(8, 2, 32, 1);
   testFp8Attention(8, 2, 32, 3);
   testFp8Attention(4, 4, 128, 2);
