@@ -7,7 +7,8 @@
 #   bash gpu-node/native/tests/mutations.sh            # all (about 10 min on 2 cores; not part of npm test)
 #
 # Each mutation runs the kernel_tests groups that cover the mutated code (the whole suite runs once,
-# unmutated, first), stopping at the first failure.
+# unmutated, first), stopping at the first failure; group "quant" runs quant_kernel_tests instead.
+# Do not edit the sources while it runs: each mutation starts from the current file.
 #   bash gpu-node/native/tests/mutations.sh rope mask  # only those whose name contains a word given
 #
 # Each mutation is an exact text replacement that must match exactly once, so a source change that
@@ -22,7 +23,7 @@ BUILD=$WORK/build
 # name | kernel_tests groups to run (KERNEL_TESTS_ONLY) | file (under native/) | original text | mutated text
 MUTATIONS=(
   "paged KV addressing off by one (attention K read)|attention,engine|kernels/decode_attention.cu|kraw[p] = *reinterpret_cast<const uint2*>(a.kCache + base);|kraw[p] = *reinterpret_cast<const uint2*>(a.kCache + base + HD);"
-  "paged KV slot off by one (QKV epilogue cache write)|qkv,engine|kernels/gemv.cu|+ slot % a.blockSize) * a.headDim;|+ (slot + 1) % a.blockSize) * a.headDim;"
+  "paged KV slot off by one (QKV epilogue cache write)|qkv,engine|kernels/epilogues.cuh|+ slot % a.blockSize) * a.headDim;|+ (slot + 1) % a.blockSize) * a.headDim;"
   "removed __syncthreads (rmsnorm partial sums)|rmsnorm|kernels/rmsnorm.cu|  if ((threadIdx.x & 31) == 0) warpSums[threadIdx.x >> 5] = sumSq;
   __syncthreads();|  if ((threadIdx.x & 31) == 0) warpSums[threadIdx.x >> 5] = sumSq;"
   "removed __syncthreads (attention scores before softmax)|attention|kernels/decode_attention.cu|      for (int i = 0; i < KEEP; i++) sc[headBase + i][ti] = valid ? v[i] : -INFINITY;  // lanes holding the same head write the same value
@@ -50,8 +51,13 @@ MUTATIONS=(
           af[s][2] = rb[2 * s];"
   "swapped mma fragment index (fp8 A halves)|gemv|kernels/gemv.cu|          af[s][0] = fp8x2ToBf16x2(ra[s]);|          af[s][0] = fp8x2ToBf16x2(ra[s] >> 16);"
   "wrong RoPE pair|qkv|kernels/gemv.cu|        float x = acc[nt][h], y = acc[nt][2 + h];|        float x = acc[nt][h], y = acc[nt][3 - h];"
-  "RoPE rotation sign|qkv|kernels/gemv.cu|const float rx = x * cs - y * sn, ry = y * cs + x * sn;|const float rx = x * cs + y * sn, ry = y * cs - x * sn;"
+  "RoPE rotation sign|qkv|kernels/epilogues.cuh|const float rx = x * cs - y * sn, ry = y * cs + x * sn;|const float rx = x * cs + y * sn, ry = y * cs - x * sn;"
   "gemv row guard off by one|gemv|kernels/gemv.cu|      const bool ok = n < N && kb < rowBytes;|      const bool ok = n <= N && kb < rowBytes;"
+  "W4 pipeline: removed __syncthreads (tile landed, slot free)|quant|kernels/gemv_w4.cu|    cpAsyncWait<kStages - 2>();
+    __syncthreads();|    cpAsyncWait<kStages - 2>();"
+  "W4 nibble order (AWQ) ignored|quant|kernels/gemv_w4.cu|const int shift = 4 * ((g & 1) * 4 + (g >> 1));|const int shift = 4 * g;"
+  "W4 reads qweight rows without the swizzle|quant|kernels/gemv_w4.cu|ws + r * kW4RowBytes + 8 * w4UnitPos(kb + 4 * t + i, warp)|ws + r * kW4RowBytes + 8 * warp"
+  "W4 last group never scaled in|quant|kernels/gemv_w4.cu|      if ((kb + 16) % G == 0) {|      if ((kb + 16) % G == 0 && kb + 16 < K) {"
   "rmsnorm launched past its __launch_bounds__|rmsnorm|kernels/rmsnorm.cu|SEVENTY_LAUNCH(rows, kNormThreads, smem, s, rmsNormResidualKernel)|SEVENTY_LAUNCH(rows, 2 * kNormThreads, smem, s, rmsNormResidualKernel)"
   "sampling: pick not initialised|sampling|kernels/sampling.cu|    if (threadIdx.x == 0) pick = 0x7fffffff;
 |"
@@ -73,10 +79,10 @@ mkdir -p "$SRC" "$BUILD"
 # Copies get the current time (not the original's), so a file restored after a mutation is always rebuilt.
 rsync -r --checksum --delete --exclude build "$NATIVE/" "$SRC/" 2>/dev/null ||
   { rm -rf "$SRC" && mkdir -p "$SRC" && (cd "$NATIVE" && tar --exclude=./build -cf - .) | (cd "$SRC" && tar -m -xf -); }
-build() { cmake --build "$BUILD" -j "$JOBS" --target kernel_tests_emu -- --no-print-directory >"$WORK/build.log" 2>&1; }
+build() { cmake --build "$BUILD" -j "$JOBS" --target kernel_tests_emu quant_kernel_tests_emu -- --no-print-directory >"$WORK/build.log" 2>&1; }
 cmake -S "$SRC" -B "$BUILD" -DENGINE_CUDA=OFF -DSEVENTY_EMU=ON -DCMAKE_BUILD_TYPE=Release --log-level=WARNING >/dev/null
 echo "mutations: building the unmutated tests in $WORK"
-if ! build || ! timeout 600 "$BUILD/kernel_tests_emu" >"$WORK/baseline.log" 2>&1; then
+if ! build || ! timeout 600 "$BUILD/kernel_tests_emu" >"$WORK/baseline.log" 2>&1 || ! timeout 600 "$BUILD/quant_kernel_tests_emu" >>"$WORK/baseline.log" 2>&1; then
   echo "the unmutated sources do not pass; see $WORK/build.log and $WORK/baseline.log"
   exit 1
 fi
@@ -96,7 +102,8 @@ for m in "${MUTATIONS[@]}"; do
   if ! build; then
     how="does not compile"
     result=CAUGHT
-  elif KERNEL_TESTS_ONLY=$groups KERNEL_TESTS_FAIL_FAST=1 timeout 600 "$BUILD/kernel_tests_emu" >"$WORK/run.log" 2>&1; then
+  elif if [ "$groups" = quant ]; then timeout 600 "$BUILD/quant_kernel_tests_emu"; else
+         KERNEL_TESTS_ONLY=$groups KERNEL_TESTS_FAIL_FAST=1 timeout 600 "$BUILD/kernel_tests_emu"; fi >"$WORK/run.log" 2>&1; then
     result=MISSED
     how="all kernel tests pass"
   else
