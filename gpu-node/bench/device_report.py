@@ -70,6 +70,22 @@ def main():
         for r in sorted(gemv, key=lambda r: (r["format"], r["batch"])):
             lines.append(f"| {r['format']} | {r['batch']} | {r['layer_ms']:.3f} | {r['mb']:.0f} | {r['tbps']:.2f} | {100 * r['frac_copy']:.0f}% |")
         lines.append("")
+    ops = [r for r in results if r["kind"] == "gemv_op"]
+    if ops:
+        batches = sorted({r["batch"] for r in ops})
+        lines.append("Each decode GEMV alone (one launch; µs and fraction of copy bandwidth; seventy's bf16/fp8 GEMV is the "
+                     "cp.async-pipelined tensor-core kernel, w4a16 the AWQ GEMV):")
+        lines.append("")
+        lines.append("| weights | op | N × K | " + " | ".join(f"batch {b}" for b in batches) + " |")
+        lines.append("|---|---|---|" + "---:|" * len(batches))
+        by = {(r["format"], r["op"], r["batch"]): r for r in ops}
+        for fmt_, op, n, k in sorted({(r["format"], r["op"], r["N"], r["K"]) for r in ops}, key=lambda t: (t[0], "qkvogud".find(t[1][0]) if t[1] else 0)):
+            cells = []
+            for b in batches:
+                r = by.get((fmt_, op, b))
+                cells.append(f"{r['us']:.0f} µs ({100 * r['frac_copy']:.0f}%)" if r else "")
+            lines.append(f"| {fmt_} | {op} | {n} × {k} | " + " | ".join(cells) + " |")
+        lines.append("")
     ceil_prefill = next((r for r in results if r["kind"] == "prefill_ceilings"), {})
     pg = [r for r in results if r["kind"] == "prefill_gemm"]
     if pg:

@@ -2,7 +2,9 @@
 decode layers in bf16 (plain torch ops, SDPA with GQA over a contiguous KV cache, the step captured in
 a CUDA graph), at batch 1, 8, 32, 64 with 1k-token contexts; plus the card's measured copy bandwidth
 and bf16 matmul peak. Layers that do not fit are not run: the per-layer time is measured on as many
-distinct layers as fit and projected to 80 (plus lm_head). Prints "RESULT {json}" lines.
+distinct layers as fit and projected to 80 (plus lm_head). Also the decode GEMVs of one layer (q, k, v,
+o, gate, up, down; torch.matmul in bf16) at the same batches, as native/bench/quant_bench.cu times
+its own. Prints "RESULT {json}" lines.
 
   python3 torch_baseline.py [--batches 1,8,32,64] [--ctx 1024]
 
@@ -112,6 +114,25 @@ def lm_head_ms(batch):
     return ms
 
 
+GEMV_SHAPES = [("q", NH * HD, H), ("k", NKV * HD, H), ("v", NKV * HD, H), ("o", H, NH * HD), ("gate", I, H), ("up", I, H), ("down", H, I)]
+
+
+def gemvs(batches, copy):
+    ws = [(name, n, k, torch.randn(n, k, dtype=torch.bfloat16, device="cuda") * 0.01) for name, n, k in GEMV_SHAPES]
+    total = sum(2 * n * k for _, n, k, _ in ws)
+    for batch in batches:
+        x = {k: torch.randn(batch, k, dtype=torch.bfloat16, device="cuda") for k in {H, I}}
+        ms = median_ms(lambda: [x[k] @ w.t() for _, _, k, w in ws], iters=20)
+        tbps = total / (ms * 1e-3) / 1e12
+        result(kind="gemv", format="torch bf16", batch=batch, layer_ms=ms, mb=total / 1e6, tbps=tbps, frac_copy=tbps * 1e12 / copy)
+        for name, n, k, w in ws:
+            op_ms = median_ms(lambda: x[k] @ w.t(), iters=20)
+            op_tbps = 2 * n * k / (op_ms * 1e-3) / 1e12
+            result(kind="gemv_op", format="torch bf16", op=name, N=n, K=k, batch=batch, us=op_ms * 1e3, tbps=op_tbps, frac_copy=op_tbps * 1e12 / copy)
+    del ws
+    torch.cuda.empty_cache()
+
+
 def prefill(rows_list, ctx_list, peak, copy):
     dev = "cuda"
     shapes = [((NH + 2 * NKV) * HD, H), (H, NH * HD), (2 * I, H), (H, I)]
@@ -161,6 +182,7 @@ def main():
     copy = copy_bandwidth()
     peak = matmul_peak()
     result(kind="ceilings", device=name, copy_tbps=copy / 1e12, matmul_tflops=peak / 1e12)
+    gemvs([int(b) for b in args.batches.split(",")], copy)
     layer_params = H * (NH + 2 * NKV) * HD + H * NH * HD + 2 * I * H + I * H
     for batch in [int(b) for b in args.batches.split(",")]:
         kv_layer = 2 * batch * NKV * args.ctx * HD * 2

@@ -57,4 +57,34 @@ inline void ldmatrix_m8n8_b16(uint32_t (&d)[Num], const void* p, const void* sit
   for (int i = 0; i < Num; i++) d[i] = l.a[i];
 }
 
+// ---- asynchronous copies and programmatic dependent launch ----
+
+// cp.async.{ca,cg}.shared.global [dst], [src], cp-size{, src-size} (§9.7.9.25.3.1 "cp.async"):
+// copies cp-size (4, 8 or 16; .cg only 16) bytes from global to shared memory asynchronously; with
+// src-size < cp-size only src-size bytes are read and the rest of dst is zero-filled. Both addresses
+// must be cp-size aligned. The copy joins the thread's open group and is complete only after a
+// cp.async.wait_group / wait_all that covers it (§9.7.9.25.3.3, .4): the emulator performs it there.
+template <int CpSize>
+inline void cp_async_shared_global(void* dst, const void* src, int srcSize = CpSize) {
+  static_assert(CpSize == 4 || CpSize == 8 || CpSize == 16, "cp.async copies 4, 8 or 16 bytes");
+  cpAsync(dst, src, CpSize, srcSize);
+}
+// cp.async.commit_group (§9.7.9.25.3.2): closes the thread's open cp.async's into one group (maybe empty).
+inline void cp_async_commit_group() { cpAsyncCommitGroup(); }
+// cp.async.wait_group N (§9.7.9.25.3.3): waits until at most N of the thread's most recent groups are
+// pending; earlier groups' copies are then complete and visible to the executing thread.
+inline void cp_async_wait_group(int n) { cpAsyncWaitGroup(n); }
+// cp.async.wait_all (§9.7.9.25.3.3): commit_group followed by wait_group 0.
+inline void cp_async_wait_all() {
+  cpAsyncCommitGroup();
+  cpAsyncWaitGroup(0);
+}
+
+// griddepcontrol.wait (§9.7.13.13 "griddepcontrol"): waits until the prerequisite grids in flight have
+// completed and their memory operations are visible. Launches run one after another here; a programmatic
+// launch's thread that touched the previous kernel's output before this call has already failed.
+inline void griddepcontrol_wait() { gridDepWait(); }
+// griddepcontrol.launch_dependents (§9.7.13.13): lets the dependent grid launch early; no effect here.
+inline void griddepcontrol_launch_dependents() { gridDepLaunchDependents(); }
+
 }  // namespace emu::ptx

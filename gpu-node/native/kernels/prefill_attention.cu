@@ -16,6 +16,8 @@
 #include <cmath>
 
 #include "cuda_common.cuh"
+#include "ldmatrix.cuh"
+#include "mma_bf16.cuh"
 #include "prefill.h"
 #include "widen_bits.cuh"
 
@@ -26,34 +28,6 @@ constexpr int kQTile = 64;  // query rows per block
 constexpr int kKTile = 64;  // keys per tile
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
-
-__device__ __forceinline__ void mmaBf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-#ifdef SEVENTY_EMU
-  emu::ptx::mma_m16n8k16_row_col_f32_bf16_bf16_f32(c, a, b0, b1, EMU_SITE_);
-#else
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-}
-
-template <bool Trans>
-__device__ __forceinline__ void ldsm4(uint32_t (&d)[4], const uint16_t* p) {
-#ifdef SEVENTY_EMU
-  emu::ptx::ldmatrix_m8n8_b16<4, Trans>(d, p, EMU_SITE_);
-#else
-  const uint32_t a = uint32_t(__cvta_generic_to_shared(p));
-  if constexpr (Trans)
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
-                 : "r"(a));
-  else
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
-                 : "r"(a));
-#endif
-}
 
 __device__ __forceinline__ uint4 widenFp8x8(uint32_t lo, uint32_t hi) {
   return make_uint4(fp8x2ToBf16x2Bits(lo), fp8x2ToBf16x2Bits(lo >> 16), fp8x2ToBf16x2Bits(hi), fp8x2ToBf16x2Bits(hi >> 16));
@@ -78,7 +52,7 @@ __global__ void __launch_bounds__(kThreads) prefillAttentionKernel(AttentionArgs
   __syncthreads();
   uint32_t qf[D / 16][4];
 #pragma unroll
-  for (int kk = 0; kk < D / 16; kk++) ldsm4<false>(qf[kk], sK + (warp * 16 + (lane & 15)) * kLd + kk * 16 + (lane >> 4) * 8);
+  for (int kk = 0; kk < D / 16; kk++) ldmatrixX4<false>(qf[kk], sK + (warp * 16 + (lane & 15)) * kLd + kk * 16 + (lane >> 4) * 8);
 
   const int rowA = warp * 16 + g, rowB = rowA + 8;
   const int ctxA = rowA < nRows ? a.ctxLen[r0 + rowA] : 0, ctxB = rowB < nRows ? a.ctxLen[r0 + rowB] : 0;
@@ -131,7 +105,7 @@ __global__ void __launch_bounds__(kThreads) prefillAttentionKernel(AttentionArgs
 #pragma unroll
       for (int np = 0; np < 4; np++) {
         uint32_t r[4];
-        ldsm4<false>(r, sK + (np * 16 + (lane >> 4) * 8 + (lane & 7)) * kLd + kk * 16 + ((lane >> 3) & 1) * 8);
+        ldmatrixX4<false>(r, sK + (np * 16 + (lane >> 4) * 8 + (lane & 7)) * kLd + kk * 16 + ((lane >> 3) & 1) * 8);
         mmaBf16(s[2 * np], qf[kk], r[0], r[1]);
         mmaBf16(s[2 * np + 1], qf[kk], r[2], r[3]);
       }
@@ -186,7 +160,7 @@ __global__ void __launch_bounds__(kThreads) prefillAttentionKernel(AttentionArgs
 #pragma unroll
       for (int dp = 0; dp < D / 16; dp++) {
         uint32_t r[4];
-        ldsm4<true>(r, sV + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * kLd + dp * 16 + (lane >> 4) * 8);
+        ldmatrixX4<true>(r, sV + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * kLd + dp * 16 + (lane >> 4) * 8);
         mmaBf16(o[2 * dp], pa, r[0], r[1]);
         mmaBf16(o[2 * dp + 1], pa, r[2], r[3]);
       }

@@ -25,6 +25,9 @@
 #include <cuda_fp8.h>
 
 #include "cuda_common.cuh"
+#include "epilogues.cuh"
+#include "ldmatrix.cuh"
+#include "mma_bf16.cuh"
 #include "prefill.h"
 #include "widen_bits.cuh"
 
@@ -42,35 +45,6 @@ constexpr int kWTile = kBN * kLd;  // elements of one weight buffer (≥ kBK · 
 static_assert(kBK * kLdT <= kWTile, "the W4 tile fits the weight buffer");
 
 enum class Fmt { BF16, FP8, W4 };
-
-__device__ __forceinline__ void mmaBf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-#ifdef SEVENTY_EMU
-  emu::ptx::mma_m16n8k16_row_col_f32_bf16_bf16_f32(c, a, b0, b1, EMU_SITE_);
-#else
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-}
-
-// Four 8×8 b16 matrices; lanes 8i..8i+7 address the rows of matrix i (16 bytes each, in shared memory).
-template <bool Trans>
-__device__ __forceinline__ void ldsm4(uint32_t (&d)[4], const uint16_t* p) {
-#ifdef SEVENTY_EMU
-  emu::ptx::ldmatrix_m8n8_b16<4, Trans>(d, p, EMU_SITE_);
-#else
-  const uint32_t a = uint32_t(__cvta_generic_to_shared(p));
-  if constexpr (Trans)
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
-                 : "r"(a));
-  else
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
-                 : "r"(a));
-#endif
-}
 
 __device__ __forceinline__ uint32_t fp8x2ToBf16x2(uint32_t twoBytes) {
 #if defined(SEVENTY_EMU) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 890)
@@ -170,7 +144,7 @@ __device__ __forceinline__ void storeTile(const Staged& st, uint16_t* sW, uint16
 }
 
 // Epilogues get, per 16-row weight tile, acc[nt][j]: weight row n0 + g + 8·(j ≥ 2), activation row
-// mBase + 8·nt + 2t + (j & 1). The math and rounding are gemv.cu's epilogues', row for row.
+// mBase + 8·nt + 2t + (j & 1). The math and rounding are gemv.cu's (epilogues.cuh), row for row.
 struct StoreBf16 {
   uint16_t* y;
   int N;
@@ -211,8 +185,7 @@ struct Swiglu {
 #pragma unroll
       for (int h = 0; h < 2; h++) {
         const int m = mBase + nt * 8 + 2 * t + h;
-        const float gate = acc[nt][h], up = acc[nt][2 + h];
-        if (m < M) y[int64_t(m) * I + j] = toBf16Bits(gate / (1.0f + __expf(-gate)) * up);
+        if (m < M) y[int64_t(m) * I + j] = toBf16Bits(siluMul(acc[nt][h], acc[nt][2 + h]));
       }
   }
 };
@@ -222,43 +195,14 @@ struct QkvRope {
   QkvRopeArgs a;
   __device__ void operator()(const float (&acc)[4][4], int n0, int mBase, int M, int g, int t) const {
     const int tilesPerHead = a.headDim / 16;
-    const int tile = n0 / 16, head = tile / tilesPerHead, jt = tile % tilesPerHead;
-    const int half = a.headDim / 2, lo = 8 * jt + g, hi = lo + half;
-    const bool isQ = head < a.numHeads, isV = head >= a.numHeads + a.numKvHeads;
+    const int tile = n0 / 16, head = tile / tilesPerHead, lo = 8 * (tile % tilesPerHead) + g;
     if (head >= a.numHeads + 2 * a.numKvHeads) return;
-    const float inv = a.invFreq[lo];
 #pragma unroll
     for (int nt = 0; nt < 4; nt++)
 #pragma unroll
       for (int h = 0; h < 2; h++) {
         const int m = mBase + nt * 8 + 2 * t + h;
-        if (m >= M) continue;
-        float x = acc[nt][h], y = acc[nt][2 + h];
-        if (!isV) {
-          float sn, cs;
-          sincosf(float(a.positions[m]) * inv, &sn, &cs);  // the angle rounded to float first, as HF
-          const float rx = x * cs - y * sn, ry = y * cs + x * sn;
-          x = rx;
-          y = ry;
-        }
-        if (isQ) {
-          uint16_t* q = a.q + int64_t(m) * a.numHeads * a.headDim + int64_t(head) * a.headDim;
-          q[lo] = toBf16Bits(x);
-          q[hi] = toBf16Bits(y);
-        } else {
-          const int slot = a.slots[m];
-          if (slot < 0) continue;
-          const int kvh = isV ? head - a.numHeads - a.numKvHeads : head - a.numHeads;
-          const int64_t base = ((int64_t(slot / a.blockSize) * a.numKvHeads + kvh) * a.blockSize + slot % a.blockSize) * a.headDim;
-          uint16_t* cache = isV ? a.vCache : a.kCache;
-          if (a.kvFp8) {
-            reinterpret_cast<uint8_t*>(cache)[base + lo] = floatToFp8e4m3(x);
-            reinterpret_cast<uint8_t*>(cache)[base + hi] = floatToFp8e4m3(y);
-          } else {
-            cache[base + lo] = toBf16Bits(x);
-            cache[base + hi] = toBf16Bits(y);
-          }
-        }
+        if (m < M) ropeAndStorePair(a, m, head, lo, acc[nt][h], acc[nt][2 + h]);
       }
   }
 };
@@ -307,14 +251,14 @@ __global__ void __launch_bounds__(kThreads) prefillGemmKernel(Operands o, Epi ep
 #pragma unroll
       for (int mt = 0; mt < 2; mt++) {
         if constexpr (F == Fmt::W4)
-          ldsm4<true>(af[mt], w + (ks * 16 + (lane >> 4) * 8 + (lane & 7)) * kLdT + wn * 32 + mt * 16 + ((lane >> 3) & 1) * 8);
+          ldmatrixX4<true>(af[mt], w + (ks * 16 + (lane >> 4) * 8 + (lane & 7)) * kLdT + wn * 32 + mt * 16 + ((lane >> 3) & 1) * 8);
         else
-          ldsm4<false>(af[mt], w + (wn * 32 + mt * 16 + (lane & 15)) * kLd + ks * 16 + (lane >> 4) * 8);
+          ldmatrixX4<false>(af[mt], w + (wn * 32 + mt * 16 + (lane & 15)) * kLd + ks * 16 + (lane >> 4) * 8);
       }
 #pragma unroll
       for (int np = 0; np < 2; np++) {
         uint32_t r[4];
-        ldsm4<false>(r, xs + (wm * 32 + np * 16 + (lane >> 4) * 8 + (lane & 7)) * kLd + ks * 16 + ((lane >> 3) & 1) * 8);
+        ldmatrixX4<false>(r, xs + (wm * 32 + np * 16 + (lane >> 4) * 8 + (lane & 7)) * kLd + ks * 16 + ((lane >> 3) & 1) * 8);
         bf[2 * np][0] = r[0];
         bf[2 * np][1] = r[1];
         bf[2 * np + 1][0] = r[2];

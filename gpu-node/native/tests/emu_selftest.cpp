@@ -553,6 +553,111 @@ static void testSeededOrder() {
   report(a != b && a == a2, "block order is shuffled by the seed (and reproducible)");
 }
 
+// ---------------------------------------------------------------------------------------------
+// cp.async and programmatic dependent launch. The copy is performed when the issuing thread's
+// wait_group retires its group; until then any access to its bytes fails. Functional: pieces of 4, 8 and
+// 16 bytes, partial src-size (zero fill) and two groups retired one at a time.
+__global__ void cpAsyncCopyKernel(const uint32_t* src, uint32_t* out) {
+  __shared__ uint4 bufV[2][32];
+  uint32_t (*buf)[4 * 32] = reinterpret_cast<uint32_t (*)[4 * 32]>(bufV);
+  const int t = threadIdx.x;
+  // group 0: 16 bytes per thread, the last thread reads only 8 of them (the other 8 zero-filled)
+  emu::ptx::cp_async_shared_global<16>(&buf[0][4 * t], src + 4 * t, t == 31 ? 8 : 16);
+  emu::ptx::cp_async_commit_group();
+  // group 1: one 8-byte and two 4-byte pieces
+  emu::ptx::cp_async_shared_global<8>(&buf[1][4 * t], src + 128 + 4 * t);
+  emu::ptx::cp_async_shared_global<4>(&buf[1][4 * t + 2], src + 128 + 4 * t + 2);
+  emu::ptx::cp_async_shared_global<4>(&buf[1][4 * t + 3], src + 128 + 4 * t + 3, 0);
+  emu::ptx::cp_async_commit_group();
+  emu::ptx::cp_async_wait_group(1);  // group 0 only
+  for (int i = 0; i < 4; i++) out[4 * t + i] = buf[0][4 * t + i];
+  emu::ptx::cp_async_wait_all();
+  for (int i = 0; i < 4; i++) out[128 + 4 * t + i] = buf[1][4 * t + i];
+}
+
+// mode 0: correct (wait, barrier, read the other warp's bytes); 1: reads a group that is still pending;
+// 2: no barrier between the other warp's wait and the read; 3: refills a buffer the other warp still
+// reads (no barrier before the next cp.async).
+__global__ void cpAsyncPipelineKernel(const uint32_t* src, uint32_t* out, int mode) {
+  __shared__ uint32_t buf[2][64];
+  const int t = threadIdx.x, o = (t + 32) % 64;
+  emu::ptx::cp_async_shared_global<4>(&buf[0][t], src + t);
+  emu::ptx::cp_async_commit_group();
+  emu::ptx::cp_async_shared_global<4>(&buf[1][t], src + 64 + t);
+  emu::ptx::cp_async_commit_group();
+  if (mode == 2) __syncthreads();
+  emu::ptx::cp_async_wait_group(mode == 1 ? 1 : 0);
+  if (mode != 2) __syncthreads();
+  uint32_t v = buf[0][o] + buf[1][o];
+  if (mode != 3) __syncthreads();
+  emu::ptx::cp_async_shared_global<4>(&buf[0][t], src + 128 + t);
+  emu::ptx::cp_async_wait_all();
+  __syncthreads();
+  out[t] = v + buf[0][o];
+}
+
+__global__ void pdlWriterKernel(int* out, int n) {
+  for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = 3 * i;
+}
+__global__ void pdlReaderKernel(const int* in, const int* weights, int* out, int n, bool waitFirst) {
+  const int i = threadIdx.x;
+  const int w = weights[i];  // not written by the previous kernel: legal before the wait
+  if (waitFirst) emu::ptx::griddepcontrol_wait();
+  const int v = in[i];
+  if (!waitFirst) emu::ptx::griddepcontrol_wait();
+  out[i] = v + w;
+}
+
+static void testAsyncCopyAndPdl() {
+  {
+    std::vector<uint32_t> h(3 * 128);
+    for (size_t i = 0; i < h.size(); i++) h[i] = uint32_t(i * 2654435761u);
+    uint32_t* src = devAlloc<uint32_t>(h.size());
+    uint32_t* out = devAlloc<uint32_t>(256);
+    cudaMemcpy(src, h.data(), h.size() * 4, cudaMemcpyHostToDevice);
+    SEVENTY_LAUNCH(1, 32, 0, 0, cpAsyncCopyKernel)(src, out);
+    std::vector<uint32_t> r(256);
+    cudaMemcpy(r.data(), out, 256 * 4, cudaMemcpyDeviceToHost);
+    int bad = 0;
+    for (int i = 0; i < 128; i++) bad += r[size_t(i)] != (i >= 126 ? 0u : h[size_t(i)]);
+    for (int i = 0; i < 128; i++) bad += r[size_t(128 + i)] != (i % 4 == 3 ? 0u : h[size_t(128 + i)]);
+    report(bad == 0, "cp.async 4/8/16 bytes, zero fill, groups retired in order", std::to_string(bad) + " wrong words");
+    cudaFree(src);
+    cudaFree(out);
+  }
+  auto pipeline = [](int mode) {
+    return [mode] {
+      uint32_t* src = devAlloc<uint32_t>(192);
+      uint32_t* out = devAlloc<uint32_t>(64);
+      cudaMemset(src, 1, 192 * 4);
+      SEVENTY_LAUNCH(1, 64, 0, 0, cpAsyncPipelineKernel)(src, out, mode);
+    };
+  };
+  expectCheck("shared read of a cp.async group not yet waited for", "cp.async check", pipeline(1), pipeline(0));
+  // The other warp's copy is either still in flight or landed without a barrier: either check may fire.
+  expectCheck("cp.async data read with no barrier after the writer's wait", "check FAILED", pipeline(2), pipeline(0));
+  expectCheck("cp.async refilling a buffer another warp still reads", "check FAILED", pipeline(3), pipeline(0));
+  auto pdl = [](bool waitFirst, bool programmatic) {
+    return [waitFirst, programmatic] {
+      int* a = devAlloc<int>(64);
+      int* w = devAlloc<int>(64);
+      int* b = devAlloc<int>(64);
+      cudaMemset(w, 0, 64 * 4);
+      SEVENTY_LAUNCH(1, 64, 0, 0, pdlWriterKernel)(a, 64);
+      if (programmatic) SEVENTY_LAUNCH_PDL(1, 64, 0, 0, pdlReaderKernel)(a, w, b, 64, waitFirst);
+      else SEVENTY_LAUNCH(1, 64, 0, 0, pdlReaderKernel)(a, w, b, 64, waitFirst);
+      std::vector<int> r(64);
+      cudaMemcpy(r.data(), b, 64 * 4, cudaMemcpyDeviceToHost);
+      for (int i = 0; i < 64; i++)
+        if (r[size_t(i)] != 3 * i) _exit(5);
+    };
+  };
+  expectCheck("programmatic launch reading the previous kernel's output before griddepcontrol.wait", "PDL check", pdl(false, true),
+              pdl(true, true));
+  std::string err;
+  report(inChild(pdl(false, false), err) == 0, "the same read before the wait in an ordinary launch is legal");
+}
+
 int main() {
   testMma();
   testLdmatrix();
@@ -561,6 +666,7 @@ int main() {
   testChecks();
   testStreamsAndGraphs();
   testSeededOrder();
+  testAsyncCopyAndPdl();
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;
 }

@@ -6,14 +6,11 @@
 // Fresh random inputs, outputs poisoned (NaN) before each run, ‖out − ref‖ / ‖ref‖ against a bf16
 // tolerance. Prints one line per check and "N passed, M failed" last; exit status 1 on any failure.
 // PREFILL_TESTS_ONLY=gemm,w4,attention picks groups.
-#include <cuda_runtime.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
 #include <numeric>
 #include <random>
 #include <string>
@@ -24,25 +21,11 @@
 #include "prefill.h"
 #include "seventy/engine.h"
 #include "seventy/numerics.h"
+#include "test_util.h"
 
 using namespace seventy;
 
-static int passed = 0, failed = 0;
 static std::mt19937_64 rng(20261128);
-
-static void report(bool ok, const std::string& name, const std::string& detail) {
-  std::printf("%s %-66s %s\n", ok ? "PASS" : "FAIL", name.c_str(), detail.c_str());
-  (ok ? passed : failed)++;
-}
-
-#define CHECK_CUDA(x)                                                                     \
-  do {                                                                                    \
-    cudaError_t e_ = (x);                                                                 \
-    if (e_ != cudaSuccess) {                                                              \
-      report(false, #x, cudaGetErrorString(e_));                                          \
-      return;                                                                             \
-    }                                                                                     \
-  } while (0)
 
 static std::vector<uint16_t> randomBf16(size_t n, float amp) {
   std::uniform_real_distribution<float> d(-amp, amp);
@@ -54,15 +37,6 @@ static std::vector<float> widen(const std::vector<uint16_t>& v) {
   std::vector<float> f(v.size());
   for (size_t i = 0; i < v.size(); i++) f[i] = bf16ToFloat(v[i]);
   return f;
-}
-static double relErr(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); i++) {
-    if (std::isnan(a[i])) return NAN;
-    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    den += double(b[i]) * b[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
 }
 static std::string fmt(const char* f, double v) {
   char b[64];
