@@ -23,7 +23,8 @@ BUILD=$WORK/build
 
 # name | kernel_tests groups to run (KERNEL_TESTS_ONLY) | file (under native/) | original text | mutated text
 MUTATIONS=(
-  "paged KV addressing off by one (attention K read)|attention,engine|kernels/decode_attention.cu|kraw[p] = *reinterpret_cast<const uint2*>(a.kCache + base);|kraw[p] = *reinterpret_cast<const uint2*>(a.kCache + base + HD);"
+  "paged KV addressing off by one (attention K/V read)|attention,engine|kernels/decode_attention.cu|raw[p] = KV::load(cache, base);|raw[p] = KV::load(cache, base + HD);"
+  "decode attention: next tile's K prefetched from the wrong tile|attention|kernels/decode_attention.cu|loadTile(a.kCache, tile0 + kTile, kraw);|loadTile(a.kCache, tile0, kraw);"
   "paged KV slot off by one (QKV epilogue cache write)|qkv,engine|kernels/epilogues.cuh|+ slot % a.blockSize) * a.headDim;|+ (slot + 1) % a.blockSize) * a.headDim;"
   "removed __syncthreads (rmsnorm partial sums)|rmsnorm|kernels/rmsnorm.cu|  if ((threadIdx.x & 31) == 0) warpSums[threadIdx.x >> 5] = sumSq;
   __syncthreads();|  if ((threadIdx.x & 31) == 0) warpSums[threadIdx.x >> 5] = sumSq;"
