@@ -116,7 +116,7 @@ __global__ void w4ReduceKernel(const float* __restrict__ partial, int splits, in
 // those 4 rows, nibble g of each (AWQ order). The weight operand is q − z, an integer in [−15, 15]
 // and so exact in bf16; per group the fresh accumulators are scaled by s and added to the output's:
 // Σ_groups s · Σ_k (q − z)·x, the reference's (q − z)·s up to the order of the float32 sums.
-// Needs groupSize % 16 == 0 (no MMA step straddles two groups).
+// Needs groupSize % 16 == 0 (no MMA step straddles two groups). Launched with PDL on sm_90, as gemv.cu.
 constexpr int kW4MmaWarps = 8;
 constexpr int kW4MmaOutputs = 16 * kW4MmaWarps;  // per block
 constexpr int kW4TileK = 256;                    // inputs per pipeline stage
@@ -147,7 +147,7 @@ __global__ void __launch_bounds__(kW4MmaWarps * 32) w4MmaKernel(const uint16_t* 
   const int words = N / 8, word0 = blockIdx.x * (kW4MmaOutputs / 8);
   const int numTiles = (K + kW4TileK - 1) / kW4TileK;
 
-  auto issue = [&](int tile, int slot) {
+  auto issueW = [&](int tile, int slot) {
     uint8_t* ws = smem + slot * kStage;
     const int k0 = tile * kW4TileK, rows = min(kW4TileK, K - k0);
     // qweight: rows × 8 units of 8 bytes (2 words); words past N/8 zero-filled. An odd N/8 leaves every
@@ -163,8 +163,11 @@ __global__ void __launch_bounds__(kW4MmaWarps * 32) w4MmaKernel(const uint16_t* 
         cpAsync4(dst + 4, wd + 1 < words ? src + 1 : qweight, wd + 1 < words ? 4 : 0);
       }
     }
+  };
+  auto issueX = [&](int tile, int slot) {
+    const int k0 = tile * kW4TileK, rows = min(kW4TileK, K - k0);
     // x: kMRows rows × rows·2 bytes in 16-byte pieces (rows is a multiple of 16); rows past M zero-filled.
-    uint8_t* xs = ws + kW4TileK * kW4RowBytes;
+    uint8_t* xs = smem + slot * kStage + kW4TileK * kW4RowBytes;
     const int pieces = rows / 8;
     for (int i = threadIdx.x; i < kMRows * pieces; i += kW4MmaWarps * 32) {
       const int m = i / pieces, p = i % pieces;
@@ -172,10 +175,15 @@ __global__ void __launch_bounds__(kW4MmaWarps * 32) w4MmaKernel(const uint16_t* 
     }
   };
 
+  // As gemv.cu: the first stages' weights before griddepcontrol.wait (PDL), x after it.
+  for (int st = 0; st < kStages - 1; st++)
+    if (st < numTiles) issueW(st, st);
+  pdlWait();
   for (int st = 0; st < kStages - 1; st++) {
-    if (st < numTiles) issue(st, st);
+    if (st < numTiles) issueX(st, st);
     cpAsyncCommit();
   }
+  pdlLaunchDependents();
 
   const int nA = blockIdx.x * kW4MmaOutputs + warp * 16 + g, nB = nA + 8;  // this lane's two outputs
   const int shift = 4 * ((g & 1) * 4 + (g >> 1));                           // nibble of output g in its word (AWQ order)
@@ -190,7 +198,10 @@ __global__ void __launch_bounds__(kW4MmaWarps * 32) w4MmaKernel(const uint16_t* 
     cpAsyncWait<kStages - 2>();
     __syncthreads();
     const int next = tile + kStages - 1;
-    if (next < numTiles) issue(next, next % kStages);
+    if (next < numTiles) {
+      issueW(next, next % kStages);
+      issueX(next, next % kStages);
+    }
     cpAsyncCommit();
     const uint8_t* ws = smem + (tile % kStages) * kStage;
     const uint8_t* xs = ws + kW4TileK * kW4RowBytes;
@@ -250,7 +261,9 @@ cudaError_t launchW4Mma(const uint16_t* x, int M, const W4Weight& w, float* y, c
   static const cudaError_t attr = cudaFuncSetAttribute(w4MmaKernel<NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (attr != cudaSuccess) return attr;
   const dim3 grid((w.N + kW4MmaOutputs - 1) / kW4MmaOutputs);
-  SEVENTY_LAUNCH(grid, kW4MmaWarps * 32, smem, s, w4MmaKernel<NT>)(x, M, w.K, w.qweight, w.qzeros, w.scales, w.N, w.groupSize, y);
+  if (cudaError_t e = (SEVENTY_LAUNCH_PDL(grid, kW4MmaWarps * 32, smem, s, w4MmaKernel<NT>)(x, M, w.K, w.qweight, w.qzeros, w.scales, w.N,
+                                                                                           w.groupSize, y)))
+    return e;
   return lastLaunchError();
 }
 

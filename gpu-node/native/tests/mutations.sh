@@ -59,6 +59,15 @@ MUTATIONS=(
     __syncthreads();|    cpAsyncWait<kStages - 2>();"
   "W4 nibble order (AWQ) ignored|quant|kernels/gemv_w4.cu|const int shift = 4 * ((g & 1) * 4 + (g >> 1));|const int shift = 4 * g;"
   "W4 reads qweight rows without the swizzle|quant|kernels/gemv_w4.cu|ws + r * kW4RowBytes + 8 * w4UnitPos(kb + 4 * t + i, warp)|ws + r * kW4RowBytes + 8 * warp"
+  "W4 reads x before griddepcontrol.wait (PDL)|quant|kernels/gemv_w4.cu|  pdlWait();
+  for (int st = 0; st < kStages - 1; st++) {
+    if (st < numTiles) issueX(st, st);
+    cpAsyncCommit();
+  }|  for (int st = 0; st < kStages - 1; st++) {
+    if (st < numTiles) issueX(st, st);
+    cpAsyncCommit();
+  }
+  pdlWait();"
   "W4 last group never scaled in|quant|kernels/gemv_w4.cu|      if ((kb + 16) % G == 0) {|      if ((kb + 16) % G == 0 && kb + 16 < K) {"
   "rmsnorm launched past its __launch_bounds__|rmsnorm|kernels/rmsnorm.cu|SEVENTY_LAUNCH(rows, kNormThreads, smem, s, rmsNormResidualKernel)|SEVENTY_LAUNCH(rows, 2 * kNormThreads, smem, s, rmsNormResidualKernel)"
   "sampling: pick not initialised|sampling|kernels/sampling.cu|    if (threadIdx.x == 0) pick = 0x7fffffff;

@@ -184,12 +184,21 @@ static void testW4Gemv(int M, int N, int K, int G) {
   w.N = N;
   w.K = K;
   w.groupSize = G;
-  uint16_t* dx = upload(x);
   float* dy = upload(std::vector<float>(size_t(M) * N, NAN));
   float* work = nullptr;
   CHECK_CUDA(cudaMalloc(&work, cuda::w4GemvWorkspaceBytes(M, N)));
+  // x is written by the kernel just before (an identity row permutation), as in the engine, so that a
+  // GEMV launched with PDL that read it before griddepcontrol.wait would fail the emulator's PDL check.
+  uint16_t* dxHost = upload(x);
+  uint16_t* dx = upload(std::vector<uint16_t>(x.size()));
+  std::vector<int32_t> identity(static_cast<size_t>(M));
+  for (int m = 0; m < M; m++) identity[size_t(m)] = m;
+  int32_t* dOrder = upload(identity);
+  CHECK_CUDA(cuda::permuteRows(dx, dxHost, dOrder, M, K, 0));
   CHECK_CUDA(cuda::w4Gemv(dx, M, w, dy, work, 0));
   CHECK_CUDA(cudaDeviceSynchronize());
+  cudaFree(dxHost);
+  cudaFree(dOrder);
   const double err = relErr(download(dy, size_t(M) * N), ref);
   char detail[96];
   std::snprintf(detail, sizeof detail, "rel err %.2e", err);
