@@ -70,6 +70,45 @@ def main():
         for r in sorted(gemv, key=lambda r: (r["format"], r["batch"])):
             lines.append(f"| {r['format']} | {r['batch']} | {r['layer_ms']:.3f} | {r['mb']:.0f} | {r['tbps']:.2f} | {100 * r['frac_copy']:.0f}% |")
         lines.append("")
+    ops = [r for r in results if r["kind"] == "gemv_op"]
+    if ops:
+        batches = sorted({r["batch"] for r in ops})
+        lines.append("Each decode GEMV alone (one launch; µs and fraction of copy bandwidth; seventy's bf16/fp8 GEMV is the "
+                     "cp.async-pipelined tensor-core kernel, w4a16 the AWQ GEMV):")
+        lines.append("")
+        lines.append("| weights | op | N × K | " + " | ".join(f"batch {b}" for b in batches) + " |")
+        lines.append("|---|---|---|" + "---:|" * len(batches))
+        by = {(r["format"], r["op"], r["batch"]): r for r in ops}
+        for fmt_, op, n, k in sorted({(r["format"], r["op"], r["N"], r["K"]) for r in ops}, key=lambda t: (t[0], "qkvogud".find(t[1][0]) if t[1] else 0)):
+            cells = []
+            for b in batches:
+                r = by.get((fmt_, op, b))
+                cells.append(f"{r['us']:.0f} µs ({100 * r['frac_copy']:.0f}%)" if r else "")
+            lines.append(f"| {fmt_} | {op} | {n} × {k} | " + " | ".join(cells) + " |")
+        lines.append("")
+    ceil_prefill = next((r for r in results if r["kind"] == "prefill_ceilings"), {})
+    pg = [r for r in results if r["kind"] == "prefill_gemm"]
+    if pg:
+        lines.append("Prefill GEMMs of one 70B layer (qkv, o, gate/up, down; synthetic weights), against the mma.sync bf16 peak "
+                     f"({ceil_prefill.get('mma_tflops', float('nan')):.0f} TFLOP/s, measured by prefill_bench) — torch against its own matmul peak:")
+        lines.append("")
+        lines.append("| engine | weights | rows | ms per layer | TFLOP/s | of peak |")
+        lines.append("|---|---|---:|---:|---:|---:|")
+        for r in sorted(pg, key=lambda r: (r.get("engine", "seventy"), r["format"], r["rows"])):
+            lines.append(f"| {r.get('engine', 'seventy')} | {r['format']} | {r['rows']} | {r['layer_ms']:.3f} | {r['tflops']:.1f} | {100 * r['frac_peak']:.0f}% |")
+        lines.append("")
+    pa = [r for r in results if r["kind"] in ("prefill_attention", "decode_attention")]
+    if pa:
+        lines.append("Attention at 70B shapes (64/8 heads of 128): causal prefill of one sequence (TFLOP/s, of peak) and decode at "
+                     "batch 32 (K/V TB/s, of copy bandwidth):")
+        lines.append("")
+        lines.append("| engine | kind | KV | context | ms | throughput | of ceiling |")
+        lines.append("|---|---|---|---:|---:|---:|---:|")
+        for r in sorted(pa, key=lambda r: (r["kind"], r.get("engine", "seventy"), r["kv"], r["ctx"])):
+            thr = f"{r['tflops']:.1f} TFLOP/s" if "tflops" in r else f"{r['tbps']:.2f} TB/s"
+            frac = r.get("frac_peak", r.get("frac_copy", float("nan")))
+            lines.append(f"| {r.get('engine', 'seventy')} | {r['kind'].split('_')[0]} | {r['kv']} | {r['ctx']} | {r['ms']:.3f} | {thr} | {100 * frac:.0f}% |")
+        lines.append("")
     text = "\n".join(lines) + "\n"
     print(text)
     with open(args.benchmarks, "a") as f:

@@ -7,7 +7,8 @@
 // --layers), plus a 1-layer engine, and reports the measured step time, the 80-layer step time
 // projected from the two (fixed part + 80 · per-layer part; equal to the measurement when all 80
 // fit), tokens/s, bytes read per step and their fraction of measured copy bandwidth.
-// Each result is one line "RESULT {json}" for bench/device_report.py.
+// Each result is one line "RESULT {json}" for bench/device_report.py. With SEVENTY_PDL=0 in the
+// environment the GEMVs launch without programmatic dependent launch (engine "seventy, no PDL").
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -18,34 +19,10 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "seventy/engine.h"
 
 using namespace seventy;
-
-static double copyBandwidth() {
-  const size_t bytes = size_t(2) << 30;
-  void *a = nullptr, *b = nullptr;
-  if (cudaMalloc(&a, bytes) != cudaSuccess || cudaMalloc(&b, bytes) != cudaSuccess) return 0;
-  cudaMemset(a, 1, bytes);
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
-  for (int i = 0; i < 3; i++) cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice);
-  std::vector<float> ms;
-  for (int i = 0; i < 10; i++) {
-    cudaEventRecord(e0);
-    cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice);
-    cudaEventRecord(e1);
-    cudaEventSynchronize(e1);
-    float t;
-    cudaEventElapsedTime(&t, e0, e1);
-    ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  cudaFree(a);
-  cudaFree(b);
-  return 2.0 * bytes / (ms[ms.size() / 2] * 1e-3);  // bytes read + written per second
-}
 
 struct Run {
   bool ok = false;
@@ -148,6 +125,8 @@ int main(int argc, char** argv) {
   const double kvBytesPerTokenLayer = 2.0 * c.numKvHeads * c.headDim * (gKvFp8 ? 1 : 2);
   const double fixedBytes = V * H * 2 + 2 * H * 4 * 80;  // lm_head (bf16) + norms, read once per step
 
+  const char* pdl = std::getenv("SEVENTY_PDL");
+  const char* engine = pdl && *pdl == '0' ? "seventy, no PDL" : "seventy";
   for (int batch : batches) {
     // Layers that fit: weights + KV of this batch, within 88% of free memory after the fixed part.
     size_t freeB = 0, totalB = 0;
@@ -161,7 +140,7 @@ int main(int argc, char** argv) {
     Run one = projected && layers > 1 ? timeDecode(c, fp8, 1, batch, ctx, steps) : full;
     if (!full.ok || !one.ok) {
       std::printf("batch %d: FAILED: %s\n", batch, (full.ok ? one.error : full.error).c_str());
-      std::printf("RESULT {\"kind\":\"decode\",\"engine\":\"seventy\",\"batch\":%d,\"error\":\"failed\"}\n", batch);
+      std::printf("RESULT {\"kind\":\"decode\",\"engine\":\"%s\",\"batch\":%d,\"error\":\"failed\"}\n", engine, batch);
       continue;
     }
     const double perLayer = projected && layers > 1 ? (full.stepMs - one.stepMs) / (layers - 1) : full.stepMs / layers;
@@ -172,9 +151,9 @@ int main(int argc, char** argv) {
     std::printf("batch %2d: %2d layers run, step %.2f ms (1 layer: %.2f ms) -> 80 layers %.2f ms, %.1f tok/s, %.1f GB/step, %.2f TB/s = %.0f%% of copy\n",
                 batch, layers, full.stepMs, one.stepMs, step80, batch * 1000.0 / step80, bytes80 / 1e9, tbps, 100 * tbps * 1e12 / copyBw);
     std::printf(
-        "RESULT {\"kind\":\"decode\",\"engine\":\"seventy\",\"quant\":\"%s\",\"batch\":%d,\"ctx\":%d,\"layers_run\":%d,\"step_ms_run\":%.4f,"
+        "RESULT {\"kind\":\"decode\",\"engine\":\"%s\",\"quant\":\"%s\",\"batch\":%d,\"ctx\":%d,\"layers_run\":%d,\"step_ms_run\":%.4f,"
         "\"step_ms_80\":%.4f,\"tok_s\":%.2f,\"gb_per_step\":%.3f,\"tbps\":%.4f,\"frac_copy\":%.4f}\n",
-        fp8 ? (gKvFp8 ? "fp8+kv8" : "fp8") : (gKvFp8 ? "bf16+kv8" : "bf16"), batch, ctx, layers, full.stepMs, step80, batch * 1000.0 / step80, bytes80 / 1e9, tbps, tbps * 1e12 / copyBw);
+        engine, fp8 ? (gKvFp8 ? "fp8+kv8" : "fp8") : (gKvFp8 ? "bf16+kv8" : "bf16"), batch, ctx, layers, full.stepMs, step80, batch * 1000.0 / step80, bytes80 / 1e9, tbps, tbps * 1e12 / copyBw);
     std::fflush(stdout);
   }
   return 0;

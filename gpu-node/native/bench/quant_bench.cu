@@ -3,13 +3,15 @@
 // (AutoAWQ int4 + fp16 group scales and zero points, gemv_w4.cu), at decode batch sizes, next to the
 // device's copy bandwidth measured in the same run. Decode reads every weight once per step, so
 // weight bytes / time is the figure to hold against copy bandwidth (target ≥ 80%).
-//   quant_bench [--batches 1,8] [--iters 20]
-// Prints one line per (format, batch) and a `RESULT {json}` line for the device report.
+// Each linear is also timed alone (kind gemv_op: the kernel class per shape and batch).
+//   quant_bench [--batches 1,8,32,64] [--iters 20]
+// Prints one line per (format, batch) and `RESULT {json}` lines for the device report.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <random>
 #include <string>
@@ -17,20 +19,12 @@
 
 #include <cuda_runtime.h>
 
+#include "bench_util.h"
 #include "gemv_w4.h"
 #include "kernels.h"
 #include "seventy/numerics.h"
 
 using namespace seventy;
-
-#define CK(x)                                                                              \
-  do {                                                                                     \
-    cudaError_t e_ = (x);                                                                  \
-    if (e_ != cudaSuccess) {                                                               \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                        \
-    }                                                                                      \
-  } while (0)
 
 struct Shape {
   const char* name;
@@ -50,56 +44,8 @@ static void* deviceFill(size_t bytes, uint8_t mask, uint32_t seed) {
   return d;
 }
 
-static double copyBandwidth() {
-  const size_t bytes = size_t(2) << 30;
-  void *a = nullptr, *b = nullptr;
-  CK(cudaMalloc(&a, bytes));
-  CK(cudaMalloc(&b, bytes));
-  CK(cudaMemset(a, 1, bytes));
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
-  for (int i = 0; i < 3; i++) cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice);
-  std::vector<float> ms;
-  for (int i = 0; i < 10; i++) {
-    cudaEventRecord(e0);
-    cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice);
-    cudaEventRecord(e1);
-    cudaEventSynchronize(e1);
-    float t;
-    cudaEventElapsedTime(&t, e0, e1);
-    ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  cudaFree(a);
-  cudaFree(b);
-  return 2.0 * double(bytes) / (ms[ms.size() / 2] * 1e-3);  // read + write
-}
-
-// Median milliseconds of `iters` runs of `body` (after two warm-ups).
-static double timeMs(int iters, const std::function<void()>& body) {
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
-  body();
-  body();
-  std::vector<float> ms;
-  for (int i = 0; i < iters; i++) {
-    cudaEventRecord(e0);
-    body();
-    cudaEventRecord(e1);
-    cudaEventSynchronize(e1);
-    float t;
-    cudaEventElapsedTime(&t, e0, e1);
-    ms.push_back(t);
-  }
-  CK(cudaGetLastError());
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
-
 int main(int argc, char** argv) {
-  std::vector<int> batches = {1, 8};
+  std::vector<int> batches = {1, 8, 32, 64};
   int iters = 20;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--batches")) {
@@ -163,6 +109,19 @@ int main(int argc, char** argv) {
                   100 * tbps * 1e12 / copyBw);
       std::printf("RESULT {\"kind\":\"gemv\",\"format\":\"%s\",\"batch\":%d,\"layer_ms\":%.4f,\"mb\":%.2f,\"tbps\":%.4f,\"frac_copy\":%.4f}\n", fmt, M, ms,
                   bytes / 1e6, tbps, tbps * 1e12 / copyBw);
+      // Each linear alone: one launch, so small shapes (k, v) show the launch and the pipeline fill.
+      for (size_t i = 0; i < std::size(kLayer); i++) {
+        const Shape& sh = kLayer[i];
+        const double nk = double(sh.N) * sh.K;
+        const double opBytes = !w4.empty() ? nk / 2 + nk / 128 / 2 + nk / 128 * 2 : nk * (dense[i].format == cuda::WFormat::FP8 ? 1.0 : 2.0);
+        const double opMs = timeMs(iters, [&] {
+          if (!w4.empty()) CK(cuda::w4Gemv(static_cast<const uint16_t*>(x), M, w4[i], y, work, 0));
+          else CK(cuda::gemvF32Out(static_cast<const uint16_t*>(x), M, dense[i], y, 0));
+        });
+        const double opTbps = opBytes / (opMs * 1e-3) / 1e12;
+        std::printf("RESULT {\"kind\":\"gemv_op\",\"format\":\"%s\",\"op\":\"%s\",\"N\":%d,\"K\":%d,\"batch\":%d,\"us\":%.2f,\"tbps\":%.4f,"
+                    "\"frac_copy\":%.4f}\n", fmt, sh.name, sh.N, sh.K, M, opMs * 1e3, opTbps, opTbps * 1e12 / copyBw);
+      }
     }
     for (auto& w : w4) {
       cudaFree(const_cast<int32_t*>(w.qweight));

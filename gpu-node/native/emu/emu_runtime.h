@@ -42,6 +42,7 @@
 // __device__ global variables, which no kernel uses, would be taken for shared memory).
 #define __shared__ static
 #define __constant__ static const
+#define __align__(n) __attribute__((aligned(n)))
 // The thread bound is encoded as that many 32-thread NOP groups at the kernel's entry (patchable
 // function entry), which the launch reads back; the minimum-blocks hint has no meaning here.
 #define __launch_bounds__(...) EMU_LAUNCH_BOUNDS_(__VA_ARGS__, 0)
@@ -53,6 +54,10 @@
 #define SEVENTY_LAUNCH(grid, block, smem, stream, ...) \
   ::emu::Launcher(__VA_ARGS__, #__VA_ARGS__, __FILE__, __LINE__, dim3(grid), dim3(block), size_t(smem), (stream))
 #define SEVENTY_DYNAMIC_SMEM(type, name) type* const name = static_cast<type*>(::emu::dynamicShared())
+// SEVENTY_LAUNCH_PDL: the same, launched with cudaLaunchAttributeProgrammaticStreamSerialization (the
+// CUDA spelling in cuda_common.cuh goes through cudaLaunchKernelEx); evaluates to a cudaError_t.
+#define SEVENTY_LAUNCH_PDL(grid, block, smem, stream, ...) \
+  ::emu::Launcher(__VA_ARGS__, #__VA_ARGS__, __FILE__, __LINE__, dim3(grid), dim3(block), size_t(smem), (stream), true)
 
 // ---- vector types ----
 struct uint3 { unsigned x, y, z; };
@@ -197,6 +202,7 @@ struct LaunchInfo {
   void (*body)(const void* args);  // one thread's run of the kernel
   void* args;                      // owned, released by destroy
   void (*destroy)(void* args);
+  bool programmatic = false;  // launched with programmatic stream serialization (PDL; see cp.async / PDL below)
 };
 // Validates the configuration (sets the last error and drops the launch on a bad one), then queues it
 // on the stream or appends it to the stream's capture.
@@ -224,7 +230,9 @@ struct MmaLane {
   uint32_t a[4], b[2];
   float c[4];
 };
-enum class MmaKind : uint8_t { M16N8K16_BF16_F32 };
+// The ldmatrix kinds reuse the collective: each lane passes the 16-byte row it addressed in a[0..3]
+// (lanes past 8·num pass nothing) and gets its fragment registers back in a[0..num-1] (ptx.cpp).
+enum class MmaKind : uint8_t { M16N8K16_BF16_F32, LDMATRIX_X1, LDMATRIX_X2, LDMATRIX_X4, LDMATRIX_X1_TRANS, LDMATRIX_X2_TRANS, LDMATRIX_X4_TRANS };
 void mmaSync(MmaKind kind, MmaLane& lane, const void* site);
 // The whole-warp computation of one mma (exposed so the tests can check it against a plain product).
 void mmaCompute(MmaKind kind, MmaLane (&lanes)[32]);
@@ -232,6 +240,20 @@ void mmaCompute(MmaKind kind, MmaLane (&lanes)[32]);
 // Memory accesses the instrumentation does not see (atomics, the PTX stand-ins).
 enum class Access : uint8_t { Read, Write, Atomic };
 void checkAccess(const void* p, size_t bytes, Access a);
+// Whether p lies in the block's shared memory (dynamic, or where static __shared__ variables live).
+bool isSharedAddress(const void* p);
+
+// ---- cp.async and programmatic dependent launch (device-side hooks behind emu_ptx.h's stand-ins) ----
+// cp.async: the copy is recorded at issue (source checked as a global read, destination as a shared
+// write for racecheck, its bytes marked in flight) and performed when the issuing thread's
+// cp.async.wait_group retires its group; any access to an in-flight byte fails ("cp.async check").
+void cpAsync(void* dstShared, const void* srcGlobal, int cpSize, int srcSize);
+void cpAsyncCommitGroup();
+void cpAsyncWaitGroup(int n);  // retires all but the n most recent committed groups
+// griddepcontrol: launches run in order, so waiting is a no-op; but a thread of a programmatic launch that
+// touches an allocation the previous kernel wrote before its griddepcontrol.wait fails ("PDL check").
+void gridDepWait();
+void gridDepLaunchDependents();
 
 // Reseeds the shuffling of block order and thread turns (default: SEVENTY_EMU_SEED, else 1).
 void setSeed(uint64_t seed);
@@ -250,8 +272,9 @@ struct Launcher {
   dim3 grid, block;
   size_t smem;
   cudaStream_t stream;
-  Launcher(Kernel k_, const char* n, const char* f, int l, dim3 g, dim3 b, size_t sm, cudaStream_t s)
-      : k(k_), name(n), file(f), line(l), grid(g), block(b), smem(sm), stream(s) {}
+  bool programmatic;
+  Launcher(Kernel k_, const char* n, const char* f, int l, dim3 g, dim3 b, size_t sm, cudaStream_t s, bool pdl = false)
+      : k(k_), name(n), file(f), line(l), grid(g), block(b), smem(sm), stream(s), programmatic(pdl) {}
 
   struct Pack {
     Kernel k;
@@ -267,15 +290,19 @@ struct Launcher {
   }
   static void destroy(void* p) { delete static_cast<Pack*>(p); }
 
+  // Returns cudaSuccess; a rejected configuration is reported through cudaGetLastError, as on the GPU.
   template <class... A>
-  void operator()(A&&... a) const {
+  cudaError_t operator()(A&&... a) const {
     static_assert(sizeof...(A) == sizeof...(P), "wrong number of kernel arguments");
     Pack* pack = new Pack{k, Args(std::forward<A>(a)...)};
-    submitLaunch(LaunchInfo{name, file, line, reinterpret_cast<const void*>(k), grid, block, smem, &body, pack, &destroy}, stream);
+    submitLaunch(LaunchInfo{name, file, line, reinterpret_cast<const void*>(k), grid, block, smem, &body, pack, &destroy, programmatic}, stream);
+    return cudaSuccess;
   }
 };
 template <class... P>
 Launcher(void (*)(P...), const char*, const char*, int, dim3, dim3, size_t, cudaStream_t) -> Launcher<P...>;
+template <class... P>
+Launcher(void (*)(P...), const char*, const char*, int, dim3, dim3, size_t, cudaStream_t, bool) -> Launcher<P...>;
 
 template <class T>
 inline uint64_t toBits(T v) {

@@ -48,9 +48,45 @@ static void mmaM16n8k16Bf16(MmaLane (&lanes)[32]) {
   }
 }
 
+// ---- ldmatrix ----
+// ldmatrix.sync.aligned.m8n8.x{num}{.trans}.shared.b16, §9.7.14.5.15 "Warp-level matrix load instruction:
+// ldmatrix" (the figure "ldmatrix fragment for one 8x8 matrix with .b16 elements"). Matrix i (0 ≤ i < num)
+// is the eight 16-byte rows whose addresses lanes 8i..8i+7 hold; destination register d_i of every lane
+// holds two b16 elements of matrix i, the lower-numbered one in the low half. With groupID = %laneid >> 2
+// and threadID_in_group = %laneid % 4:
+//   without .trans: row groupID, columns threadID_in_group·2 and threadID_in_group·2 + 1
+//   with .trans:    column groupID, rows threadID_in_group·2 and threadID_in_group·2 + 1 (the element at
+//                   (row r, column c) is delivered as if it were at (c, r))
+// This is exactly the A/B fragment of mma.m16n8k16 for one 8×8 quarter (§9.7.14.5.8), which is why the
+// kernels use it. lanes[l].a[0..3] holds the row lane l read (when l < 8·num); the result replaces a[0..num-1].
+static void ldmatrixB16(MmaLane (&lanes)[32], int num, bool trans) {
+  uint16_t M[4][8][8];  // [matrix][row][column]
+  for (int i = 0; i < num; i++)
+    for (int r = 0; r < 8; r++)
+      for (int c = 0; c < 8; c++) {
+        const uint32_t w = lanes[8 * i + r].a[c / 2];
+        M[i][r][c] = uint16_t((c & 1) ? w >> 16 : w & 0xffffu);
+      }
+  for (int lane = 0; lane < 32; lane++) {
+    const int g = lane >> 2, t = lane % 4;
+    for (int i = 0; i < 4; i++) lanes[lane].a[i] = 0;
+    for (int i = 0; i < num; i++) {
+      const uint16_t lo = trans ? M[i][2 * t][g] : M[i][g][2 * t];
+      const uint16_t hi = trans ? M[i][2 * t + 1][g] : M[i][g][2 * t + 1];
+      lanes[lane].a[i] = uint32_t(lo) | uint32_t(hi) << 16;
+    }
+  }
+}
+
 void mmaCompute(MmaKind kind, MmaLane (&lanes)[32]) {
   switch (kind) {
     case MmaKind::M16N8K16_BF16_F32: mmaM16n8k16Bf16(lanes); break;
+    case MmaKind::LDMATRIX_X1: ldmatrixB16(lanes, 1, false); break;
+    case MmaKind::LDMATRIX_X2: ldmatrixB16(lanes, 2, false); break;
+    case MmaKind::LDMATRIX_X4: ldmatrixB16(lanes, 4, false); break;
+    case MmaKind::LDMATRIX_X1_TRANS: ldmatrixB16(lanes, 1, true); break;
+    case MmaKind::LDMATRIX_X2_TRANS: ldmatrixB16(lanes, 2, true); break;
+    case MmaKind::LDMATRIX_X4_TRANS: ldmatrixB16(lanes, 4, true); break;
   }
 }
 

@@ -164,10 +164,19 @@ void switchToScheduler(Fiber& f) {
 // =============================================================================================
 enum class TState : uint8_t { Ready, Barrier, Warp, Done };
 
+struct AsyncCopy {  // one cp.async, performed when its group retires
+  char* dst;
+  const char* src;
+  int size, srcSize;
+};
+
 struct ThreadState {
   TState st = TState::Ready;
   bool inDevice = false;
+  bool depWaited = false;      // passed griddepcontrol.wait
   const char* site = nullptr;  // barrier or collective it waits at
+  std::vector<AsyncCopy> openCopies;                // cp.async's not yet committed
+  std::deque<std::vector<AsyncCopy>> copyGroups;  // committed, oldest first
 };
 
 struct Pending {  // one lane's part of a warp collective
@@ -260,7 +269,7 @@ std::vector<Range> g_image;  // read-only segments of every loaded object (const
 struct Shadow {  // per byte of shared memory
   uint32_t gen, wEpoch, rEpoch;
   uint16_t wThread, rThread;
-  uint8_t written, rMulti, atomic, pad;
+  uint8_t written, rMulti, atomic, inFlight;  // inFlight: the target of a cp.async not yet waited for
 };
 Shadow* g_dataShadow = nullptr;
 Shadow* g_dynShadow = nullptr;
@@ -387,6 +396,24 @@ std::string spaceOf(uintptr_t a) {
   return buf;
 }
 
+// Programmatic dependent launch: allocations written by the running kernel, and by the kernel before it.
+// Allocation granularity: a kernel that reads a buffer the previous kernel writes elsewhere in the same
+// allocation, before its wait, is reported too (the engine keeps each activation in its own allocation).
+std::vector<uintptr_t> g_writtenNow, g_writtenBefore;
+uintptr_t g_lastWrittenBase = 0;
+
+void pdlAccess(const std::pair<const uintptr_t, Alloc>& al, uintptr_t a, Access acc) {
+  const uintptr_t base = al.first;
+  if (g_block.L->programmatic && !g_block.t[size_t(g_cur)].depWaited &&
+      std::find(g_writtenBefore.begin(), g_writtenBefore.end(), base) != g_writtenBefore.end())
+    fail("PDL check", "%s at %p (allocation [%p, +%zu)) before griddepcontrol.wait: the previous kernel writes this allocation, and a "
+         "programmatic launch may run alongside it", accessName(acc), reinterpret_cast<void*>(a), reinterpret_cast<void*>(base), al.second.bytes);
+  if (acc != Access::Read && base != g_lastWrittenBase) {
+    g_lastWrittenBase = base;
+    if (std::find(g_writtenNow.begin(), g_writtenNow.end(), base) == g_writtenNow.end()) g_writtenNow.push_back(base);
+  }
+}
+
 void sharedAccess(Shadow* sh, uintptr_t a, size_t n, Access acc) {
   const uint32_t E = g_block.epoch;
   const int me = g_cur, myWarp = me / 32;
@@ -398,6 +425,9 @@ void sharedAccess(Shadow* sh, uintptr_t a, size_t n, Access acc) {
       s.wThread = s.rThread = 0xffff;
     }
     char other[96];
+    if (s.inFlight)
+      fail("cp.async check", "%s of %zu bytes at %s touches a byte whose cp.async is still in flight (no cp.async.wait_group retired it)",
+           accessName(acc), n, spaceOf(a + i).c_str());
     if (acc == Access::Read || acc == Access::Atomic) {
       if (!s.written)
         fail("shared-memory initcheck", "%s of %zu bytes at %s reads a byte that no thread of this block has written", accessName(acc), n,
@@ -441,11 +471,11 @@ void checkAccess(const void* p, size_t n, Access acc) {
     fail("alignment", "%s of %zu bytes at %p is not %zu-byte aligned (a misaligned address on the GPU)", accessName(acc), n, p, n);
   if (inArena(p)) {
     static const std::pair<const uintptr_t, Alloc>* last = nullptr;
-    if (last && last->second.live && a >= last->first && a + n <= last->first + last->second.bytes) return;
+    if (last && last->second.live && a >= last->first && a + n <= last->first + last->second.bytes) return pdlAccess(*last, a, acc);
     const auto* al = findAlloc(a);
     last = al;
     if (al && a + n <= al->first + al->second.bytes && a >= al->first) {
-      if (al->second.live) return;
+      if (al->second.live) return pdlAccess(*al, a, acc);
       fail("memcheck", "%s of %zu bytes at %p: allocation [%p, +%zu) was freed", accessName(acc), n, p, (void*)al->first, al->second.bytes);
     }
     if (al)
@@ -468,6 +498,11 @@ void checkAccess(const void* p, size_t n, Access acc) {
     for (const Range& r : g_image)
       if (a >= r.lo && a + n <= r.hi) return;  // constants of the program image
   fail("memcheck", "%s of %zu bytes at %p: not device memory (host memory, or another thread's local memory)", accessName(acc), n, p);
+}
+
+bool isSharedAddress(const void* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  return (a >= uintptr_t(g_dynSmem) && a < uintptr_t(g_dynSmem) + kMaxDynSmem) || (a >= g_data.lo && a < g_data.hi);
 }
 
 }  // namespace emu
@@ -650,6 +685,8 @@ void runLaunch(const LaunchInfo& L) {
   B.t.assign(size_t(n), ThreadState{});
   B.pend.assign(size_t(n), Pending{});
   g_dynBytes = L.smem;
+  g_writtenNow.clear();
+  g_lastWrittenBase = 0;
   std::vector<uint3> blocks;
   for (unsigned z = 0; z < L.grid.z; z++)
     for (unsigned y = 0; y < L.grid.y; y++)
@@ -659,6 +696,7 @@ void runLaunch(const LaunchInfo& L) {
   for (int i = 0; i < n; i++) order[size_t(i)] = i;
   for (const uint3& b : blocks) runBlock(L, b, order);
   B.L = nullptr;
+  g_writtenBefore.swap(g_writtenNow);
 }
 
 }  // namespace
@@ -690,6 +728,81 @@ void syncthreads(const void* site) {
   t.st = TState::Barrier;
   t.site = static_cast<const char*>(site);
   yieldToScheduler();
+}
+
+// ---- cp.async (emu_ptx.h) ----
+namespace {
+Shadow* sharedShadowOf(uintptr_t a, size_t n) {
+  if (a >= uintptr_t(g_dynSmem) && a + n <= uintptr_t(g_dynSmem) + g_dynBytes) return g_dynShadow + (a - uintptr_t(g_dynSmem));
+  if (a >= g_data.lo && a + n <= g_data.hi) return g_dataShadow + (a - g_data.lo);
+  return nullptr;
+}
+
+void retireCopy(const AsyncCopy& c) {
+  const uintptr_t a = uintptr_t(c.dst);
+  Shadow* sh = sharedShadowOf(a, size_t(c.size));
+  for (int i = 0; i < c.size; i++)
+    sh[i].inFlight = 0;  // (set at issue in this block: a block's groups end with it)
+  if (c.srcSize > 0 && !liveDeviceRange(c.src, size_t(c.srcSize)))
+    fail("memcheck", "cp.async source [%p, +%d) was freed before the copy completed", static_cast<const void*>(c.src), c.srcSize);
+  memcpy(c.dst, c.src, size_t(c.srcSize));
+  memset(c.dst + c.srcSize, 0, size_t(c.size - c.srcSize));
+  // Lands now, as a write of this thread in the current barrier interval. Its races were checked at
+  // issue (and any access in between failed): only the shadow's writer is updated.
+  for (int i = 0; i < c.size; i++) {
+    Shadow& s = sh[i];
+    s.written = 1;
+    s.wEpoch = g_block.epoch;
+    s.wThread = uint16_t(g_cur);
+    s.atomic = 0;
+  }
+}
+}  // namespace
+
+void cpAsync(void* dst, const void* src, int cpSize, int srcSize) {
+  if (g_cur < 0) fail("device call", "cp.async called from host code");
+  const uintptr_t d = uintptr_t(dst), s = uintptr_t(src);
+  if (srcSize < 0 || srcSize > cpSize) fail("cp.async check", "src-size %d is outside [0, cp-size %d]", srcSize, cpSize);
+  if (d % unsigned(cpSize) || s % unsigned(cpSize))
+    fail("alignment", "cp.async of %d bytes from %p to %p: both addresses must be %d-byte aligned", cpSize, src, dst, cpSize);
+  if (!inArena(src)) fail("cp.async check", "cp.async source %p is not global (device) memory", src);
+  if (srcSize > 0) checkAccess(src, size_t(srcSize), Access::Read);
+  Shadow* sh = sharedShadowOf(d, size_t(cpSize));
+  if (!sh) {
+    if (d >= uintptr_t(g_dynSmem) && d < uintptr_t(g_dynSmem) + kMaxDynSmem)
+      fail("memcheck", "cp.async of %d bytes to dynamic shared memory +%zu is past the launch's %zu bytes", cpSize, size_t(d - uintptr_t(g_dynSmem)),
+           g_dynBytes);
+    fail("cp.async check", "cp.async destination %p is not shared memory", dst);
+  }
+  // Issue: the bytes may be written any time from now to the wait, so the write is checked for races now,
+  // and every access to them until then fails.
+  sharedAccess(sh, d, size_t(cpSize), Access::Write);
+  for (int i = 0; i < cpSize; i++) sh[i].inFlight = 1;
+  g_block.t[size_t(g_cur)].openCopies.push_back(AsyncCopy{static_cast<char*>(dst), static_cast<const char*>(src), cpSize, srcSize});
+}
+
+void cpAsyncCommitGroup() {
+  if (g_cur < 0) fail("device call", "cp.async.commit_group called from host code");
+  ThreadState& t = g_block.t[size_t(g_cur)];
+  t.copyGroups.push_back(std::move(t.openCopies));
+  t.openCopies.clear();
+}
+
+void cpAsyncWaitGroup(int n) {
+  if (g_cur < 0) fail("device call", "cp.async.wait_group called from host code");
+  ThreadState& t = g_block.t[size_t(g_cur)];
+  while (t.copyGroups.size() > size_t(std::max(n, 0))) {
+    for (const AsyncCopy& c : t.copyGroups.front()) retireCopy(c);
+    t.copyGroups.pop_front();
+  }
+}
+
+void gridDepWait() {
+  if (g_cur < 0) fail("device call", "griddepcontrol.wait called from host code");
+  g_block.t[size_t(g_cur)].depWaited = true;
+}
+void gridDepLaunchDependents() {
+  if (g_cur < 0) fail("device call", "griddepcontrol.launch_dependents called from host code");
 }
 
 namespace {
@@ -835,10 +948,14 @@ void execute(const Op& op) {
   switch (op.kind) {
     case Op::Kernel: runLaunch(op.L); break;
     case Op::Copy:
+      g_writtenBefore.clear();  // a kernel after a copy or memset starts after it, programmatic or not
       if (!op.bytes) break;
       memmove(op.dst, op.snapshot ? op.snapshot->data() : op.src, op.bytes);
       break;
-    case Op::Set: memset(op.dst, op.value, op.bytes); break;
+    case Op::Set:
+      g_writtenBefore.clear();
+      memset(op.dst, op.value, op.bytes);
+      break;
   }
 }
 

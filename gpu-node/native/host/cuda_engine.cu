@@ -20,6 +20,7 @@
 #include "forward.h"
 #include "gemv_w4.h"
 #include "kernels.h"
+#include "prefill.h"
 #include "seventy/numerics.h"
 #include "step_plan.h"
 #include "weight_source.h"
@@ -52,6 +53,17 @@ struct DeviceLayer {
 
 // W4 layers run their GEMVs over at most this many rows at a time (bounds the float32 scratch).
 constexpr int kW4RowChunk = 64;
+// Steps with more rows than this run their linears through the tiled prefill GEMM (prefill_gemm.cu:
+// every row in one pass over the weights) instead of the skinny GEMM (64-row slices, each re-reading
+// them); SEVENTY_PREFILL_GEMM_MIN_ROWS overrides it (the emulated tests set 1 to run every step
+// through it). W4 layers then take up to kW4PrefillRowChunk rows per GEMM (their float32 scratch).
+constexpr int kPrefillGemmMinRows = 64;
+constexpr int kW4PrefillRowChunk = 512;
+
+int prefillGemmMinRows() {
+  const char* v = std::getenv("SEVENTY_PREFILL_GEMM_MIN_ROWS");
+  return v && *v ? std::max(0, std::atoi(v)) : kPrefillGemmMinRows;
+}
 
 // Decode batches are padded up to one of these sizes, each with its own captured graph.
 const int kGraphBuckets[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256};
@@ -130,6 +142,7 @@ class CudaEngine final : public Engine, private ForwardOps {
     splits_ = attentionSplits(rows_, plan_.maxContext, bucket != 0);
 
     if (!(st = uploadStep(in)).ok()) return st;
+    if (!(st = uploadAttentionTiles(bucket)).ok()) return st;
     if (bucket) {
       if (!(st = launchGraph(bucket)).ok()) return st;
     } else {
@@ -538,10 +551,13 @@ class CudaEngine final : public Engine, private ForwardOps {
     if (st.ok() && embedOnHost_) st = hostAlloc(hEmbedRows_, T * H);  // the step's embedding rows, uploaded into hbuf_
     if (st.ok() && hasW4_) {
       // Float32 GEMV outputs of one row chunk (q|k|v, gate|up, or o/down) and the W4 split-K partials.
-      const size_t R = kW4RowChunk, KV = size_t(c_.numKvHeads) * c_.headDim;
+      w4Chunk_ = int(std::min<size_t>(std::max<size_t>(T, kW4RowChunk), kW4PrefillRowChunk));
+      const size_t R = size_t(w4Chunk_), KV = size_t(c_.numKvHeads) * c_.headDim;
       const size_t widest = std::max({Q + 2 * KV, 2 * I, H});
-      st = all({deviceAlloc(w4Out_, R * widest), deviceAlloc(w4Work_, cuda::w4GemvWorkspaceBytes(int(R), int(std::max({Q, I, H}))) / 4 + 1)});
+      st = all({deviceAlloc(w4Out_, R * widest), deviceAlloc(w4Work_, cuda::w4GemvWorkspaceBytes(kW4RowChunk, int(std::max({Q, I, H}))) / 4 + 1)});
     }
+    // Query tiles of the prefill attention (at most one per row).
+    if (st.ok()) st = all({deviceAlloc(dAttnTiles_, 2 * T), hostAlloc(hAttnTiles_, 2 * T)});
     return st;
   }
 
@@ -705,7 +721,8 @@ class CudaEngine final : public Engine, private ForwardOps {
     a.headDim = c_.headDim;
     a.blockSize = opt_.blockSize;
     a.kvFp8 = kvFp8_;
-    record(cuda::gemvQkvRope(hbuf_, rows_, layers_[l].qkv, a, stream_));
+    record(tiled() ? cuda::prefillGemmQkvRope(hbuf_, rows_, layers_[l].qkv, a, stream_)
+                   : cuda::gemvQkvRope(hbuf_, rows_, layers_[l].qkv, a, stream_));
   }
 
   void attention(int l) override {
@@ -725,34 +742,60 @@ class CudaEngine final : public Engine, private ForwardOps {
     a.blockSize = opt_.blockSize;
     a.numSplits = splits_;
     a.kvFp8 = kvFp8_;
+    if (prefillAttn_) return record(cuda::prefillAttention(a, dAttnTiles_, numAttnTiles_, stream_));
     record(cuda::pagedAttention(a, stream_));
   }
 
   void oProj(int l) override {
     if (layers_[l].w4) return w4ToBf16(attnOut_, c_.numHeads * c_.headDim, layers_[l].o4, delta_);
-    record(cuda::gemvBf16Out(attnOut_, rows_, layers_[l].o, delta_, stream_));
+    linearBf16(attnOut_, layers_[l].o, delta_);
   }
   void gateUpSwiglu(int l) override {
     if (layers_[l].w4) return gateUpSwigluW4(l);
-    record(cuda::gemvSwiglu(hbuf_, rows_, layers_[l].gateUp, act_, stream_));
+    record(tiled() ? cuda::prefillGemmSwiglu(hbuf_, rows_, layers_[l].gateUp, act_, stream_)
+                   : cuda::gemvSwiglu(hbuf_, rows_, layers_[l].gateUp, act_, stream_));
   }
   void downProj(int l) override {
     if (layers_[l].w4) return w4ToBf16(act_, c_.intermediateSize, layers_[l].down4, delta_);
-    record(cuda::gemvBf16Out(act_, rows_, layers_[l].down, delta_, stream_));
+    linearBf16(act_, layers_[l].down, delta_);
+  }
+
+  // ---- attention dispatch: eager steps over the threshold run the tiled prefill attention (query tiles
+  // per sequence: a prefill chunk reads each K/V tile once per 64 rows); graph-replayed decode steps
+  // keep the split-K decode kernel (a captured launch cannot change its grid) ----
+  Status uploadAttentionTiles(int bucket) {
+    prefillAttn_ = bucket == 0 && tiled() && cuda::prefillAttentionSupported(c_.headDim);
+    if (!prefillAttn_) return Status::Ok();
+    numAttnTiles_ = cuda::prefillAttentionTiles(plan_.rowSeq.data(), rows_, hAttnTiles_);
+    CU(cudaMemcpyAsync(dAttnTiles_, hAttnTiles_, sizeof(int32_t) * 2 * numAttnTiles_, cudaMemcpyHostToDevice, stream_));
+    return Status::Ok();
+  }
+
+  // ---- GEMM dispatch: skinny GEMM for decode-sized steps, the tiled prefill GEMM above the threshold ----
+  bool tiled() const { return rows_ > prefillMinRows_; }
+  void linearBf16(const uint16_t* x, const LinearWeight& w, uint16_t* y) {
+    record(tiled() ? cuda::prefillGemmBf16Out(x, rows_, w, y, stream_) : cuda::gemvBf16Out(x, rows_, w, y, stream_));
+  }
+  // W4: rows per chunk of the float32 scratch, and the kernel for one chunk of m rows.
+  int w4Chunk() const { return tiled() ? w4Chunk_ : kW4RowChunk; }
+  void w4Linear(const uint16_t* x, int m, const cuda::W4Weight& w, float* y) {
+    if (m > prefillMinRows_ && cuda::prefillGemmW4Supported(w)) return record(cuda::prefillGemmW4(x, m, w, y, stream_));
+    for (int c0 = 0; c0 < m; c0 += kW4RowChunk)  // the GEMV's workspace holds kW4RowChunk rows
+      record(cuda::w4Gemv(x + size_t(c0) * w.K, std::min(kW4RowChunk, m - c0), w, y + size_t(c0) * w.N, w4Work_, stream_));
   }
 
   // ---- W4 layers: unfused GEMVs in row chunks, then the epilogue as its own kernel ----
   void qkvRopeCacheW4(int l) {
     const DeviceLayer& L = layers_[l];
     const int H = c_.hiddenSize, Q = c_.numHeads * c_.headDim, KV = c_.numKvHeads * c_.headDim;
-    for (int c0 = 0; c0 < rows_; c0 += kW4RowChunk) {
-      const int m = std::min(kW4RowChunk, rows_ - c0);
+    for (int c0 = 0; c0 < rows_; c0 += w4Chunk()) {
+      const int m = std::min(w4Chunk(), rows_ - c0);
       float* fq = w4Out_;
       float* fk = fq + size_t(m) * Q;
       float* fv = fk + size_t(m) * KV;
-      record(cuda::w4Gemv(hbuf_ + size_t(c0) * H, m, L.q4, fq, w4Work_, stream_));
-      record(cuda::w4Gemv(hbuf_ + size_t(c0) * H, m, L.k4, fk, w4Work_, stream_));
-      record(cuda::w4Gemv(hbuf_ + size_t(c0) * H, m, L.v4, fv, w4Work_, stream_));
+      w4Linear(hbuf_ + size_t(c0) * H, m, L.q4, fq);
+      w4Linear(hbuf_ + size_t(c0) * H, m, L.k4, fk);
+      w4Linear(hbuf_ + size_t(c0) * H, m, L.v4, fv);
       cuda::QkvRopeArgs a;
       a.positions = dRowPos_ + c0;
       a.slots = dRowSlot_ + c0;
@@ -772,21 +815,21 @@ class CudaEngine final : public Engine, private ForwardOps {
   void gateUpSwigluW4(int l) {
     const DeviceLayer& L = layers_[l];
     const int H = c_.hiddenSize, I = c_.intermediateSize;
-    for (int c0 = 0; c0 < rows_; c0 += kW4RowChunk) {
-      const int m = std::min(kW4RowChunk, rows_ - c0);
+    for (int c0 = 0; c0 < rows_; c0 += w4Chunk()) {
+      const int m = std::min(w4Chunk(), rows_ - c0);
       float* fg = w4Out_;
       float* fu = fg + size_t(m) * I;
-      record(cuda::w4Gemv(hbuf_ + size_t(c0) * H, m, L.gate4, fg, w4Work_, stream_));
-      record(cuda::w4Gemv(hbuf_ + size_t(c0) * H, m, L.up4, fu, w4Work_, stream_));
+      w4Linear(hbuf_ + size_t(c0) * H, m, L.gate4, fg);
+      w4Linear(hbuf_ + size_t(c0) * H, m, L.up4, fu);
       record(cuda::swigluFromF32(fg, fu, int64_t(m) * I, act_ + size_t(c0) * I, stream_));
     }
   }
 
   // y = bf16(x · Wᵀ) for o_proj / down_proj; x has K columns, y has N.
   void w4ToBf16(const uint16_t* x, int K, const cuda::W4Weight& w, uint16_t* y) {
-    for (int c0 = 0; c0 < rows_; c0 += kW4RowChunk) {
-      const int m = std::min(kW4RowChunk, rows_ - c0);
-      record(cuda::w4Gemv(x + size_t(c0) * K, m, w, w4Out_, w4Work_, stream_));
+    for (int c0 = 0; c0 < rows_; c0 += w4Chunk()) {
+      const int m = std::min(w4Chunk(), rows_ - c0);
+      w4Linear(x + size_t(c0) * K, m, w, w4Out_);
       record(cuda::f32ToBf16(w4Out_, int64_t(m) * w.N, y + size_t(c0) * w.N, stream_));
     }
   }
@@ -863,6 +906,11 @@ class CudaEngine final : public Engine, private ForwardOps {
   // per step
   StepPlan plan_;
   int rows_ = 0, numOut_ = 0, splits_ = 1;
+  const int prefillMinRows_ = prefillGemmMinRows();
+  int w4Chunk_ = kW4RowChunk;
+  bool prefillAttn_ = false;
+  int numAttnTiles_ = 0;
+  int32_t *dAttnTiles_ = nullptr, *hAttnTiles_ = nullptr;
 };
 
 }  // namespace

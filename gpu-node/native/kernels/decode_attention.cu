@@ -10,6 +10,9 @@
 //      G · log2(LPT));
 //   2. online softmax per head (base-2 exponent, the scale folded into q);
 //   3. P·V with the running output rescaled.
+// K/V are double-buffered in registers: a tile's V loads are issued with the scores still to compute
+// (in flight during the scores and the softmax), and the next tile's K loads before this tile's P·V,
+// so every phase of a tile overlaps a load of the next phase's operand.
 // Splits write unnormalized partial outputs and (max, sum); a second kernel combines them.
 #include <cmath>
 
@@ -127,19 +130,25 @@ __global__ void __launch_bounds__(kAttnWarps * 32, 3) attentionKernel(AttentionA
     for (int j = 0; j < 4; j++) acc[g][j] = 0.0f;
   __syncthreads();
 
-  for (int tile0 = start; tile0 < end; tile0 += kTile) {
-    // 1. scores. All K loads of this warp's 16 tokens are issued before the first use.
-    typename KV::Raw kraw[PASSES];
+  // This warp's 16 tokens of the tile at tile0 (zero past the end), every load issued before any use.
+  using Raw = typename KV::Raw;
+  auto loadTile = [&](const uint16_t* cache, int tile0, Raw(&raw)[PASSES]) {
 #pragma unroll
     for (int p = 0; p < PASSES; p++) {
       const int tok = tile0 + warp * kTokensPerWarp + p * TPW + st;
       if (tok < end) {
         const int64_t base = (int64_t(table[tok / bs]) * a.numKvHeads + kvh) * headStride + int64_t(tok % bs) * HD + 4 * dl;
-        kraw[p] = KV::load(a.kCache, base);
+        raw[p] = KV::load(cache, base);
       } else {
-        kraw[p] = KV::zero();
+        raw[p] = KV::zero();
       }
     }
+  };
+  Raw kraw[PASSES], vraw[PASSES];
+  if (start < end) loadTile(a.kCache, start, kraw);
+  for (int tile0 = start; tile0 < end; tile0 += kTile) {
+    // 1. scores (K loaded during the previous tile's P·V); this tile's V loads go out first.
+    loadTile(a.vCache, tile0, vraw);
 #pragma unroll
     for (int p = 0; p < PASSES; p++) {
       const float k0 = KV::at(kraw[p], 0), k1 = KV::at(kraw[p], 1), k2 = KV::at(kraw[p], 2), k3 = KV::at(kraw[p], 3);
@@ -173,18 +182,8 @@ __global__ void __launch_bounds__(kAttnWarps * 32, 3) attentionKernel(AttentionA
     }
     __syncthreads();
 
-    // 3. P·V.
-    typename KV::Raw vraw[PASSES];
-#pragma unroll
-    for (int p = 0; p < PASSES; p++) {
-      const int tok = tile0 + warp * kTokensPerWarp + p * TPW + st;
-      if (tok < end) {
-        const int64_t base = (int64_t(table[tok / bs]) * a.numKvHeads + kvh) * headStride + int64_t(tok % bs) * HD + 4 * dl;
-        vraw[p] = KV::load(a.vCache, base);
-      } else {
-        vraw[p] = KV::zero();
-      }
-    }
+    // 3. P·V, with the next tile's K loads in flight.
+    if (tile0 + kTile < end) loadTile(a.kCache, tile0 + kTile, kraw);
 #pragma unroll
     for (int g = 0; g < G; g++) {
       const float al = alphaS[g];

@@ -2,8 +2,11 @@
 // with the operands swapped — the weight is the MMA's A operand (16 rows of W), the activations the B
 // operand (8 batch rows per n-tile) — so one m16n8k16 covers 16 output features × 8 sequences.
 //
-// Each block owns one 16-row tile of W; its 4 warps split K (interleaved 32/64-element chunks, so the
-// block streams each row contiguously) and reduce through shared memory; warp 0 runs the epilogue.
+// Each block owns 64 rows of W (a 16-row tile per warp) and all M ≤ 64 rows of x. W and x stream through
+// shared memory in 256-byte-per-row K tiles by a multi-stage cp.async pipeline (the next tiles' copies are
+// in flight while this tile's MMAs run); x is staged once per block. Each warp runs its tile's epilogue.
+// Launched with programmatic dependent launch on sm_90 (pipeline.cuh): the weights of the first stages
+// are requested while the previous kernel drains.
 //
 // K permutation. mma.m16n8k16 wants lane (g = lane/4, t = lane%4) to hold A[g][2t, 2t+1, 2t+8, 2t+9]
 // (and row g+8), B[2t, 2t+1, 2t+8, 2t+9][g]. A dot product does not care which physical k sits
@@ -20,25 +23,18 @@
 #include <cmath>
 
 #include "cuda_common.cuh"
+#include "epilogues.cuh"
 #include "kernels.h"
+#include "mma_bf16.cuh"
+#include "pipeline.cuh"
 #include "widen_bits.cuh"
 
 namespace seventy::cuda {
 namespace {
 
-constexpr int kWarps = 4;
-constexpr int kUnroll = 4;  // chunks of W in flight per warp before the first MMA
-
-__device__ __forceinline__ void mmaBf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-#ifdef SEVENTY_EMU
-  emu::ptx::mma_m16n8k16_row_col_f32_bf16_bf16_f32(c, a, b0, b1, EMU_SITE_);
-#else
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-}
+constexpr int kWarps = 4;                     // one 16-row tile of W per warp
+constexpr int kRowsPerBlock = 16 * kWarps;
+constexpr int kTileBytes = 256;               // bytes of each W row per pipeline stage: 4 chunks of 64
 
 __device__ __forceinline__ uint32_t fp8x2ToBf16x2(uint32_t twoBytes) {
 #if defined(SEVENTY_EMU) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 890)
@@ -51,25 +47,18 @@ __device__ __forceinline__ uint32_t fp8x2ToBf16x2(uint32_t twoBytes) {
 #endif
 }
 
-__device__ __forceinline__ uint4 ldgStream(const void* p) {
-  // Weights are read once per step: don't let them evict the activations from L1.
-#ifdef SEVENTY_EMU
-  return emu::ptx::ld_global_nc_L1_no_allocate_v4_u32(p);
-#else
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-#endif
-}
-
 template <bool FP8>
 struct Fmt {
   static constexpr int kStep = FP8 ? 16 : 8;    // k elements per 16-byte weight load
   static constexpr int kChunk = 4 * kStep;      // k elements per warp iteration
   static constexpr int kSub = kStep / 4;        // MMAs per chunk
   static constexpr int kBytes = FP8 ? 1 : 2;
+  static constexpr int kTileK = kTileBytes / kBytes;  // k elements per stage
+  // Shared-memory row strides. A 16-byte load is served 8 lanes at a time (rows g and g+1, t = 0..3):
+  // W rows and bf16 x rows (64 bytes per row per phase) sit 64 bytes apart modulo 128, fp8 x rows (128
+  // bytes per row per phase, in 32-byte steps) 16 bytes apart modulo 32, so no phase hits a bank twice.
+  static constexpr int kWRow = kTileBytes + 64;
+  static constexpr int kXRow = kTileK * 2 + (FP8 ? 16 : 64);
 };
 
 // Epilogues get the reduced accumulators of one tile: acc[nt][j] is W row n0 + g + 8·(j ≥ 2) and batch
@@ -118,7 +107,7 @@ struct Swiglu {
       for (int h = 0; h < 2; h++) {
         const int m = nt * 8 + 2 * t + h;
         const float gate = acc[nt][h], up = acc[nt][2 + h];
-        if (m < M) y[int64_t(m) * I + j] = toBf16Bits(gate / (1.0f + __expf(-gate)) * up);
+        if (m < M) y[int64_t(m) * I + j] = toBf16Bits(siluMul(gate, up));
       }
   }
 };
@@ -130,10 +119,7 @@ struct QkvRope {
   __device__ void operator()(const float (&acc)[NT][4], int n0, int M, int g, int t) const {
     const int tilesPerHead = a.headDim / 16;
     const int tile = n0 / 16, head = tile / tilesPerHead, jt = tile % tilesPerHead;
-    const int half = a.headDim / 2, lo = 8 * jt + g, hi = lo + half;
-    const bool isQ = head < a.numHeads, isV = head >= a.numHeads + a.numKvHeads;
     if (head >= a.numHeads + 2 * a.numKvHeads) return;
-    const float inv = a.invFreq[lo];
 #pragma unroll
     for (int nt = 0; nt < NT; nt++)
 #pragma unroll
@@ -141,49 +127,77 @@ struct QkvRope {
         const int m = nt * 8 + 2 * t + h;
         if (m >= M) continue;
         float x = acc[nt][h], y = acc[nt][2 + h];
-        if (!isV) {
-          // The angle is rounded to float before cos/sin, as HF does (pos · inv_freq in float32).
-          float sn, cs;
-          sincosf(float(a.positions[m]) * inv, &sn, &cs);
-          const float rx = x * cs - y * sn, ry = y * cs + x * sn;
-          x = rx;
-          y = ry;
-        }
-        if (isQ) {
-          uint16_t* q = a.q + int64_t(m) * a.numHeads * a.headDim + int64_t(head) * a.headDim;
-          q[lo] = toBf16Bits(x);
-          q[hi] = toBf16Bits(y);
-        } else {
-          const int slot = a.slots[m];
-          if (slot < 0) continue;
-          const int kvh = isV ? head - a.numHeads - a.numKvHeads : head - a.numHeads;
-          const int64_t base = ((int64_t(slot / a.blockSize) * a.numKvHeads + kvh) * a.blockSize + slot % a.blockSize) * a.headDim;
-          uint16_t* cache = isV ? a.vCache : a.kCache;
-          if (a.kvFp8) {
-            reinterpret_cast<uint8_t*>(cache)[base + lo] = floatToFp8e4m3(x);
-            reinterpret_cast<uint8_t*>(cache)[base + hi] = floatToFp8e4m3(y);
-          } else {
-            cache[base + lo] = toBf16Bits(x);
-            cache[base + hi] = toBf16Bits(y);
-          }
-        }
+        ropeAndStorePair(a, m, head, 8 * jt + g, x, y);
       }
   }
 };
 
+// Stages of the cp.async pipeline: 4, or 3 where 4 would pass sm_80's 163 KB of shared memory per block.
+template <int NT, bool FP8>
+__host__ __device__ constexpr int stagesFor() {
+  return FP8 && NT >= 8 ? 3 : 4;
+}
+template <int NT, bool FP8>
+__host__ __device__ constexpr int stageBytes() {
+  return kRowsPerBlock * Fmt<FP8>::kWRow + NT * 8 * Fmt<FP8>::kXRow;
+}
+
+// One block: kRowsPerBlock rows of W (a 16-row tile per warp, each warp over the whole K) against all M
+// rows of x. K is streamed in tiles of kTileBytes per W row through a kStages-deep cp.async pipeline in
+// shared memory; the block's threads copy W and x tiles cooperatively (x once per block, not per warp).
+// With PDL the first stages' weights are requested before griddepcontrol.wait: they do not depend on
+// the previous kernel, whose tail they overlap; x is read and every output written after the wait.
 template <int NT, bool FP8, class Epi>
 __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const uint16_t* __restrict__ x, int M, int K, const uint8_t* __restrict__ W,
                                                           const float* __restrict__ scales, int N, Epi epi) {
   using F = Fmt<FP8>;
-  __shared__ float red[kWarps - 1][NT * 4][32];
+  constexpr int kStages = stagesFor<NT, FP8>(), kStage = stageBytes<NT, FP8>(), kMRows = NT * 8;
+  SEVENTY_DYNAMIC_SMEM(uint4, smemV);
+  uint8_t* const smem = reinterpret_cast<uint8_t*>(smemV);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
-  const int n0 = blockIdx.x * 16;
-  const int rowA = n0 + g, rowB = n0 + g + 8;
+  const int row0 = blockIdx.x * kRowsPerBlock;
   const int64_t rowBytes = int64_t(K) * F::kBytes;
-  const uint8_t* wA = W + int64_t(rowA) * rowBytes + t * 16;
-  const uint8_t* wB = W + int64_t(rowB) * rowBytes + t * 16;
-  const bool okA = rowA < N, okB = rowB < N;
+  const int numTiles = int((rowBytes + kTileBytes - 1) / kTileBytes);
+
+  // The last tile may end early: its chunks (64 bytes of W) past K are neither copied nor multiplied;
+  // inside the last chunk, and for rows past N or M, the copies zero-fill (src-size 0: nothing is read).
+  auto chunksIn = [&](int tile) { return int(min(int64_t(kTileBytes / 64), (rowBytes - int64_t(tile) * kTileBytes + 63) / 64)); };
+  auto issueW = [&](int tile, int slot) {
+    uint8_t* dst = smem + slot * kStage;
+    constexpr int kPieces = kTileBytes / 16;
+    const int pieces = chunksIn(tile) * 4;
+#pragma unroll
+    for (int i = threadIdx.x; i < kRowsPerBlock * kPieces; i += kWarps * 32) {
+      const int r = i / kPieces, p = i % kPieces, n = row0 + r;
+      if (p >= pieces) continue;
+      const int64_t kb = int64_t(tile) * kTileBytes + p * 16;
+      const bool ok = n < N && kb < rowBytes;
+      cpAsync16(dst + r * F::kWRow + p * 16, ok ? W + int64_t(n) * rowBytes + kb : W, ok ? 16 : 0);
+    }
+  };
+  auto issueX = [&](int tile, int slot) {
+    uint8_t* dst = smem + slot * kStage + kRowsPerBlock * F::kWRow;
+    constexpr int kPieces = F::kTileK * 2 / 16;
+    const int pieces = chunksIn(tile) * F::kChunk / 8;
+#pragma unroll
+    for (int i = threadIdx.x; i < kMRows * kPieces; i += kWarps * 32) {
+      const int m = i / kPieces, p = i % kPieces, k = tile * F::kTileK + p * 8;
+      if (p >= pieces) continue;
+      const bool ok = m < M && k < K;
+      cpAsync16(dst + m * F::kXRow + p * 16, ok ? x + int64_t(m) * K + k : x, ok ? 16 : 0);
+    }
+  };
+
+  // Prologue: stages 0..kStages-2. Group 0 holds their weights and x of stage 0, group s ≥ 1 x of stage s.
+  for (int st = 0; st < kStages - 1; st++)
+    if (st < numTiles) issueW(st, st);
+  pdlWait();
+  for (int st = 0; st < kStages - 1; st++) {
+    if (st < numTiles) issueX(st, st);
+    cpAsyncCommit();
+  }
+  pdlLaunchDependents();
 
   float acc[NT][4];
 #pragma unroll
@@ -191,27 +205,27 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const uint16_t* __rest
 #pragma unroll
     for (int j = 0; j < 4; j++) acc[nt][j] = 0.0f;
 
-  const int numChunks = (K + F::kChunk - 1) / F::kChunk;
-  for (int c0 = warp; c0 < numChunks; c0 += kWarps * kUnroll) {
-    uint4 a[kUnroll][2];
-#pragma unroll
-    for (int u = 0; u < kUnroll; u++) {
-      const int c = c0 + u * kWarps;
-      const int k = c * F::kChunk + t * F::kStep;
-      const bool inK = c < numChunks && k < K;
-      const int64_t off = int64_t(c) * F::kChunk * F::kBytes;
-      a[u][0] = inK && okA ? ldgStream(wA + off) : make_uint4(0, 0, 0, 0);
-      a[u][1] = inK && okB ? ldgStream(wB + off) : make_uint4(0, 0, 0, 0);
+  const int wr = warp * 16;  // this warp's rows within the block's tile
+  for (int tile = 0; tile < numTiles; tile++) {
+    cpAsyncWait<kStages - 2>();  // this thread's copies of `tile` have landed
+    __syncthreads();             // everyone's have; and everyone is done with the slot refilled next
+    const int next = tile + kStages - 1;
+    if (next < numTiles) {
+      issueW(next, next % kStages);
+      issueX(next, next % kStages);
     }
+    cpAsyncCommit();  // (maybe empty: keeps one group per tile for the wait count)
+    const uint8_t* ws = smem + (tile % kStages) * kStage;
+    const uint8_t* xs = ws + kRowsPerBlock * F::kWRow;
+    const int chunks = chunksIn(tile);
 #pragma unroll
-    for (int u = 0; u < kUnroll; u++) {
-      const int c = c0 + u * kWarps;
-      if (c >= numChunks) break;
-      const int k = c * F::kChunk + t * F::kStep;
-      const bool inK = k < K;
+    for (int c = 0; c < kTileBytes / 64; c++) {
+      if (c >= chunks) break;
+      const uint4 va = *reinterpret_cast<const uint4*>(ws + (wr + g) * F::kWRow + c * 64 + t * 16);
+      const uint4 vb = *reinterpret_cast<const uint4*>(ws + (wr + g + 8) * F::kWRow + c * 64 + t * 16);
       // A fragments of the chunk's kSub MMAs, converted once and reused for every n-tile.
-      const uint32_t* ra = reinterpret_cast<const uint32_t*>(&a[u][0]);
-      const uint32_t* rb = reinterpret_cast<const uint32_t*>(&a[u][1]);
+      const uint32_t* ra = reinterpret_cast<const uint32_t*>(&va);
+      const uint32_t* rb = reinterpret_cast<const uint32_t*>(&vb);
       uint32_t af[F::kSub][4];
 #pragma unroll
       for (int s = 0; s < F::kSub; s++) {
@@ -230,12 +244,11 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const uint16_t* __rest
       }
 #pragma unroll
       for (int nt = 0; nt < NT; nt++) {
-        const int m = nt * 8 + g;
-        // x row m, the same kStep elements (kStep·2 bytes: one or two 16-byte loads).
+        // x row nt·8 + g, the same kStep elements (kStep·2 bytes: one or two 16-byte loads).
+        const uint8_t* xp = xs + (nt * 8 + g) * F::kXRow + (c * F::kChunk + t * F::kStep) * 2;
         uint4 xv[FP8 ? 2 : 1];
-        const uint16_t* xp = x + int64_t(m) * K + k;
 #pragma unroll
-        for (int i = 0; i < (FP8 ? 2 : 1); i++) xv[i] = (m < M && inK) ? __ldg(reinterpret_cast<const uint4*>(xp) + i) : make_uint4(0, 0, 0, 0);
+        for (int i = 0; i < (FP8 ? 2 : 1); i++) xv[i] = *reinterpret_cast<const uint4*>(xp + 16 * i);
         const uint32_t* rx = reinterpret_cast<const uint32_t*>(xv);
 #pragma unroll
         for (int s = 0; s < F::kSub; s++) mmaBf16(acc[nt], af[s], rx[2 * s], rx[2 * s + 1]);
@@ -243,23 +256,9 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const uint16_t* __rest
     }
   }
 
-  // Split-K reduction across the block's warps; warp 0 finishes.
-  if (warp > 0) {
-#pragma unroll
-    for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-      for (int j = 0; j < 4; j++) red[warp - 1][nt * 4 + j][lane] = acc[nt][j];
-  }
-  __syncthreads();
-  if (warp != 0) return;
-#pragma unroll
-  for (int w = 0; w < kWarps - 1; w++)
-#pragma unroll
-    for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-      for (int j = 0; j < 4; j++) acc[nt][j] += red[w][nt * 4 + j][lane];
+  const int n0 = row0 + wr, rowA = n0 + g, rowB = n0 + g + 8;
   if constexpr (FP8) {
-    const float sA = okA ? scales[rowA] : 0.0f, sB = okB ? scales[rowB] : 0.0f;
+    const float sA = rowA < N ? scales[rowA] : 0.0f, sB = rowB < N ? scales[rowB] : 0.0f;
 #pragma unroll
     for (int nt = 0; nt < NT; nt++) {
       acc[nt][0] *= sA;
@@ -271,15 +270,23 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const uint16_t* __rest
   epi.template operator()<NT>(acc, n0, M, g, t);
 }
 
+template <int NT, bool FP8, class Epi>
+cudaError_t launchOne(const uint16_t* x, int M, const LinearWeight& w, Epi epi, cudaStream_t s) {
+  constexpr int smem = stagesFor<NT, FP8>() * stageBytes<NT, FP8>();
+  static const cudaError_t attr = cudaFuncSetAttribute(gemvKernel<NT, FP8, Epi>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (attr != cudaSuccess) return attr;
+  const dim3 grid((w.N + kRowsPerBlock - 1) / kRowsPerBlock), block(kWarps * 32);
+  const uint8_t* W = static_cast<const uint8_t*>(w.data);
+  if (cudaError_t e = (SEVENTY_LAUNCH_PDL(grid, block, smem, s, gemvKernel<NT, FP8, Epi>)(x, M, w.K, W, w.scales, w.N, epi))) return e;
+  return cudaGetLastError();
+}
+
 template <bool FP8, class Epi>
 cudaError_t launchTyped(const uint16_t* x, int M, const LinearWeight& w, Epi epi, cudaStream_t s) {
-  const dim3 grid((w.N + 15) / 16), block(kWarps * 32);
-  const uint8_t* W = static_cast<const uint8_t*>(w.data);
-  if (M <= 8) SEVENTY_LAUNCH(grid, block, 0, s, gemvKernel<1, FP8, Epi>)(x, M, w.K, W, w.scales, w.N, epi);
-  else if (M <= 16) SEVENTY_LAUNCH(grid, block, 0, s, gemvKernel<2, FP8, Epi>)(x, M, w.K, W, w.scales, w.N, epi);
-  else if (M <= 32) SEVENTY_LAUNCH(grid, block, 0, s, gemvKernel<4, FP8, Epi>)(x, M, w.K, W, w.scales, w.N, epi);
-  else SEVENTY_LAUNCH(grid, block, 0, s, gemvKernel<8, FP8, Epi>)(x, M, w.K, W, w.scales, w.N, epi);
-  return cudaGetLastError();
+  if (M <= 8) return launchOne<1, FP8>(x, M, w, epi, s);
+  if (M <= 16) return launchOne<2, FP8>(x, M, w, epi, s);
+  if (M <= 32) return launchOne<4, FP8>(x, M, w, epi, s);
+  return launchOne<8, FP8>(x, M, w, epi, s);
 }
 
 template <class Epi>

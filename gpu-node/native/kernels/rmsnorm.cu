@@ -1,8 +1,10 @@
 // RMSNorm fused with the residual add: v = resid + delta (written back), y = v · rsqrt(mean(v²)+eps) · w.
 // One block per row; the row stays in shared memory between the two passes, so each value is read
-// from global memory once.
+// from global memory once. It lets the next kernel launch at once (PDL): the GEMV that follows streams
+// its first weight tiles while the norm runs, and reads the norm's output after griddepcontrol.wait.
 #include "cuda_common.cuh"
 #include "kernels.h"
+#include "pipeline.cuh"
 
 namespace seventy::cuda {
 
@@ -14,6 +16,7 @@ __global__ void __launch_bounds__(kNormThreads) rmsNormResidualKernel(float* __r
                                                                       bool writeBack) {
   SEVENTY_DYNAMIC_SMEM(float, row);
   __shared__ float warpSums[kNormThreads / 32];
+  pdlLaunchDependents();
   const int i = blockIdx.x;
   const int64_t r = rowIndex ? rowIndex[i] : i;
   float* x = resid + r * dim;

@@ -125,6 +125,137 @@ static void testMma() {
   report(worst < 1e-6, "ptx mma.sync.m16n8k16.row.col.f32.bf16.bf16.f32 == A·B + C", "max rel err " + std::to_string(worst));
 }
 
+// ---------------------------------------------------------------------------------------------
+// ldmatrix (.x1/.x2/.x4, with and without .trans) against the PTX ISA's fragment table, element by
+// element: matrix i's rows live in shared memory in a scrambled order (row r at slot (5r + 3i) % 8 of
+// its matrix, with the matrices in reverse order) so only the lane → row-address mapping finds them;
+// the expected register of lane (g, t) is written from the table, not from the emulator's code.
+template <int Num, bool Trans>
+__global__ void ldmatrixKernel(uint32_t* out) {
+  __shared__ uint16_t s[4][8][8];
+  const int lane = threadIdx.x;
+  for (int e = lane; e < 256; e += 32) {
+    const int i = e / 64, slot = e / 8 % 8, c = e % 8;
+    const int r = (slot * 5 + (8 - 3 * i % 8) * 5) % 8;  // inverse of slot = (5r + 3i) % 8 (5·5 ≡ 1 mod 8)
+    s[3 - i][slot][c] = uint16_t(i * 64 + r * 8 + c);
+  }
+  __syncthreads();
+  const int i = lane / 8 % Num, r = lane % 8;
+  uint32_t d[Num];
+  emu::ptx::ldmatrix_m8n8_b16<Num, Trans>(d, &s[3 - i][(5 * r + 3 * i) % 8][0], EMU_SITE_);
+  for (int j = 0; j < Num; j++) out[lane * 4 + j] = d[j];
+}
+
+template <int Num, bool Trans>
+static int ldmatrixWrong() {
+  uint32_t* d = devAlloc<uint32_t>(128);
+  SEVENTY_LAUNCH(1, 32, 0, 0, ldmatrixKernel<Num, Trans>)(d);
+  std::vector<uint32_t> h(128);
+  cudaMemcpy(h.data(), d, 512, cudaMemcpyDeviceToHost);
+  cudaFree(d);
+  int bad = 0;
+  for (int lane = 0; lane < 32; lane++) {
+    const int g = lane / 4, t = lane % 4;
+    for (int i = 0; i < Num; i++) {
+      // value i·64 + row·8 + column; .trans hands out column g, rows 2t and 2t+1.
+      const uint32_t lo = Trans ? i * 64 + (2 * t) * 8 + g : i * 64 + g * 8 + 2 * t;
+      const uint32_t hi = Trans ? i * 64 + (2 * t + 1) * 8 + g : i * 64 + g * 8 + 2 * t + 1;
+      bad += h[size_t(lane * 4 + i)] != (lo | hi << 16);
+    }
+  }
+  return bad;
+}
+
+// ldmatrix feeding mma: A (16×16, row-major in shared memory) through .x4, B (16×8, stored as B^T:
+// 8 rows of 16 k) through .x2, and B stored k-major (16 rows of 8 n) through .x2.trans; both products
+// must equal the plain one. This is how the prefill kernels use the pair.
+__global__ void ldmatrixMmaKernel(const uint16_t* A, const uint16_t* Bt, const uint16_t* Bk, float* D) {
+  __shared__ __align__(16) uint16_t sA[16][16], sBt[8][16], sBk[16][8];
+  const int lane = threadIdx.x, g = lane / 4, t = lane % 4;
+  for (int e = lane; e < 256; e += 32) sA[e / 16][e % 16] = A[e];
+  for (int e = lane; e < 128; e += 32) sBt[e / 16][e % 16] = Bt[e], sBk[e / 8][e % 8] = Bk[e];
+  __syncthreads();
+  uint32_t a[4], b[2], bk[2];
+  // matrices: rows 0-7/k 0-7, rows 8-15/k 0-7, rows 0-7/k 8-15, rows 8-15/k 8-15 (a0..a3's order)
+  emu::ptx::ldmatrix_m8n8_b16<4, false>(a, &sA[lane % 16][(lane / 16) * 8], EMU_SITE_);
+  emu::ptx::ldmatrix_m8n8_b16<2, false>(b, &sBt[lane % 8][(lane / 8 % 2) * 8], EMU_SITE_);
+  emu::ptx::ldmatrix_m8n8_b16<2, true>(bk, &sBk[lane % 16][0], EMU_SITE_);
+  float c[4] = {0, 0, 0, 0}, c2[4] = {0, 0, 0, 0};
+  emu::ptx::mma_m16n8k16_row_col_f32_bf16_bf16_f32(c, a, b[0], b[1], EMU_SITE_);
+  emu::ptx::mma_m16n8k16_row_col_f32_bf16_bf16_f32(c2, a, bk[0], bk[1], EMU_SITE_);
+  for (int j = 0; j < 4; j++) {
+    D[(g + (j >> 1) * 8) * 8 + 2 * t + (j & 1)] = c[j];
+    D[128 + (g + (j >> 1) * 8) * 8 + 2 * t + (j & 1)] = c2[j];
+  }
+}
+
+__global__ void ldmatrixGlobalKernel(const uint16_t* p, uint32_t* out, bool global) {
+  __shared__ __align__(16) uint16_t s[8][8];
+  for (int e = threadIdx.x; e < 64; e += 32) s[e / 8][e % 8] = p[e];
+  __syncthreads();
+  uint32_t d[1];
+  emu::ptx::ldmatrix_m8n8_b16<1, false>(d, global ? p + (threadIdx.x % 8) * 8 : &s[threadIdx.x % 8][0], EMU_SITE_);
+  out[threadIdx.x] = d[0];
+}
+
+__global__ void ldmatrixUninitKernel(uint32_t* out, bool skipRow) {
+  __shared__ __align__(16) uint16_t s[8][8];
+  for (int e = threadIdx.x; e < 64; e += 32)
+    if (!(skipRow && e / 8 == 6)) s[e / 8][e % 8] = uint16_t(e);
+  __syncthreads();
+  uint32_t d[1];
+  emu::ptx::ldmatrix_m8n8_b16<1, true>(d, &s[threadIdx.x % 8][0], EMU_SITE_);
+  out[threadIdx.x] = d[0];
+}
+
+static void testLdmatrix() {
+  const int w1 = ldmatrixWrong<1, false>(), w2 = ldmatrixWrong<2, false>(), w4 = ldmatrixWrong<4, false>();
+  const int t1 = ldmatrixWrong<1, true>(), t2 = ldmatrixWrong<2, true>(), t4 = ldmatrixWrong<4, true>();
+  report(w1 + w2 + w4 == 0, "ptx ldmatrix.m8n8.x1/.x2/.x4.b16 == the fragment table",
+         std::to_string(w1) + "/" + std::to_string(w2) + "/" + std::to_string(w4) + " wrong registers");
+  report(t1 + t2 + t4 == 0, "ptx ldmatrix.m8n8.x1/.x2/.x4.trans.b16 == the fragment table",
+         std::to_string(t1) + "/" + std::to_string(t2) + "/" + std::to_string(t4) + " wrong registers");
+
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(-2, 2);
+  std::vector<uint16_t> A(256), Bt(128), Bk(128);
+  for (auto& x : A) x = seventy::floatToBf16(u(rng));
+  for (int n = 0; n < 8; n++)
+    for (int k = 0; k < 16; k++) Bt[size_t(n * 16 + k)] = Bk[size_t(k * 8 + n)] = seventy::floatToBf16(u(rng));
+  uint16_t *dA = devAlloc<uint16_t>(256), *dBt = devAlloc<uint16_t>(128), *dBk = devAlloc<uint16_t>(128);
+  float* dD = devAlloc<float>(256);
+  cudaMemcpy(dA, A.data(), 512, cudaMemcpyHostToDevice);
+  cudaMemcpy(dBt, Bt.data(), 256, cudaMemcpyHostToDevice);
+  cudaMemcpy(dBk, Bk.data(), 256, cudaMemcpyHostToDevice);
+  SEVENTY_LAUNCH(1, 32, 0, 0, ldmatrixMmaKernel)(dA, dBt, dBk, dD);
+  std::vector<float> D(256);
+  cudaMemcpy(D.data(), dD, 1024, cudaMemcpyDeviceToHost);
+  double worst = 0;
+  for (int m = 0; m < 16; m++)
+    for (int n = 0; n < 8; n++) {
+      double ref = 0;
+      for (int k = 0; k < 16; k++) ref += double(seventy::bf16ToFloat(A[size_t(m * 16 + k)])) * seventy::bf16ToFloat(Bt[size_t(n * 16 + k)]);
+      for (int v = 0; v < 2; v++) worst = std::max(worst, std::fabs(ref - D[size_t(v * 128 + m * 8 + n)]) / (std::fabs(ref) + 1e-3));
+    }
+  cudaFree(dA), cudaFree(dBt), cudaFree(dBk), cudaFree(dD);
+  report(worst < 1e-6, "ldmatrix .x4 (A), .x2 (B^T) and .x2.trans (B) feeding mma.m16n8k16 == A·B", "max rel err " + std::to_string(worst));
+
+  expectCheck("ldmatrix from a global (not shared) address", "not in shared memory", [] {
+    uint16_t* p = devAlloc<uint16_t>(64);
+    cudaMemset(p, 0, 128);
+    SEVENTY_LAUNCH(1, 32, 0, 0, ldmatrixGlobalKernel)(p, devAlloc<uint32_t>(32), true);
+  }, [] {
+    uint16_t* p = devAlloc<uint16_t>(64);
+    cudaMemset(p, 0, 128);
+    SEVENTY_LAUNCH(1, 32, 0, 0, ldmatrixGlobalKernel)(p, devAlloc<uint32_t>(32), false);
+  });
+  expectCheck("ldmatrix of a shared row no thread wrote", "initcheck", [] {
+    SEVENTY_LAUNCH(1, 32, 0, 0, ldmatrixUninitKernel)(devAlloc<uint32_t>(32), true);
+  }, [] {
+    SEVENTY_LAUNCH(1, 32, 0, 0, ldmatrixUninitKernel)(devAlloc<uint32_t>(32), false);
+  });
+}
+
 static void testConversions() {
   int bad = 0;
   for (int v = 0; v < 256; v++) {
@@ -422,13 +553,120 @@ static void testSeededOrder() {
   report(a != b && a == a2, "block order is shuffled by the seed (and reproducible)");
 }
 
+// ---------------------------------------------------------------------------------------------
+// cp.async and programmatic dependent launch. The copy is performed when the issuing thread's
+// wait_group retires its group; until then any access to its bytes fails. Functional: pieces of 4, 8 and
+// 16 bytes, partial src-size (zero fill) and two groups retired one at a time.
+__global__ void cpAsyncCopyKernel(const uint32_t* src, uint32_t* out) {
+  __shared__ uint4 bufV[2][32];
+  uint32_t (*buf)[4 * 32] = reinterpret_cast<uint32_t (*)[4 * 32]>(bufV);
+  const int t = threadIdx.x;
+  // group 0: 16 bytes per thread, the last thread reads only 8 of them (the other 8 zero-filled)
+  emu::ptx::cp_async_shared_global<16>(&buf[0][4 * t], src + 4 * t, t == 31 ? 8 : 16);
+  emu::ptx::cp_async_commit_group();
+  // group 1: one 8-byte and two 4-byte pieces
+  emu::ptx::cp_async_shared_global<8>(&buf[1][4 * t], src + 128 + 4 * t);
+  emu::ptx::cp_async_shared_global<4>(&buf[1][4 * t + 2], src + 128 + 4 * t + 2);
+  emu::ptx::cp_async_shared_global<4>(&buf[1][4 * t + 3], src + 128 + 4 * t + 3, 0);
+  emu::ptx::cp_async_commit_group();
+  emu::ptx::cp_async_wait_group(1);  // group 0 only
+  for (int i = 0; i < 4; i++) out[4 * t + i] = buf[0][4 * t + i];
+  emu::ptx::cp_async_wait_all();
+  for (int i = 0; i < 4; i++) out[128 + 4 * t + i] = buf[1][4 * t + i];
+}
+
+// mode 0: correct (wait, barrier, read the other warp's bytes); 1: reads a group that is still pending;
+// 2: no barrier between the other warp's wait and the read; 3: refills a buffer the other warp still
+// reads (no barrier before the next cp.async).
+__global__ void cpAsyncPipelineKernel(const uint32_t* src, uint32_t* out, int mode) {
+  __shared__ uint32_t buf[2][64];
+  const int t = threadIdx.x, o = (t + 32) % 64;
+  emu::ptx::cp_async_shared_global<4>(&buf[0][t], src + t);
+  emu::ptx::cp_async_commit_group();
+  emu::ptx::cp_async_shared_global<4>(&buf[1][t], src + 64 + t);
+  emu::ptx::cp_async_commit_group();
+  if (mode == 2) __syncthreads();
+  emu::ptx::cp_async_wait_group(mode == 1 ? 1 : 0);
+  if (mode != 2) __syncthreads();
+  uint32_t v = buf[0][o] + buf[1][o];
+  if (mode != 3) __syncthreads();
+  emu::ptx::cp_async_shared_global<4>(&buf[0][t], src + 128 + t);
+  emu::ptx::cp_async_wait_all();
+  __syncthreads();
+  out[t] = v + buf[0][o];
+}
+
+__global__ void pdlWriterKernel(int* out, int n) {
+  for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = 3 * i;
+}
+__global__ void pdlReaderKernel(const int* in, const int* weights, int* out, int n, bool waitFirst) {
+  const int i = threadIdx.x;
+  const int w = weights[i];  // not written by the previous kernel: legal before the wait
+  if (waitFirst) emu::ptx::griddepcontrol_wait();
+  const int v = in[i];
+  if (!waitFirst) emu::ptx::griddepcontrol_wait();
+  out[i] = v + w;
+}
+
+static void testAsyncCopyAndPdl() {
+  {
+    std::vector<uint32_t> h(3 * 128);
+    for (size_t i = 0; i < h.size(); i++) h[i] = uint32_t(i * 2654435761u);
+    uint32_t* src = devAlloc<uint32_t>(h.size());
+    uint32_t* out = devAlloc<uint32_t>(256);
+    cudaMemcpy(src, h.data(), h.size() * 4, cudaMemcpyHostToDevice);
+    SEVENTY_LAUNCH(1, 32, 0, 0, cpAsyncCopyKernel)(src, out);
+    std::vector<uint32_t> r(256);
+    cudaMemcpy(r.data(), out, 256 * 4, cudaMemcpyDeviceToHost);
+    int bad = 0;
+    for (int i = 0; i < 128; i++) bad += r[size_t(i)] != (i >= 126 ? 0u : h[size_t(i)]);
+    for (int i = 0; i < 128; i++) bad += r[size_t(128 + i)] != (i % 4 == 3 ? 0u : h[size_t(128 + i)]);
+    report(bad == 0, "cp.async 4/8/16 bytes, zero fill, groups retired in order", std::to_string(bad) + " wrong words");
+    cudaFree(src);
+    cudaFree(out);
+  }
+  auto pipeline = [](int mode) {
+    return [mode] {
+      uint32_t* src = devAlloc<uint32_t>(192);
+      uint32_t* out = devAlloc<uint32_t>(64);
+      cudaMemset(src, 1, 192 * 4);
+      SEVENTY_LAUNCH(1, 64, 0, 0, cpAsyncPipelineKernel)(src, out, mode);
+    };
+  };
+  expectCheck("shared read of a cp.async group not yet waited for", "cp.async check", pipeline(1), pipeline(0));
+  // The other warp's copy is either still in flight or landed without a barrier: either check may fire.
+  expectCheck("cp.async data read with no barrier after the writer's wait", "check FAILED", pipeline(2), pipeline(0));
+  expectCheck("cp.async refilling a buffer another warp still reads", "check FAILED", pipeline(3), pipeline(0));
+  auto pdl = [](bool waitFirst, bool programmatic) {
+    return [waitFirst, programmatic] {
+      int* a = devAlloc<int>(64);
+      int* w = devAlloc<int>(64);
+      int* b = devAlloc<int>(64);
+      cudaMemset(w, 0, 64 * 4);
+      SEVENTY_LAUNCH(1, 64, 0, 0, pdlWriterKernel)(a, 64);
+      if (programmatic) SEVENTY_LAUNCH_PDL(1, 64, 0, 0, pdlReaderKernel)(a, w, b, 64, waitFirst);
+      else SEVENTY_LAUNCH(1, 64, 0, 0, pdlReaderKernel)(a, w, b, 64, waitFirst);
+      std::vector<int> r(64);
+      cudaMemcpy(r.data(), b, 64 * 4, cudaMemcpyDeviceToHost);
+      for (int i = 0; i < 64; i++)
+        if (r[size_t(i)] != 3 * i) _exit(5);
+    };
+  };
+  expectCheck("programmatic launch reading the previous kernel's output before griddepcontrol.wait", "PDL check", pdl(false, true),
+              pdl(true, true));
+  std::string err;
+  report(inChild(pdl(false, false), err) == 0, "the same read before the wait in an ordinary launch is legal");
+}
+
 int main() {
   testMma();
+  testLdmatrix();
   testConversions();
   testShuffles();
   testChecks();
   testStreamsAndGraphs();
   testSeededOrder();
+  testAsyncCopyAndPdl();
   std::printf("%d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;
 }

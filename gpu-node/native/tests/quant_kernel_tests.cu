@@ -25,25 +25,11 @@
 #include "seventy/numerics.h"
 #include "cuda_common.cuh"
 #include "widen_bits.cuh"
+#include "test_util.h"
 
 using namespace seventy;
 
-static int passed = 0, failed = 0;
 static std::mt19937_64 rng(20261127);
-
-static void report(bool ok, const std::string& name, const std::string& detail) {
-  std::printf("%s %-60s %s\n", ok ? "PASS" : "FAIL", name.c_str(), detail.c_str());
-  (ok ? passed : failed)++;
-}
-
-#define CHECK_CUDA(x)                                                                     \
-  do {                                                                                    \
-    cudaError_t e_ = (x);                                                                 \
-    if (e_ != cudaSuccess) {                                                              \
-      report(false, #x, cudaGetErrorString(e_));                                          \
-      return;                                                                             \
-    }                                                                                     \
-  } while (0)
 
 template <class T>
 static T* upload(const std::vector<T>& h) {
@@ -57,17 +43,6 @@ static std::vector<T> download(const T* d, size_t n) {
   std::vector<T> h(n);
   cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost);
   return h;
-}
-
-// ‖a − b‖ / ‖b‖; NaN anywhere (an unwritten poisoned output) makes it NaN.
-static double relErr(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); i++) {
-    if (std::isnan(a[i])) return NAN;
-    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    den += double(b[i]) * b[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
 }
 
 // ---- bit-manipulation widening, every input ----
@@ -209,12 +184,21 @@ static void testW4Gemv(int M, int N, int K, int G) {
   w.N = N;
   w.K = K;
   w.groupSize = G;
-  uint16_t* dx = upload(x);
   float* dy = upload(std::vector<float>(size_t(M) * N, NAN));
   float* work = nullptr;
   CHECK_CUDA(cudaMalloc(&work, cuda::w4GemvWorkspaceBytes(M, N)));
+  // x is written by the kernel just before (an identity row permutation), as in the engine, so that a
+  // GEMV launched with PDL that read it before griddepcontrol.wait would fail the emulator's PDL check.
+  uint16_t* dxHost = upload(x);
+  uint16_t* dx = upload(std::vector<uint16_t>(x.size()));
+  std::vector<int32_t> identity(static_cast<size_t>(M));
+  for (int m = 0; m < M; m++) identity[size_t(m)] = m;
+  int32_t* dOrder = upload(identity);
+  CHECK_CUDA(cuda::permuteRows(dx, dxHost, dOrder, M, K, 0));
   CHECK_CUDA(cuda::w4Gemv(dx, M, w, dy, work, 0));
   CHECK_CUDA(cudaDeviceSynchronize());
+  cudaFree(dxHost);
+  cudaFree(dOrder);
   const double err = relErr(download(dy, size_t(M) * N), ref);
   char detail[96];
   std::snprintf(detail, sizeof detail, "rel err %.2e", err);
@@ -312,6 +296,12 @@ int main() {
   testW4Gemv(17, 24, 256, 64);
   testW4Gemv(2, 264, 96, 32);  // more words than one block's 32 lanes; 3 groups over 3 splits
   testW4Gemv(1, 8, 32, 32);    // one word, one group
+  // The tensor-core kernel's pipeline: 5 tiles through 3 stages, odd words per row (4-byte copies), two blocks;
+  // 4.5 tiles through 4 stages with a group ending mid-tile (8-byte copies); M > 64 in two slices.
+  testW4Gemv(40, 200, 1280, 128);
+  testW4Gemv(12, 144, 1152, 64);
+  testW4Gemv(70, 16, 512, 128);
+  testW4Gemv(3, 40, 96, 24);  // group size not a multiple of 16: the CUDA-core kernel
   testFp8Attention(8, 2, 32, 1);
   testFp8Attention(8, 2, 32, 3);
   testFp8Attention(4, 4, 128, 2);
