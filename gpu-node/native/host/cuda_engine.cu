@@ -556,6 +556,8 @@ class CudaEngine final : public Engine, private ForwardOps {
       const size_t widest = std::max({Q + 2 * KV, 2 * I, H});
       st = all({deviceAlloc(w4Out_, R * widest), deviceAlloc(w4Work_, cuda::w4GemvWorkspaceBytes(kW4RowChunk, int(std::max({Q, I, H}))) / 4 + 1)});
     }
+    // Per-row partial sums of squares between a GEMV that adds into the residual and the next one that normalizes it.
+    if (st.ok()) st = deviceAlloc(normParts_, T * size_t(cuda::normPartsPerRow(c_.hiddenSize)));
     // Query tiles of the prefill attention (at most one per row).
     if (st.ok()) st = all({deviceAlloc(dAttnTiles_, 2 * T), hostAlloc(hAttnTiles_, 2 * T)});
     return st;
@@ -697,14 +699,39 @@ class CudaEngine final : public Engine, private ForwardOps {
 
   // ---- forward stages (ForwardOps) ----
   void embed() override {
+    residUpdated_ = false;
     if (embedOnHost_) record(cuda::embeddingGather(hbuf_, c_.hiddenSize, nullptr, rows_, resid_, stream_));  // rows already gathered
     else record(cuda::embeddingGather(embed_, c_.hiddenSize, dRowToken_, rows_, resid_, stream_));
   }
 
+  // Residual add + RMSNorm. In decode steps it has no launch of its own between two bf16/FP8 GEMVs:
+  // o_proj / down_proj added their output into the residual (gemvAddResidual) and the QKV or gate/up
+  // GEMV normalizes on load (normIn). Otherwise (the first layer's input, W4 layers, prefill steps
+  // over the threshold) rmsnorm.cu adds what is still pending in delta_ and writes the normed rows to hbuf_.
   void addNorm(int l, bool post) override {
     const DeviceLayer& L = layers_[l];
-    record(cuda::rmsNormResidual(resid_, (post || l > 0) ? delta_ : nullptr, post ? L.postNorm : L.inputNorm, rows_, c_.hiddenSize,
+    normFused_ = residUpdated_ && fuseNorm(l);
+    if (normFused_) return;
+    const bool pending = !residUpdated_ && (post || l > 0);
+    record(cuda::rmsNormResidual(resid_, pending ? delta_ : nullptr, post ? L.postNorm : L.inputNorm, rows_, c_.hiddenSize,
                                  float(c_.rmsNormEps), hbuf_, nullptr, true, stream_));
+  }
+  // Layer l's GEMVs take part in the fusion: bf16/FP8 weights in a skinny-GEMM step.
+  bool fuseNorm(int l) const { return fuseNormEnabled_ && !tiled() && !layers_[l].w4; }
+  const cuda::NormIn* normIn(int l, bool post) {
+    if (!normFused_) return nullptr;
+    normArgs_.resid = resid_;
+    normArgs_.weight = post ? layers_[l].postNorm : layers_[l].inputNorm;
+    normArgs_.parts = normParts_;
+    normArgs_.tiles = cuda::normPartsPerRow(c_.hiddenSize);
+    normArgs_.eps = float(c_.rmsNormEps);
+    return &normArgs_;
+  }
+  // o_proj / down_proj: into the residual when fused, else into delta_ for the next rmsNormResidual.
+  void residualLinear(int l, const uint16_t* x, const LinearWeight& w) {
+    residUpdated_ = fuseNorm(l);
+    if (residUpdated_) record(cuda::gemvAddResidual(x, rows_, w, resid_, normParts_, stream_));
+    else linearBf16(x, w, delta_);
   }
 
   void qkvRopeCache(int l) override {
@@ -722,7 +749,7 @@ class CudaEngine final : public Engine, private ForwardOps {
     a.blockSize = opt_.blockSize;
     a.kvFp8 = kvFp8_;
     record(tiled() ? cuda::prefillGemmQkvRope(hbuf_, rows_, layers_[l].qkv, a, stream_)
-                   : cuda::gemvQkvRope(hbuf_, rows_, layers_[l].qkv, a, stream_));
+                   : cuda::gemvQkvRope(hbuf_, rows_, layers_[l].qkv, a, stream_, normIn(l, false)));
   }
 
   void attention(int l) override {
@@ -747,17 +774,23 @@ class CudaEngine final : public Engine, private ForwardOps {
   }
 
   void oProj(int l) override {
-    if (layers_[l].w4) return w4ToBf16(attnOut_, c_.numHeads * c_.headDim, layers_[l].o4, delta_);
-    linearBf16(attnOut_, layers_[l].o, delta_);
+    if (layers_[l].w4) {
+      residUpdated_ = false;
+      return w4ToBf16(attnOut_, c_.numHeads * c_.headDim, layers_[l].o4, delta_);
+    }
+    residualLinear(l, attnOut_, layers_[l].o);
   }
   void gateUpSwiglu(int l) override {
     if (layers_[l].w4) return gateUpSwigluW4(l);
     record(tiled() ? cuda::prefillGemmSwiglu(hbuf_, rows_, layers_[l].gateUp, act_, stream_)
-                   : cuda::gemvSwiglu(hbuf_, rows_, layers_[l].gateUp, act_, stream_));
+                   : cuda::gemvSwiglu(hbuf_, rows_, layers_[l].gateUp, act_, stream_, normIn(l, true)));
   }
   void downProj(int l) override {
-    if (layers_[l].w4) return w4ToBf16(act_, c_.intermediateSize, layers_[l].down4, delta_);
-    linearBf16(act_, layers_[l].down, delta_);
+    if (layers_[l].w4) {
+      residUpdated_ = false;
+      return w4ToBf16(act_, c_.intermediateSize, layers_[l].down4, delta_);
+    }
+    residualLinear(l, act_, layers_[l].down);
   }
 
   // ---- attention dispatch: eager steps over the threshold run the tiled prefill attention (query tiles
@@ -835,7 +868,7 @@ class CudaEngine final : public Engine, private ForwardOps {
   }
 
   void finalNormLmHead() override {
-    record(cuda::rmsNormResidual(resid_, numLayers_ > 0 ? delta_ : nullptr, finalNorm_, numOut_, c_.hiddenSize, float(c_.rmsNormEps), lastH_,
+    record(cuda::rmsNormResidual(resid_, residUpdated_ ? nullptr : delta_, finalNorm_, numOut_, c_.hiddenSize, float(c_.rmsNormEps), lastH_,
                                  dOutRows_, false, stream_));
     record(cuda::gemvF32Out(lastH_, numOut_, lmHead_, dLogits_, stream_));
   }
@@ -908,6 +941,15 @@ class CudaEngine final : public Engine, private ForwardOps {
   int rows_ = 0, numOut_ = 0, splits_ = 1;
   const int prefillMinRows_ = prefillGemmMinRows();
   int w4Chunk_ = kW4RowChunk;
+  // The residual fusion (see addNorm): residUpdated_: the last o_proj / down_proj added into resid_ and
+  // left the norm's partial sums (nothing pending in delta_); normFused_: the next QKV or gate/up GEMV normalizes on load. SEVENTY_FUSED_NORM=0 turns it off.
+  const bool fuseNormEnabled_ = [] {
+    const char* v = std::getenv("SEVENTY_FUSED_NORM");
+    return !(v && *v == '0');
+  }();
+  bool residUpdated_ = false, normFused_ = false;
+  cuda::NormIn normArgs_;
+  float* normParts_ = nullptr;
   bool prefillAttn_ = false;
   int numAttnTiles_ = 0;
   int32_t *dAttnTiles_ = nullptr, *hAttnTiles_ = nullptr;

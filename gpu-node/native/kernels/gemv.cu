@@ -93,6 +93,40 @@ struct StoreF32 {
   }
 };
 
+// o_proj / down_proj fused with the residual add: resid[m, n] += bf16(y[m, n]) (the bf16 rounding the
+// separate delta buffer had), and the sum of squares of the new residual over the tile's 16 columns,
+// per batch row, into parts[m · tiles + n0/16] for the next GEMV's RMSNorm (see NormIn).
+struct AddResidual {
+  float* resid;
+  float* parts;
+  int N, tiles;
+  template <int NT>
+  __device__ void operator()(const float (&acc)[NT][4], int n0, int M, int g, int t) const {
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+      for (int h = 0; h < 2; h++) {
+        const int m = nt * 8 + 2 * t + h;
+        float ss = 0.0f;
+#pragma unroll
+        for (int hi = 0; hi < 2; hi++) {
+          const int n = n0 + g + 8 * hi;
+          if (m < M && n < N) {
+            float* r = resid + int64_t(m) * N + n;
+            const float v = *r + __uint_as_float(uint32_t(toBf16Bits(acc[nt][2 * hi + h])) << 16);
+            *r = v;
+            ss += v * v;
+          }
+        }
+        // The 8 lanes of one t (g = 0..7) hold the tile's 16 columns of row m.
+        ss += __shfl_xor_sync(0xffffffffu, ss, 4);
+        ss += __shfl_xor_sync(0xffffffffu, ss, 8);
+        ss += __shfl_xor_sync(0xffffffffu, ss, 16);
+        if (g == 0 && m < M && n0 < N) parts[int64_t(m) * tiles + n0 / 16] = ss;
+      }
+  }
+};
+
 // Tile i holds gate rows 8i..8i+7 (accumulator rows g) and up rows 8i..8i+7 (rows g+8).
 struct Swiglu {
   uint16_t* y;
@@ -147,12 +181,17 @@ __host__ __device__ constexpr int stageBytes() {
 // shared memory; the block's threads copy W and x tiles cooperatively (x once per block, not per warp).
 // With PDL the first stages' weights are requested before griddepcontrol.wait: they do not depend on
 // the previous kernel, whose tail they overlap; x is read and every output written after the wait.
-template <int NT, bool FP8, class Epi>
+//
+// NORM: the activations are RMSNorm(resid) rather than x: the block sums each row's partial sums of
+// squares (left by the AddResidual epilogue of the GEMV before) into its inverse RMS, then stages x
+// tiles as bf16(resid · inv · w) with plain loads and shared-memory stores in place of the x copies.
+template <int NT, bool FP8, bool NORM, class Epi>
 __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const uint16_t* __restrict__ x, int M, int K, const uint8_t* __restrict__ W,
-                                                          const float* __restrict__ scales, int N, Epi epi) {
+                                                          const float* __restrict__ scales, int N, NormIn nin, Epi epi) {
   using F = Fmt<FP8>;
   constexpr int kStages = stagesFor<NT, FP8>(), kStage = stageBytes<NT, FP8>(), kMRows = NT * 8;
   SEVENTY_DYNAMIC_SMEM(uint4, smemV);
+  __shared__ float invRms[NORM ? kMRows : 1];
   uint8_t* const smem = reinterpret_cast<uint8_t*>(smemV);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
@@ -185,7 +224,23 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const uint16_t* __rest
       const int m = i / kPieces, p = i % kPieces, k = tile * F::kTileK + p * 8;
       if (p >= pieces) continue;
       const bool ok = m < M && k < K;
-      cpAsync16(dst + m * F::kXRow + p * 16, ok ? x + int64_t(m) * K + k : x, ok ? 16 : 0);
+      if constexpr (NORM) {
+        // The same rounding as rmsnorm.cu: bf16((v · inv) · w).
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (ok) {
+          const float* r = nin.resid + int64_t(m) * K + k;
+          const float4 r0 = *reinterpret_cast<const float4*>(r), r1 = *reinterpret_cast<const float4*>(r + 4);
+          const float4 w0 = *reinterpret_cast<const float4*>(nin.weight + k), w1 = *reinterpret_cast<const float4*>(nin.weight + k + 4);
+          const float inv = invRms[m];
+          v.x = packBf16x2(r0.x * inv * w0.x, r0.y * inv * w0.y);
+          v.y = packBf16x2(r0.z * inv * w0.z, r0.w * inv * w0.w);
+          v.z = packBf16x2(r1.x * inv * w1.x, r1.y * inv * w1.y);
+          v.w = packBf16x2(r1.z * inv * w1.z, r1.w * inv * w1.w);
+        }
+        *reinterpret_cast<uint4*>(dst + m * F::kXRow + p * 16) = v;
+      } else {
+        cpAsync16(dst + m * F::kXRow + p * 16, ok ? x + int64_t(m) * K + k : x, ok ? 16 : 0);
+      }
     }
   };
 
@@ -193,6 +248,17 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const uint16_t* __rest
   for (int st = 0; st < kStages - 1; st++)
     if (st < numTiles) issueW(st, st);
   pdlWait();
+  if constexpr (NORM) {
+    // Row m's inverse RMS from the previous GEMV's per-tile partial sums (rows past M: unused).
+    for (int m = warp; m < kMRows; m += kWarps) {
+      float ss = 0.0f;
+      if (m < M)
+        for (int i = lane; i < nin.tiles; i += 32) ss += nin.parts[int64_t(m) * nin.tiles + i];
+      ss = warpSum(ss);
+      if (lane == 0) invRms[m] = rsqrtf(ss / float(K) + nin.eps);
+    }
+    __syncthreads();
+  }
   for (int st = 0; st < kStages - 1; st++) {
     if (st < numTiles) issueX(st, st);
     cpAsyncCommit();
@@ -270,28 +336,45 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const uint16_t* __rest
   epi.template operator()<NT>(acc, n0, M, g, t);
 }
 
-template <int NT, bool FP8, class Epi>
-cudaError_t launchOne(const uint16_t* x, int M, const LinearWeight& w, Epi epi, cudaStream_t s) {
+template <int NT, bool FP8, bool NORM, class Epi>
+cudaError_t launchOne(const uint16_t* x, int M, const LinearWeight& w, const NormIn& nin, Epi epi, cudaStream_t s) {
   constexpr int smem = stagesFor<NT, FP8>() * stageBytes<NT, FP8>();
-  static const cudaError_t attr = cudaFuncSetAttribute(gemvKernel<NT, FP8, Epi>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  static const cudaError_t attr = cudaFuncSetAttribute(gemvKernel<NT, FP8, NORM, Epi>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (attr != cudaSuccess) return attr;
   const dim3 grid((w.N + kRowsPerBlock - 1) / kRowsPerBlock), block(kWarps * 32);
   const uint8_t* W = static_cast<const uint8_t*>(w.data);
-  if (cudaError_t e = (SEVENTY_LAUNCH_PDL(grid, block, smem, s, gemvKernel<NT, FP8, Epi>)(x, M, w.K, W, w.scales, w.N, epi))) return e;
+  if (cudaError_t e = (SEVENTY_LAUNCH_PDL(grid, block, smem, s, gemvKernel<NT, FP8, NORM, Epi>)(x, M, w.K, W, w.scales, w.N, nin, epi))) return e;
   return cudaGetLastError();
 }
 
-template <bool FP8, class Epi>
-cudaError_t launchTyped(const uint16_t* x, int M, const LinearWeight& w, Epi epi, cudaStream_t s) {
-  if (M <= 8) return launchOne<1, FP8>(x, M, w, epi, s);
-  if (M <= 16) return launchOne<2, FP8>(x, M, w, epi, s);
-  if (M <= 32) return launchOne<4, FP8>(x, M, w, epi, s);
-  return launchOne<8, FP8>(x, M, w, epi, s);
+template <bool FP8, bool NORM, class Epi>
+cudaError_t launchTyped(const uint16_t* x, int M, const LinearWeight& w, const NormIn& nin, Epi epi, cudaStream_t s) {
+  if (M <= 8) return launchOne<1, FP8, NORM>(x, M, w, nin, epi, s);
+  if (M <= 16) return launchOne<2, FP8, NORM>(x, M, w, nin, epi, s);
+  if (M <= 32) return launchOne<4, FP8, NORM>(x, M, w, nin, epi, s);
+  return launchOne<8, FP8, NORM>(x, M, w, nin, epi, s);
 }
 
+// nin.resid != nullptr: the activations are RMSNorm(nin.resid) (x unused).
+template <class Epi>
+cudaError_t launchSlice(const uint16_t* x, int M, const LinearWeight& w, const NormIn& nin, Epi epi, cudaStream_t s) {
+  if (nin.resid)
+    return w.format == WFormat::FP8 ? launchTyped<true, true>(x, M, w, nin, epi, s) : launchTyped<false, true>(x, M, w, nin, epi, s);
+  return w.format == WFormat::FP8 ? launchTyped<true, false>(x, M, w, nin, epi, s) : launchTyped<false, false>(x, M, w, nin, epi, s);
+}
 template <class Epi>
 cudaError_t launchSlice(const uint16_t* x, int M, const LinearWeight& w, Epi epi, cudaStream_t s) {
-  return w.format == WFormat::FP8 ? launchTyped<true>(x, M, w, epi, s) : launchTyped<false>(x, M, w, epi, s);
+  return launchSlice(x, M, w, NormIn{}, epi, s);
+}
+
+// The rows [m0, m0 + 64) of a normed input.
+NormIn sliceOf(const NormIn& n, int m0, int K) {
+  NormIn r = n;
+  if (r.resid) {
+    r.resid += int64_t(m0) * K;
+    r.parts += int64_t(m0) * r.tiles;
+  }
+  return r;
 }
 
 cudaError_t checkShape(const LinearWeight& w) {
@@ -318,24 +401,46 @@ cudaError_t gemvF32Out(const uint16_t* x, int M, const LinearWeight& w, float* y
   return cudaSuccess;
 }
 
-cudaError_t gemvSwiglu(const uint16_t* x, int M, const LinearWeight& w, uint16_t* y, cudaStream_t s) {
+int normPartsPerRow(int hidden) { return (hidden + 15) / 16; }
+
+cudaError_t gemvAddResidual(const uint16_t* x, int M, const LinearWeight& w, float* resid, float* parts, cudaStream_t s) {
   if (cudaError_t e = checkShape(w)) return e;
-  if (w.N % 16 != 0) return cudaErrorInvalidValue;
-  const int I = w.N / 2;
+  const int tiles = normPartsPerRow(w.N);
   for (int m0 = 0; m0 < M; m0 += 64)
-    if (cudaError_t e = launchSlice(x + int64_t(m0) * w.K, min(64, M - m0), w, Swiglu{y + int64_t(m0) * I, I}, s)) return e;
+    if (cudaError_t e = launchSlice(x + int64_t(m0) * w.K, min(64, M - m0), w,
+                                    AddResidual{resid + int64_t(m0) * w.N, parts + int64_t(m0) * tiles, w.N, tiles}, s))
+      return e;
   return cudaSuccess;
 }
 
-cudaError_t gemvQkvRope(const uint16_t* x, int M, const LinearWeight& w, const QkvRopeArgs& a, cudaStream_t s) {
+static cudaError_t checkNorm(const NormIn* n, const LinearWeight& w) {
+  if (n && (!n->resid || !n->parts || !n->weight || n->tiles != normPartsPerRow(w.K))) return cudaErrorInvalidValue;
+  return cudaSuccess;
+}
+
+cudaError_t gemvSwiglu(const uint16_t* x, int M, const LinearWeight& w, uint16_t* y, cudaStream_t s, const NormIn* norm) {
   if (cudaError_t e = checkShape(w)) return e;
+  if (cudaError_t e = checkNorm(norm, w)) return e;
+  if (w.N % 16 != 0) return cudaErrorInvalidValue;
+  const int I = w.N / 2;
+  const NormIn nin = norm ? *norm : NormIn{};
+  for (int m0 = 0; m0 < M; m0 += 64)
+    if (cudaError_t e = launchSlice(x + int64_t(m0) * w.K, min(64, M - m0), w, sliceOf(nin, m0, w.K), Swiglu{y + int64_t(m0) * I, I}, s))
+      return e;
+  return cudaSuccess;
+}
+
+cudaError_t gemvQkvRope(const uint16_t* x, int M, const LinearWeight& w, const QkvRopeArgs& a, cudaStream_t s, const NormIn* norm) {
+  if (cudaError_t e = checkShape(w)) return e;
+  if (cudaError_t e = checkNorm(norm, w)) return e;
   if (a.headDim % 16 != 0 || w.N != (a.numHeads + 2 * a.numKvHeads) * a.headDim) return cudaErrorInvalidValue;
+  const NormIn nin = norm ? *norm : NormIn{};
   for (int m0 = 0; m0 < M; m0 += 64) {
     QkvRopeArgs slice = a;
     slice.positions += m0;
     slice.slots += m0;
     slice.q += int64_t(m0) * a.numHeads * a.headDim;
-    if (cudaError_t e = launchSlice(x + int64_t(m0) * w.K, min(64, M - m0), w, QkvRope{slice}, s)) return e;
+    if (cudaError_t e = launchSlice(x + int64_t(m0) * w.K, min(64, M - m0), w, sliceOf(nin, m0, w.K), QkvRope{slice}, s)) return e;
   }
   return cudaSuccess;
 }

@@ -45,8 +45,26 @@ cudaError_t rmsNormResidual(float* resid, const uint16_t* delta, const float* we
 // ---- gemv.cu: skinny GEMM on tensor cores, y[m, n] = Σ_k x[m, k] · W[n, k], any M (tiled by 64) ----
 cudaError_t gemvBf16Out(const uint16_t* x, int M, const LinearWeight& w, uint16_t* y, cudaStream_t s);
 cudaError_t gemvF32Out(const uint16_t* x, int M, const LinearWeight& w, float* y, cudaStream_t s);
+
+// Residual add + RMSNorm fused into the GEMVs around it (decode steps), instead of rmsNormResidual:
+//  - gemvAddResidual (o_proj, down_proj): resid[m, n] += bf16(y[m, n]) in the epilogue, and the sum of
+//    squares of the new resid[m, 16i..16i+15] into parts[m · normPartsPerRow(N) + i];
+//  - a GEMV given a NormIn (QKV, gate/up) sums row m's parts into inv = rsqrt(Σ / K + eps) and multiplies
+//    bf16((resid[m, k] · inv) · weight[k]), the rounding rmsNormResidual stores, in place of x[m, k].
+// parts holds M · normPartsPerRow(hidden) floats; every row is written by the producer before it is read.
+struct NormIn {
+  const float* resid = nullptr;   // [M, K]
+  const float* weight = nullptr;  // [K]
+  const float* parts = nullptr;   // [M, tiles]
+  int tiles = 0;                  // normPartsPerRow(K)
+  float eps = 0;
+};
+int normPartsPerRow(int hidden);
+cudaError_t gemvAddResidual(const uint16_t* x, int M, const LinearWeight& w, float* resid, float* parts, cudaStream_t s);
+
 // W holds gate and up rows interleaved in groups of 8 (see gateUpRowOrder): y[m, j] = silu(gate_j) · up_j, j < N/2.
-cudaError_t gemvSwiglu(const uint16_t* x, int M, const LinearWeight& w, uint16_t* y, cudaStream_t s);
+// norm: the input is RMSNorm(norm->resid) (x unused), see NormIn.
+cudaError_t gemvSwiglu(const uint16_t* x, int M, const LinearWeight& w, uint16_t* y, cudaStream_t s, const NormIn* norm = nullptr);
 
 // The fused QKV projection: W rows in qkvRowOrder, then RoPE (rotate_half, inv_freq from the host)
 // on q and k, q stored [M, numHeads·headDim] bf16, k and v written into the paged cache at slot[m]
@@ -61,7 +79,8 @@ struct QkvRopeArgs {
   int numHeads = 0, numKvHeads = 0, headDim = 0, blockSize = 0;
   bool kvFp8 = false;  // write K/V as e4m3 bytes (scale 1; nearest even, saturating) at the same element offsets
 };
-cudaError_t gemvQkvRope(const uint16_t* x, int M, const LinearWeight& w, const QkvRopeArgs& a, cudaStream_t s);
+cudaError_t gemvQkvRope(const uint16_t* x, int M, const LinearWeight& w, const QkvRopeArgs& a, cudaStream_t s,
+                        const NormIn* norm = nullptr);
 
 // Row orders of the fused weights (index i of the fused matrix holds HF row order[i] of the concatenation).
 //  qkv: per head (q heads, then k, then v), 16-row tiles [d..d+7 | d+h..d+h+7] with h = headDim/2, so one

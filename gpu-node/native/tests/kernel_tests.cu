@@ -206,6 +206,58 @@ static void testSwiglu(int M, int I, int K, bool fp8) {
          fmt("err %.2e", e));
 }
 
+// Residual add + RMSNorm fused into the GEMVs around it: o_proj (gemvAddResidual) adds bf16(x·Woᵀ) into
+// the float residual and leaves per-tile sums of squares; gate/up + SwiGLU (gemvSwiglu with a NormIn)
+// normalizes the residual on load. Against the CPU chain resid += bf16(x·Woᵀ); h = bf16(rmsnorm(resid));
+// silu(h·Wgᵀ)·(h·Wuᵀ). H not a multiple of 64 leaves a partial block and a partial 16-row tile of parts.
+static void testFusedNorm(int M, int H, int Kp, int I, bool fp8) {
+  TestWeight wo(H, Kp, fp8);
+  auto gateUp = randomBf16(size_t(2 * I) * H, 0.08f);
+  std::vector<int32_t> order(2 * I);
+  cuda::gateUpRowOrder(I, order.data());
+  std::vector<uint16_t> permuted(gateUp.size());
+  for (int i = 0; i < 2 * I; i++) std::copy_n(gateUp.begin() + size_t(order[i]) * H, H, permuted.begin() + size_t(i) * H);
+  TestWeight wg(2 * I, H, fp8, &permuted), wgPlain(2 * I, H, fp8, &gateUp);
+  std::uniform_real_distribution<float> d(-3, 3);
+  std::vector<float> resid(size_t(M) * H), normW(H);
+  for (auto& v : resid) v = d(rng);
+  for (auto& v : normW) v = d(rng);
+  auto x = randomBf16(size_t(M) * Kp, 1.0f);
+  const int tiles = cuda::normPartsPerRow(H);
+  Dev<uint16_t> dx(x), y(size_t(M) * I);
+  Dev<float> dr(resid), dw(normW), parts(size_t(M) * tiles);
+  parts.poison();  // every row's sums must be written by the producer
+  y.poison();
+  CHECK_CUDA(cuda::gemvAddResidual(dx.p, M, wo.dev, dr.p, parts.p, 0));
+  cuda::NormIn nin;
+  nin.resid = dr.p;
+  nin.weight = dw.p;
+  nin.parts = parts.p;
+  nin.tiles = tiles;
+  nin.eps = 1e-5f;
+  CHECK_CUDA(cuda::gemvSwiglu(nullptr, M, wg.dev, y.p, 0, &nin));
+  CHECK_CUDA(cudaDeviceSynchronize());
+
+  std::vector<float> delta(size_t(M) * H), residRef(resid), h(size_t(M) * H);
+  cpu::linear(delta.data(), widen(x).data(), M, wo.view);
+  for (size_t i = 0; i < delta.size(); i++) residRef[i] += bf16ToFloat(floatToBf16(delta[i]));
+  cpu::rmsNorm(h.data(), residRef.data(), normW.data(), M, H, 1e-5);
+  for (auto& v : h) v = bf16ToFloat(floatToBf16(v));
+  std::vector<float> both(size_t(M) * 2 * I), ref(size_t(M) * I), up(size_t(M) * I);
+  cpu::linear(both.data(), h.data(), M, wgPlain.view);
+  for (int m = 0; m < M; m++)
+    for (int j = 0; j < I; j++) {
+      ref[size_t(m) * I + j] = both[size_t(m) * 2 * I + j];
+      up[size_t(m) * I + j] = both[size_t(m) * 2 * I + I + j];
+    }
+  cpu::siluMul(ref.data(), up.data(), int64_t(M) * I);
+  const double e = relErr(widen(y.get()), ref), eResid = relErr(dr.get(), residRef);
+  report(e < 5e-3 && eResid < 1e-4,
+         std::string("o_proj+residual -> norm on load -> gate/up ") + (fp8 ? "fp8" : "bf16") + " M " + std::to_string(M) +
+             " hidden " + std::to_string(H) + " K " + std::to_string(Kp) + " I " + std::to_string(I),
+         fmt("err %.2e", e) + fmt(" resid %.1e", eResid));
+}
+
 static void testQkvRope(int M, int nh, int nkv, int hd, int K, bool fp8) {
   const int rowsQkv = (nh + 2 * nkv) * hd, bs = 16, numBlocks = 64;
   auto wq = randomBf16(size_t(rowsQkv) * K, 0.08f);
@@ -605,7 +657,7 @@ int main() {
   std::printf("device: %s (sm_%d, %d SMs)\n", d.name.c_str(), d.computeCapability, d.multiprocessors);
 
   // KERNEL_TESTS_SMALL=1: one small case per kernel (for compute-sanitizer, which is 10-100x slower).
-  // KERNEL_TESTS_ONLY=gemv,engine: only those groups (embedding rmsnorm gemv swiglu qkv attention sampling
+  // KERNEL_TESTS_ONLY=gemv,engine: only those groups (embedding rmsnorm gemv swiglu fusednorm qkv attention sampling
   // weights engine). KERNEL_TESTS_FAIL_FAST=1: stop at the first failure.
   const bool small = std::getenv("KERNEL_TESTS_SMALL") != nullptr;
   const char* only = std::getenv("KERNEL_TESTS_ONLY");
@@ -638,6 +690,11 @@ int main() {
       testSwiglu(19, 104, 256, fp8);
       testSwiglu(1, 8 * 13, 128, fp8);
     }, [fp8] { testSwiglu(1, 8 * 13, 128, fp8); });
+    group("fusednorm", [fp8] {
+      testFusedNorm(1, 208, fp8 ? 272 : 264, 104, fp8);
+      testFusedNorm(19, 400, 256, 64, fp8);
+      testFusedNorm(77, 256, 128, 48, fp8);  // two 64-row slices
+    }, [fp8] { testFusedNorm(19, 208, 256, 104, fp8); });
     group("qkv", [fp8] {
       testQkvRope(19, 4, 2, 32, 256, fp8);
       testQkvRope(3, 8, 1, 128, 512, fp8);
