@@ -355,16 +355,17 @@ cudaError_t launchTyped(const uint16_t* x, int M, const LinearWeight& w, const N
   return launchOne<8, FP8, NORM>(x, M, w, nin, epi, s);
 }
 
-// nin.resid != nullptr: the activations are RMSNorm(nin.resid) (x unused).
-template <class Epi>
-cudaError_t launchSlice(const uint16_t* x, int M, const LinearWeight& w, const NormIn& nin, Epi epi, cudaStream_t s) {
-  if (nin.resid)
-    return w.format == WFormat::FP8 ? launchTyped<true, true>(x, M, w, nin, epi, s) : launchTyped<false, true>(x, M, w, nin, epi, s);
-  return w.format == WFormat::FP8 ? launchTyped<true, false>(x, M, w, nin, epi, s) : launchTyped<false, false>(x, M, w, nin, epi, s);
-}
 template <class Epi>
 cudaError_t launchSlice(const uint16_t* x, int M, const LinearWeight& w, Epi epi, cudaStream_t s) {
-  return launchSlice(x, M, w, NormIn{}, epi, s);
+  const NormIn none;
+  return w.format == WFormat::FP8 ? launchTyped<true, false>(x, M, w, none, epi, s) : launchTyped<false, false>(x, M, w, none, epi, s);
+}
+// nin.resid != nullptr: the activations are RMSNorm(nin.resid) (x unused). Only the epilogues of the
+// GEMVs that follow a norm (QKV, gate/up) are instantiated with it.
+template <class Epi>
+cudaError_t launchSlice(const uint16_t* x, int M, const LinearWeight& w, const NormIn& nin, Epi epi, cudaStream_t s) {
+  if (!nin.resid) return launchSlice(x, M, w, epi, s);
+  return w.format == WFormat::FP8 ? launchTyped<true, true>(x, M, w, nin, epi, s) : launchTyped<false, true>(x, M, w, nin, epi, s);
 }
 
 // The rows [m0, m0 + 64) of a normed input.
