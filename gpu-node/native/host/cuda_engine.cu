@@ -699,7 +699,7 @@ class CudaEngine final : public Engine, private ForwardOps {
 
   // ---- forward stages (ForwardOps) ----
   void embed() override {
-    residUpdated_ = false;
+    pending_ = Pending::Nothing;
     if (embedOnHost_) record(cuda::embeddingGather(hbuf_, c_.hiddenSize, nullptr, rows_, resid_, stream_));  // rows already gathered
     else record(cuda::embeddingGather(embed_, c_.hiddenSize, dRowToken_, rows_, resid_, stream_));
   }
@@ -707,14 +707,20 @@ class CudaEngine final : public Engine, private ForwardOps {
   // Residual add + RMSNorm. In decode steps it has no launch of its own between two bf16/FP8 GEMVs:
   // o_proj / down_proj added their output into the residual (gemvAddResidual) and the QKV or gate/up
   // GEMV normalizes on load (normIn). Otherwise (the first layer's input, W4 layers, prefill steps
-  // over the threshold) rmsnorm.cu adds what is still pending in delta_ and writes the normed rows to hbuf_.
+  // over the threshold) rmsnorm.cu adds what is pending (delta_, or a W4 GEMV's float32 output in
+  // w4Out_, which saves the conversion kernel) and writes the normed rows to hbuf_.
   void addNorm(int l, bool post) override {
     const DeviceLayer& L = layers_[l];
-    normFused_ = residUpdated_ && fuseNorm(l);
+    normFused_ = pending_ == Pending::InResidual && fuseNorm(l);
     if (normFused_) return;
-    const bool pending = !residUpdated_ && (post || l > 0);
-    record(cuda::rmsNormResidual(resid_, pending ? delta_ : nullptr, post ? L.postNorm : L.inputNorm, rows_, c_.hiddenSize,
-                                 float(c_.rmsNormEps), hbuf_, nullptr, true, stream_));
+    normRows(post ? L.postNorm : L.inputNorm, rows_, hbuf_, nullptr, true);
+    pending_ = Pending::Nothing;
+  }
+  void normRows(const float* w, int rows, uint16_t* out, const int32_t* rowIndex, bool writeBack) {
+    const int H = c_.hiddenSize;
+    const float eps = float(c_.rmsNormEps);
+    if (pending_ == Pending::DeltaF32) return record(cuda::rmsNormResidualF32(resid_, w4Out_, w, rows, H, eps, out, rowIndex, writeBack, stream_));
+    record(cuda::rmsNormResidual(resid_, pending_ == Pending::Delta ? delta_ : nullptr, w, rows, H, eps, out, rowIndex, writeBack, stream_));
   }
   // Layer l's GEMVs take part in the fusion: bf16/FP8 weights in a skinny-GEMM step.
   bool fuseNorm(int l) const { return fuseNormEnabled_ && !tiled() && !layers_[l].w4; }
@@ -729,9 +735,12 @@ class CudaEngine final : public Engine, private ForwardOps {
   }
   // o_proj / down_proj: into the residual when fused, else into delta_ for the next rmsNormResidual.
   void residualLinear(int l, const uint16_t* x, const LinearWeight& w) {
-    residUpdated_ = fuseNorm(l);
-    if (residUpdated_) record(cuda::gemvAddResidual(x, rows_, w, resid_, normParts_, stream_));
-    else linearBf16(x, w, delta_);
+    if (fuseNorm(l)) {
+      pending_ = Pending::InResidual;
+      return record(cuda::gemvAddResidual(x, rows_, w, resid_, normParts_, stream_));
+    }
+    pending_ = Pending::Delta;
+    linearBf16(x, w, delta_);
   }
 
   void qkvRopeCache(int l) override {
@@ -774,10 +783,7 @@ class CudaEngine final : public Engine, private ForwardOps {
   }
 
   void oProj(int l) override {
-    if (layers_[l].w4) {
-      residUpdated_ = false;
-      return w4ToBf16(attnOut_, c_.numHeads * c_.headDim, layers_[l].o4, delta_);
-    }
+    if (layers_[l].w4) return w4Residual(attnOut_, c_.numHeads * c_.headDim, layers_[l].o4);
     residualLinear(l, attnOut_, layers_[l].o);
   }
   void gateUpSwiglu(int l) override {
@@ -786,10 +792,7 @@ class CudaEngine final : public Engine, private ForwardOps {
                    : cuda::gemvSwiglu(hbuf_, rows_, layers_[l].gateUp, act_, stream_, normIn(l, true)));
   }
   void downProj(int l) override {
-    if (layers_[l].w4) {
-      residUpdated_ = false;
-      return w4ToBf16(act_, c_.intermediateSize, layers_[l].down4, delta_);
-    }
+    if (layers_[l].w4) return w4Residual(act_, c_.intermediateSize, layers_[l].down4);
     residualLinear(l, act_, layers_[l].down);
   }
 
@@ -858,8 +861,15 @@ class CudaEngine final : public Engine, private ForwardOps {
     }
   }
 
-  // y = bf16(x · Wᵀ) for o_proj / down_proj; x has K columns, y has N.
-  void w4ToBf16(const uint16_t* x, int K, const cuda::W4Weight& w, uint16_t* y) {
+  // o_proj / down_proj of a W4 layer; x has K columns. One chunk (decode): the float32 output stays in
+  // w4Out_ for the next norm; more: each chunk's bf16 output into delta_.
+  void w4Residual(const uint16_t* x, int K, const cuda::W4Weight& w) {
+    if (rows_ <= w4Chunk()) {
+      pending_ = Pending::DeltaF32;
+      return w4Linear(x, rows_, w, w4Out_);
+    }
+    pending_ = Pending::Delta;
+    uint16_t* y = delta_;
     for (int c0 = 0; c0 < rows_; c0 += w4Chunk()) {
       const int m = std::min(w4Chunk(), rows_ - c0);
       w4Linear(x + size_t(c0) * K, m, w, w4Out_);
@@ -868,8 +878,7 @@ class CudaEngine final : public Engine, private ForwardOps {
   }
 
   void finalNormLmHead() override {
-    record(cuda::rmsNormResidual(resid_, residUpdated_ ? nullptr : delta_, finalNorm_, numOut_, c_.hiddenSize, float(c_.rmsNormEps), lastH_,
-                                 dOutRows_, false, stream_));
+    normRows(finalNorm_, numOut_, lastH_, dOutRows_, false);
     record(cuda::gemvF32Out(lastH_, numOut_, lmHead_, dLogits_, stream_));
   }
 
@@ -941,13 +950,17 @@ class CudaEngine final : public Engine, private ForwardOps {
   int rows_ = 0, numOut_ = 0, splits_ = 1;
   const int prefillMinRows_ = prefillGemmMinRows();
   int w4Chunk_ = kW4RowChunk;
-  // The residual fusion (see addNorm): residUpdated_: the last o_proj / down_proj added into resid_ and
-  // left the norm's partial sums (nothing pending in delta_); normFused_: the next QKV or gate/up GEMV normalizes on load. SEVENTY_FUSED_NORM=0 turns it off.
+  // The residual fusion (see addNorm). pending_: what the last o_proj / down_proj left for the next norm:
+  // nothing (the embedding, or a norm wrote the residual back), its bf16 output in delta_, a W4 GEMV's
+  // float32 output in w4Out_, or nothing because it added into resid_ itself and left the norm's partial
+  // sums in normParts_. normFused_: the next QKV or gate/up GEMV normalizes on load.
+  // SEVENTY_FUSED_NORM=0 turns the GEMV fusion off (a comparison for the benchmark).
   const bool fuseNormEnabled_ = [] {
     const char* v = std::getenv("SEVENTY_FUSED_NORM");
     return !(v && *v == '0');
   }();
-  bool residUpdated_ = false, normFused_ = false;
+  enum class Pending { Nothing, Delta, DeltaF32, InResidual } pending_ = Pending::Nothing;
+  bool normFused_ = false;
   cuda::NormIn normArgs_;
   float* normParts_ = nullptr;
   bool prefillAttn_ = false;

@@ -41,6 +41,9 @@ cudaError_t embeddingGather(const uint16_t* table, int hidden, const int32_t* id
 //   v = resid[r] + (delta ? delta[r] : 0);  if (writeBack) resid[r] = v;  out[i] = bf16(v · rsqrt(mean(v²) + eps) · w)
 cudaError_t rmsNormResidual(float* resid, const uint16_t* delta, const float* weight, int rows, int dim, float eps,
                             uint16_t* out, const int32_t* rowIndex, bool writeBack, cudaStream_t s);
+// The same with a float32 delta (a W4 GEMV's output), rounded to bf16 before the add as if stored as bf16.
+cudaError_t rmsNormResidualF32(float* resid, const float* delta, const float* weight, int rows, int dim, float eps,
+                               uint16_t* out, const int32_t* rowIndex, bool writeBack, cudaStream_t s);
 
 // ---- gemv.cu: skinny GEMM on tensor cores, y[m, n] = Σ_k x[m, k] · W[n, k], any M (tiled by 64) ----
 cudaError_t gemvBf16Out(const uint16_t* x, int M, const LinearWeight& w, uint16_t* y, cudaStream_t s);

@@ -79,23 +79,26 @@ static void testEmbedding(int vocab, int hidden, int rows, bool gathered = false
          fmt("err %.2e", e));
 }
 
-static void testRmsNorm(int rows, int dim, bool gather) {
+// f32Delta: the float32 delta of a W4 GEMV (rmsNormResidualF32), rounded to bf16 before the add.
+static void testRmsNorm(int rows, int dim, bool gather, bool f32Delta = false) {
   std::uniform_real_distribution<float> d(-3, 3);
-  std::vector<float> resid(size_t(rows) * dim), w(dim);
+  std::vector<float> resid(size_t(rows) * dim), w(dim), deltaF(size_t(rows) * dim);
   for (auto& x : resid) x = d(rng);
   for (auto& x : w) x = d(rng);
+  for (auto& x : deltaF) x = d(rng) / 3;
   auto delta = randomBf16(size_t(rows) * dim, 1.0f);
   std::vector<int32_t> idx;
   for (int i = rows - 1; i >= 0; i -= 2) idx.push_back(i);
   const int outRows = gather ? int(idx.size()) : rows;
-  Dev<float> dr(resid), dw(w);
+  Dev<float> dr(resid), dw(w), ddf(deltaF);
   Dev<uint16_t> dd(delta), out(size_t(outRows) * dim);
   Dev<int32_t> di(idx);
   out.poison();
-  CHECK_CUDA(cuda::rmsNormResidual(dr.p, dd.p, dw.p, outRows, dim, 1e-5f, out.p, gather ? di.p : nullptr, !gather, 0));
+  if (f32Delta) CHECK_CUDA(cuda::rmsNormResidualF32(dr.p, ddf.p, dw.p, outRows, dim, 1e-5f, out.p, gather ? di.p : nullptr, !gather, 0));
+  else CHECK_CUDA(cuda::rmsNormResidual(dr.p, dd.p, dw.p, outRows, dim, 1e-5f, out.p, gather ? di.p : nullptr, !gather, 0));
   CHECK_CUDA(cudaDeviceSynchronize());
   std::vector<float> sum(resid.size()), ref(size_t(outRows) * dim);
-  for (size_t i = 0; i < sum.size(); i++) sum[i] = resid[i] + bf16ToFloat(delta[i]);
+  for (size_t i = 0; i < sum.size(); i++) sum[i] = resid[i] + (f32Delta ? bf16ToFloat(floatToBf16(deltaF[i])) : bf16ToFloat(delta[i]));
   for (int i = 0; i < outRows; i++) {
     const int r = gather ? idx[i] : i;
     cpu::rmsNorm(ref.data() + size_t(i) * dim, sum.data() + size_t(r) * dim, w.data(), 1, dim, 1e-5);
@@ -103,7 +106,8 @@ static void testRmsNorm(int rows, int dim, bool gather) {
   const double e = relErr(widen(out.get()), ref);
   const double eResid = gather ? 0.0 : relErr(dr.get(), sum);
   report(e < 4e-3 && eResid < 1e-6,
-         std::string("rmsnorm+residual rows ") + std::to_string(rows) + " dim " + std::to_string(dim) + (gather ? " gathered" : ""),
+         std::string("rmsnorm+residual rows ") + std::to_string(rows) + " dim " + std::to_string(dim) + (gather ? " gathered" : "") +
+             (f32Delta ? " f32 delta" : ""),
          fmt("err %.2e", e) + fmt(" resid %.1e", eResid));
 }
 
@@ -676,6 +680,8 @@ int main() {
     testRmsNorm(19, 111, false);
     testRmsNorm(5, 8192, false);
     testRmsNorm(19, 200, true);
+    testRmsNorm(19, 111, false, true);
+    testRmsNorm(19, 200, true, true);
   }, [] { testRmsNorm(19, 200, true); });
   for (bool fp8 : {false, true}) {
     group("gemv", [fp8] {
