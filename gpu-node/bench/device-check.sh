@@ -14,7 +14,8 @@
 #      tokens/logits and vs transformers' LlamaForCausalLM from the same directory;
 #   4. 70B-shaped decode benchmark (synthetic weights) at batch 1, 8, 32, 64 with 1k contexts, next to
 #      torch on the same shapes, with copy bandwidth and matmul peak measured in the same run (and at
-#      batch 1 and 64 once more without programmatic dependent launch); the decode GEMVs of one 70B
+#      batch 1 and 64 once more without programmatic dependent launch, and once with residual add +
+#      RMSNorm as separate launches instead of fused into the GEMVs); the decode GEMVs of one 70B
 #      layer in bf16, FP8 and W4A16 (quant_bench), per layer and per linear, at batch 1, 8, 32, 64
 #      against copy bandwidth, next to torch's matmuls on the same shapes; the prefill kernels
 #      (prefill_bench: tiled GEMMs against the mma.sync peak, prefill and decode attention at 2k/8k)
@@ -109,6 +110,8 @@ say "decode benchmark (fp8 weights, FP8 KV cache)"
 runb 50 "$BUILD/decode_bench" --quant fp8 --kv-cache-dtype fp8 --batches 1,64 --ctx 1024 --steps 12 --layers 16 || FAILED=1
 say "decode benchmark (fp8 weights, no programmatic dependent launch)"
 SEVENTY_PDL=0 runb 50 "$BUILD/decode_bench" --quant fp8 --batches 1,64 --ctx 1024 --steps 12 --layers 16 || FAILED=1
+say "decode benchmark (fp8 weights, residual add + RMSNorm as separate launches)"
+SEVENTY_FUSED_NORM=0 runb 40 "$BUILD/decode_bench" --quant fp8 --batches 1,64 --ctx 1024 --steps 12 --layers 16 || FAILED=1
 say "W4A16 / FP8 / bf16 decode GEMV bandwidth (one 70B layer, and each linear alone)"
 runb 60 "$BUILD/quant_bench" --batches 1,8,32,64 --iters 20 || FAILED=1
 say "prefill benchmark (70B-shaped GEMMs at 512/2048/8192 rows, prefill and decode attention at 2k/8k)"

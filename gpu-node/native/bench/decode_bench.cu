@@ -8,7 +8,8 @@
 // projected from the two (fixed part + 80 · per-layer part; equal to the measurement when all 80
 // fit), tokens/s, bytes read per step and their fraction of measured copy bandwidth.
 // Each result is one line "RESULT {json}" for bench/device_report.py. With SEVENTY_PDL=0 in the
-// environment the GEMVs launch without programmatic dependent launch (engine "seventy, no PDL").
+// environment the GEMVs launch without programmatic dependent launch (engine "seventy, no PDL"); with
+// SEVENTY_FUSED_NORM=0 every residual add + RMSNorm is its own launch again ("seventy, unfused norm").
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -126,7 +127,9 @@ int main(int argc, char** argv) {
   const double fixedBytes = V * H * 2 + 2 * H * 4 * 80;  // lm_head (bf16) + norms, read once per step
 
   const char* pdl = std::getenv("SEVENTY_PDL");
-  const char* engine = pdl && *pdl == '0' ? "seventy, no PDL" : "seventy";
+  const char* fused = std::getenv("SEVENTY_FUSED_NORM");
+  const bool noPdl = pdl && *pdl == '0', unfused = fused && *fused == '0';
+  const char* engine = noPdl ? (unfused ? "seventy, no PDL, unfused norm" : "seventy, no PDL") : unfused ? "seventy, unfused norm" : "seventy";
   for (int batch : batches) {
     // Layers that fit: weights + KV of this batch, within 88% of free memory after the fixed part.
     size_t freeB = 0, totalB = 0;

@@ -37,15 +37,25 @@ MUTATIONS=(
   "gemv pipeline waits one cp.async group short|gemv|kernels/gemv.cu|    cpAsyncWait<kStages - 2>();|    cpAsyncWait<kStages - 1>();"
   "gemv pipeline refills the slot being read|gemv|kernels/gemv.cu|      issueW(next, next % kStages);|      issueW(next, tile % kStages);"
   "gemv x tail guard off by one|gemv|kernels/gemv.cu|      const bool ok = m < M && k < K;|      const bool ok = m < M && k <= K;"
-  "gemv reads x before griddepcontrol.wait (PDL)|engine|kernels/gemv.cu|  pdlWait();
+  "gemv reads x before griddepcontrol.wait (PDL)|engine|kernels/gemv.cu|    __syncthreads();
+  }
   for (int st = 0; st < kStages - 1; st++) {
     if (st < numTiles) issueX(st, st);
     cpAsyncCommit();
-  }|  for (int st = 0; st < kStages - 1; st++) {
+  }|    __syncthreads();
+  }
+  for (int st = 0; st < kStages - 1; st++) {
     if (st < numTiles) issueX(st, st);
     cpAsyncCommit();
   }
   pdlWait();"
+  "fused norm: the residual gets the unrounded GEMV output|fusednorm|kernels/gemv.cu|const float v = *r + __uint_as_float(uint32_t(toBf16Bits(acc[nt][2 * hi + h])) << 16);|const float v = *r + acc[nt][2 * hi + h];"
+  "fused norm: sum of squares misses the tile's upper 8 columns|fusednorm|kernels/gemv.cu|        ss += __shfl_xor_sync(0xffffffffu, ss, 16);
+|"
+  "fused norm: the last tile's partial sum is not read|fusednorm|kernels/gemv.cu|for (int i = lane; i < nin.tiles; i += 32)|for (int i = lane; i < nin.tiles - 1; i += 32)"
+  "fused norm: partial sums read before griddepcontrol.wait (PDL)|fusednorm|kernels/gemv.cu|  pdlWait();
+  if constexpr (NORM) {|  if constexpr (NORM) {"
+  "engine: the norm after a fused o_proj adds delta_ again|engine|host/cuda_engine.cu|      pending_ = Pending::InResidual;|      pending_ = Pending::Delta;"
   "wrong shuffle mask (warp sum)|rmsnorm|kernels/cuda_common.cuh|for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);|for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0x0000ffffu, v, o);"
   "wrong shuffle lane (attention head reduce-scatter)|attention|kernels/decode_attention.cu|v[i] = keep + __shfl_xor_sync(kFullMask, send, OFF);|v[i] = keep + __shfl_xor_sync(kFullMask, send, OFF / 2 + (OFF == 1));"
   "swapped mma fragment index (bf16 A registers 1 and 2)|gemv|kernels/gemv.cu|          af[s][1] = rb[2 * s];
@@ -69,7 +79,7 @@ MUTATIONS=(
   }
   pdlWait();"
   "W4 last group never scaled in|quant|kernels/gemv_w4.cu|      if ((kb + 16) % G == 0) {|      if ((kb + 16) % G == 0 && kb + 16 < K) {"
-  "rmsnorm launched past its __launch_bounds__|rmsnorm|kernels/rmsnorm.cu|SEVENTY_LAUNCH(rows, kNormThreads, smem, s, rmsNormResidualKernel)|SEVENTY_LAUNCH(rows, 2 * kNormThreads, smem, s, rmsNormResidualKernel)"
+  "rmsnorm launched past its __launch_bounds__|rmsnorm|kernels/rmsnorm.cu|SEVENTY_LAUNCH(rows, kNormThreads, smem, s, rmsNormResidualKernel<D>)|SEVENTY_LAUNCH(rows, 2 * kNormThreads, smem, s, rmsNormResidualKernel<D>)"
   "sampling: pick not initialised|sampling|kernels/sampling.cu|    if (threadIdx.x == 0) pick = 0x7fffffff;
 |"
   "split-K combine without the max shift (overflows on large scores)|attention|kernels/decode_attention.cu|const float w = exp2f(ml[2 * part] - M);|const float w = exp2f(ml[2 * part]);"
