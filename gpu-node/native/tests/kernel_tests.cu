@@ -255,14 +255,21 @@ static void testFusedNorm(int M, int H, int Kp, int I, bool fp8) {
       up[size_t(m) * I + j] = both[size_t(m) * 2 * I + I + j];
     }
   cpu::siluMul(ref.data(), up.data(), int64_t(M) * I);
-  const double e = relErr(widen(y.get()), ref), eResid = relErr(dr.get(), residRef);
-  report(e < 5e-3 && eResid < 1e-4,
+  // The residual must be resid + the bf16-rounded output exactly, but for the rare element whose float
+  // sum sits at a bf16 rounding boundary (summation order differs from the CPU's).
+  const std::vector<float> gotResid = dr.get();
+  int differ = 0;
+  for (size_t i = 0; i < gotResid.size(); i++) differ += gotResid[i] != residRef[i];
+  const double e = relErr(widen(y.get()), ref), eResid = relErr(gotResid, residRef);
+  report(e < 5e-3 && differ <= 2 + int(gotResid.size() / 100),
          std::string("o_proj+residual -> norm on load -> gate/up ") + (fp8 ? "fp8" : "bf16") + " M " + std::to_string(M) +
              " hidden " + std::to_string(H) + " K " + std::to_string(Kp) + " I " + std::to_string(I),
-         fmt("err %.2e", e) + fmt(" resid %.1e", eResid));
+         fmt("err %.2e", e) + fmt(" resid %.1e", eResid) + ", " + std::to_string(differ) + " resid values differ");
 }
 
-static void testQkvRope(int M, int nh, int nkv, int hd, int K, bool fp8) {
+// normed: the input is RMSNorm of a float residual (NormIn, partial sums of squares made on the host)
+// instead of x, as after a fused o_proj / down_proj.
+static void testQkvRope(int M, int nh, int nkv, int hd, int K, bool fp8, bool normed = false) {
   const int rowsQkv = (nh + 2 * nkv) * hd, bs = 16, numBlocks = 64;
   auto wq = randomBf16(size_t(rowsQkv) * K, 0.08f);
   std::vector<int32_t> order(rowsQkv);
@@ -271,6 +278,27 @@ static void testQkvRope(int M, int nh, int nkv, int hd, int K, bool fp8) {
   for (int i = 0; i < rowsQkv; i++) std::copy_n(wq.begin() + size_t(order[i]) * K, K, permuted.begin() + size_t(i) * K);
   TestWeight w(rowsQkv, K, fp8, &permuted), wPlain(rowsQkv, K, fp8, &wq);
   auto x = randomBf16(size_t(M) * K, 1.0f);
+  std::vector<float> resid, normW, parts, xRef = widen(x);
+  const int tiles = cuda::normPartsPerRow(K);
+  if (normed) {
+    std::uniform_real_distribution<float> d(-3, 3);
+    resid.resize(size_t(M) * K);
+    normW.resize(K);
+    parts.assign(size_t(M) * tiles, 0.0f);
+    for (auto& v : resid) v = d(rng);
+    for (auto& v : normW) v = d(rng);
+    for (int m = 0; m < M; m++)
+      for (int k = 0; k < K; k++) parts[size_t(m) * tiles + k / 16] += resid[size_t(m) * K + k] * resid[size_t(m) * K + k];
+    cpu::rmsNorm(xRef.data(), resid.data(), normW.data(), M, K, 1e-5);
+    for (auto& v : xRef) v = bf16ToFloat(floatToBf16(v));
+  }
+  Dev<float> dResid(resid), dNormW(normW), dParts(parts);
+  cuda::NormIn nin;
+  nin.resid = dResid.p;
+  nin.weight = dNormW.p;
+  nin.parts = dParts.p;
+  nin.tiles = tiles;
+  nin.eps = 1e-5f;
   std::vector<int32_t> pos(M), slots(M);
   std::vector<int32_t> allSlots(numBlocks * bs);
   std::iota(allSlots.begin(), allSlots.end(), 0);
@@ -304,10 +332,10 @@ static void testQkvRope(int M, int nh, int nkv, int hd, int K, bool fp8) {
   a.numKvHeads = nkv;
   a.headDim = hd;
   a.blockSize = bs;
-  CHECK_CUDA(cuda::gemvQkvRope(dx.p, M, w.dev, a, 0));
+  CHECK_CUDA(cuda::gemvQkvRope(normed ? nullptr : dx.p, M, w.dev, a, 0, normed ? &nin : nullptr));
   CHECK_CUDA(cudaDeviceSynchronize());
   std::vector<float> all(size_t(M) * rowsQkv);
-  cpu::linear(all.data(), widen(x).data(), M, wPlain.view);
+  cpu::linear(all.data(), xRef.data(), M, wPlain.view);
   std::vector<float> refQ(size_t(M) * nh * hd), gotQ = widen(q.get()), refKV, gotKV;
   const auto hk = kc.get(), hv = vc.get();
   bool untouched = true;
@@ -332,7 +360,7 @@ static void testQkvRope(int M, int nh, int nkv, int hd, int K, bool fp8) {
     if (!written.count(s) && hk[((size_t(s / bs) * nkv) * bs + s % bs) * hd] != 0xffff) untouched = false;
   const double eq = relErr(gotQ, refQ), ekv = relErr(gotKV, refKV);
   report(eq < 5e-3 && ekv < 5e-3 && untouched,
-         std::string("qkv + rope(llama3) + paged KV write ") + (fp8 ? "fp8" : "bf16") + " M " + std::to_string(M) + " heads " +
+         std::string(normed ? "rmsnorm on load + " : "") + "qkv + rope(llama3) + paged KV write " + (fp8 ? "fp8" : "bf16") + " M " + std::to_string(M) + " heads " +
              std::to_string(nh) + "/" + std::to_string(nkv) + " hd " + std::to_string(hd),
          fmt("q err %.2e", eq) + fmt(" kv err %.2e", ekv) + (untouched ? "" : " WROTE OUTSIDE ITS SLOTS"));
 }
@@ -700,6 +728,7 @@ int main() {
       testFusedNorm(1, 208, fp8 ? 272 : 264, 104, fp8);
       testFusedNorm(19, 400, 256, 64, fp8);
       testFusedNorm(77, 256, 128, 48, fp8);  // two 64-row slices
+      testQkvRope(19, 4, 2, 32, 208, fp8, true);
     }, [fp8] { testFusedNorm(19, 208, 256, 104, fp8); });
     group("qkv", [fp8] {
       testQkvRope(19, 4, 2, 32, 256, fp8);
