@@ -353,6 +353,10 @@ inline T shfl(WarpOp op, unsigned mask, T v, int arg, int width, const void* sit
 #define __any_sync(mask, pred) int(::emu::warpCollective(::emu::WarpOp::Any, (mask), (pred) ? 1 : 0, 0, 32, EMU_SITE_))
 #define __all_sync(mask, pred) int(::emu::warpCollective(::emu::WarpOp::All, (mask), (pred) ? 1 : 0, 0, 32, EMU_SITE_))
 
+// Memory fences order one thread's global accesses for other blocks; blocks run one at a time here, so
+// there is nothing to order (a missing fence is invisible, see the README).
+inline void __threadfence() {}
+
 // Atomics (one block runs at a time, so plain read-modify-write is atomic). Not instrumented: the
 // access is checked once, as an atomic (atomics of different threads do not race with each other).
 #define EMU_NOT_INSTRUMENTED __attribute__((no_sanitize("thread"), noinline))

@@ -558,6 +558,10 @@ class CudaEngine final : public Engine, private ForwardOps {
     }
     // Per-row partial sums of squares between a GEMV that adds into the residual and the next one that normalizes it.
     if (st.ok()) st = deviceAlloc(normParts_, T * size_t(cuda::normPartsPerRow(c_.hiddenSize)));
+    // Split-K of o_proj / down_proj (hidden outputs): the splits' partials and one counter per 64 outputs, zero between launches.
+    const size_t splitCols = (H + 63) / 64;
+    if (st.ok()) st = all({deviceAlloc(splitK_.partials, cuda::splitKPartialsBytes(int(H)) / sizeof(float)), deviceAlloc(splitK_.counters, splitCols)});
+    if (st.ok()) CU(cudaMemset(splitK_.counters, 0, splitCols * sizeof(unsigned)));
     // Query tiles of the prefill attention (at most one per row).
     if (st.ok()) st = all({deviceAlloc(dAttnTiles_, 2 * T), hostAlloc(hAttnTiles_, 2 * T)});
     return st;
@@ -737,7 +741,7 @@ class CudaEngine final : public Engine, private ForwardOps {
   void residualLinear(int l, const uint16_t* x, const LinearWeight& w) {
     if (fuseNorm(l)) {
       pending_ = Pending::InResidual;
-      return record(cuda::gemvAddResidual(x, rows_, w, resid_, normParts_, stream_));
+      return record(cuda::gemvAddResidual(x, rows_, w, resid_, normParts_, stream_, &splitK_));
     }
     pending_ = Pending::Delta;
     linearBf16(x, w, delta_);
@@ -963,6 +967,7 @@ class CudaEngine final : public Engine, private ForwardOps {
   bool normFused_ = false;
   cuda::NormIn normArgs_;
   float* normParts_ = nullptr;
+  cuda::SplitKWorkspace splitK_;
   bool prefillAttn_ = false;
   int numAttnTiles_ = 0;
   int32_t *dAttnTiles_ = nullptr, *hAttnTiles_ = nullptr;

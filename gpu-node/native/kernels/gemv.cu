@@ -20,6 +20,7 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "cuda_common.cuh"
@@ -185,9 +186,20 @@ __host__ __device__ constexpr int stageBytes() {
 // NORM: the activations are RMSNorm(resid) rather than x: the block sums each row's partial sums of
 // squares (left by the AddResidual epilogue of the GEMV before) into its inverse RMS, then stages x
 // tiles as bf16(resid · inv · w) with plain loads and shared-memory stores in place of the x copies.
+//
+// Split-K (gridDim.y > 1): block (bx, s) runs tiles [s·sk.tilesPer, (s+1)·sk.tilesPer) of K, stores its
+// accumulators in sk.partials, and the last of the gridDim.y blocks of column bx to finish (a counter per
+// column, reset by that block for the next launch) sums all splits' partials in split order and runs the
+// epilogue, so the result does not depend on which block finishes last.
+struct SplitK {
+  float* partials = nullptr;     // [blocks][splits][threads][NT·4]
+  unsigned* counters = nullptr;  // [blocks], zero between launches
+  int tilesPer = 0;
+};
+
 template <int NT, bool FP8, bool NORM, class Epi>
 __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const uint16_t* __restrict__ x, int M, int K, const uint8_t* __restrict__ W,
-                                                          const float* __restrict__ scales, int N, NormIn nin, Epi epi) {
+                                                          const float* __restrict__ scales, int N, NormIn nin, SplitK sk, Epi epi) {
   using F = Fmt<FP8>;
   constexpr int kStages = stagesFor<NT, FP8>(), kStage = stageBytes<NT, FP8>(), kMRows = NT * 8;
   SEVENTY_DYNAMIC_SMEM(uint4, smemV);
@@ -198,6 +210,8 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const uint16_t* __rest
   const int row0 = blockIdx.x * kRowsPerBlock;
   const int64_t rowBytes = int64_t(K) * F::kBytes;
   const int numTiles = int((rowBytes + kTileBytes - 1) / kTileBytes);
+  const int t0 = gridDim.y > 1 ? int(blockIdx.y) * sk.tilesPer : 0;  // this block's K tiles [t0, t1)
+  const int t1 = gridDim.y > 1 ? min(numTiles, t0 + sk.tilesPer) : numTiles;
 
   // The last tile may end early: its chunks (64 bytes of W) past K are neither copied nor multiplied;
   // inside the last chunk, and for rows past N or M, the copies zero-fill (src-size 0: nothing is read).
@@ -246,7 +260,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const uint16_t* __rest
 
   // Prologue: stages 0..kStages-2. Group 0 holds their weights and x of stage 0, group s ≥ 1 x of stage s.
   for (int st = 0; st < kStages - 1; st++)
-    if (st < numTiles) issueW(st, st);
+    if (t0 + st < t1) issueW(t0 + st, st);
   pdlWait();
   if constexpr (NORM) {
     // Row m's inverse RMS from the previous GEMV's per-tile partial sums (rows past M: unused).
@@ -260,7 +274,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const uint16_t* __rest
     __syncthreads();
   }
   for (int st = 0; st < kStages - 1; st++) {
-    if (st < numTiles) issueX(st, st);
+    if (t0 + st < t1) issueX(t0 + st, st);
     cpAsyncCommit();
   }
   pdlLaunchDependents();
@@ -272,16 +286,16 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const uint16_t* __rest
     for (int j = 0; j < 4; j++) acc[nt][j] = 0.0f;
 
   const int wr = warp * 16;  // this warp's rows within the block's tile
-  for (int tile = 0; tile < numTiles; tile++) {
+  for (int tile = t0; tile < t1; tile++) {
     cpAsyncWait<kStages - 2>();  // this thread's copies of `tile` have landed
     __syncthreads();             // everyone's have; and everyone is done with the slot refilled next
     const int next = tile + kStages - 1;
-    if (next < numTiles) {
-      issueW(next, next % kStages);
-      issueX(next, next % kStages);
+    if (next < t1) {
+      issueW(next, (next - t0) % kStages);
+      issueX(next, (next - t0) % kStages);
     }
     cpAsyncCommit();  // (maybe empty: keeps one group per tile for the wait count)
-    const uint8_t* ws = smem + (tile % kStages) * kStage;
+    const uint8_t* ws = smem + ((tile - t0) % kStages) * kStage;
     const uint8_t* xs = ws + kRowsPerBlock * F::kWRow;
     const int chunks = chunksIn(tile);
 #pragma unroll
@@ -322,6 +336,35 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const uint16_t* __rest
     }
   }
 
+  if (gridDim.y > 1) {
+    __shared__ int lastSplit;
+    const int64_t perBlock = int64_t(kWarps * 32) * NT * 4;
+    float* mine = sk.partials + (int64_t(blockIdx.x) * gridDim.y + blockIdx.y) * perBlock + threadIdx.x * NT * 4;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) *reinterpret_cast<float4*>(mine + nt * 4) = make_float4(acc[nt][0], acc[nt][1], acc[nt][2], acc[nt][3]);
+    __threadfence();  // the partials are visible before the counter says so
+    __syncthreads();
+    if (threadIdx.x == 0) lastSplit = atomicAdd(sk.counters + blockIdx.x, 1u) == gridDim.y - 1;
+    __syncthreads();
+    if (!lastSplit) return;
+    __threadfence();
+    const float* col = sk.partials + int64_t(blockIdx.x) * gridDim.y * perBlock + threadIdx.x * NT * 4;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+      for (int j = 0; j < 4; j++) acc[nt][j] = 0.0f;
+    for (int sp = 0; sp < int(gridDim.y); sp++)
+#pragma unroll
+      for (int nt = 0; nt < NT; nt++) {
+        const float4 v = *reinterpret_cast<const float4*>(col + sp * perBlock + nt * 4);
+        acc[nt][0] += v.x;
+        acc[nt][1] += v.y;
+        acc[nt][2] += v.z;
+        acc[nt][3] += v.w;
+      }
+    if (threadIdx.x == 0) sk.counters[blockIdx.x] = 0;  // ready for the next launch
+  }
+
   const int n0 = row0 + wr, rowA = n0 + g, rowB = n0 + g + 8;
   if constexpr (FP8) {
     const float sA = rowA < N ? scales[rowA] : 0.0f, sB = rowB < N ? scales[rowB] : 0.0f;
@@ -336,36 +379,65 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const uint16_t* __rest
   epi.template operator()<NT>(acc, n0, M, g, t);
 }
 
+int numSMs() {
+  static const int n = [] {
+    int dev = 0;
+    cudaDeviceProp p;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&p, dev) != cudaSuccess) return 1;
+    return std::max(p.multiProcessorCount, 1);
+  }();
+  return n;
+}
+
+// Splits of K for a GEMV with a split-K workspace: enough blocks for about two waves of the SMs, at
+// most kMaxSplits, each split at least kStages tiles of K (so its pipeline fills).
+constexpr int kMaxSplits = 4;
+template <int NT, bool FP8>
+int splitsFor(const LinearWeight& w, int& tilesPer) {
+  const int blocks = (w.N + kRowsPerBlock - 1) / kRowsPerBlock;
+  const int numTiles = int((int64_t(w.K) * Fmt<FP8>::kBytes + kTileBytes - 1) / kTileBytes);
+  int splits = std::min({kMaxSplits, (2 * numSMs() + blocks - 1) / blocks, std::max(1, numTiles / stagesFor<NT, FP8>())});
+  tilesPer = (numTiles + splits - 1) / splits;
+  return (numTiles + tilesPer - 1) / tilesPer;  // no empty split
+}
+
 template <int NT, bool FP8, bool NORM, class Epi>
-cudaError_t launchOne(const uint16_t* x, int M, const LinearWeight& w, const NormIn& nin, Epi epi, cudaStream_t s) {
+cudaError_t launchOne(const uint16_t* x, int M, const LinearWeight& w, const NormIn& nin, const SplitKWorkspace* ws, Epi epi, cudaStream_t s) {
   constexpr int smem = stagesFor<NT, FP8>() * stageBytes<NT, FP8>();
   static const cudaError_t attr = cudaFuncSetAttribute(gemvKernel<NT, FP8, NORM, Epi>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (attr != cudaSuccess) return attr;
-  const dim3 grid((w.N + kRowsPerBlock - 1) / kRowsPerBlock), block(kWarps * 32);
+  SplitK sk;
+  int splits = 1;
+  if (ws && ws->partials) {
+    splits = splitsFor<NT, FP8>(w, sk.tilesPer);
+    sk.partials = ws->partials;
+    sk.counters = ws->counters;
+  }
+  const dim3 grid((w.N + kRowsPerBlock - 1) / kRowsPerBlock, splits), block(kWarps * 32);
   const uint8_t* W = static_cast<const uint8_t*>(w.data);
-  if (cudaError_t e = (SEVENTY_LAUNCH_PDL(grid, block, smem, s, gemvKernel<NT, FP8, NORM, Epi>)(x, M, w.K, W, w.scales, w.N, nin, epi))) return e;
+  if (cudaError_t e = (SEVENTY_LAUNCH_PDL(grid, block, smem, s, gemvKernel<NT, FP8, NORM, Epi>)(x, M, w.K, W, w.scales, w.N, nin, sk, epi))) return e;
   return cudaGetLastError();
 }
 
 template <bool FP8, bool NORM, class Epi>
-cudaError_t launchTyped(const uint16_t* x, int M, const LinearWeight& w, const NormIn& nin, Epi epi, cudaStream_t s) {
-  if (M <= 8) return launchOne<1, FP8, NORM>(x, M, w, nin, epi, s);
-  if (M <= 16) return launchOne<2, FP8, NORM>(x, M, w, nin, epi, s);
-  if (M <= 32) return launchOne<4, FP8, NORM>(x, M, w, nin, epi, s);
-  return launchOne<8, FP8, NORM>(x, M, w, nin, epi, s);
+cudaError_t launchTyped(const uint16_t* x, int M, const LinearWeight& w, const NormIn& nin, const SplitKWorkspace* ws, Epi epi, cudaStream_t s) {
+  if (M <= 8) return launchOne<1, FP8, NORM>(x, M, w, nin, ws, epi, s);
+  if (M <= 16) return launchOne<2, FP8, NORM>(x, M, w, nin, ws, epi, s);
+  if (M <= 32) return launchOne<4, FP8, NORM>(x, M, w, nin, ws, epi, s);
+  return launchOne<8, FP8, NORM>(x, M, w, nin, ws, epi, s);
 }
 
 template <class Epi>
-cudaError_t launchSlice(const uint16_t* x, int M, const LinearWeight& w, Epi epi, cudaStream_t s) {
+cudaError_t launchSlice(const uint16_t* x, int M, const LinearWeight& w, Epi epi, cudaStream_t s, const SplitKWorkspace* ws = nullptr) {
   const NormIn none;
-  return w.format == WFormat::FP8 ? launchTyped<true, false>(x, M, w, none, epi, s) : launchTyped<false, false>(x, M, w, none, epi, s);
+  return w.format == WFormat::FP8 ? launchTyped<true, false>(x, M, w, none, ws, epi, s) : launchTyped<false, false>(x, M, w, none, ws, epi, s);
 }
 // nin.resid != nullptr: the activations are RMSNorm(nin.resid) (x unused). Only the epilogues of the
 // GEMVs that follow a norm (QKV, gate/up) are instantiated with it.
 template <class Epi>
 cudaError_t launchSlice(const uint16_t* x, int M, const LinearWeight& w, const NormIn& nin, Epi epi, cudaStream_t s) {
   if (!nin.resid) return launchSlice(x, M, w, epi, s);
-  return w.format == WFormat::FP8 ? launchTyped<true, true>(x, M, w, nin, epi, s) : launchTyped<false, true>(x, M, w, nin, epi, s);
+  return w.format == WFormat::FP8 ? launchTyped<true, true>(x, M, w, nin, nullptr, epi, s) : launchTyped<false, true>(x, M, w, nin, nullptr, epi, s);
 }
 
 // The rows [m0, m0 + 64) of a normed input.
@@ -404,12 +476,17 @@ cudaError_t gemvF32Out(const uint16_t* x, int M, const LinearWeight& w, float* y
 
 int normPartsPerRow(int hidden) { return (hidden + 15) / 16; }
 
-cudaError_t gemvAddResidual(const uint16_t* x, int M, const LinearWeight& w, float* resid, float* parts, cudaStream_t s) {
+size_t splitKPartialsBytes(int N) {
+  return size_t((N + kRowsPerBlock - 1) / kRowsPerBlock) * kMaxSplits * kWarps * 32 * 8 * 4 * sizeof(float);
+}
+
+cudaError_t gemvAddResidual(const uint16_t* x, int M, const LinearWeight& w, float* resid, float* parts, cudaStream_t s,
+                            const SplitKWorkspace* ws) {
   if (cudaError_t e = checkShape(w)) return e;
   const int tiles = normPartsPerRow(w.N);
   for (int m0 = 0; m0 < M; m0 += 64)
     if (cudaError_t e = launchSlice(x + int64_t(m0) * w.K, min(64, M - m0), w,
-                                    AddResidual{resid + int64_t(m0) * w.N, parts + int64_t(m0) * tiles, w.N, tiles}, s))
+                                    AddResidual{resid + int64_t(m0) * w.N, parts + int64_t(m0) * tiles, w.N, tiles}, s, ws))
       return e;
   return cudaSuccess;
 }

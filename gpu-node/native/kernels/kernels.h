@@ -63,7 +63,17 @@ struct NormIn {
   float eps = 0;
 };
 int normPartsPerRow(int hidden);
-cudaError_t gemvAddResidual(const uint16_t* x, int M, const LinearWeight& w, float* resid, float* parts, cudaStream_t s);
+// Split-K across blocks (gemvAddResidual: o_proj and down_proj have the fewest blocks, hidden/64): with
+// a workspace, K is split so that about two waves of blocks run, and the last split of each column of
+// blocks sums the splits' partials in a fixed order before the epilogue. partials: splitKPartialsBytes(N)
+// bytes; counters: one unsigned per 64 rows of N, zeroed once (each launch leaves them zero).
+struct SplitKWorkspace {
+  float* partials = nullptr;
+  unsigned* counters = nullptr;
+};
+size_t splitKPartialsBytes(int N);
+cudaError_t gemvAddResidual(const uint16_t* x, int M, const LinearWeight& w, float* resid, float* parts, cudaStream_t s,
+                            const SplitKWorkspace* ws = nullptr);
 
 // W holds gate and up rows interleaved in groups of 8 (see gateUpRowOrder): y[m, j] = silu(gate_j) · up_j, j < N/2.
 // norm: the input is RMSNorm(norm->resid) (x unused), see NormIn.
