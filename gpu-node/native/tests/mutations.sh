@@ -35,26 +35,41 @@ MUTATIONS=(
   "removed __syncthreads (gemv pipeline: tile landed, slot free)|gemv|kernels/gemv.cu|    __syncthreads();             // everyone's have; and everyone is done with the slot refilled next
 |"
   "gemv pipeline waits one cp.async group short|gemv|kernels/gemv.cu|    cpAsyncWait<kStages - 2>();|    cpAsyncWait<kStages - 1>();"
-  "gemv pipeline refills the slot being read|gemv|kernels/gemv.cu|      issueW(next, next % kStages);|      issueW(next, tile % kStages);"
+  "gemv pipeline refills the slot being read|gemv|kernels/gemv.cu|      issueW(next, (next - t0) % kStages);|      issueW(next, (tile - t0) % kStages);"
   "gemv x tail guard off by one|gemv|kernels/gemv.cu|      const bool ok = m < M && k < K;|      const bool ok = m < M && k <= K;"
-  "gemv reads x before griddepcontrol.wait (PDL)|engine|kernels/gemv.cu|    __syncthreads();
-  }
-  for (int st = 0; st < kStages - 1; st++) {
-    if (st < numTiles) issueX(st, st);
-    cpAsyncCommit();
-  }|    __syncthreads();
-  }
-  for (int st = 0; st < kStages - 1; st++) {
-    if (st < numTiles) issueX(st, st);
-    cpAsyncCommit();
-  }
-  pdlWait();"
+  "gemv reads x before griddepcontrol.wait (PDL)|engine|kernels/gemv.cu|  pdlWait();
+  if constexpr (NORM) {|  if constexpr (NORM) {"
   "fused norm: the residual gets the unrounded GEMV output|fusednorm|kernels/gemv.cu|const float v = *r + __uint_as_float(uint32_t(toBf16Bits(acc[nt][2 * hi + h])) << 16);|const float v = *r + acc[nt][2 * hi + h];"
   "fused norm: sum of squares misses the tile's upper 8 columns|fusednorm|kernels/gemv.cu|        ss += __shfl_xor_sync(0xffffffffu, ss, 16);
 |"
   "fused norm: the last tile's partial sum is not read|fusednorm|kernels/gemv.cu|for (int i = lane; i < nin.tiles; i += 32)|for (int i = lane; i < nin.tiles - 1; i += 32)"
   "fused norm: partial sums read before griddepcontrol.wait (PDL)|fusednorm|kernels/gemv.cu|  pdlWait();
-  if constexpr (NORM) {|  if constexpr (NORM) {"
+  if constexpr (NORM) {
+    // Row m's inverse RMS from the previous GEMV's per-tile partial sums (rows past M: unused).
+    for (int m = warp; m < kMRows; m += kWarps) {
+      float ss = 0.0f;
+      if (m < M)
+        for (int i = lane; i < nin.tiles; i += 32) ss += nin.parts[int64_t(m) * nin.tiles + i];
+      ss = warpSum(ss);
+      if (lane == 0) invRms[m] = rsqrtf(ss / float(K) + nin.eps);
+    }
+    __syncthreads();
+  }|  if constexpr (NORM) {
+    // Row m's inverse RMS from the previous GEMV's per-tile partial sums (rows past M: unused).
+    for (int m = warp; m < kMRows; m += kWarps) {
+      float ss = 0.0f;
+      if (m < M)
+        for (int i = lane; i < nin.tiles; i += 32) ss += nin.parts[int64_t(m) * nin.tiles + i];
+      ss = warpSum(ss);
+      if (lane == 0) invRms[m] = rsqrtf(ss / float(K) + nin.eps);
+    }
+    __syncthreads();
+  }
+  pdlWait();"
+  "split-K: the last split sums only its own column's first split|fusednorm|kernels/gemv.cu|for (int sp = 0; sp < int(gridDim.y); sp++)|for (int sp = 0; sp < 1; sp++)"
+  "split-K: the split counter is not reset for the next launch|fusednorm|kernels/gemv.cu|    if (threadIdx.x == 0) sk.counters[blockIdx.x] = 0;  // ready for the next launch
+|"
+  "split-K: a split runs one tile too many (overlaps the next split)|fusednorm|kernels/gemv.cu|min(numTiles, t0 + sk.tilesPer)|min(numTiles, t0 + sk.tilesPer + 1)"
   "engine: the norm after a fused o_proj adds delta_ again|engine|host/cuda_engine.cu|      pending_ = Pending::InResidual;|      pending_ = Pending::Delta;"
   "wrong shuffle mask (warp sum)|rmsnorm|kernels/cuda_common.cuh|for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);|for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0x0000ffffu, v, o);"
   "wrong shuffle lane (attention head reduce-scatter)|attention|kernels/decode_attention.cu|v[i] = keep + __shfl_xor_sync(kFullMask, send, OFF);|v[i] = keep + __shfl_xor_sync(kFullMask, send, OFF / 2 + (OFF == 1));"
