@@ -416,3 +416,6 @@ inline float max(float a, float b) { return std::fmax(a, b); }
 // Read-only cache loads: plain loads here (ld.global.nc semantics: see emu_ptx.h).
 template <class T>
 inline T __ldg(const T* p) { return *p; }
+// ld.global.cg (cache in L2, not L1): for data other blocks of the same launch wrote; a plain load here.
+template <class T>
+inline T __ldcg(const T* p) { return *p; }

@@ -356,7 +356,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemvKernel(const uint16_t* __rest
     for (int sp = 0; sp < int(gridDim.y); sp++)
 #pragma unroll
       for (int nt = 0; nt < NT; nt++) {
-        const float4 v = *reinterpret_cast<const float4*>(col + sp * perBlock + nt * 4);
+        const float4 v = __ldcg(reinterpret_cast<const float4*>(col + sp * perBlock + nt * 4));  // other blocks' stores: not via L1
         acc[nt][0] += v.x;
         acc[nt][1] += v.y;
         acc[nt][2] += v.z;
