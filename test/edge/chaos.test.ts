@@ -206,7 +206,7 @@ it(
     let done = 0;
     let errored = 0;
     for (const o of [...outcomes.filter((x) => !x.aborted), ...after]) {
-      expect(o.status, o.text.slice(0, 300)).toBe(200);
+      expect(o.status, `${o.text.slice(0, 300)} ${edgeLog.find((l) => l.includes(`"chaos-${o.tag.replace(/ /g, "-")}"`)) ?? ""}`).toBe(200);
       const events = o.text.split("\n\n").filter(Boolean);
       const last = events[events.length - 1] ?? "";
       if (last === "data: [DONE]") {
