@@ -16,6 +16,7 @@ import { join } from "node:path";
 import { Agent, fetch as undiciFetch } from "undici";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { adminCall, freePort, registerNode, sleep, startEdge, startNode, stopGroup, waitForNodes, type Started } from "../../edge/scripts/stack.mjs";
+import { metricSum, stopNodes } from "../helpers/nodes.js";
 
 const ADMIN = "chaos-admin-token";
 const SECRET = "chaos-node-secret";
@@ -76,14 +77,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  for (const n of nodes.values()) {
-    try {
-      process.kill(n.child.pid!, "SIGCONT");
-    } catch {
-      // gone
-    }
-    await stopGroup(n.child, "SIGKILL");
-  }
+  await stopNodes([...nodes.values()].map((n) => n.child));
   await edge?.stop();
   await agent.close();
   if (stateDir) await rm(stateDir, { recursive: true, force: true });
@@ -151,12 +145,6 @@ async function stream(key: string, keyIndex: number, maxTokens: number, abortAft
 
 function contentChunks(text: string): number {
   return text.split("\n\n").filter((e) => /"content":"[^"]/.test(e)).length;
-}
-
-function metric(text: string, name: string): number {
-  let sum = 0;
-  for (const line of text.split("\n")) if (line.startsWith(name)) sum += Number(line.split(" ").pop());
-  return sum;
 }
 
 it(
@@ -253,7 +241,7 @@ it(
       expect(data[0].requests).toBe(lines.filter((l) => l.key_id === k.id).length);
     }
     const m = await (await fetch(`${nodes.get("n3")!.url}/metrics`)).text();
-    expect(n3Reported).toBe(metric(m, "vllm:prompt_tokens_total") + metric(m, "vllm:generation_tokens_total"));
+    expect(n3Reported).toBe(metricSum(m, "vllm:prompt_tokens_total") + metricSum(m, "vllm:generation_tokens_total"));
 
     const seconds = (Date.now() - started) / 1000;
     console.log(

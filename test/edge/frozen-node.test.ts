@@ -11,7 +11,8 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { adminCall, freePort, registerNode, sleep, startEdge, startNode, stopGroup, waitFor, waitForNodes, type Started } from "../../edge/scripts/stack.mjs";
+import { adminCall, freePort, registerNode, sleep, startEdge, startNode, waitFor, waitForNodes, type Started } from "../../edge/scripts/stack.mjs";
+import { metricSum, stopNodes } from "../helpers/nodes.js";
 
 const ADMIN = "frozen-admin-token";
 const SECRET = "frozen-node-secret";
@@ -62,23 +63,13 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  for (const n of nodes.values()) {
-    try {
-      process.kill(n.child.pid!, "SIGCONT");
-    } catch {
-      // gone
-    }
-    await stopGroup(n.child, "SIGKILL");
-  }
+  await stopNodes([...nodes.values()].map((n) => n.child));
   await edge?.stop();
   if (stateDir) await rm(stateDir, { recursive: true, force: true });
 }, 30_000);
 
 async function metric(url: string, name: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split("\n")) if (line.startsWith(name)) sum += Number(line.split(" ").pop());
-  return sum;
+  return metricSum(await (await fetch(`${url}/metrics`)).text(), name);
 }
 
 it("fails a non-stream request over from a frozen node within CONNECT_TIMEOUT_MS, stops it there, and charges it once", async () => {
