@@ -511,18 +511,10 @@ class CudaEngine final : public Engine, private ForwardOps {
   }
 
   // ---- workspace and KV cache ----
-  int maxSplits() const { return 64; }
-
-  // Enough blocks to fill the GPU ~3 times over, but no split shorter than a 64-token tile. Graph
-  // steps fix the count per bucket (the context grows under a captured graph); the kernel
-  // recomputes each split's range from the actual context length.
+  // The rule (cuda::attentionSplits) fixes the count per bucket for graph steps (the context grows
+  // under a captured graph); the kernel recomputes each split's range from the actual context length.
   int attentionSplits(int rows, int maxContext, bool forGraph) const {
-    const int blocks = rows * c_.numKvHeads;
-    int s = (3 * numSMs_ + blocks - 1) / blocks;
-    if (!forGraph) s = std::min(s, (maxContext + 63) / 64);
-    s = std::max(1, std::min(s, maxSplits()));
-    if (rows > maxOut_) s = 1;  // the partial workspace is sized for maxNumSeqs rows
-    return s;
+    return cuda::attentionSplits(rows, c_.numKvHeads, numSMs_, maxContext, forGraph, maxOut_);
   }
 
   Status allocWorkspace() {
@@ -539,7 +531,9 @@ class CudaEngine final : public Engine, private ForwardOps {
     st = all({deviceAlloc(resid_, T * H), deviceAlloc(hbuf_, T * H), deviceAlloc(delta_, T * H), deviceAlloc(q_, T * Q),
               deviceAlloc(attnOut_, T * Q), deviceAlloc(act_, T * I), deviceAlloc(lastH_, S * H), deviceAlloc(dLogits_, S * V),
               deviceAlloc(dWork_, S * V),
-              deviceAlloc(partial_, cuda::attentionWorkspaceBytes(int(S), maxSplits(), c_.numHeads, c_.headDim) / 4 + 1),
+              // Split-K partials (attentionWorkspaceBytes / 4 floats) for the most rows × splits the split
+              // rule gives any step, about 100 on an H100 with 8 KV heads (not maxNumSeqs × 64).
+              deviceAlloc(partial_, size_t(cuda::maxAttentionRowSplits(int(S), c_.numKvHeads, numSMs_)) * c_.numHeads * (c_.headDim + 2) + 1),
               deviceAlloc(dRowToken_, T), deviceAlloc(dRowPos_, T), deviceAlloc(dRowSlot_, T), deviceAlloc(dRowTable_, T),
               deviceAlloc(dRowCtx_, T), deviceAlloc(dOutRows_, S), deviceAlloc(dTables_, tableCap_), deviceAlloc(dPenalty_, penaltyCap_),
               deviceAlloc(dParams_, S), deviceAlloc(dOutTokens_, S), deviceAlloc(dOutLogprobs_, S),
