@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -110,6 +111,9 @@ class CudaEngine final : public Engine, private ForwardOps {
   }
 
   Status step(const StepInput& in, StepOutput& out) override {
+    using Clock = std::chrono::steady_clock;
+    const auto tStart = Clock::now();
+    auto micros = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::micro>(b - a).count(); };
     if (!loaded_) return errorStatus(kInvalidArgument, "step() before load()");
     Status st = validateStep(in, c_, numKvBlocks_, opt_.blockSize);
     if (!st.ok()) return st;
@@ -151,6 +155,7 @@ class CudaEngine final : public Engine, private ForwardOps {
       sampleOp();
       if (err_ != cudaSuccess) return cudaStatus(err_, "forward");
     }
+    out.hostPrepareUs = micros(tStart, Clock::now());
     const int realOut = int(plan_.outRows.size());
     CU(cudaMemcpyAsync(hOutTokens_, dOutTokens_, sizeof(int32_t) * realOut, cudaMemcpyDeviceToHost, stream_));
     CU(cudaMemcpyAsync(hOutLogprobs_, dOutLogprobs_, sizeof(float) * realOut, cudaMemcpyDeviceToHost, stream_));
@@ -166,6 +171,7 @@ class CudaEngine final : public Engine, private ForwardOps {
       CU(cudaMemcpyAsync(logits.data(), dLogits_, sizeof(float) * logits.size(), cudaMemcpyDeviceToHost, stream_));
     }
     CU(cudaStreamSynchronize(stream_));  // the step's one synchronization: the sampled ids
+    const tBack = Clock::now();
 
     for (int i = 0; i < realOut; i++) {
       const SeqInput& s = in.seqs[plan_.outSeqs[i]];
@@ -186,6 +192,7 @@ class CudaEngine final : public Engine, private ForwardOps {
       if (s.returnLogits) o.logits.assign(logits.begin() + size_t(i) * c_.vocabSize, logits.begin() + size_t(i + 1) * c_.vocabSize);
       out.sampled.push_back(std::move(o));
     }
+    out.hostReadbackUs = micros(tBack, Clock::now());
     return Status::Ok();
   }
 
