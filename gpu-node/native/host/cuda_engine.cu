@@ -171,7 +171,7 @@ class CudaEngine final : public Engine, private ForwardOps {
       CU(cudaMemcpyAsync(logits.data(), dLogits_, sizeof(float) * logits.size(), cudaMemcpyDeviceToHost, stream_));
     }
     CU(cudaStreamSynchronize(stream_));  // the step's one synchronization: the sampled ids
-    const tBack = Clock::now();
+    const auto tBack = Clock::now();
 
     for (int i = 0; i < realOut; i++) {
       const SeqInput& s = in.seqs[plan_.outSeqs[i]];
