@@ -4,7 +4,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
-const benches = ["bench-gpu-node.mjs", "bench-structured.mjs", "bench-reference-engine.mjs", "bench-sdk.mjs", "bench-edge.mjs"];
+const benches = ["bench-gpu-node.mjs", "bench-host-step.mjs", "bench-structured.mjs", "bench-reference-engine.mjs", "bench-sdk.mjs", "bench-edge.mjs"];
 let failed = false;
 for (const file of benches) {
   const path = fileURLToPath(new URL(file, import.meta.url));

@@ -185,7 +185,9 @@ const edge :Workerd.Worker = (
 /**
  * Starts the edge as production runs it: the deploy bundle (`wrangler deploy --dry-run`) under
  * bare `workerd serve`, vars from wrangler.toml with `vars` laid over them, secrets as bindings in
- * a private config file, Durable Objects stored under `stateDir`. Waits until it answers /health.
+ * a private config file, Durable Objects stored under `stateDir`; clients reach it through a small
+ * front (front.mjs) that keeps their idle connections open, as Cloudflare's front line does.
+ * Waits until it answers /health.
  *
  * Not `wrangler dev`: its inspector proxy relays one devtools message per streamed chunk and ran
  * out of file descriptors at a few hundred concurrent streams. `runner: "wrangler"` still starts
@@ -213,9 +215,10 @@ export async function startEdge({
     // The dashboard's static files, served as Cloudflare's asset layer serves them (see assets-server.mjs).
     const assets = toml.assetsDirectory ? await assetsServerModule(toml.assetsDirectory) : null;
     if (assets) await writeFile(join(stateDir, "dist", "assets.js"), assets);
+    const workerdPort = await freePort();
     const config = await workerdConfig({
       dir: stateDir,
-      port,
+      port: workerdPort,
       bundle: "dist/index.js",
       assets: assets ? "dist/assets.js" : null,
       // A local stack's nodes listen on http://127.0.0.1: let them register (never set in production).
@@ -226,7 +229,9 @@ export async function startEdge({
     const args = ["serve", config];
     // Worker console output (the request log) shows with --verbose.
     if (logLevel === "info" || logLevel === "log" || logLevel === "debug") args.push("--verbose");
-    child = spawnGroup(join(ROOT, "node_modules", ".bin", "workerd"), args, { echo });
+    // Clients connect to the front (front.mjs), which holds their connections as Cloudflare's front
+    // line does: workerd alone resets a pooled connection that sat idle for about 5 s.
+    child = spawnGroup(process.execPath, [join(ROOT, "edge", "scripts", "front.mjs"), String(port), String(workerdPort), join(ROOT, "node_modules", ".bin", "workerd"), ...args], { echo });
   }
   const url = `http://127.0.0.1:${port}`;
   try {

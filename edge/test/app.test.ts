@@ -28,6 +28,13 @@ const seen: { host: string; req: Request; body: string }[] = [];
 /** POST /v1/cancel per node: what a node does when the edge stops one of its requests (by nonce). */
 const stops = new Map<string, (nonce: string) => boolean>();
 const stopped: { host: string; nonce: string }[] = [];
+/** Nodes whose process is stopped: they accept connections and never answer, /health included. */
+const frozen = new Set<string>();
+
+/** Never settles; rejects when the caller gives up (as a connection to a stopped process). */
+function never(req: Request): Promise<Response> {
+  return new Promise((_, reject) => req.signal.addEventListener("abort", () => reject(new Error("aborted"))));
+}
 
 function nodeJson(usage = { prompt_tokens: 9, completion_tokens: 4, total_tokens: 13 }): Response {
   return Response.json(
@@ -62,12 +69,15 @@ beforeEach(() => {
   stops.clear();
   seen.length = 0;
   stopped.length = 0;
+  frozen.clear();
   vi.spyOn(globalThis, "fetch").mockImplementation(async (input, init) => {
     const req = new Request(input as RequestInfo, init as RequestInit);
     const url = new URL(req.url);
     const host = url.host;
     const handler = nodes.get(host);
     if (!handler) throw new TypeError("Network connection lost.");
+    // A running gpu-node answers /health at once, whatever it is generating.
+    if (url.pathname === "/health") return frozen.has(host) ? never(req) : Response.json({ status: "ok" });
     const body = await req.clone().text();
     if (url.pathname === "/v1/cancel") {
       // Verified as a node does: with its own edge → node key, addressed to it.
@@ -77,6 +87,8 @@ beforeEach(() => {
       if (!verdict.ok) return Response.json({ error: { message: "bad signature" } }, { status: 401 });
       const nonce = (JSON.parse(body) as { nonce: string }).nonce;
       stopped.push({ host, nonce });
+      // A stopped process's kernel takes the request; the process reads it when it runs again.
+      if (frozen.has(host)) return never(req);
       return Response.json({ cancelled: stops.get(host)?.(nonce) ?? false });
     }
     seen.push({ host, req, body });
@@ -382,6 +394,37 @@ describe("routing and forwarding", () => {
     expect(seen).toHaveLength(1);
     expect(stopped).toHaveLength(1);
     await vi.waitFor(async () => expect(await usageOf(k.id)).toMatchObject({ requests: 1, prompt_tokens: 9, completion_tokens: 40, errors: 1 }));
+  });
+
+  it("leaves a frozen node within CONNECT_TIMEOUT_MS on a non-stream request, stops it there, and charges the reservation once", async () => {
+    const k = await createKey();
+    await addNode("a", (req) => never(req), { load: { running: 0, waiting: 0, kv_usage: 0 } });
+    await addNode("b", () => new Promise<Response>((r) => setTimeout(() => r(nodeJson()), 50)), { load: { running: 8, waiting: 0, kv_usage: 0 } });
+    // a is the less loaded node: tried first. Its process is stopped.
+    frozen.add("a.node.test");
+    const started = Date.now();
+    const res = await chat(k.key, CHAT);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("x-seventy-node")).toBe("b");
+    // CONNECT_TIMEOUT_MS is 300 in these tests; REQUEST_TIMEOUT_MS (1000) did not pass.
+    expect(Date.now() - started).toBeLessThan(1000);
+    expect(seen.map((s) => s.host)).toEqual(["a.node.test", "b.node.test"]);
+    // What a generated before it froze is unknown: the reservation is charged, not the reservation plus b's answer.
+    const reservedPrompt = JSON.stringify(CHAT).length + 256;
+    await vi.waitFor(async () => expect(await usageOf(k.id)).toMatchObject({ requests: 1, prompt_tokens: reservedPrompt, completion_tokens: 16, errors: 0 }));
+    // It is told to stop the request (signed, naming its nonce), so that it does not finish it once it runs again.
+    await vi.waitFor(() => expect(stopped).toEqual([{ host: "a.node.test", nonce: seen[0]!.req.headers.get("x-seventy-nonce") }]));
+  });
+
+  it("waits for a long non-stream answer from a node that answers /health", async () => {
+    const k = await createKey();
+    await addNode("a", () => new Promise<Response>((r) => setTimeout(() => r(nodeJson()), 800)), { load: { running: 0, waiting: 0, kv_usage: 0 } });
+    await addNode("b", () => nodeJson(), { load: { running: 8, waiting: 0, kv_usage: 0 } });
+    const res = await chat(k.key, CHAT);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("x-seventy-node")).toBe("a");
+    expect(seen.map((s) => s.host)).toEqual(["a.node.test"]);
+    await vi.waitFor(async () => expect(await usageOf(k.id)).toMatchObject({ requests: 1, prompt_tokens: 9, completion_tokens: 4 }));
   });
 
   it("charges failed attempts what their nodes report, and reserves prompts × n × the completion budget", async () => {

@@ -1,7 +1,9 @@
 import { NODE_ID_HEADER, signRequest } from "@seventy/sdk/protocol";
 import { reset } from "cloudflare:test";
+import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { resetReleases } from "../src/limits/releases";
+import { nodePool } from "../src/pool/node-pool";
 import { poolView } from "../src/pool/view";
 import { admin, call, CHAT, chat, createKey, credentialFor, expectOpenAIError, heartbeat, registerNode, sendHeartbeat } from "./helpers";
 
@@ -84,6 +86,25 @@ describe("registering nodes", () => {
       expect([400, 403], url).toContain(res.status);
     }
     expect((await nodeIds()).map((n) => n.status)).toEqual(["registered"]);
+  });
+
+  it("gives a node the time its heartbeat waited in a busy edge on top of NODE_TTL_MS, up to another TTL", async () => {
+    const cred = await credentialFor("a");
+    const body = JSON.stringify(heartbeat("a"));
+    const ttl = 6000; // wrangler.toml
+    const expiresIn = async (timestamp: number) => {
+      const headers = await signRequest({ method: "POST", path: "/internal/nodes/heartbeat", body, secret: cred.nodeKey, timestamp, signed: { [NODE_ID_HEADER]: "a" } });
+      expect((await call("/internal/nodes/heartbeat", { method: "POST", headers, body })).status).toBe(200);
+      const node = (await nodePool(env).snapshot()).find((n) => n.id === "a")!;
+      return node.expiresAt - node.lastSeen;
+    };
+    const now = Math.floor(Date.now() / 1000);
+    // Signed 4 s before the edge got to it: it waited 3 to 4 s (the timestamp is in whole seconds).
+    const late = await expiresIn(now - 4);
+    expect(late).toBeGreaterThanOrEqual(ttl + 3000);
+    expect(late).toBeLessThan(ttl + 5000);
+    // A timely one: the plain TTL (less than a second of lag is not counted).
+    expect(await expiresIn(Math.floor(Date.now() / 1000))).toBeLessThan(ttl + 1000);
   });
 
   it("refuses a heartbeat older than the last accepted one (a replay, even with a fresh nonce store)", async () => {

@@ -50,16 +50,19 @@ def main():
         lines.append("")
     lines.append("70B-shaped decode, 1k-token contexts, synthetic weights (step = one full engine step incl. sampling and the host sync):")
     lines.append("")
-    lines.append("| engine | weights | batch | layers run | step ms (80 layers) | tok/s | GB read/step | TB/s | of copy BW |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    lines.append("| engine | weights | batch | layers run | step ms (80 layers) | tok/s | GB read/step | TB/s | of copy BW | host µs/step (of step) |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in sorted((r for r in results if r["kind"] == "decode"), key=lambda r: (r.get("batch", 0), r.get("engine", ""), r.get("quant", ""))):
         if "error" in r:
-            lines.append(f"| {r['engine']} | | {r['batch']} | failed | | | | | |")
+            lines.append(f"| {r['engine']} | | {r['batch']} | failed | | | | | | |")
             continue
         proj = "" if r["layers_run"] == 80 else " (projected)"
+        host = ""
+        if "host_prepare_us" in r:
+            host = f"{r['host_prepare_us'] + r['host_readback_us']:.0f} ({100 * r['frac_host']:.2f}%)"
         lines.append(
             f"| {r['engine']} | {r['quant']} | {r['batch']} | {r['layers_run']} | {r['step_ms_80']:.2f}{proj} | {r['tok_s']:.1f} | "
-            f"{r['gb_per_step']:.1f} | {r['tbps']:.2f} | {100 * r['frac_copy']:.0f}% |")
+            f"{r['gb_per_step']:.1f} | {r['tbps']:.2f} | {100 * r['frac_copy']:.0f}% | {host} |")
     lines.append("")
     gemv = [r for r in results if r["kind"] == "gemv"]
     if gemv:

@@ -196,6 +196,11 @@ export async function startNode(opts: NodeOptions = {}): Promise<RunningNode> {
   const tokenizerJson = JSON.parse(await readFile(join(modelPath, "tokenizer.json"), "utf8"));
   const table = TokenByteTable.fromTokenizerJson(tokenizerJson);
   const metrics = new NodeMetrics(modelName);
+  scheduler.onStepHostTime = (t) => {
+    metrics.stepHostSeconds.observe({ part: "schedule" }, t.scheduleMs / 1000);
+    metrics.stepHostSeconds.observe({ part: "handoff" }, t.updateMs / 1000);
+    if (t.engineMs > 0) metrics.stepHostSeconds.observe({ part: "engine" }, t.engineMs / 1000);
+  };
   // Constrained decoding needs the byte-level vocabulary; other tokenizers serve free text only.
   const structured = table
     ? await StructuredOutputs.create(grammarVocabFromTokenizerJson(tokenizerJson, model.config.vocabSize, model.generation.eosTokenIds), {

@@ -16,6 +16,7 @@ import { join } from "node:path";
 import { Agent, fetch as undiciFetch } from "undici";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { adminCall, freePort, registerNode, sleep, startEdge, startNode, stopGroup, waitForNodes, type Started } from "../../edge/scripts/stack.mjs";
+import { metricSum, stopNodes } from "../helpers/nodes.js";
 
 const ADMIN = "chaos-admin-token";
 const SECRET = "chaos-node-secret";
@@ -76,14 +77,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  for (const n of nodes.values()) {
-    try {
-      process.kill(n.child.pid!, "SIGCONT");
-    } catch {
-      // gone
-    }
-    await stopGroup(n.child, "SIGKILL");
-  }
+  await stopNodes([...nodes.values()].map((n) => n.child));
   await edge?.stop();
   await agent.close();
   if (stateDir) await rm(stateDir, { recursive: true, force: true });
@@ -153,12 +147,6 @@ function contentChunks(text: string): number {
   return text.split("\n\n").filter((e) => /"content":"[^"]/.test(e)).length;
 }
 
-function metric(text: string, name: string): number {
-  let sum = 0;
-  for (const line of text.split("\n")) if (line.startsWith(name)) sum += Number(line.split(" ").pop());
-  return sum;
-}
-
 it(
   "holds 1,000 streams with a node killed, a node frozen and a third of the clients hanging up",
   async () => {
@@ -206,7 +194,7 @@ it(
     let done = 0;
     let errored = 0;
     for (const o of [...outcomes.filter((x) => !x.aborted), ...after]) {
-      expect(o.status, o.text.slice(0, 300)).toBe(200);
+      expect(o.status, `${o.text.slice(0, 300)} ${edgeLog.find((l) => l.includes(`"chaos-${o.tag.replace(/ /g, "-")}"`)) ?? ""}`).toBe(200);
       const events = o.text.split("\n\n").filter(Boolean);
       const last = events[events.length - 1] ?? "";
       if (last === "data: [DONE]") {
@@ -253,7 +241,7 @@ it(
       expect(data[0].requests).toBe(lines.filter((l) => l.key_id === k.id).length);
     }
     const m = await (await fetch(`${nodes.get("n3")!.url}/metrics`)).text();
-    expect(n3Reported).toBe(metric(m, "vllm:prompt_tokens_total") + metric(m, "vllm:generation_tokens_total"));
+    expect(n3Reported).toBe(metricSum(m, "vllm:prompt_tokens_total") + metricSum(m, "vllm:generation_tokens_total"));
 
     const seconds = (Date.now() - started) / 1000;
     console.log(

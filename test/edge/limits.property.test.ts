@@ -15,6 +15,7 @@ import { join } from "node:path";
 import { Agent, fetch as undiciFetch } from "undici";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { adminCall, freePort, registerNode, sleep, startEdge, startNode, stopGroup, waitForNodes, type Started } from "../../edge/scripts/stack.mjs";
+import { metricSum } from "../helpers/nodes.js";
 
 const ADMIN = "property-admin-token";
 const SECRET = "property-node-secret";
@@ -66,12 +67,6 @@ function prng(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
-}
-
-function metric(text: string, name: string): number {
-  let sum = 0;
-  for (const line of text.split("\n")) if (line.startsWith(name)) sum += Number(line.split(" ").pop());
-  return sum;
 }
 
 it(
@@ -150,7 +145,7 @@ it(
     const usage = data[0];
     const metered = usage.prompt_tokens + usage.completion_tokens;
     const m = await (await fetch(`${node.url}/metrics`)).text();
-    const generated = metric(m, "vllm:prompt_tokens_total") + metric(m, "vllm:generation_tokens_total");
+    const generated = metricSum(m, "vllm:prompt_tokens_total") + metricSum(m, "vllm:generation_tokens_total");
 
     console.log(
       `property (seed ${seed}): ${REQUESTS} requests in ${(elapsedMs / 1000).toFixed(1)} s; statuses ${JSON.stringify(Object.fromEntries(statuses))}; ` +

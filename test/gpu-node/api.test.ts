@@ -240,9 +240,14 @@ describe("gpu-node HTTP API (tiny model, reference engine)", () => {
       "vllm:time_to_first_token_seconds_bucket",
       "vllm:inter_token_latency_seconds_bucket",
       "vllm:e2e_request_latency_seconds_bucket",
+      "seventy:overlapped_steps",
     ]) {
       expect(text).toContain(name);
     }
+    // The reference engine does not overlap steps; the scheduler's own host time is measured per step.
+    expect(text).toMatch(/seventy:step_host_seconds_count\{[^}]*part="schedule"[^}]*\} [1-9]/);
+    expect(text).toMatch(/seventy:step_host_seconds_count\{[^}]*part="handoff"[^}]*\} [1-9]/);
+    expect(text).not.toContain('part="engine"');
     const h = (await health()) as unknown as Record<string, unknown>;
     expect(h).toMatchObject({ model: MODEL, engine: "reference" });
     expect(h).toHaveProperty("prefix_cache_hit_rate");

@@ -157,6 +157,12 @@ export class NodePool extends DurableObject<Env> {
     }
 
     const now = Date.now();
+    const ttl = config(this.env).nodeTtlMs;
+    // How long this heartbeat waited since it was signed (at least; the timestamp is in whole
+    // seconds): an edge saturated with user traffic answers heartbeats late, and the node's next one
+    // will wait as long. The node is given that much more, up to another TTL (a node whose clock is
+    // behind gets at most that), so a busy edge does not drop the live nodes it is slow to hear from.
+    const lag = Math.min(ttl, Math.max(0, now - verdict.timestamp * 1000 - 1000));
     const node: PoolNode = {
       id: reg.id,
       url: reg.url,
@@ -168,7 +174,7 @@ export class NodePool extends DurableObject<Env> {
       reportedDraining: data.draining ?? false,
       adminDrained: reg.adminDrained,
       lastSeen: now,
-      expiresAt: now + config(this.env).nodeTtlMs,
+      expiresAt: now + ttl + lag,
     };
     this.nodes.set(node.id, node);
     if (verdict.timestamp > reg.lastHeartbeatTs) {

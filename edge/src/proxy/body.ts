@@ -16,24 +16,34 @@ export async function readBody(req: Request, max: number): Promise<Uint8Array> {
     return buf;
   }
   const reader = req.body.getReader();
+  const body = await readUpTo(reader, max);
+  if (body !== null) return body;
+  // Reading to the end keeps the client's connection usable; a body far past the limit is cut.
+  let size = max;
+  while (size <= max * 4) {
+    const more = await reader.read();
+    if (more.done) throw tooLarge(max);
+    size += more.value.byteLength;
+  }
+  await reader.cancel().catch(() => undefined);
+  throw tooLarge(max);
+}
+
+/**
+ * Reads a stream to its end into one buffer of at most `max` bytes; null as soon as it is longer
+ * (the reader is then left where it stopped, for the caller to drain or cancel).
+ */
+export async function readUpTo(reader: ReadableStreamDefaultReader<Uint8Array>, max: number): Promise<Uint8Array | null> {
   const parts: Uint8Array[] = [];
   let size = 0;
   for (;;) {
     const { done, value } = await reader.read();
     if (done) break;
     size += value.byteLength;
-    if (size > max) {
-      // Reading to the end keeps the client's connection usable; a body far past the limit is cut.
-      while (size <= max * 4) {
-        const more = await reader.read();
-        if (more.done) throw tooLarge(max);
-        size += more.value.byteLength;
-      }
-      await reader.cancel().catch(() => undefined);
-      throw tooLarge(max);
-    }
+    if (size > max) return null;
     parts.push(value);
   }
+  if (parts.length === 1) return parts[0]!;
   const out = new Uint8Array(size);
   let at = 0;
   for (const p of parts) {

@@ -4,6 +4,8 @@ import type { EdgeConfig } from "../config";
 import { ApiError, retryAfterHeaders } from "../errors";
 import type { PoolNode } from "../pool/node-pool";
 import type { PoolView } from "../pool/view";
+import { readUpTo } from "./body";
+import { nodeProbe } from "./probe";
 import { signForNode } from "./sign";
 import { SseScanner } from "./sse";
 import { addUsage, NO_USAGE, usageFromHeader, validUsage, type Spent, type TokenCount } from "./usage";
@@ -59,7 +61,7 @@ export type Forwarded =
   | StreamAnswer
   | { ok: false; error: ApiError; attempts: number; cancelled: boolean; spent: Spent; failures?: string };
 
-type Failure = "connect" | "timeout" | "status" | "busy" | "empty" | "left";
+type Failure = "connect" | "timeout" | "status" | "busy" | "empty" | "left" | "frozen";
 
 /**
  * Asks `node` to stop the request signed with `nonce` (POST /v1/cancel, signed). The node then
@@ -102,7 +104,7 @@ export async function usageOfStream(
   return validUsage(scanner.outcome.usage, bound);
 }
 
-/** Reads a body up to `max` bytes; null when it is longer (the rest is not read). */
+/** Reads an answer's body up to `max` bytes; null when it is longer (the rest is not read). */
 async function readBounded(res: Response, max: number): Promise<Uint8Array | null> {
   if (!res.body) return new Uint8Array(0);
   const declared = Number(res.headers.get("content-length") ?? "NaN");
@@ -111,26 +113,9 @@ async function readBounded(res: Response, max: number): Promise<Uint8Array | nul
     return null;
   }
   const reader = res.body.getReader();
-  const parts: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > max) {
-      await reader.cancel().catch(() => undefined);
-      return null;
-    }
-    parts.push(value);
-  }
-  if (parts.length === 1) return parts[0]!;
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
+  const body = await readUpTo(reader, max);
+  if (body === null) await reader.cancel().catch(() => undefined);
+  return body;
 }
 
 /**
@@ -138,7 +123,8 @@ async function readBounded(res: Response, max: number): Promise<Uint8Array | nul
  * attempt used.
  *
  * Failover: a connection error, a 5xx, a 429 (the node's queue is full), no response headers
- * within CONNECT_TIMEOUT_MS (streams: a live node sends them as soon as it admits the request),
+ * within CONNECT_TIMEOUT_MS (streams: a live node sends them as soon as it admits the request;
+ * non-stream answers: a node that sends none and does not answer /health either is frozen),
  * no first byte within UPSTREAM_TIMEOUT_MS, or the node leaving the pool moves on to the next
  * node. A non-stream answer is never re-run after REQUEST_TIMEOUT_MS: the node may have generated
  * it all. Once the first byte of a stream is in hand the answer is committed.
@@ -171,9 +157,11 @@ export async function forward(input: ForwardInput): Promise<Forwarded> {
     const headers = { ...baseHeaders, ...signature };
     const abort = new AbortController();
     /** Why this attempt was stopped by the edge (null: it was not). */
-    let stopped: "timeout" | "client" | "left" | "connect" | null = null;
+    let stopped: "timeout" | "client" | "left" | "connect" | "frozen" | null = null;
     let answered = false;
     let streaming = false;
+    /** The attempt is over (its timers must not start anything more). */
+    let over = false;
     const timers: ReturnType<typeof setTimeout>[] = [];
     // Stops the node's work and waits a moment for its answer (with its usage) before giving up.
     const stopAndDrain = (why: "timeout" | "client") => {
@@ -183,7 +171,7 @@ export async function forward(input: ForwardInput): Promise<Forwarded> {
       timers.push(setTimeout(() => abort.abort(), cfg.cancelDrainMs));
     };
     // Until a stream's first byte (or a non-stream's headers), a node that stops answering is left.
-    const giveUp = (why: "left" | "connect") => {
+    const giveUp = (why: "left" | "connect" | "frozen") => {
       if (stopped || streaming || (answered && !input.stream)) return;
       stopped = why;
       abort.abort();
@@ -192,6 +180,20 @@ export async function forward(input: ForwardInput): Promise<Forwarded> {
       timers.push(setTimeout(() => giveUp("connect"), cfg.connectTimeoutMs));
     } else {
       timers.push(setTimeout(() => stopAndDrain("timeout"), cfg.requestTimeoutMs));
+    }
+    if (!input.stream && attempts < plan.length) {
+      // A non-stream answer sends its headers when it is done, so silence proves nothing; a node
+      // that does not answer /health either is frozen, and is left within CONNECT_TIMEOUT_MS for
+      // the next node (the last node of the plan is waited for: there is nothing better to do).
+      const half = cfg.connectTimeoutMs / 2;
+      const check = () => {
+        void nodeProbe.alive(node, half).then((alive) => {
+          if (over || stopped || answered) return;
+          if (!alive) giveUp("frozen");
+          else timers.push(setTimeout(check, half));
+        });
+      };
+      timers.push(setTimeout(check, half));
     }
     // A node that leaves the pool (heartbeats stopped, drained) before answering is not waited for.
     const watch = setInterval(() => {
@@ -278,10 +280,16 @@ export async function forward(input: ForwardInput): Promise<Forwarded> {
       if (stopped === "timeout") {
         return { ok: false, attempts, cancelled: false, spent, error: timeoutError("The node did not finish the answer in time.") };
       }
-      failures.push(stopped === "left" ? "left" : stopped === "connect" ? "timeout" : "connect");
+      if (stopped === "frozen") {
+        // Should it wake up, it must not finish an answer nobody waits for: the closed connection
+        // tells it, and so does the cancel, whichever it reads first.
+        void stopOnNode(node, nonce, edgeKey, cfg.cancelDrainMs);
+      }
+      failures.push(stopped === "left" || stopped === "frozen" ? stopped : stopped === "connect" ? "timeout" : "connect");
       // This isolate sends to this node last for a while; the pool drops it when its heartbeats stop.
       view.eject(node.id, cfg.nodeEjectMs);
     } finally {
+      over = true;
       for (const t of timers) clearTimeout(t);
       clearInterval(watch);
       input.clientSignal?.removeEventListener("abort", onClientGone);

@@ -29,8 +29,16 @@ struct Run {
   bool ok = false;
   std::string error;
   double stepMs = 0;
+  // Medians of the engine thread's host work per step (StepOutput): plan + uploads + launch, and
+  // the read-back after the sampled ids arrive. The GPU idles for both unless the next step overlaps.
+  double prepareUs = 0, readbackUs = 0;
   uint64_t weightBytes = 0;
 };
+
+static double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
 
 static bool gKvFp8 = false;  // --kv-cache-dtype fp8: e4m3 K/V, half the KV bytes per token
 
@@ -58,7 +66,7 @@ static Run timeDecode(const ModelConfig& c, bool fp8, int layers, int batch, int
     return run;
   }
   run.weightBytes = e->weightBytes();
-  std::vector<double> ms;
+  std::vector<double> ms, prepare, readback;
   for (int i = 0; i < steps + 3; i++) {
     StepInput in;
     for (int s = 0; s < batch; s++) {
@@ -83,10 +91,15 @@ static Run timeDecode(const ModelConfig& c, bool fp8, int layers, int batch, int
       run.error = st.message;
       return run;
     }
-    if (i >= 3) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());  // the first steps capture graphs
+    if (i >= 3) {  // the first steps capture graphs
+      ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+      prepare.push_back(out.hostPrepareUs);
+      readback.push_back(out.hostReadbackUs);
+    }
   }
-  std::sort(ms.begin(), ms.end());
-  run.stepMs = ms[ms.size() / 2];
+  run.stepMs = median(ms);
+  run.prepareUs = median(prepare);
+  run.readbackUs = median(readback);
   run.ok = true;
   return run;
 }
@@ -153,10 +166,15 @@ int main(int argc, char** argv) {
     const double tbps = bytes80 / (step80 * 1e-3) / 1e12;
     std::printf("batch %2d: %2d layers run, step %.2f ms (1 layer: %.2f ms) -> 80 layers %.2f ms, %.1f tok/s, %.1f GB/step, %.2f TB/s = %.0f%% of copy\n",
                 batch, layers, full.stepMs, one.stepMs, step80, batch * 1000.0 / step80, bytes80 / 1e9, tbps, 100 * tbps * 1e12 / copyBw);
+    const double hostUs = full.prepareUs + full.readbackUs;
+    std::printf("          host per step: prepare %.1f us + read-back %.1f us = %.2f%% of the 80-layer step (target < 5%%)\n", full.prepareUs,
+                full.readbackUs, 100 * hostUs * 1e-3 / step80);
     std::printf(
         "RESULT {\"kind\":\"decode\",\"engine\":\"%s\",\"quant\":\"%s\",\"batch\":%d,\"ctx\":%d,\"layers_run\":%d,\"step_ms_run\":%.4f,"
-        "\"step_ms_80\":%.4f,\"tok_s\":%.2f,\"gb_per_step\":%.3f,\"tbps\":%.4f,\"frac_copy\":%.4f}\n",
-        engine, fp8 ? (gKvFp8 ? "fp8+kv8" : "fp8") : (gKvFp8 ? "bf16+kv8" : "bf16"), batch, ctx, layers, full.stepMs, step80, batch * 1000.0 / step80, bytes80 / 1e9, tbps, tbps * 1e12 / copyBw);
+        "\"step_ms_80\":%.4f,\"tok_s\":%.2f,\"gb_per_step\":%.3f,\"tbps\":%.4f,\"frac_copy\":%.4f,\"host_prepare_us\":%.2f,"
+        "\"host_readback_us\":%.2f,\"frac_host\":%.5f}\n",
+        engine, fp8 ? (gKvFp8 ? "fp8+kv8" : "fp8") : (gKvFp8 ? "bf16+kv8" : "bf16"), batch, ctx, layers, full.stepMs, step80, batch * 1000.0 / step80, bytes80 / 1e9, tbps, tbps * 1e12 / copyBw,
+        full.prepareUs, full.readbackUs, hostUs * 1e-3 / step80);
     std::fflush(stdout);
   }
   return 0;

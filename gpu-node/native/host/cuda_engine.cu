@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -110,6 +111,9 @@ class CudaEngine final : public Engine, private ForwardOps {
   }
 
   Status step(const StepInput& in, StepOutput& out) override {
+    using Clock = std::chrono::steady_clock;
+    const auto tStart = Clock::now();
+    auto micros = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::micro>(b - a).count(); };
     if (!loaded_) return errorStatus(kInvalidArgument, "step() before load()");
     Status st = validateStep(in, c_, numKvBlocks_, opt_.blockSize);
     if (!st.ok()) return st;
@@ -151,6 +155,7 @@ class CudaEngine final : public Engine, private ForwardOps {
       sampleOp();
       if (err_ != cudaSuccess) return cudaStatus(err_, "forward");
     }
+    out.hostPrepareUs = micros(tStart, Clock::now());
     const int realOut = int(plan_.outRows.size());
     CU(cudaMemcpyAsync(hOutTokens_, dOutTokens_, sizeof(int32_t) * realOut, cudaMemcpyDeviceToHost, stream_));
     CU(cudaMemcpyAsync(hOutLogprobs_, dOutLogprobs_, sizeof(float) * realOut, cudaMemcpyDeviceToHost, stream_));
@@ -166,6 +171,7 @@ class CudaEngine final : public Engine, private ForwardOps {
       CU(cudaMemcpyAsync(logits.data(), dLogits_, sizeof(float) * logits.size(), cudaMemcpyDeviceToHost, stream_));
     }
     CU(cudaStreamSynchronize(stream_));  // the step's one synchronization: the sampled ids
+    const auto tBack = Clock::now();
 
     for (int i = 0; i < realOut; i++) {
       const SeqInput& s = in.seqs[plan_.outSeqs[i]];
@@ -186,6 +192,7 @@ class CudaEngine final : public Engine, private ForwardOps {
       if (s.returnLogits) o.logits.assign(logits.begin() + size_t(i) * c_.vocabSize, logits.begin() + size_t(i + 1) * c_.vocabSize);
       out.sampled.push_back(std::move(o));
     }
+    out.hostReadbackUs = micros(tBack, Clock::now());
     return Status::Ok();
   }
 
@@ -511,18 +518,10 @@ class CudaEngine final : public Engine, private ForwardOps {
   }
 
   // ---- workspace and KV cache ----
-  int maxSplits() const { return 64; }
-
-  // Enough blocks to fill the GPU ~3 times over, but no split shorter than a 64-token tile. Graph
-  // steps fix the count per bucket (the context grows under a captured graph); the kernel
-  // recomputes each split's range from the actual context length.
+  // The rule (cuda::attentionSplits) fixes the count per bucket for graph steps (the context grows
+  // under a captured graph); the kernel recomputes each split's range from the actual context length.
   int attentionSplits(int rows, int maxContext, bool forGraph) const {
-    const int blocks = rows * c_.numKvHeads;
-    int s = (3 * numSMs_ + blocks - 1) / blocks;
-    if (!forGraph) s = std::min(s, (maxContext + 63) / 64);
-    s = std::max(1, std::min(s, maxSplits()));
-    if (rows > maxOut_) s = 1;  // the partial workspace is sized for maxNumSeqs rows
-    return s;
+    return cuda::attentionSplits(rows, c_.numKvHeads, numSMs_, maxContext, forGraph, maxOut_);
   }
 
   Status allocWorkspace() {
@@ -539,7 +538,9 @@ class CudaEngine final : public Engine, private ForwardOps {
     st = all({deviceAlloc(resid_, T * H), deviceAlloc(hbuf_, T * H), deviceAlloc(delta_, T * H), deviceAlloc(q_, T * Q),
               deviceAlloc(attnOut_, T * Q), deviceAlloc(act_, T * I), deviceAlloc(lastH_, S * H), deviceAlloc(dLogits_, S * V),
               deviceAlloc(dWork_, S * V),
-              deviceAlloc(partial_, cuda::attentionWorkspaceBytes(int(S), maxSplits(), c_.numHeads, c_.headDim) / 4 + 1),
+              // Split-K partials (attentionWorkspaceBytes / 4 floats) for the most rows × splits the split
+              // rule gives any step, about 100 on an H100 with 8 KV heads (not maxNumSeqs × 64).
+              deviceAlloc(partial_, size_t(cuda::maxAttentionRowSplits(int(S), c_.numKvHeads, numSMs_)) * c_.numHeads * (c_.headDim + 2) + 1),
               deviceAlloc(dRowToken_, T), deviceAlloc(dRowPos_, T), deviceAlloc(dRowSlot_, T), deviceAlloc(dRowTable_, T),
               deviceAlloc(dRowCtx_, T), deviceAlloc(dOutRows_, S), deviceAlloc(dTables_, tableCap_), deviceAlloc(dPenalty_, penaltyCap_),
               deviceAlloc(dParams_, S), deviceAlloc(dOutTokens_, S), deviceAlloc(dOutLogprobs_, S),

@@ -119,6 +119,29 @@ struct AttentionArgs {
   bool kvFp8 = false;  // the caches hold e4m3 bytes (scale 1) at the same element offsets
 };
 size_t attentionWorkspaceBytes(int rows, int numSplits, int numHeads, int headDim);
+
+// The split rule of the decode attention: enough (row, KV head, split) blocks to fill the GPU about
+// 3 times over, at most kMaxAttentionSplits, and (unless forGraph, where the context grows under a
+// captured launch) no split shorter than a 64-token tile; one split (no workspace) above maxRows.
+constexpr int kMaxAttentionSplits = 64;
+inline int attentionSplits(int rows, int numKvHeads, int numSMs, int maxContext, bool forGraph, int maxRows) {
+  if (rows < 1 || rows > maxRows) return 1;
+  const int blocks = rows * numKvHeads;
+  int s = (3 * numSMs + blocks - 1) / blocks;
+  if (!forGraph) s = s < (maxContext + 63) / 64 ? s : (maxContext + 63) / 64;
+  return s < 1 ? 1 : s > kMaxAttentionSplits ? kMaxAttentionSplits : s;
+}
+// The most rows × splits the rule gives any step of up to maxRows rows (0 when it never splits): the
+// workspace needs attentionWorkspaceBytes(that, 1 split per row-split). A smaller context or an eager
+// step only lowers the count. gpu-node/src/engine/memory-plan.ts (maxAttentionRowSplits) mirrors it.
+inline int maxAttentionRowSplits(int maxRows, int numKvHeads, int numSMs) {
+  int most = 0;
+  for (int rows = 1; rows <= maxRows; rows++) {
+    const int s = attentionSplits(rows, numKvHeads, numSMs, 0, true, maxRows);
+    if (s > 1 && rows * s > most) most = rows * s;
+  }
+  return most;
+}
 cudaError_t pagedAttention(const AttentionArgs& a, cudaStream_t s);
 
 // ---- sampling.cu ----

@@ -18,6 +18,7 @@
 #include <optional>
 #include <thread>
 #include <type_traits>
+#include <unordered_map>
 
 #include "seventy/engine.h"
 
@@ -165,7 +166,10 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
     auto job = std::make_unique<Job>(env);
     job->run = [this, input, output]() -> Status {
       if (!engine_) return errorStatus(kInvalidArgument, "step() before load() finished");
-      return engine_->step(*input, *output);
+      Status st = takePreviousTokens(*input);
+      if (st.ok()) st = engine_->step(*input, *output);
+      rememberSampled(*input, *output, st.ok());
+      return st;
     };
     job->result = [output](Napi::Env env) { return toJs(env, *output); };
     return enqueue(env, std::move(job));
@@ -205,6 +209,34 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
   }
 
   // ---- engine thread ----
+  // Steps run here in the order JS called step(), so a step JS built before the previous one settled
+  // (the scheduler's overlap) takes its tokens from what that one sampled, already on the host.
+  Status takePreviousTokens(StepInput& in) const {
+    for (const SeqInput& s : in.seqs) {
+      if (!s.tokenFromPreviousStep) continue;
+      auto it = lastSampled_.find(s.seqId);
+      if (it == lastSampled_.end()) {
+        return errorStatus(kInvalidArgument, "seq " + std::to_string(s.seqId) + ": tokenFromPreviousStep, but the previous step sampled no token for it");
+      }
+      if (s.numTokens != 1 || s.tokenOffset < 0 || size_t(s.tokenOffset) >= in.tokens.size()) {
+        return errorStatus(kInvalidArgument, "seq " + std::to_string(s.seqId) + ": tokenFromPreviousStep needs exactly one token");
+      }
+      in.tokens[s.tokenOffset] = it->second;
+    }
+    return Status::Ok();
+  }
+
+  // Only the engine's own samples: a returnLogits sequence's token is decided in JS (grammar masks).
+  void rememberSampled(const StepInput& in, const StepOutput& out, bool ok) {
+    lastSampled_.clear();
+    if (!ok) return;
+    std::unordered_map<int, bool> logitsOnly;
+    for (const SeqInput& s : in.seqs) logitsOnly[s.seqId] = s.returnLogits;
+    for (const SampledOutput& o : out.sampled) {
+      if (o.tokenId >= 0 && !logitsOnly[o.seqId]) lastSampled_[o.seqId] = o.tokenId;
+    }
+  }
+
   void threadMain() {
     for (;;) {
       Job* job;
@@ -409,6 +441,7 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
       s.numBlocks = m[5];
       s.sample = (m[6] & 1) != 0;
       s.returnLogits = (m[6] & 2) != 0;
+      s.tokenFromPreviousStep = (m[6] & 4) != 0;
       s.sampling.topK = m[7];
       s.sampling.logprobs = m[8];
       s.penaltyOffset = m[9];
@@ -464,10 +497,13 @@ class NativeEngine : public Napi::ObjectWrap<NativeEngine> {
     o.Set("topIds", topIds);
     o.Set("topLogprobs", topLogprobs);
     o.Set("logits", logits);
+    if (out.hostPrepareUs >= 0) o.Set("hostPrepareUs", Napi::Number::New(env, out.hostPrepareUs));
+    if (out.hostReadbackUs >= 0) o.Set("hostReadbackUs", Napi::Number::New(env, out.hostReadbackUs));
     return o;
   }
 
   EngineOptions opt_;
+  std::unordered_map<int, int> lastSampled_;  // seqId → token of the last step (engine thread only)
   std::unique_ptr<Engine> engine_;  // touched only on the engine thread (and after it joined)
   Tsfn tsfn_;
   Napi::FunctionReference onProgress_;

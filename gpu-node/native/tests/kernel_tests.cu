@@ -438,6 +438,30 @@ static void testAttention(int nh, int nkv, int hd, const std::vector<int>& ctx, 
          fmt("err %.2e", e));
 }
 
+// The split-K workspace is sized by maxAttentionRowSplits: no step the rule splits may need more.
+static void testAttentionSplitBound() {
+  bool ok = true;
+  std::string bad;
+  for (int sms : {1, 108, 132, 148})
+    for (int kvh : {1, 2, 8})
+      for (int maxRows : {1, 16, 64, 256}) {
+        const int bound = cuda::maxAttentionRowSplits(maxRows, kvh, sms);
+        for (int rows = 1; rows <= maxRows + 8; rows++)
+          for (int ctx : {1, 63, 64, 65, 1000, 8192, 131072})
+            for (bool graph : {false, true}) {
+              const int s = cuda::attentionSplits(rows, kvh, sms, ctx, graph, maxRows);
+              if (s < 1 || s > cuda::kMaxAttentionSplits || (s > 1 && (rows > maxRows || rows * s > bound))) {
+                ok = false;
+                bad = "sms " + std::to_string(sms) + " kvh " + std::to_string(kvh) + " maxRows " + std::to_string(maxRows) + " rows " +
+                      std::to_string(rows) + " ctx " + std::to_string(ctx) + ": " + std::to_string(s) + " splits, bound " + std::to_string(bound);
+              }
+            }
+      }
+  // 70B (8 KV heads) on an H100 (132 SMs), 256 sequences: 49 rows × 2 splits is the most.
+  const int h100 = cuda::maxAttentionRowSplits(256, 8, 132);
+  report(ok && h100 == 98, "attention split rule within its workspace bound", ok ? "70B on 132 SMs: " + std::to_string(h100) + " row-splits" : bad);
+}
+
 static void testSampling(int rows, int vocab) {
   std::normal_distribution<float> nd(0, 3);
   std::vector<float> logits(size_t(rows) * vocab);
@@ -757,7 +781,11 @@ int main() {
     testAttention(4, 2, 16, {1, 7, 33, 129}, 3, 8);
     testAttention(8, 8, 64, {19, 200}, 2, 32);
     testAttention(4, 2, 16, {1, 7, 33, 129, 200}, 3, 8, 200.0f);
-  }, [] { testAttention(4, 2, 16, {1, 7, 33, 129}, 3, 8); });
+    testAttentionSplitBound();
+  }, [] {
+    testAttention(4, 2, 16, {1, 7, 33, 129}, 3, 8);
+    testAttentionSplitBound();
+  });
   group("sampling", [] {
     testSampling(20, 1000);
     testSampling(10, 128256);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { MiB, formatMemoryPlan, memoryPlanError, memoryPlanJson, planMemory, type PlanModelShape } from "./memory-plan.js";
+import { MiB, formatMemoryPlan, maxAttentionRowSplits, memoryPlanError, memoryPlanJson, planMemory, type PlanModelShape } from "./memory-plan.js";
 
 /** Llama-3.1-70B (Nemotron-70B-Instruct has the same shape). */
 const L70B: PlanModelShape = {
@@ -39,14 +39,29 @@ const NORMS = 5_275_648; // (2·80 + 1) × 8192 × 4
 // The scheduler's defaults: 2048 batched tokens, 256 sequences; 131072 context.
 // Per batched token: residual 8192×4 + normed/output 2·8192×2 + q/attn 2·8192×2 + SwiGLU 28672×2
 // + 5 row ints ×4 = 155,668 → 318,808,064. Per sampled sequence and fixed: last hidden 4,194,304
-// + logits/scratch 2·256·128256·4 = 262,668,288 + split-K partials 256·64·64·130·4 = 545,259,520
-// + out ints 3,072 + block tables 256·8192·4 = 8,388,608 + penalties 16,777,216 + params 16,384
-// + top logprobs 40,960 = 837,348,352.
-const WORKSPACE = 1_156_156_416;
+// + logits/scratch 2·256·128256·4 = 262,668,288 + split-K partials 98·64·130·4 = 3,261,440 (the split
+// rule on 132 SMs with 8 KV heads: ceil(396 / 8·rows) splits, so at most 49 rows × 2 splits; rows ≥ 50
+// run unsplit) + out ints 3,072 + block tables 256·8192·4 = 8,388,608 + penalties 16,777,216
+// + params 16,384 + top logprobs 40,960 = 295,350,272.
+const WORKSPACE = 614_158_336;
 // AWQ layers add the W4 GEMV scratch: 64 rows × max(10,240, 57,344, 8,192) floats = 14,680,064, and
 // 4 splits × 64 rows × 28,672 floats = 29,360,128 (+ 4 bytes of slack).
 const WORKSPACE_AWQ = WORKSPACE + 14_680_064 + 29_360_132;
 const GRAPHS = 536_870_912;
+
+describe("maxAttentionRowSplits: the split-K workspace the split rule needs", () => {
+  it("is 49 rows × 2 splits for the 70B on 132 SMs, 40 × 2 on an A100's 108, and grows only with the rule", () => {
+    expect(maxAttentionRowSplits(256, 8, 132)).toBe(98);
+    expect(maxAttentionRowSplits(256, 8, 108)).toBe(80); // ceil(324 / 8·rows): 40 rows × 2 splits
+    // One KV head on 132 SMs: ceil(396 / rows) splits, capped at 64; the most is 197 rows × 3 = 591
+    // (rows × splits < 396 + rows, and splits > 1 needs rows < 396).
+    expect(maxAttentionRowSplits(256, 1, 132)).toBe(591);
+    // A batch limit below the rule's own maximum caps it: 16 rows × ceil(49.5 / 16) = 64.
+    expect(maxAttentionRowSplits(16, 8, 132)).toBe(64);
+    expect(maxAttentionRowSplits(1, 8, 132)).toBe(50); // batch 1: 50 splits
+    expect(maxAttentionRowSplits(4, 128, 1)).toBe(0); // never splits: no workspace
+  });
+});
 
 describe("planMemory: Llama-3.1-70B", () => {
   it("AWQ int4 with an FP8 KV cache on an 80 GB H100 meets the targets (weights ≤ 40 GB, ≥ 190k KV tokens)", () => {
@@ -59,78 +74,82 @@ describe("planMemory: Llama-3.1-70B", () => {
     expect(p.cudaGraphs).toBe(GRAPHS);
     expect(p.budget).toBe(76_525_181_337); // floor(0.9 × 85,027,979,264)
     // KV per token: 80 layers × 2 × 8 heads × 128 × 1 byte = 163,840; left 76,525,181,337 − 37,669,076,992
-    // − 1,200,196,612 − 536,870,912 = 37,119,036,821 → 14,159 blocks of 16.
+    // − 658,198,532 − 536,870,912 = 37,661,034,901 → 14,366 blocks of 16.
     expect(p.kvBytesPerToken).toBe(163_840);
-    expect(p.kvBlocks).toBe(14_159);
-    expect(p.kvTokens).toBe(226_544);
+    expect(p.kvBlocks).toBe(14_366);
+    expect(p.kvTokens).toBe(229_856);
     expect(p.kvTokens).toBeGreaterThanOrEqual(190_000);
-    expect(p.kvCache).toBe(14_159 * 16 * 163_840);
-    expect(p.sequencesAt).toEqual({ "2048": 110, "8192": 27, "32768": 6 });
-    expect(Math.floor(p.kvBlocks / Math.ceil(3072 / 16))).toBe(73); // ≥ 64 users × 3k
+    expect(p.kvCache).toBe(14_366 * 16 * 163_840);
+    expect(p.sequencesAt).toEqual({ "2048": 112, "8192": 28, "32768": 7 });
+    expect(Math.floor(p.kvBlocks / Math.ceil(3072 / 16))).toBe(74); // ≥ 64 users × 3k
     expect(p.maxModelLen).toBe(131_072);
     expect(p.fits).toBe(true);
     expect(memoryPlanError(p)).toBeNull();
-    // With the table on the device as well: 39,770,423,296 of weights, 13,358 blocks.
+    // With the table on the device as well: 39,770,423,296 of weights, 13,564 blocks.
     const gpu = planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "awq-int4", kvCacheDtype: "fp8", embeddingDevice: "gpu" });
     expect(gpu.weights.total).toBe(39_770_423_296);
-    expect(gpu.kvTokens).toBe(213_728);
-    // An A100 80GB PCIe (85,093,777,408 bytes): budget 76,584,399,667 → 14,182 blocks.
-    expect(planMemory({ model: L70B, deviceMemoryBytes: A100, weights: "awq-int4", kvCacheDtype: "fp8" }).kvTokens).toBe(226_912);
+    expect(gpu.kvTokens).toBe(217_024);
+    // An A100 80GB PCIe (85,093,777,408 bytes, 108 SMs: 80 row-splits, 599,040 bytes less of partials):
+    // budget 76,584,399,667, left 37,720,852,271 → 14,389 blocks.
+    const a100 = planMemory({ model: L70B, deviceMemoryBytes: A100, weights: "awq-int4", kvCacheDtype: "fp8", multiprocessors: 108 });
+    expect(a100.workspace).toBe(WORKSPACE_AWQ - 599_040);
+    expect(a100.kvTokens).toBe(230_224);
   });
 
   it("AWQ with a bf16 KV cache holds half the tokens", () => {
     const p = planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "awq-int4", kvCacheDtype: "bf16" });
     expect(p.kvBytesPerToken).toBe(327_680);
-    expect(p.kvBlocks).toBe(7_079);
-    expect(p.kvTokens).toBe(113_264);
-    expect(p.sequencesAt).toEqual({ "2048": 55, "8192": 13, "32768": 3 });
+    expect(p.kvBlocks).toBe(7_183);
+    expect(p.kvTokens).toBe(114_928);
+    expect(p.sequencesAt).toEqual({ "2048": 56, "8192": 14, "32768": 3 });
   });
 
-  it("FP8 on an 80 GB H100: 26k FP8 KV tokens with the table in host memory, 32k with an FP8 lm_head; 40k needs 0.92 of the card", () => {
-    // Every table on the device: 818 blocks.
+  it("FP8 on an 80 GB H100: 29k FP8 KV tokens with the table in host memory, 35.6k with an FP8 lm_head; 40k needs 0.91 of the card", () => {
+    // Every table on the device: 1,025 blocks.
     const before = planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "fp8", embeddingDevice: "gpu" });
     expect(before.weights).toEqual({ linear: LINEAR_FP8, embedding: TABLE, lmHead: TABLE, norms: NORMS, total: 72_685_879_296 });
-    // 76,525,181,337 − 72,685,879,296 − 1,156,156,416 − 536,870,912 = 2,146,274,713 → 818 blocks.
-    expect(before.kvTokens).toBe(13_088);
+    // 76,525,181,337 − 72,685,879,296 − 614,158,336 − 536,870,912 = 2,688,272,793 → 1,025 blocks.
+    expect(before.workspace).toBe(WORKSPACE);
+    expect(before.kvTokens).toBe(16_400);
 
     const p = planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "fp8" });
     expect(p.weights).toEqual({ linear: LINEAR_FP8, embedding: 0, lmHead: TABLE, norms: NORMS, total: 70_584_532_992 });
-    // + the table's 2,101,346,304 bytes: 4,247,621,017 → 1,620 blocks.
-    expect(p.kvBlocks).toBe(1_620);
-    expect(p.kvTokens).toBe(25_920);
-    expect(p.maxModelLen).toBe(25_920);
+    // + the table's 2,101,346,304 bytes: 4,789,619,097 → 1,827 blocks.
+    expect(p.kvBlocks).toBe(1_827);
+    expect(p.kvTokens).toBe(29_232);
+    expect(p.maxModelLen).toBe(29_232);
     expect(p.fits).toBe(true);
 
     const lm = planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "fp8", lmHeadDtype: "fp8" });
     expect(lm.weights).toEqual({ linear: LINEAR_FP8, embedding: 0, lmHead: LM_HEAD_FP8, norms: NORMS, total: 69_534_372_864 });
-    // + 1,050,160,128 bytes: 5,297,781,145 → 2,020 blocks: short of the 40k target at 0.9.
-    expect(lm.kvBlocks).toBe(2_020);
-    expect(lm.kvTokens).toBe(32_320);
+    // + 1,050,160,128 bytes: 5,839,779,225 → 2,227 blocks: short of the 40k target at 0.9.
+    expect(lm.kvBlocks).toBe(2_227);
+    expect(lm.kvTokens).toBe(35_632);
     expect(lm.kvTokens).toBeLessThan(40_000);
-    expect(lm.sequencesAt).toEqual({ "2048": 15, "8192": 3, "32768": 0 });
-    // 40,000 tokens = 2,500 blocks: 69,534,372,864 + 1,156,156,416 + 536,870,912 + 6,553,600,000
-    // = 77,781,000,192 = 0.9148 of the card.
-    const u92 = planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "fp8", lmHeadDtype: "fp8", gpuMemoryUtilization: 0.92 });
-    expect(u92.kvTokens).toBe(42_704); // floor(0.92 × 85,027,979,264) = 78,225,740,922 → 2,669 blocks
-    expect(u92.kvTokens).toBeGreaterThanOrEqual(40_000);
+    expect(lm.sequencesAt).toEqual({ "2048": 17, "8192": 4, "32768": 1 });
+    // 40,000 tokens = 2,500 blocks: 69,534,372,864 + 614,158,336 + 536,870,912 + 6,553,600,000
+    // = 77,239,002,112 = 0.9084 of the card.
+    const u91 = planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "fp8", lmHeadDtype: "fp8", gpuMemoryUtilization: 0.91 });
+    expect(u91.kvTokens).toBe(40_832); // floor(0.91 × 85,027,979,264) = 77,375,461,130 → 2,552 blocks
+    expect(u91.kvTokens).toBeGreaterThanOrEqual(40_000);
   });
 
-  it("on a 141 GB H200: FP8 weights leave room for 383k FP8 KV tokens, AWQ for 584k", () => {
+  it("on a 141 GB H200: FP8 weights leave room for 386k FP8 KV tokens, AWQ for 587k", () => {
     const budget = Math.floor(0.9 * H200);
     expect(budget).toBe(135_098_951_270);
     const fp8 = planMemory({ model: L70B, deviceMemoryBytes: H200, weights: "fp8", kvCacheDtype: "fp8" });
-    // 135,098,951,270 − 70,584,532,992 − 1,156,156,416 − 536,870,912 = 62,821,390,950 → 23,964 blocks.
-    expect(fp8.kvBlocks).toBe(23_964);
-    expect(fp8.kvTokens).toBe(383_424);
-    expect(fp8.sequencesAt).toEqual({ "2048": 187, "8192": 46, "32768": 11 });
+    // 135,098,951,270 − 70,584,532,992 − 614,158,336 − 536,870,912 = 63,363,389,030 → 24,171 blocks.
+    expect(fp8.kvBlocks).toBe(24_171);
+    expect(fp8.kvTokens).toBe(386_736);
+    expect(fp8.sequencesAt).toEqual({ "2048": 188, "8192": 47, "32768": 11 });
     const fp8lm = planMemory({ model: L70B, deviceMemoryBytes: H200, weights: "fp8", kvCacheDtype: "fp8", lmHeadDtype: "fp8" });
-    expect(fp8lm.kvTokens).toBe(389_840); // + 1,050,160,128 bytes → 24,365 blocks
+    expect(fp8lm.kvTokens).toBe(393_136); // + 1,050,160,128 bytes → 24,571 blocks
     const awq = planMemory({ model: L70B, deviceMemoryBytes: H200, weights: "awq-int4", kvCacheDtype: "fp8" });
-    // 135,098,951,270 − 37,669,076,992 − 1,200,196,612 − 536,870,912 = 95,692,806,754 → 36,503 blocks.
-    expect(awq.kvBlocks).toBe(36_503);
-    expect(awq.kvTokens).toBe(584_048);
+    // 135,098,951,270 − 37,669,076,992 − 658,198,532 − 536,870,912 = 96,234,804,834 → 36,710 blocks.
+    expect(awq.kvBlocks).toBe(36_710);
+    expect(awq.kvTokens).toBe(587_360);
     const fp8bf16 = planMemory({ model: L70B, deviceMemoryBytes: H200, weights: "fp8", kvCacheDtype: "bf16" });
-    expect(fp8bf16.kvTokens).toBe(191_712);
+    expect(fp8bf16.kvTokens).toBe(193_360);
   });
 
   it("tied embeddings: a bf16 lm_head is the device table the embedding reads; an FP8 one is its own copy", () => {
@@ -153,53 +172,53 @@ describe("planMemory: Llama-3.1-70B", () => {
     const err = memoryPlanError(p)!;
     expect(err).not.toContain("\n");
     expect(err).toMatch(/^the model does not fit: weights 139\.01 GB .* leave no room for a KV cache in 76\.53 GB/);
-    expect(err).toContain("--quantization fp8 (12,960 KV tokens)");
+    expect(err).toContain("--quantization fp8 (14,608 KV tokens)");
     expect(err).not.toContain("--max-model-len");
     expect(err).not.toContain("--lm-head-dtype"); // 1 GB does not make 137 GB of linear weights fit
   });
 
   it("a context longer than the cache holds fails with the flags that would fit", () => {
     const p = planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "bf16", maxModelLen: 32768 });
-    // Block tables for 32k contexts are 6,291,456 bytes smaller than for 131k: workspace 1,149,864,960,
-    // left 4,253,912,473 → 811 blocks.
-    expect(p.workspace).toBe(1_149_864_960);
-    expect(p.kvTokens).toBe(12_976);
+    // Block tables for 32k contexts are 6,291,456 bytes smaller than for 131k: workspace 607,866,880,
+    // left 4,795,910,553 → 914 blocks.
+    expect(p.workspace).toBe(607_866_880);
+    expect(p.kvTokens).toBe(14_624);
     expect(p.fits).toBe(false);
     const err = memoryPlanError(p)!;
-    expect(err).toMatch(/^the model does not fit: the KV cache holds 12,976 tokens, fewer than --max-model-len 32,768/);
-    expect(err).toContain("--max-model-len 12976");
-    expect(err).not.toContain("--kv-cache-dtype fp8"); // 25,952 tokens is still short of 32k
-    expect(err).not.toContain("--lm-head-dtype fp8"); // 16,176
-    // fixed 72,271,268,864 + 32,768 × 327,680 = 83,008,687,104 = 0.9763 of the card.
-    expect(err).toContain("--gpu-memory-utilization 0.98");
+    expect(err).toMatch(/^the model does not fit: the KV cache holds 14,624 tokens, fewer than --max-model-len 32,768/);
+    expect(err).toContain("--max-model-len 14624");
+    expect(err).not.toContain("--kv-cache-dtype fp8"); // 29,264 tokens is still short of 32k
+    expect(err).not.toContain("--lm-head-dtype fp8"); // 17,840
+    // fixed 71,729,270,784 + 32,768 × 327,680 = 82,466,689,024 = 0.9699 of the card.
+    expect(err).toContain("--gpu-memory-utilization 0.97");
 
     const q = planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "bf16", maxModelLen: 16384 });
     const err2 = memoryPlanError(q)!;
-    expect(q.kvTokens).toBe(12_976);
-    expect(err2).toContain("--kv-cache-dtype fp8 (25,968 KV tokens)");
-    expect(err2).not.toContain("--lm-head-dtype fp8"); // 16,176
-    // (70,584,532,992 + 1,148,816,384 + 536,870,912 + 16,384 × 327,680) / 85,027,979,264 = 0.9131 → 0.92
-    expect(err2).toContain("--gpu-memory-utilization 0.92");
-    expect(planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "bf16", maxModelLen: 16384, gpuMemoryUtilization: 0.92 }).kvTokens).toBe(18_160);
+    expect(q.kvTokens).toBe(14_624);
+    expect(err2).toContain("--kv-cache-dtype fp8 (29,264 KV tokens)");
+    expect(err2).toContain("--lm-head-dtype fp8 (17,840 KV tokens)");
+    // (70,584,532,992 + 606,818,304 + 536,870,912 + 16,384 × 327,680) / 85,027,979,264 = 0.9067 → 0.91
+    expect(err2).toContain("--gpu-memory-utilization 0.91");
+    expect(planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "bf16", maxModelLen: 16384, gpuMemoryUtilization: 0.92 }).kvTokens).toBe(19_824);
   });
 
   it("the fail-fast line names --lm-head-dtype fp8 and --embedding-device host when they make it fit", () => {
-    // FP8 KV, 28k context: 1,622 blocks = 25,952 tokens; an FP8 lm_head frees 1,050,160,128 bytes → 2,023 blocks.
-    const p = planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "fp8", maxModelLen: 28672 });
-    expect(p.kvTokens).toBe(25_952);
+    // FP8 KV, 32k context: 1,829 blocks = 29,264 tokens; an FP8 lm_head frees 1,050,160,128 bytes → 2,230 blocks.
+    const p = planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "fp8", maxModelLen: 32768 });
+    expect(p.kvTokens).toBe(29_264);
     const err = memoryPlanError(p)!;
-    expect(err).toContain("--lm-head-dtype fp8 (32,368 KV tokens)");
+    expect(err).toContain("--lm-head-dtype fp8 (35,680 KV tokens)");
     expect(err).not.toContain("--embedding-device");
-    expect(err).toContain("--max-model-len 25952");
-    // (70,584,532,992 + 1,149,602,816 + 536,870,912 + 28,672 × 163,840) / 85,027,979,264 = 0.9052 → 0.91
+    expect(err).toContain("--max-model-len 29264");
+    // (70,584,532,992 + 607,866,880 + 536,870,912 + 32,768 × 163,840) / 85,027,979,264 = 0.9067 → 0.91
     expect(err).toContain("--gpu-memory-utilization 0.91");
-    // The table on the device leaves 2,153,614,745 bytes (821 blocks) for a 16k context; in host memory 1,623.
-    const q = planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "fp8", maxModelLen: 16384, embeddingDevice: "gpu" });
-    expect(q.kvTokens).toBe(13_136);
+    // The table on the device leaves 2,695,350,681 bytes (1,028 blocks) for a 20k context; in host memory 1,829.
+    const q = planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "fp8", maxModelLen: 20480, embeddingDevice: "gpu" });
+    expect(q.kvTokens).toBe(16_448);
     const err2 = memoryPlanError(q)!;
-    expect(err2).toContain("--embedding-device host (25,968 KV tokens)");
-    expect(err2).toContain("--lm-head-dtype fp8 (19,552 KV tokens)");
-    // (72,685,879,296 + 1,148,816,384 + 536,870,912 + 16,384 × 163,840) / 85,027,979,264 = 0.9062 → 0.91
+    expect(err2).toContain("--embedding-device host (29,264 KV tokens)");
+    expect(err2).toContain("--lm-head-dtype fp8 (22,848 KV tokens)");
+    // (72,685,879,296 + 607,080,448 + 536,870,912 + 20,480 × 163,840) / 85,027,979,264 = 0.9078 → 0.91
     expect(err2).toContain("--gpu-memory-utilization 0.91");
   });
 
@@ -209,16 +228,17 @@ describe("planMemory: Llama-3.1-70B", () => {
     expect(lines).toHaveLength(4);
     expect(lines[0]).toBe("memory plan: 85.03 GB device × 0.9 = 76.53 GB");
     expect(lines[1]).toContain("weights 37.67 GB (linear int4 AWQ 35.56 GB, embedding in host memory (2.10 GB), lm_head bf16 2.10 GB");
-    expect(lines[2]).toContain("workspace 1.20 GB (2,048 batched tokens, 256 sequences)");
-    expect(lines[3]).toContain("226,544 tokens (14,159 blocks of 16); sequences that fit: 110 × 2k, 27 × 8k, 6 × 32k");
+    expect(lines[2]).toContain("workspace 0.66 GB (2,048 batched tokens, 256 sequences)");
+    expect(lines[3]).toContain("229,856 tokens (14,366 blocks of 16); sequences that fit: 112 × 2k, 28 × 8k, 7 × 32k");
     const j = memoryPlanJson(p);
-    expect(j).toMatchObject({ kv_tokens: 226_544, kv_cache_dtype: "fp8", weights_format: "awq-int4", embedding_device: "host", lm_head_dtype: "auto", sequences_that_fit: { "2048": 110 } });
+    expect(j).toMatchObject({ kv_tokens: 229_856, kv_cache_dtype: "fp8", weights_format: "awq-int4", embedding_device: "host", lm_head_dtype: "auto", sequences_that_fit: { "2048": 112 } });
     expect(j.weights_bytes).toMatchObject({ total: 37_669_076_992, embedding: 0, lm_head: TABLE });
   });
 
   it("rejects nonsense inputs", () => {
     expect(() => planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "fp8", gpuMemoryUtilization: 1.5 })).toThrow(/gpuMemoryUtilization/);
     expect(() => planMemory({ model: L70B, deviceMemoryBytes: 0, weights: "fp8", kvCacheDtype: "fp8" })).toThrow(/deviceMemoryBytes/);
+    expect(() => planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "fp8", multiprocessors: 0 })).toThrow(/multiprocessors/);
     expect(() => planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "fp8", maxModelLen: 0 })).toThrow(/maxModelLen/);
     expect(() => planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "fp8", lmHeadDtype: "int4" as never })).toThrow(/lmHeadDtype/);
     expect(() => planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "fp8", embeddingDevice: "cpu" as never })).toThrow(/embeddingDevice/);

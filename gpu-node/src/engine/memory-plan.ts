@@ -76,6 +76,11 @@ export interface MemoryPlanInput {
   blockSize?: number;
   /** AWQ group size (default 128). */
   groupSize?: number;
+  /**
+   * The device's streaming multiprocessors, which size the decode attention's split-K workspace
+   * (default 132: an H100 SXM or H200; an A100 has 108).
+   */
+  multiprocessors?: number;
 }
 
 export interface MemoryPlan {
@@ -112,8 +117,35 @@ export const MiB = 1024 ** 2;
 
 /** Decode graph buckets, the CUDA context and module data, allocator slack (the engine's reserve). */
 export const CUDA_GRAPHS_RESERVE_BYTES = 512 * MiB;
-/** The engine's split-K cap for decode attention (`maxSplits()` in cuda_engine.cu). */
+/** The decode attention's split-K cap (`cuda::kMaxAttentionSplits`). */
 const ATTENTION_MAX_SPLITS = 64;
+/** Default `multiprocessors`: an H100 SXM and an H200 have 132. */
+export const DEFAULT_MULTIPROCESSORS = 132;
+
+/**
+ * The decode attention's split rule (`cuda::attentionSplits` in kernels/kernels.h, mirrored): enough
+ * (row, KV head, split) blocks to fill the GPU about 3 times over, at most 64 splits, one split above
+ * `maxRows` (graph steps: no cap from the context, which only lowers the count).
+ */
+function attentionSplits(rows: number, numKvHeads: number, multiprocessors: number, maxRows: number): number {
+  if (rows < 1 || rows > maxRows) return 1;
+  const s = Math.ceil((3 * multiprocessors) / (rows * numKvHeads));
+  return Math.max(1, Math.min(s, ATTENTION_MAX_SPLITS));
+}
+
+/**
+ * The most rows × splits the rule gives any step of up to `maxRows` rows (0 when it never splits):
+ * the split-K partials are sized for that many (row, split) pairs, `cuda::maxAttentionRowSplits`.
+ * For the 70B (8 KV heads) on 132 SMs it is 98 (49 rows × 2 splits), not maxNumSeqs × 64.
+ */
+export function maxAttentionRowSplits(maxRows: number, numKvHeads: number, multiprocessors: number): number {
+  let most = 0;
+  for (let rows = 1; rows <= maxRows; rows++) {
+    const s = attentionSplits(rows, numKvHeads, multiprocessors, maxRows);
+    if (s > 1) most = Math.max(most, rows * s);
+  }
+  return most;
+}
 /** Top logprobs kept per sampled row on the device (`cuda::kMaxTopLogprobs`). */
 const MAX_TOP_LOGPROBS = 20;
 /** Rows per W4 GEMV pass (`kW4RowChunk`) and its split-K slices (`kW4Splits` in gemv_w4.cu). */
@@ -159,7 +191,15 @@ export function kvBytesPerToken(m: PlanModelShape, dtype: PlanKvCacheDtype): num
 }
 
 /** What `allocWorkspace` in cuda_engine.cu allocates on the device. */
-function workspaceBytes(m: PlanModelShape, maxRows: number, maxOut: number, maxModelLen: number, blockSize: number, weights: PlanWeights): number {
+function workspaceBytes(
+  m: PlanModelShape,
+  maxRows: number,
+  maxOut: number,
+  maxModelLen: number,
+  blockSize: number,
+  weights: PlanWeights,
+  multiprocessors: number,
+): number {
   const T = maxRows;
   const S = maxOut;
   const h = m.hiddenSize;
@@ -180,7 +220,7 @@ function workspaceBytes(m: PlanModelShape, maxRows: number, maxOut: number, maxM
     T * m.intermediateSize * 2 + // SwiGLU activation (bf16)
     S * h * 2 + // final hidden of the sampled rows
     2 * S * v * 4 + // logits and sampler scratch (float32)
-    S * ATTENTION_MAX_SPLITS * m.numAttentionHeads * (m.headDim + 2) * 4 + // split-K partials
+    maxAttentionRowSplits(S, m.numKeyValueHeads, multiprocessors) * m.numAttentionHeads * (m.headDim + 2) * 4 + // split-K partials
     5 * T * 4 + // per-row token, position, slot, table offset, context
     S * 4 * 3 + // sampled rows, tokens, logprobs
     tableCap * 4 +
@@ -203,10 +243,11 @@ export function planMemory(input: MemoryPlanInput): MemoryPlan {
   const groupSize = input.groupSize ?? 128;
   const embeddingDevice = input.embeddingDevice ?? "host";
   const lmHeadDtype = input.lmHeadDtype ?? "auto";
+  const multiprocessors = input.multiprocessors ?? DEFAULT_MULTIPROCESSORS;
   if (embeddingDevice !== "gpu" && embeddingDevice !== "host") throw new RangeError(`embeddingDevice must be gpu or host, got ${String(embeddingDevice)}`);
   if (lmHeadDtype !== "auto" && lmHeadDtype !== "fp8") throw new RangeError(`lmHeadDtype must be auto or fp8, got ${String(lmHeadDtype)}`);
   if (!(gpuMemoryUtilization > 0 && gpuMemoryUtilization <= 1)) throw new RangeError(`gpuMemoryUtilization must be in (0, 1], got ${gpuMemoryUtilization}`);
-  for (const [k, v] of Object.entries({ deviceMemoryBytes: input.deviceMemoryBytes, maxNumSeqs, maxNumBatchedTokens, blockSize, groupSize })) {
+  for (const [k, v] of Object.entries({ deviceMemoryBytes: input.deviceMemoryBytes, maxNumSeqs, maxNumBatchedTokens, blockSize, groupSize, multiprocessors })) {
     if (!Number.isSafeInteger(v) || v <= 0) throw new RangeError(`${k} must be a positive integer, got ${v}`);
   }
   if (input.maxModelLen !== undefined && (!Number.isSafeInteger(input.maxModelLen) || input.maxModelLen <= 0)) {
@@ -224,7 +265,7 @@ export function planMemory(input: MemoryPlanInput): MemoryPlan {
   const maxOut = Math.min(maxNumSeqs, maxNumBatchedTokens);
   // The workspace's block tables are sized by the longest context the engine accepts.
   const tableLen = input.maxModelLen ?? m.maxPositionEmbeddings;
-  const workspace = workspaceBytes(m, maxNumBatchedTokens, maxOut, tableLen, blockSize, input.weights);
+  const workspace = workspaceBytes(m, maxNumBatchedTokens, maxOut, tableLen, blockSize, input.weights, multiprocessors);
   const cudaGraphs = CUDA_GRAPHS_RESERVE_BYTES;
   const budget = Math.floor(gpuMemoryUtilization * input.deviceMemoryBytes);
 
@@ -250,6 +291,7 @@ export function planMemory(input: MemoryPlanInput): MemoryPlan {
       maxModelLen: input.maxModelLen ?? null,
       blockSize,
       groupSize,
+      multiprocessors,
     },
     weights: { linear, embedding, lmHead, norms, total: weightsTotal },
     workspace,

@@ -81,6 +81,13 @@ export interface SeqStep {
   sample: SampleRequest | null;
   /** Tests only: return the raw last-position logits. */
   returnLogits?: boolean;
+  /**
+   * Only for engines with `overlapsSteps`: the one token to compute is the token this sequence
+   * sampled in the step called just before this one (which must have sampled it), not yet known when
+   * the step was built; `tokenIds` holds a placeholder. Lets the scheduler enqueue step N+1 before
+   * step N's tokens reach JavaScript.
+   */
+  tokenFromPreviousStep?: boolean;
 }
 
 export interface StepBatch {
@@ -106,9 +113,18 @@ export interface SampledToken {
   logits?: Float32Array;
 }
 
+/** Host time of one step on the engine's own thread (native engine), in microseconds. */
+export interface StepHostTiming {
+  /** From the step's arrival to its last launch: validation, plan, uploads (the embedding rows included). */
+  prepareUs: number;
+  /** From the sampled ids' arrival on the host to the step's result. */
+  readbackUs: number;
+}
+
 export interface StepResult {
   /** One entry per sequence whose `sample` was set, in batch order. */
   sampled: SampledToken[];
+  hostTiming?: StepHostTiming;
 }
 
 export interface Engine {
@@ -118,6 +134,12 @@ export interface Engine {
   readonly numKvBlocks: number;
   /** Where the device's memory goes (native engine on a GPU, or planned for `--device-memory`); absent otherwise. */
   readonly memoryPlan?: MemoryPlan;
+  /**
+   * Steps run in the order `step` is called, and a step may be called before the previous one has
+   * settled: such an engine honours `SeqStep.tokenFromPreviousStep`. A failed step makes the next
+   * step's previous tokens unavailable (that step fails too).
+   */
+  readonly overlapsSteps?: boolean;
   step(batch: StepBatch): Promise<StepResult>;
   close(): Promise<void>;
 }

@@ -41,6 +41,7 @@ interface SeqRecord {
   blockTable: number[];
   outputIndex: number | null;
   hasHistory: boolean;
+  fromPrevious: boolean;
 }
 
 class FakeEngine implements Engine {
@@ -49,17 +50,37 @@ class FakeEngine implements Engine {
   readonly violations: string[] = [];
   /** Runs before the step computes; may await (to hold the step in flight) or throw (engine error). */
   onStep?: (batch: StepBatch, stepIndex: number) => void | Promise<void>;
+  /** Calls made while an earlier step had not settled yet (overlap). */
+  numEarlyCalls = 0;
+  numCalls = 0;
   private readonly slots: (number | undefined)[];
+  /** Steps run one at a time in call order, as the native engine's thread runs them. */
+  private chain: Promise<unknown> = Promise.resolve();
+  private numUnsettled = 0;
+  /** What the previous step sampled, by seqId (`tokenFromPreviousStep`). */
+  private lastSampled = new Map<number, number>();
 
   constructor(
     readonly blockSize: number,
     readonly numKvBlocks: number,
+    readonly overlapsSteps = false,
   ) {
     this.slots = new Array(blockSize * numKvBlocks);
   }
 
-  async step(batch: StepBatch): Promise<StepResult> {
+  step(batch: StepBatch): Promise<StepResult> {
+    this.numCalls++;
+    if (this.numUnsettled > 0) this.numEarlyCalls++;
+    this.numUnsettled++;
+    const run = this.chain.then(() => this.run(batch));
+    this.chain = run.catch(() => {});
+    return run.finally(() => this.numUnsettled--);
+  }
+
+  private async run(batch: StepBatch): Promise<StepResult> {
     const stepIndex = this.steps.length;
+    const previous = this.lastSampled;
+    this.lastSampled = new Map();
     this.steps.push(
       batch.seqs.map((s) => ({
         seqId: s.seqId,
@@ -68,9 +89,20 @@ class FakeEngine implements Engine {
         blockTable: s.blockTable.slice(),
         outputIndex: s.sample === null ? null : s.sample.outputIndex,
         hasHistory: s.sample?.promptTokenIds !== undefined && s.sample?.outputTokenIds !== undefined,
+        fromPrevious: s.tokenFromPreviousStep === true,
       })),
     );
     await this.onStep?.(batch, stepIndex);
+    if (batch.seqs.some((s) => s.tokenFromPreviousStep)) {
+      if (!this.overlapsSteps) this.violations.push(`step ${stepIndex}: tokenFromPreviousStep sent to an engine without overlap`);
+      for (const s of batch.seqs) {
+        if (!s.tokenFromPreviousStep) continue;
+        const t = previous.get(s.seqId);
+        if (t === undefined) throw new Error(`seq ${s.seqId}: the previous step sampled no token for it`);
+        if (s.tokenIds.length !== 1) this.violations.push(`step ${stepIndex}: seq ${s.seqId} takes its token from the previous step but has ${s.tokenIds.length}`);
+        s.tokenIds = [t];
+      }
+    }
     const bs = this.blockSize;
     const slotOf = (table: number[], pos: number) => table[Math.floor(pos / bs)] * bs + (pos % bs);
     const written = new Set<number>();
@@ -98,6 +130,7 @@ class FakeEngine implements Engine {
         tokens.push(t ?? -1);
       }
       const tokenId = nextToken(tokens, s.sample.params.seed, s.sample.outputIndex);
+      this.lastSampled.set(s.seqId, tokenId);
       sampled.push(s.sample.params.logprobs >= 0 ? { seqId: s.seqId, tokenId, logprob: -s.sample.outputIndex } : { seqId: s.seqId, tokenId });
     }
     return { sampled };
@@ -135,8 +168,8 @@ class Sink {
 
 const range = (from: number, n: number) => Array.from({ length: n }, (_, i) => from + i);
 
-function setup(blockSize: number, numKvBlocks: number, opts: SchedulerOptions = {}) {
-  const engine = new FakeEngine(blockSize, numKvBlocks);
+function setup(blockSize: number, numKvBlocks: number, opts: SchedulerOptions = {}, overlapsSteps = false) {
+  const engine = new FakeEngine(blockSize, numKvBlocks, overlapsSteps);
   const scheduler = new Scheduler(engine, opts);
   const add = (req: GenerationRequest) => {
     const sink = new Sink();
@@ -455,10 +488,11 @@ describe("Scheduler", () => {
     { seed: 1234, enablePrefixCaching: true },
     { seed: 99, enablePrefixCaching: true },
     { seed: 7, enablePrefixCaching: false },
-  ])("leaks no block over a randomized run with shared prefixes, preemptions and aborts (%o)", async ({ seed, enablePrefixCaching }) => {
+    { seed: 4321, enablePrefixCaching: true, overlap: true },
+  ])("leaks no block over a randomized run with shared prefixes, preemptions and aborts (%o)", async ({ seed, enablePrefixCaching, overlap }) => {
     const rand = mulberry32(seed);
     const int = (lo: number, hi: number) => lo + Math.floor(rand() * (hi - lo + 1));
-    const { engine, scheduler, add, expectClean } = setup(4, 24, { maxNumSeqs: 6, maxNumBatchedTokens: 24, maxQueue: 10_000, enablePrefixCaching });
+    const { engine, scheduler, add, expectClean } = setup(4, 24, { maxNumSeqs: 6, maxNumBatchedTokens: 24, maxQueue: 10_000, enablePrefixCaching }, overlap === true);
     const prefixes = [range(1000, 12), range(2000, 7), range(3000, 16)];
     type Added = ReturnType<typeof add> & { aborted: boolean };
     const all: Added[] = [];
@@ -500,6 +534,7 @@ describe("Scheduler", () => {
       }
     }
     expect(numCompleted).toBeGreaterThan(50);
+    if (overlap) expect(scheduler.stats().numOverlappedSteps).toBeGreaterThan(10);
     expectClean();
   });
 });
@@ -522,6 +557,147 @@ describe("Scheduler with the SimulatedEngine", () => {
     expect(scheduler.stats()).toMatchObject({ kvBlocksUsed: 0, numRunning: 0, numWaiting: 0 });
     expect(scheduler.stats().numPreemptions).toBeGreaterThan(0);
     scheduler.kvCacheManager.pool.checkInvariants();
+  });
+});
+
+describe("Scheduler: overlapped steps (engine.overlapsSteps)", () => {
+  const overlapped = (engine: FakeEngine) => engine.steps.map((st) => st.some((s) => s.fromPrevious));
+
+  it("enqueues decode step N+1 before step N's tokens are handed out, with the reference's tokens", async () => {
+    const { engine, scheduler, add, expectClean } = setup(4, 32, {}, true);
+    const a = add(request("a", range(10, 6), 7, { params: { ...PARAMS, seed: 5, logprobs: 0 } }));
+    const b = add(request("bb", range(40, 3), 4));
+    const callsAtToken: number[] = [];
+    a.sink.events.push = function (...evs: SeqEvent[]) {
+      callsAtToken.push(engine.numCalls); // steps the engine had been handed when this event arrived
+      return Array.prototype.push.apply(this, evs);
+    };
+    await scheduler.idle();
+    expect(a.sink.tokens).toEqual(a.expected().tokens);
+    expect(a.sink.events[2]).toEqual({ type: "token", tokenId: a.expected().tokens[2], logprob: -2 });
+    expect(a.sink.finish).toMatchObject({ reason: "length", numOutputTokens: 7 });
+    expect(b.sink.tokens).toEqual(b.expected().tokens);
+    // Step 0 prefills both; step 1 (decode) is scheduled normally, and steps 2 and 3 go in while the
+    // step before runs; b's last token (index 3) allows no step after it, so step 4 is scheduled
+    // normally (b finished), then a overlaps alone up to its last token (index 6).
+    expect(engine.steps.map((_, i) => engine.view(i))).toEqual([
+      [[0, 0, 6, 0], [1, 0, 3, 0]],
+      [[0, 6, 1, 1], [1, 3, 1, 1]],
+      [[0, 7, 1, 2], [1, 4, 1, 2]],
+      [[0, 8, 1, 3], [1, 5, 1, 3]],
+      [[0, 9, 1, 4]],
+      [[0, 10, 1, 5]],
+      [[0, 11, 1, 6]],
+    ]);
+    expect(overlapped(engine)).toEqual([false, false, true, true, false, true, true]);
+    expect(scheduler.stats()).toMatchObject({ numSteps: 7, numOverlappedSteps: 4 });
+    // Token k comes from step k: when it was handed out, step k + 1 was already on the engine
+    // except after steps 0, 3 and 6 (a prefill, b's last token, a's last token).
+    expect(callsAtToken).toEqual([1, 3, 4, 4, 6, 7, 7, 7]);
+    expectClean();
+  });
+
+  it("a sequence that stops on step N emits nothing from the overlapped step N+1, whose blocks are freed after it", async () => {
+    const { engine, scheduler, add, expectClean } = setup(4, 32, {}, true);
+    const prompt = range(1, 5);
+    const free = reference(prompt, "s".length * 7919, 10).tokens;
+    const stop = free[3];
+    expect(free.slice(0, 3)).not.toContain(stop);
+    const s = add(request("s", prompt, 10, { stopTokenIds: [stop] }));
+    await scheduler.idle();
+    expect(s.sink.tokens).toEqual(free.slice(0, 3));
+    expect(s.sink.finish).toMatchObject({ reason: "stop", numOutputTokens: 4 });
+    // The engine computed output index 4 (after the stop token) in an overlapped step; it was dropped.
+    expect(engine.steps.at(-1)).toMatchObject([{ outputIndex: 4, fromPrevious: true }]);
+    expectClean();
+  });
+
+  it("a stop string (abort from the token callback) mid-overlap: no later token, blocks kept until the step in flight ends", async () => {
+    const { engine, scheduler, expectClean } = setup(4, 32, {}, true);
+    const events: SeqEvent[] = [];
+    let usedAtAbort = -1;
+    scheduler.add(request("a", range(1, 6), 50), (ev) => {
+      events.push(ev);
+      if (ev.type === "token" && events.length === 3) {
+        scheduler.abort("a");
+        usedAtAbort = scheduler.stats().kvBlocksUsed; // the overlapped step is still writing them
+      }
+    });
+    await scheduler.idle();
+    expect(events.map((e) => e.type)).toEqual(["token", "token", "token", "finish"]);
+    expect(usedAtAbort).toBe(3); // positions 0..8: 3 blocks of 4, not freed while step 3 runs
+    expect(engine.steps).toHaveLength(4);
+    expect(engine.steps[3][0]).toMatchObject({ outputIndex: 3, fromPrevious: true });
+    expectClean();
+  });
+
+  it("cancellation while two steps are in flight frees the KV only after both, and nothing is reused early", async () => {
+    const { engine, scheduler, add, expectClean } = setup(4, 8, {}, true);
+    const a = add(request("a", range(1, 7), 20));
+    let release: () => void = () => {};
+    engine.onStep = async (_, i) => {
+      if (i === 3) await new Promise<void>((r) => (release = r)); // hold step 3 (overlapped) on the engine
+    };
+    while (engine.steps.length < 4) await new Promise((r) => setTimeout(r, 1));
+    // Tokens 0..2 are out; step 3 is held on the engine and step 4 queued behind it (positions 9, 10).
+    expect(engine.numCalls).toBe(5);
+    scheduler.abort("a");
+    expect(a.sink.finish).toMatchObject({ reason: "abort", numOutputTokens: 3 });
+    expect(scheduler.stats().kvBlocksUsed).toBe(3); // positions 0..10: still being written
+    // A request that needs 6 of the 8 blocks waits for a's: none is handed out while steps 3 and 4 may write them.
+    const b = add(request("bb", range(50, 24), 1));
+    await new Promise((r) => setTimeout(r, 5));
+    expect(b.sink.events).toEqual([]);
+    expect(scheduler.stats().kvBlocksUsed).toBe(3);
+    release();
+    await scheduler.idle();
+    expect(a.sink.tokens).toEqual(a.expected().tokens.slice(0, 3));
+    expect(b.sink.tokens).toEqual(b.expected().tokens);
+    // b's prefill came only after both of a's steps: it reused a's freed blocks.
+    expect(engine.view(5)).toEqual([[1, 0, 24, 0]]);
+    expectClean();
+  });
+
+  it("constrained sequences and penalties opt out: no step overlaps while one runs", async () => {
+    const { engine, scheduler, add, expectClean } = setup(4, 64, {}, true);
+    const accepted: number[] = [];
+    const constraint = { fillNextTokenBitmask: async () => {}, acceptToken: (t: number) => (accepted.push(t), true) };
+    const c = add(request("c", range(1, 4), 5, { constraint }));
+    const p = add(request("pp", range(20, 4), 5, { params: { ...PARAMS, seed: 14, repetitionPenalty: 1.2 } }));
+    const u = add(request("uuu", range(30, 4), 12));
+    await scheduler.idle();
+    expect(c.sink.tokens).toEqual(c.expected().tokens);
+    expect(p.sink.tokens).toEqual(p.expected().tokens);
+    expect(u.sink.tokens).toEqual(u.expected().tokens);
+    // Steps 0..4 hold c and pp (5 tokens each); only once they are done does uuu's decode overlap.
+    const flags = overlapped(engine);
+    expect(flags.slice(0, 6).some(Boolean)).toBe(false);
+    expect(flags.slice(6).some(Boolean)).toBe(true);
+    expect(engine.steps.filter((st) => st.some((s) => s.fromPrevious && (s.seqId === 0 || s.seqId === 1)))).toEqual([]);
+    expectClean();
+  });
+
+  it("an engine failure on step N fails its requests once; the overlapped step N+1 cannot reuse a token and nothing leaks", async () => {
+    const { engine, scheduler, add, expectClean } = setup(4, 16, {}, true);
+    const a = add(request("a", range(1, 5), 20));
+    engine.onStep = (_, i) => {
+      if (i === 2) throw new Error("device lost");
+    };
+    await scheduler.idle();
+    expect(a.sink.finish).toMatchObject({ reason: "error" });
+    expect(a.sink.events.filter((e) => e.type === "finish")).toHaveLength(1);
+    expect(a.sink.tokens).toEqual(a.expected().tokens.slice(0, 2));
+    expectClean();
+  });
+
+  it("is off with overlapSteps: false", async () => {
+    const { engine, scheduler, add, expectClean } = setup(4, 16, { overlapSteps: false }, true);
+    const a = add(request("a", range(1, 5), 6));
+    await scheduler.idle();
+    expect(a.sink.tokens).toEqual(a.expected().tokens);
+    expect(overlapped(engine).some(Boolean)).toBe(false);
+    expect(engine.numEarlyCalls).toBe(0);
+    expectClean();
   });
 });
 

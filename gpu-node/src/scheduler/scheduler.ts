@@ -25,6 +25,11 @@ export interface SchedulerOptions {
   maxQueuePerKey?: number;
   /** Reuse KV blocks across requests sharing a prefix. Default true. */
   enablePrefixCaching?: boolean;
+  /**
+   * With an engine that `overlapsSteps`: enqueue the next decode step before this one's tokens are
+   * handed to the requests (see `scheduleOverlapped`). Default true.
+   */
+  overlapSteps?: boolean;
 }
 
 export interface SchedulerStats {
@@ -40,6 +45,31 @@ export interface SchedulerStats {
   numPreemptions: number;
   /** Engine steps run, failed ones included. */
   numSteps: number;
+  /** Steps enqueued before the previous step's tokens were handed to the requests. */
+  numOverlappedSteps: number;
+}
+
+/** A step handed to the engine and not yet accounted for in `update`. */
+interface InFlightStep {
+  out: SchedulerOutput;
+  requests: Request[];
+  promise: Promise<StepResult>;
+  /** Host time to decide and submit it (packing for the native engine included). */
+  scheduleMs: number;
+}
+
+/**
+ * Where a step's host time goes, in milliseconds: the scheduler's own and, from the native engine,
+ * its thread's. With `overlapped`, the next step was on the engine while `updateMs` ran.
+ */
+export interface StepHostTime {
+  /** Deciding the step and handing it to the engine (the native engine's packing included). */
+  scheduleMs: number;
+  /** Handing its tokens to the requests (`update`: stops, callbacks). */
+  updateMs: number;
+  /** The engine thread's plan upload and read-back (`StepResult.hostTiming`); 0 for other engines. */
+  engineMs: number;
+  overlapped: boolean;
 }
 
 /** One request's share of a step: plain data, looked up again by id in `update`. */
@@ -93,20 +123,25 @@ export class Scheduler {
   private waiting: Request[] = [];
   /** In admission order: the last one is the first to be preempted. */
   private running: Request[] = [];
-  /** Aborted while a step using their blocks was in flight; freed at the next step boundary. */
-  private abortedInFlight: Request[] = [];
+  /** Finished while a step using their blocks was in flight; freed once none is. */
+  private finishedInFlight: Request[] = [];
+  /** How many steps in flight (submitted, not yet updated) each request is part of. */
+  private readonly inFlightUse = new Map<Request, number>();
+  private readonly overlapSteps: boolean;
+  /** Called after every step with its host time (metrics, benchmarks). */
+  onStepHostTime?: (t: StepHostTime) => void;
   private nextSeqId = 0;
   /** When each key last had a request admitted (an admission counter): round robin among equals. */
   private readonly keyLastAdmitted = new Map<string, number>();
   private numAdmissions = 0;
 
   private loopRunning = false;
-  private stepInFlight = false;
   private closed = false;
   private idleWaiters: (() => void)[] = [];
 
   private numSteps = 0;
   private numPreemptions = 0;
+  private numOverlappedSteps = 0;
   private numPrefixQueryTokens = 0;
   private numPrefixHitTokens = 0;
 
@@ -121,6 +156,7 @@ export class Scheduler {
       blockSize: engine.blockSize,
       enablePrefixCaching: opts.enablePrefixCaching ?? true,
     });
+    this.overlapSteps = (opts.overlapSteps ?? true) && engine.overlapsSteps === true;
   }
 
   /**
@@ -164,10 +200,6 @@ export class Scheduler {
     if (req.status === "waiting") {
       this.waiting.splice(this.waiting.indexOf(req), 1);
       this.finishRequest(req, "abort");
-    } else if (this.stepInFlight) {
-      req.status = "finished";
-      this.abortedInFlight.push(req);
-      this.emitFinish(req, "abort");
     } else {
       this.finishRequest(req, "abort"); // removed from `running` at the next reap
     }
@@ -205,6 +237,7 @@ export class Scheduler {
       prefixCacheHitRate: this.numPrefixQueryTokens === 0 ? 0 : this.numPrefixHitTokens / this.numPrefixQueryTokens,
       numPreemptions: this.numPreemptions,
       numSteps: this.numSteps,
+      numOverlappedSteps: this.numOverlappedSteps,
     };
   }
 
@@ -227,25 +260,43 @@ export class Scheduler {
     setImmediate(() => void this.runLoop());
   }
 
+  /**
+   * schedule → submit → (submit the overlapped next step) → await → update. With overlap, step N+1
+   * is on the engine while step N's tokens are handed out; `current` is then the step already submitted.
+   */
   private async runLoop(): Promise<void> {
+    let current: InFlightStep | null = null;
+    let next: InFlightStep | null = null;
     try {
       for (;;) {
         this.reap();
-        if (this.running.length === 0 && this.waiting.length === 0) break;
-        const out = this.schedule();
-        if (out.batch.seqs.length === 0) {
-          // A lone request preempting itself leaves an empty step; it is readmitted next time.
-          if (out.preemptedRequestIds.length > 0) continue;
-          // Everything runnable is paused (slow readers): park until a resume or an abort wakes us.
-          if (this.running.some((r) => r.paused)) break;
-          throw new SchedulerError("the scheduler could not schedule any request");
+        if (current === null) {
+          if (this.running.length === 0 && this.waiting.length === 0) break;
+          const t0 = performance.now();
+          const out = this.schedule();
+          if (out.batch.seqs.length === 0) {
+            // A lone request preempting itself leaves an empty step; it is readmitted next time.
+            if (out.preemptedRequestIds.length > 0) continue;
+            // Everything runnable is paused (slow readers): park until a resume or an abort wakes us.
+            if (this.running.some((r) => r.paused)) break;
+            throw new SchedulerError("the scheduler could not schedule any request");
+          }
+          current = this.submit(out, t0);
         }
-        await this.step(out);
+        const t1 = performance.now();
+        const overlapped: SchedulerOutput | null = this.overlapSteps ? this.scheduleOverlapped(current) : null;
+        next = overlapped === null ? null : this.submit(overlapped, t1);
+        await this.complete(current, next !== null);
+        current = next;
+        next = null;
         this.reap();
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
     } catch (err) {
-      // A scheduler bug: fail everything rather than spin or hang `idle()`.
+      // A scheduler bug: fail everything rather than spin or hang `idle()`; blocks are freed only once
+      // no step that may write them is still on the engine.
+      for (const step of [current, next]) if (step !== null) await step.promise.catch(() => {});
+      this.inFlightUse.clear();
       const error = err instanceof Error ? err : new SchedulerError(String(err));
       for (const req of [...this.waiting, ...this.running]) this.finishRequest(req, "error", error);
       this.waiting = [];
@@ -261,24 +312,60 @@ export class Scheduler {
     }
   }
 
-  private async step(out: SchedulerOutput): Promise<void> {
-    let result: StepResult;
-    this.stepInFlight = true;
+  /** Hands the step to the engine (in call order); its requests' blocks stay allocated until `complete`. */
+  private submit(out: SchedulerOutput, scheduledAt: number): InFlightStep {
+    const requests: Request[] = [];
+    for (const s of out.scheduled) {
+      const req = this.requests.get(s.requestId);
+      if (req === undefined) continue;
+      requests.push(req);
+      this.inFlightUse.set(req, (this.inFlightUse.get(req) ?? 0) + 1);
+    }
+    let promise: Promise<StepResult>;
     try {
-      result = await this.engine.step(out.batch);
+      promise = this.engine.step(out.batch);
     } catch (err) {
-      this.stepInFlight = false;
-      this.numSteps++;
+      promise = Promise.reject(err);
+    }
+    promise.catch(() => {}); // awaited in `complete`, possibly after the next step was submitted
+    return { out, requests, promise, scheduleMs: performance.now() - scheduledAt };
+  }
+
+  private async complete(step: InFlightStep, nextSubmitted: boolean): Promise<void> {
+    let result: StepResult | undefined;
+    let failure: unknown;
+    try {
+      result = await step.promise;
+    } catch (err) {
+      failure = err ?? new Error("engine step failed");
+    }
+    const t0 = performance.now();
+    this.numSteps++;
+    if (nextSubmitted) this.numOverlappedSteps++;
+    for (const req of step.requests) {
+      const n = (this.inFlightUse.get(req) ?? 1) - 1;
+      if (n > 0) this.inFlightUse.set(req, n);
+      else this.inFlightUse.delete(req);
+    }
+    if (result === undefined) {
+      const err = failure;
       const error = new EngineStepError(`engine step failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-      for (const s of out.scheduled) {
+      for (const s of step.out.scheduled) {
         const req = this.requests.get(s.requestId);
         if (req !== undefined && req.status === "running") this.finishRequest(req, "error", error);
       }
-      return;
+    } else {
+      this.update(step.out, result);
     }
-    this.stepInFlight = false;
-    this.numSteps++;
-    this.update(out, result);
+    if (this.onStepHostTime) {
+      const h = result?.hostTiming;
+      this.onStepHostTime({
+        scheduleMs: step.scheduleMs,
+        updateMs: performance.now() - t0,
+        engineMs: h ? (h.prepareUs + h.readbackUs) / 1000 : 0,
+        overlapped: nextSubmitted,
+      });
+    }
   }
 
   /** Decides the next step. Mutates queues and block tables only; token state is left to `update`. */
@@ -424,6 +511,57 @@ export class Scheduler {
     }
   }
 
+  /**
+   * The decode step after `current` (in flight), built before its tokens are known: each sequence
+   * computes the token it samples in `current` (`tokenFromPreviousStep`) one position further.
+   * Only in the steady state the scheduler would repeat anyway: every runnable request is decoding
+   * in `current` and continues after it unless its token stops it, nobody is waiting to be admitted,
+   * and the blocks are free without preempting. Requests whose next step needs what only
+   * `current`'s token gives opt out (and so prevent the overlap): a grammar's mask (structured
+   * output) and penalties' token history. One that `current` finishes (stop token, stop string,
+   * abort, error) has its overlapped token dropped in `update`.
+   */
+  private scheduleOverlapped(current: InFlightStep): SchedulerOutput | null {
+    if (this.waiting.some((r) => !r.paused)) return null;
+    const cur = current.out.scheduled;
+    if (cur.length === 0 || cur.length > this.maxNumBatchedTokens) return null;
+    const reqs: Request[] = [];
+    for (const s of cur) {
+      const req = this.requests.get(s.requestId);
+      if (req === undefined || req.status !== "running" || req.paused || s.numNewTokens !== 1 || !s.sample) return null;
+      if (req.constraint !== undefined || req.needsTokenHistory) return null;
+      // `current` samples output token numOutputTokens; this step would sample the one after.
+      if (req.numOutputTokens + 1 >= req.maxTokens) return null;
+      // Its token in `current` is its last uncomputed one: exactly one decode in flight.
+      if (req.numComputedTokens + 1 !== req.numTokens) return null;
+      reqs.push(req);
+    }
+    let numRunnable = 0;
+    for (const r of this.running) if (r.status === "running" && !r.paused) numRunnable++;
+    if (numRunnable !== reqs.length) return null;
+    const kv = this.kvCacheManager;
+    let numNewBlocks = 0;
+    for (const req of reqs) numNewBlocks += Math.max(0, kv.numBlocksFor(req.numComputedTokens + 2) - kv.getBlockIds(req.requestId).length);
+    if (numNewBlocks > kv.pool.numFreeBlocks) return null;
+
+    const seqs: SeqStep[] = [];
+    const scheduled: ScheduledRequest[] = [];
+    for (const req of reqs) {
+      // `current`'s position and this one's; its own block was allocated when it was scheduled.
+      if (kv.allocateSlots(req, 2) === null) throw new SchedulerError(`request ${req.requestId}: blocks counted free were not`);
+      seqs.push({
+        seqId: req.seqId,
+        tokenIds: [0],
+        tokenFromPreviousStep: true,
+        startPos: req.numComputedTokens + 1,
+        blockTable: kv.getBlockIds(req.requestId).slice(),
+        sample: { params: req.params, outputIndex: req.numOutputTokens + 1 },
+      });
+      scheduled.push({ requestId: req.requestId, numNewTokens: 1, sample: true });
+    }
+    return { batch: { seqs }, scheduled, numBatchedTokens: seqs.length, preemptedRequestIds: [] };
+  }
+
   private seqStep(req: Request, numNew: number): SeqStep {
     const start = req.numComputedTokens;
     const end = start + numNew;
@@ -484,22 +622,39 @@ export class Scheduler {
     }
   }
 
-  /** Step boundary: frees blocks of requests aborted mid-step and drops finished ones from `running`. */
+  /**
+   * Step boundary: frees the blocks of requests that finished while a step using them was in flight,
+   * once no step in flight uses them, and drops finished requests from `running`.
+   */
   private reap(): void {
-    for (const req of this.abortedInFlight) {
-      this.kvCacheManager.free(req.requestId);
-      this.requests.delete(req.requestId);
+    if (this.finishedInFlight.length > 0) {
+      const still: Request[] = [];
+      for (const req of this.finishedInFlight) {
+        if (this.inFlightUse.has(req)) {
+          still.push(req);
+          continue;
+        }
+        this.kvCacheManager.free(req.requestId);
+        this.requests.delete(req.requestId);
+      }
+      this.finishedInFlight = still;
     }
-    this.abortedInFlight = [];
     if (this.running.some((r) => r.status !== "running")) this.running = this.running.filter((r) => r.status === "running");
   }
 
-  /** Only between steps: frees the request's blocks at once. */
+  /**
+   * Finishes the request now; its blocks are freed at once, or, while a step in flight may still
+   * write them, at the first step boundary after it (whatever that step samples for it is dropped).
+   */
   private finishRequest(req: Request, reason: FinishReason, error?: Error): void {
     if (req.status === "finished") return;
     req.status = "finished";
-    this.kvCacheManager.free(req.requestId);
-    this.requests.delete(req.requestId);
+    if (this.inFlightUse.has(req)) {
+      this.finishedInFlight.push(req);
+    } else {
+      this.kvCacheManager.free(req.requestId);
+      this.requests.delete(req.requestId);
+    }
     this.emitFinish(req, reason, error);
   }
 

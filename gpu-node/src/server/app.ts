@@ -201,6 +201,7 @@ export function createApp(ctx: NodeContext): Hono<NodeEnv> {
     ctx.metrics.kvUsage.set(s.kvUsage);
     ctx.metrics.prefixHitRate.set(s.prefixCacheHitRate);
     ctx.metrics.preemptions.set(s.numPreemptions);
+    ctx.metrics.overlappedSteps.set(s.numOverlappedSteps);
     return c.body(await ctx.metrics.registry.metrics(), 200, { "content-type": ctx.metrics.registry.contentType });
   });
 

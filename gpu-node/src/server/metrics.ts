@@ -19,6 +19,8 @@ export class NodeMetrics {
   readonly e2e: Histogram;
   readonly grammarCompileSeconds: Histogram<"kind">;
   readonly grammarMaskSeconds: Histogram;
+  readonly stepHostSeconds: Histogram<"part">;
+  readonly overlappedSteps: Gauge;
 
   constructor(modelName: string) {
     this.registry.setDefaultLabels({ model_name: modelName });
@@ -70,6 +72,21 @@ export class NodeMetrics {
       name: "seventy:grammar_mask_seconds",
       help: "Time to compute one constrained sequence's next-token mask over the whole vocabulary (on its grammar thread).",
       buckets: [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.05],
+      registers,
+    });
+    this.stepHostSeconds = new Histogram({
+      name: "seventy:step_host_seconds",
+      help:
+        "Host time per engine step, by part: schedule (deciding the step and packing it for the engine), handoff (its tokens to the " +
+        "requests), engine (the native engine thread's plan upload and read-back; CUDA flavor). With overlapped steps the " +
+        "handoff runs while the next step is on the GPU.",
+      labelNames: ["part"],
+      buckets: [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05],
+      registers,
+    });
+    this.overlappedSteps = new Gauge({
+      name: "seventy:overlapped_steps",
+      help: "Engine steps handed to the engine before the previous step's tokens went to the requests, since start.",
       registers,
     });
   }

@@ -18,6 +18,7 @@ export class ConstrainedEngine implements Engine {
   readonly blockSize: number;
   readonly numKvBlocks: number;
   readonly memoryPlan?: MemoryPlan;
+  readonly overlapsSteps?: boolean;
   private readonly words: number;
   /** Tokens sampled in the last step, accepted by their grammars during the next one. */
   private pending: Array<{ constraint: TokenConstraint; tokenId: number; seqId: number }> = [];
@@ -32,6 +33,9 @@ export class ConstrainedEngine implements Engine {
     this.blockSize = inner.blockSize;
     this.numKvBlocks = inner.numKvBlocks;
     if (inner.memoryPlan) this.memoryPlan = inner.memoryPlan;
+    // Overlapped steps never hold constrained sequences (the scheduler opts them out), and a step
+    // without any passes straight through, so the inner engine's ordering holds.
+    if (inner.overlapsSteps) this.overlapsSteps = true;
     this.words = Math.ceil(vocabSize / 32);
   }
 

@@ -133,6 +133,9 @@ struct SeqInput {
   int blockOffset = 0, numBlocks = 0;
   bool sample = false;
   bool returnLogits = false;
+  // The one token is the one this sequence sampled in the previous step (the addon fills it in on
+  // the engine thread before step() sees it; see SeqStep.tokenFromPreviousStep in types.ts).
+  bool tokenFromPreviousStep = false;
   SamplingSpec sampling;
   // Penalty history: promptLen prompt ids then outputLen generated ids at penaltyOffset.
   int penaltyOffset = 0, promptLen = 0, outputLen = 0;
@@ -158,6 +161,10 @@ struct SampledOutput {
 
 struct StepOutput {
   std::vector<SampledOutput> sampled;
+  // Host time of the step on the engine's thread, in microseconds (-1: not measured, the CPU flavor):
+  // from step() to the last launch (validation, plan, uploads), and from the sampled ids' arrival
+  // on the host to the end of step() (read-back into `sampled`).
+  double hostPrepareUs = -1, hostReadbackUs = -1;
 };
 
 struct DeviceInfo {

@@ -81,6 +81,9 @@ export interface PackedResult {
   topIds: Int32Array;
   topLogprobs: Float64Array;
   logits: (Float32Array | null)[];
+  /** The engine thread's host time for the step (CUDA flavor; absent where not measured). */
+  hostPrepareUs?: number;
+  hostReadbackUs?: number;
 }
 
 export interface AddonEngine {

@@ -65,6 +65,7 @@ export async function createNativeEngine(model: ModelDir, setup: NativeEngineSet
       maxNumBatchedTokens,
       maxModelLen: setup.maxModelLen,
       blockSize: setup.blockSize,
+      ...(probe.flavor === "cuda" && probe.device.multiprocessors > 0 ? { multiprocessors: probe.device.multiprocessors } : {}),
     });
     const misfit = memoryPlanError(memoryPlan);
     if (misfit !== null) throw new Error(misfit);

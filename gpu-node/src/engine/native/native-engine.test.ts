@@ -13,6 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { listTensors, loadTensorsF32, makeTinyModel, readLlamaConfig } from "../../model/index.js";
 import type { LlamaConfig, TensorInfo } from "../../model/types.js";
 import { ReferenceEngine } from "../reference/reference-engine.js";
+import { Scheduler } from "../../scheduler/scheduler.js";
+import type { SeqEvent } from "../../scheduler/request.js";
 import type { SamplingParams, SeqStep, StepBatch, StepResult } from "../types.js";
 import { defaultAddonDir, loadNativeAddon, NativeAddonError } from "./addon.js";
 import { NativeEngine } from "./native-engine.js";
@@ -221,6 +223,56 @@ describe("native engine vs reference engine", () => {
     } finally {
       await native.close();
     }
+  });
+
+  it("takes a step's token from the previous step on the engine thread (the scheduler's overlap)", async () => {
+    const native = await NativeEngine.create({ config: m.config, tensors: m.tensors, numKvBlocks: 16, flavor: "cpu" });
+    try {
+      expect(native.overlapsSteps).toBe(true);
+      const sample = (outputIndex: number) => ({ params: { ...GREEDY, temperature: 0.8, seed: 9 }, outputIndex });
+      const p = prompt(9, 4);
+      // Step 2 is handed over before step 1 has settled, with a placeholder token.
+      const first = native.step({ seqs: [{ seqId: 3, tokenIds: p, startPos: 0, blockTable: [5], sample: sample(0) }] });
+      const second = native.step({ seqs: [{ seqId: 3, tokenIds: [0], tokenFromPreviousStep: true, startPos: 9, blockTable: [5], sample: sample(1) }] });
+      const [r1, r2] = await Promise.all([first, second]);
+      // The same step with the token spelled out, over the same cache.
+      const explicit = await native.step({ seqs: [{ seqId: 3, tokenIds: [r1.sampled[0].tokenId], startPos: 9, blockTable: [5], sample: sample(1) }] });
+      expect(r2.sampled[0].tokenId).toBe(explicit.sampled[0].tokenId);
+      // Nothing sampled for seq 4 in the previous step: a clear error, and the step after it has no previous tokens either.
+      await expect(native.step({ seqs: [{ seqId: 4, tokenIds: [0], tokenFromPreviousStep: true, startPos: 0, blockTable: [6], sample: sample(0) }] })).rejects.toThrow(
+        /seq 4: tokenFromPreviousStep, but the previous step sampled no token for it/,
+      );
+      await expect(native.step({ seqs: [{ seqId: 3, tokenIds: [0], tokenFromPreviousStep: true, startPos: 10, blockTable: [5], sample: sample(2) }] })).rejects.toThrow(
+        /previous step sampled no token/,
+      );
+    } finally {
+      await native.close();
+    }
+  });
+
+  it("serves the scheduler's overlapped decode steps with the tokens of sequential ones", async () => {
+    const run = async (overlapSteps: boolean) => {
+      const native = await NativeEngine.create({ config: m.config, tensors: m.tensors, numKvBlocks: 64, flavor: "cpu" });
+      const scheduler = new Scheduler(native, { overlapSteps });
+      const events: SeqEvent[][] = [[], [], []];
+      const stop = 77; // ends a request if ever sampled; max_tokens ends the others
+      const params = [GREEDY, { ...GREEDY, temperature: 0.9, seed: 5, logprobs: 2 }, { ...GREEDY, temperature: 1.1, topP: 0.9, seed: 11 }];
+      for (let i = 0; i < 3; i++) {
+        scheduler.add({ requestId: `r${i}`, promptTokenIds: prompt(6 + 7 * i, i), params: params[i], maxTokens: 9 + 3 * i, stopTokenIds: [stop] }, (ev) =>
+          events[i].push(ev),
+        );
+      }
+      await scheduler.idle();
+      const stats = scheduler.stats();
+      await native.close();
+      return { events, stats };
+    };
+    const sequential = await run(false);
+    const overlapped = await run(true);
+    expect(sequential.stats.numOverlappedSteps).toBe(0);
+    expect(overlapped.stats.numOverlappedSteps).toBeGreaterThan(5);
+    expect(overlapped.stats.kvBlocksUsed).toBe(0);
+    expect(overlapped.events).toEqual(sequential.events);
   });
 
   it("rejects a bad batch with a clear error and refuses steps after close", async () => {

@@ -62,6 +62,8 @@ export class NativeEngine implements Engine {
   readonly weightBytes: number;
   readonly kvCacheBytes: number;
   readonly memoryPlan?: MemoryPlan;
+  /** The addon's thread runs steps in call order and fills `tokenFromPreviousStep` from the previous step's samples. */
+  readonly overlapsSteps = true;
   private native: AddonEngine | null;
 
   private constructor(

@@ -6,7 +6,7 @@ import type { PackedResult, PackedStep } from "./addon.js";
  * objects from C++. Per sequence, `seqMeta` holds META_INTS ints and `seqParams` PARAM_DOUBLES doubles:
  *
  *   seqMeta:   seqId tokenOffset numTokens startPos blockOffset numBlocks flags topK logprobs penaltyOffset promptLen outputLen
- *              (flags: 1 = sample, 2 = returnLogits)
+ *              (flags: 1 = sample, 2 = returnLogits, 4 = tokenFromPreviousStep)
  *   seqParams: temperature topP minP presencePenalty frequencyPenalty repetitionPenalty seed outputIndex
  *
  * Penalty history (prompt ids then output ids) is sent only for sequences with a penalty active.
@@ -41,7 +41,7 @@ export function packStep(batch: StepBatch): PackedStep {
     seqMeta[m + 3] = s.startPos;
     seqMeta[m + 4] = b;
     seqMeta[m + 5] = s.blockTable.length;
-    seqMeta[m + 6] = (s.sample ? 1 : 0) | (s.returnLogits ? 2 : 0);
+    seqMeta[m + 6] = (s.sample ? 1 : 0) | (s.returnLogits ? 2 : 0) | (s.tokenFromPreviousStep ? 4 : 0);
     for (const id of s.tokenIds) tokens[t++] = id;
     for (const id of s.blockTable) blockTables[b++] = id;
     const q = i * PARAM_DOUBLES;
@@ -97,5 +97,6 @@ export function unpackResult(r: PackedResult): StepResult {
     if (logits) entry.logits = logits;
     sampled.push(entry);
   }
+  if (r.hostPrepareUs !== undefined && r.hostReadbackUs !== undefined) return { sampled, hostTiming: { prepareUs: r.hostPrepareUs, readbackUs: r.hostReadbackUs } };
   return { sampled };
 }
