@@ -43,7 +43,9 @@ const NORMS = 5_275_648; // (2·80 + 1) × 8192 × 4
 // rule on 132 SMs with 8 KV heads: ceil(396 / 8·rows) splits, so at most 49 rows × 2 splits; rows ≥ 50
 // run unsplit) + out ints 3,072 + block tables 256·8192·4 = 8,388,608 + penalties 16,777,216
 // + params 16,384 + top logprobs 40,960 = 295,350,272.
-const WORKSPACE = 614_158_336;
+// The fused residual add + RMSNorm's partial sums 2048 × 512 × 4 = 4,194,304 and the o_proj / down_proj
+// split-K workspace 128 × (4 × 128 × 32 × 4 + 4) = 8,389,120 add 12,583,424.
+const WORKSPACE = 626_741_760;
 // AWQ layers add the W4 GEMV scratch: 64 rows × max(10,240, 57,344, 8,192) floats = 14,680,064, and
 // 4 splits × 64 rows × 28,672 floats = 29,360,128 (+ 4 bytes of slack).
 const WORKSPACE_AWQ = WORKSPACE + 14_680_064 + 29_360_132;
@@ -74,63 +76,63 @@ describe("planMemory: Llama-3.1-70B", () => {
     expect(p.cudaGraphs).toBe(GRAPHS);
     expect(p.budget).toBe(76_525_181_337); // floor(0.9 × 85,027,979,264)
     // KV per token: 80 layers × 2 × 8 heads × 128 × 1 byte = 163,840; left 76,525,181,337 − 37,669,076,992
-    // − 658,198,532 − 536,870,912 = 37,661,034,901 → 14,366 blocks of 16.
+    // − 670,781,956 − 536,870,912 = 37,648,451,477 → 14,361 blocks of 16.
     expect(p.kvBytesPerToken).toBe(163_840);
-    expect(p.kvBlocks).toBe(14_366);
-    expect(p.kvTokens).toBe(229_856);
+    expect(p.kvBlocks).toBe(14_361);
+    expect(p.kvTokens).toBe(229_776);
     expect(p.kvTokens).toBeGreaterThanOrEqual(190_000);
-    expect(p.kvCache).toBe(14_366 * 16 * 163_840);
+    expect(p.kvCache).toBe(14_361 * 16 * 163_840);
     expect(p.sequencesAt).toEqual({ "2048": 112, "8192": 28, "32768": 7 });
     expect(Math.floor(p.kvBlocks / Math.ceil(3072 / 16))).toBe(74); // ≥ 64 users × 3k
     expect(p.maxModelLen).toBe(131_072);
     expect(p.fits).toBe(true);
     expect(memoryPlanError(p)).toBeNull();
-    // With the table on the device as well: 39,770,423,296 of weights, 13,564 blocks.
+    // With the table on the device as well: 39,770,423,296 of weights, 13,560 blocks.
     const gpu = planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "awq-int4", kvCacheDtype: "fp8", embeddingDevice: "gpu" });
     expect(gpu.weights.total).toBe(39_770_423_296);
-    expect(gpu.kvTokens).toBe(217_024);
+    expect(gpu.kvTokens).toBe(216_960);
     // An A100 80GB PCIe (85,093,777,408 bytes, 108 SMs: 80 row-splits, 599,040 bytes less of partials):
-    // budget 76,584,399,667, left 37,720,852,271 → 14,389 blocks.
+    // budget 76,584,399,667, left 37,708,268,847 → 14,384 blocks.
     const a100 = planMemory({ model: L70B, deviceMemoryBytes: A100, weights: "awq-int4", kvCacheDtype: "fp8", multiprocessors: 108 });
     expect(a100.workspace).toBe(WORKSPACE_AWQ - 599_040);
-    expect(a100.kvTokens).toBe(230_224);
+    expect(a100.kvTokens).toBe(230_144);
   });
 
   it("AWQ with a bf16 KV cache holds half the tokens", () => {
     const p = planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "awq-int4", kvCacheDtype: "bf16" });
     expect(p.kvBytesPerToken).toBe(327_680);
-    expect(p.kvBlocks).toBe(7_183);
-    expect(p.kvTokens).toBe(114_928);
+    expect(p.kvBlocks).toBe(7_180);
+    expect(p.kvTokens).toBe(114_880);
     expect(p.sequencesAt).toEqual({ "2048": 56, "8192": 14, "32768": 3 });
   });
 
   it("FP8 on an 80 GB H100: 29k FP8 KV tokens with the table in host memory, 35.6k with an FP8 lm_head; 40k needs 0.91 of the card", () => {
-    // Every table on the device: 1,025 blocks.
+    // Every table on the device: 1,020 blocks.
     const before = planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "fp8", embeddingDevice: "gpu" });
     expect(before.weights).toEqual({ linear: LINEAR_FP8, embedding: TABLE, lmHead: TABLE, norms: NORMS, total: 72_685_879_296 });
-    // 76,525,181,337 − 72,685,879,296 − 614,158,336 − 536,870,912 = 2,688,272,793 → 1,025 blocks.
+    // 76,525,181,337 − 72,685,879,296 − 626,741,760 − 536,870,912 = 2,675,689,369 → 1,020 blocks.
     expect(before.workspace).toBe(WORKSPACE);
-    expect(before.kvTokens).toBe(16_400);
+    expect(before.kvTokens).toBe(16_320);
 
     const p = planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "fp8" });
     expect(p.weights).toEqual({ linear: LINEAR_FP8, embedding: 0, lmHead: TABLE, norms: NORMS, total: 70_584_532_992 });
-    // + the table's 2,101,346,304 bytes: 4,789,619,097 → 1,827 blocks.
-    expect(p.kvBlocks).toBe(1_827);
-    expect(p.kvTokens).toBe(29_232);
-    expect(p.maxModelLen).toBe(29_232);
+    // + the table's 2,101,346,304 bytes: 4,777,035,673 → 1,822 blocks.
+    expect(p.kvBlocks).toBe(1_822);
+    expect(p.kvTokens).toBe(29_152);
+    expect(p.maxModelLen).toBe(29_152);
     expect(p.fits).toBe(true);
 
     const lm = planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "fp8", lmHeadDtype: "fp8" });
     expect(lm.weights).toEqual({ linear: LINEAR_FP8, embedding: 0, lmHead: LM_HEAD_FP8, norms: NORMS, total: 69_534_372_864 });
-    // + 1,050,160,128 bytes: 5,839,779,225 → 2,227 blocks: short of the 40k target at 0.9.
-    expect(lm.kvBlocks).toBe(2_227);
-    expect(lm.kvTokens).toBe(35_632);
+    // + 1,050,160,128 bytes: 5,827,195,801 → 2,222 blocks: short of the 40k target at 0.9.
+    expect(lm.kvBlocks).toBe(2_222);
+    expect(lm.kvTokens).toBe(35_552);
     expect(lm.kvTokens).toBeLessThan(40_000);
     expect(lm.sequencesAt).toEqual({ "2048": 17, "8192": 4, "32768": 1 });
-    // 40,000 tokens = 2,500 blocks: 69,534,372,864 + 614,158,336 + 536,870,912 + 6,553,600,000
-    // = 77,239,002,112 = 0.9084 of the card.
+    // 40,000 tokens = 2,500 blocks: 69,534,372,864 + 626,741,760 + 536,870,912 + 6,553,600,000
+    // = 77,251,585,536 = 0.9085 of the card.
     const u91 = planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "fp8", lmHeadDtype: "fp8", gpuMemoryUtilization: 0.91 });
-    expect(u91.kvTokens).toBe(40_832); // floor(0.91 × 85,027,979,264) = 77,375,461,130 → 2,552 blocks
+    expect(u91.kvTokens).toBe(40_752); // floor(0.91 × 85,027,979,264) = 77,375,461,130 → 2,547 blocks
     expect(u91.kvTokens).toBeGreaterThanOrEqual(40_000);
   });
 
@@ -138,18 +140,18 @@ describe("planMemory: Llama-3.1-70B", () => {
     const budget = Math.floor(0.9 * H200);
     expect(budget).toBe(135_098_951_270);
     const fp8 = planMemory({ model: L70B, deviceMemoryBytes: H200, weights: "fp8", kvCacheDtype: "fp8" });
-    // 135,098,951,270 − 70,584,532,992 − 614,158,336 − 536,870,912 = 63,363,389,030 → 24,171 blocks.
-    expect(fp8.kvBlocks).toBe(24_171);
-    expect(fp8.kvTokens).toBe(386_736);
+    // 135,098,951,270 − 70,584,532,992 − 626,741,760 − 536,870,912 = 63,350,805,606 → 24,166 blocks.
+    expect(fp8.kvBlocks).toBe(24_166);
+    expect(fp8.kvTokens).toBe(386_656);
     expect(fp8.sequencesAt).toEqual({ "2048": 188, "8192": 47, "32768": 11 });
     const fp8lm = planMemory({ model: L70B, deviceMemoryBytes: H200, weights: "fp8", kvCacheDtype: "fp8", lmHeadDtype: "fp8" });
-    expect(fp8lm.kvTokens).toBe(393_136); // + 1,050,160,128 bytes → 24,571 blocks
+    expect(fp8lm.kvTokens).toBe(393_072); // + 1,050,160,128 bytes → 24,567 blocks
     const awq = planMemory({ model: L70B, deviceMemoryBytes: H200, weights: "awq-int4", kvCacheDtype: "fp8" });
-    // 135,098,951,270 − 37,669,076,992 − 658,198,532 − 536,870,912 = 96,234,804,834 → 36,710 blocks.
-    expect(awq.kvBlocks).toBe(36_710);
-    expect(awq.kvTokens).toBe(587_360);
+    // 135,098,951,270 − 37,669,076,992 − 670,781,956 − 536,870,912 = 96,222,221,410 → 36,705 blocks.
+    expect(awq.kvBlocks).toBe(36_705);
+    expect(awq.kvTokens).toBe(587_280);
     const fp8bf16 = planMemory({ model: L70B, deviceMemoryBytes: H200, weights: "fp8", kvCacheDtype: "bf16" });
-    expect(fp8bf16.kvTokens).toBe(193_360);
+    expect(fp8bf16.kvTokens).toBe(193_328);
   });
 
   it("tied embeddings: a bf16 lm_head is the device table the embedding reads; an FP8 one is its own copy", () => {
@@ -172,53 +174,53 @@ describe("planMemory: Llama-3.1-70B", () => {
     const err = memoryPlanError(p)!;
     expect(err).not.toContain("\n");
     expect(err).toMatch(/^the model does not fit: weights 139\.01 GB .* leave no room for a KV cache in 76\.53 GB/);
-    expect(err).toContain("--quantization fp8 (14,608 KV tokens)");
+    expect(err).toContain("--quantization fp8 (14,576 KV tokens)");
     expect(err).not.toContain("--max-model-len");
     expect(err).not.toContain("--lm-head-dtype"); // 1 GB does not make 137 GB of linear weights fit
   });
 
   it("a context longer than the cache holds fails with the flags that would fit", () => {
     const p = planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "bf16", maxModelLen: 32768 });
-    // Block tables for 32k contexts are 6,291,456 bytes smaller than for 131k: workspace 607,866,880,
-    // left 4,795,910,553 → 914 blocks.
-    expect(p.workspace).toBe(607_866_880);
-    expect(p.kvTokens).toBe(14_624);
+    // Block tables for 32k contexts are 6,291,456 bytes smaller than for 131k: workspace 620,450,304,
+    // left 4,783,327,129 → 912 blocks.
+    expect(p.workspace).toBe(620_450_304);
+    expect(p.kvTokens).toBe(14_592);
     expect(p.fits).toBe(false);
     const err = memoryPlanError(p)!;
-    expect(err).toMatch(/^the model does not fit: the KV cache holds 14,624 tokens, fewer than --max-model-len 32,768/);
-    expect(err).toContain("--max-model-len 14624");
-    expect(err).not.toContain("--kv-cache-dtype fp8"); // 29,264 tokens is still short of 32k
-    expect(err).not.toContain("--lm-head-dtype fp8"); // 17,840
-    // fixed 71,729,270,784 + 32,768 × 327,680 = 82,466,689,024 = 0.9699 of the card.
-    expect(err).toContain("--gpu-memory-utilization 0.97");
+    expect(err).toMatch(/^the model does not fit: the KV cache holds 14,592 tokens, fewer than --max-model-len 32,768/);
+    expect(err).toContain("--max-model-len 14592");
+    expect(err).not.toContain("--kv-cache-dtype fp8"); // 29,184 tokens is still short of 32k
+    expect(err).not.toContain("--lm-head-dtype fp8"); // 17,792
+    // fixed 71,741,854,208 + 32,768 × 327,680 = 82,479,272,448 = 0.9700 of the card.
+    expect(err).toContain("--gpu-memory-utilization 0.98");
 
     const q = planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "bf16", maxModelLen: 16384 });
     const err2 = memoryPlanError(q)!;
-    expect(q.kvTokens).toBe(14_624);
-    expect(err2).toContain("--kv-cache-dtype fp8 (29,264 KV tokens)");
-    expect(err2).toContain("--lm-head-dtype fp8 (17,840 KV tokens)");
-    // (70,584,532,992 + 606,818,304 + 536,870,912 + 16,384 × 327,680) / 85,027,979,264 = 0.9067 → 0.91
+    expect(q.kvTokens).toBe(14_592);
+    expect(err2).toContain("--kv-cache-dtype fp8 (29,200 KV tokens)");
+    expect(err2).toContain("--lm-head-dtype fp8 (17,792 KV tokens)");
+    // (70,584,532,992 + 619,401,728 + 536,870,912 + 16,384 × 327,680) / 85,027,979,264 = 0.9069 → 0.91
     expect(err2).toContain("--gpu-memory-utilization 0.91");
-    expect(planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "bf16", maxModelLen: 16384, gpuMemoryUtilization: 0.92 }).kvTokens).toBe(19_824);
+    expect(planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "bf16", maxModelLen: 16384, gpuMemoryUtilization: 0.92 }).kvTokens).toBe(19_776);
   });
 
   it("the fail-fast line names --lm-head-dtype fp8 and --embedding-device host when they make it fit", () => {
-    // FP8 KV, 32k context: 1,829 blocks = 29,264 tokens; an FP8 lm_head frees 1,050,160,128 bytes → 2,230 blocks.
+    // FP8 KV, 32k context: 1,824 blocks = 29,184 tokens; an FP8 lm_head frees 1,050,160,128 bytes → 2,225 blocks.
     const p = planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "fp8", maxModelLen: 32768 });
-    expect(p.kvTokens).toBe(29_264);
+    expect(p.kvTokens).toBe(29_184);
     const err = memoryPlanError(p)!;
-    expect(err).toContain("--lm-head-dtype fp8 (35,680 KV tokens)");
+    expect(err).toContain("--lm-head-dtype fp8 (35,600 KV tokens)");
     expect(err).not.toContain("--embedding-device");
-    expect(err).toContain("--max-model-len 29264");
-    // (70,584,532,992 + 607,866,880 + 536,870,912 + 32,768 × 163,840) / 85,027,979,264 = 0.9067 → 0.91
+    expect(err).toContain("--max-model-len 29184");
+    // (70,584,532,992 + 620,450,304 + 536,870,912 + 32,768 × 163,840) / 85,027,979,264 = 0.9069 → 0.91
     expect(err).toContain("--gpu-memory-utilization 0.91");
-    // The table on the device leaves 2,695,350,681 bytes (1,028 blocks) for a 20k context; in host memory 1,829.
+    // The table on the device leaves 2,682,767,257 bytes (1,023 blocks) for a 20k context; in host memory 1,824.
     const q = planMemory({ model: L70B, deviceMemoryBytes: H100, weights: "fp8", kvCacheDtype: "fp8", maxModelLen: 20480, embeddingDevice: "gpu" });
-    expect(q.kvTokens).toBe(16_448);
+    expect(q.kvTokens).toBe(16_368);
     const err2 = memoryPlanError(q)!;
-    expect(err2).toContain("--embedding-device host (29,264 KV tokens)");
-    expect(err2).toContain("--lm-head-dtype fp8 (22,848 KV tokens)");
-    // (72,685,879,296 + 607,080,448 + 536,870,912 + 20,480 × 163,840) / 85,027,979,264 = 0.9078 → 0.91
+    expect(err2).toContain("--embedding-device host (29,184 KV tokens)");
+    expect(err2).toContain("--lm-head-dtype fp8 (22,768 KV tokens)");
+    // (72,685,879,296 + 619,663,872 + 536,870,912 + 20,480 × 163,840) / 85,027,979,264 = 0.9079 → 0.91
     expect(err2).toContain("--gpu-memory-utilization 0.91");
   });
 
@@ -228,10 +230,10 @@ describe("planMemory: Llama-3.1-70B", () => {
     expect(lines).toHaveLength(4);
     expect(lines[0]).toBe("memory plan: 85.03 GB device × 0.9 = 76.53 GB");
     expect(lines[1]).toContain("weights 37.67 GB (linear int4 AWQ 35.56 GB, embedding in host memory (2.10 GB), lm_head bf16 2.10 GB");
-    expect(lines[2]).toContain("workspace 0.66 GB (2,048 batched tokens, 256 sequences)");
-    expect(lines[3]).toContain("229,856 tokens (14,366 blocks of 16); sequences that fit: 112 × 2k, 28 × 8k, 7 × 32k");
+    expect(lines[2]).toContain("workspace 0.67 GB (2,048 batched tokens, 256 sequences)");
+    expect(lines[3]).toContain("229,776 tokens (14,361 blocks of 16); sequences that fit: 112 × 2k, 28 × 8k, 7 × 32k");
     const j = memoryPlanJson(p);
-    expect(j).toMatchObject({ kv_tokens: 229_856, kv_cache_dtype: "fp8", weights_format: "awq-int4", embedding_device: "host", lm_head_dtype: "auto", sequences_that_fit: { "2048": 112 } });
+    expect(j).toMatchObject({ kv_tokens: 229_776, kv_cache_dtype: "fp8", weights_format: "awq-int4", embedding_device: "host", lm_head_dtype: "auto", sequences_that_fit: { "2048": 112 } });
     expect(j.weights_bytes).toMatchObject({ total: 37_669_076_992, embedding: 0, lm_head: TABLE });
   });
 

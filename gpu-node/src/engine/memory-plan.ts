@@ -151,6 +151,8 @@ const MAX_TOP_LOGPROBS = 20;
 /** Rows per W4 GEMV pass (`kW4RowChunk`) and its split-K slices (`kW4Splits` in gemv_w4.cu). */
 const W4_ROW_CHUNK = 64;
 const W4_SPLITS = 4;
+/** gemv.cu kMaxSplits: the split-K of o_proj / down_proj keeps 4 splits × 128 threads × 32 floats per 64 outputs. */
+const GEMV_MAX_SPLITS = 4;
 /** Penalty history buffer, ints (`penaltyCap_`). */
 const PENALTY_CAP = 4 << 20;
 /** sizeof(cuda::DeviceSamplingParams). */
@@ -221,6 +223,8 @@ function workspaceBytes(
     S * h * 2 + // final hidden of the sampled rows
     2 * S * v * 4 + // logits and sampler scratch (float32)
     maxAttentionRowSplits(S, m.numKeyValueHeads, multiprocessors) * m.numAttentionHeads * (m.headDim + 2) * 4 + // split-K partials
+    T * Math.ceil(h / 16) * 4 + // per-row partial sums of squares of the fused residual add + RMSNorm
+    Math.ceil(h / 64) * (GEMV_MAX_SPLITS * 128 * 32 * 4 + 4) + // o_proj / down_proj split-K partials and counters
     5 * T * 4 + // per-row token, position, slot, table offset, context
     S * 4 * 3 + // sampled rows, tokens, logprobs
     tableCap * 4 +
