@@ -21,67 +21,10 @@
 #include "prefill.h"
 #include "seventy/engine.h"
 #include "seventy/numerics.h"
+#include "test_device.h"
 #include "test_util.h"
 
 using namespace seventy;
-
-static std::mt19937_64 rng(20261128);
-
-static std::vector<uint16_t> randomBf16(size_t n, float amp) {
-  std::uniform_real_distribution<float> d(-amp, amp);
-  std::vector<uint16_t> v(n);
-  for (auto& x : v) x = floatToBf16(d(rng));
-  return v;
-}
-static std::vector<float> widen(const std::vector<uint16_t>& v) {
-  std::vector<float> f(v.size());
-  for (size_t i = 0; i < v.size(); i++) f[i] = bf16ToFloat(v[i]);
-  return f;
-}
-static std::string fmt(const char* f, double v) {
-  char b[64];
-  std::snprintf(b, sizeof b, f, v);
-  return b;
-}
-
-template <class T>
-struct Dev {
-  T* p = nullptr;
-  size_t n = 0;
-  explicit Dev(size_t count) : n(count) { cudaMalloc(&p, std::max<size_t>(count, 1) * sizeof(T)); }
-  Dev(const std::vector<T>& h) : Dev(h.size()) { cudaMemcpy(p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice); }
-  ~Dev() { cudaFree(p); }
-  std::vector<T> get() const {
-    std::vector<T> h(n);
-    cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost);
-    return h;
-  }
-  void poison() { cudaMemset(p, 0xff, n * sizeof(T)); }  // bf16 0xffff and f32 0xffffffff are NaN
-};
-
-// A weight [N, K] in bf16 or fp8 (quantized on the device by the loader's kernel, read back for the CPU view).
-struct TestWeight {
-  std::vector<uint16_t> bf16;
-  std::vector<uint8_t> q;
-  std::vector<float> scales;
-  cuda::LinearWeight dev;
-  cpu::WeightView view;
-  Dev<uint16_t> dBf16;
-  Dev<uint8_t> dQ;
-  Dev<float> dScales;
-  TestWeight(int N, int K, bool fp8, const std::vector<uint16_t>& rows)
-      : bf16(rows), dBf16(rows), dQ(fp8 ? rows.size() : 0), dScales(fp8 ? size_t(N) : 0) {
-    dev = {cuda::WFormat::BF16, dBf16.p, nullptr, N, K};
-    view = {cpu::WType::BF16, bf16.data(), nullptr, N, K};
-    if (fp8) {
-      cuda::quantizeFp8Rows(dBf16.p, N, K, dQ.p, dScales.p, 0);
-      q = dQ.get();
-      scales = dScales.get();
-      dev = {cuda::WFormat::FP8, dQ.p, dScales.p, N, K};
-      view = {cpu::WType::FP8, q.data(), scales.data(), N, K};
-    }
-  }
-};
 
 static std::string shape(const char* what, bool fp8, int M, int N, int K) {
   return std::string(what) + (fp8 ? " fp8" : " bf16") + " M " + std::to_string(M) + " N " + std::to_string(N) + " K " + std::to_string(K);
@@ -365,6 +308,7 @@ static void testAttention(int nh, int nkv, int hd, int bs, const std::vector<Seq
 }
 
 int main() {
+  rng.seed(20261128);
   const char* only = std::getenv("PREFILL_TESTS_ONLY");
   auto want = [&](const char* g) { return !only || std::strstr(only, g); };
   if (want("gemm")) {
