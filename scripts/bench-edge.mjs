@@ -7,8 +7,9 @@
 // answers instantly (a 50-chunk OpenAI stream, or a JSON completion), so every millisecond above
 // the direct path is the edge's.
 //
-// Throughput rounds measure the edge, a do-nothing proxy worker and one that asks a Durable Object
-// per request in turn (so all see the same machine), with workerd's CPU time per request beside req/s.
+// Throughput rounds measure the edge, a do-nothing proxy worker, one that asks a Durable Object per
+// request, and one that does the edge's I/O without its logic, in turn (so all see the same
+// machine), with workerd's CPU time per request beside req/s.
 //
 // Options: --requests N (sequential samples per path, default 2000), --seconds S (per throughput
 // run, default 5), --concurrency C (default 32), --log-level info|error (default error),
@@ -104,27 +105,54 @@ async function runStub(port, edgeUrl, credential) {
 // The edge under bare workerd.
 
 /**
- * Reference workers that set the floor on this machine: the least any proxy worker costs, and the
- * least one that asks a Durable Object before forwarding costs (the edge admits every request
- * through the key's object, which is what makes its limits exact).
+ * Reference workers that set the floor on this machine: the least any proxy worker costs
+ * (MODE "none"), and the least one that asks a Durable Object before forwarding costs ("one": the
+ * edge admits every request through the key's object, which is what makes its limits exact).
+ *
+ * "edge-io" does the edge's I/O with none of its logic: the admission call with the edge's
+ * arguments and an answer of its shape (one finished request riding along), the node protocol's
+ * headers on the upstream request (placeholder values, nothing computed), an abort signal, and the
+ * answer passed through with the edge's response headers. What the edge costs above it is its logic
+ * (authentication, validation, routing, signing, metering, timers).
  */
 const FLOOR_PROXY = `
 import { DurableObject } from "cloudflare:workers";
 export class Counter extends DurableObject {
   n = 0;
   admit() { return ++this.n; }
+  admitLikeEdge(model, tokens, ttlMs, releases) {
+    this.n += 1 - releases.length;
+    return { ok: true, keyId: "key_0123456789abcdef01234567", cacheSalt: "0123456789abcdef0123456789abcdef", leaseId: "0a1b2c3d." + this.n, models: null,
+      rate: { limitRequests: 100000000, remainingRequests: 99999999, resetRequestsMs: 1, limitTokens: 1000000000000, remainingTokens: 999999998800, resetTokensMs: 72 } };
+  }
 }
+const RELEASES = [{ leaseId: "0a1b2c3d.1", usage: { promptTokens: 40, completionTokens: 50, cachedTokens: 0, error: false } }];
 export default {
   async fetch(req, env) {
     const body = await req.arrayBuffer();
-    if (env.WITH_OBJECT === "1") await env.COUNTER.get(env.COUNTER.idFromName("k")).admit();
+    if (env.MODE === "edge-io") {
+      const { model } = JSON.parse(new TextDecoder().decode(body));
+      const a = await env.COUNTER.get(env.COUNTER.idFromName("k")).admitLikeEdge(model, 1200, 120000, RELEASES);
+      const abort = new AbortController();
+      const id = "req_0123456789abcdef0123456789abcdef";
+      const res = await fetch(env.UPSTREAM + "/v1/chat/completions", { method: "POST", body, signal: abort.signal, headers: {
+        "content-type": "application/json", accept: "application/json", "x-request-id": id,
+        "x-seventy-key-id": a.keyId, "x-seventy-cache-salt": a.cacheSalt, "x-seventy-node": "bench-stub", "x-seventy-budget": "1200",
+        "x-seventy-signature": "v2=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "x-seventy-timestamp": "1790000000",
+        "x-seventy-nonce": "0123456789abcdef0123456789abcdef" } });
+      return new Response(res.body, { status: res.status, headers: {
+        "content-type": "application/json", "x-request-id": id, "x-seventy-node": "bench-stub",
+        "x-ratelimit-limit-requests": "100000000", "x-ratelimit-remaining-requests": "99999999", "x-ratelimit-reset-requests": "1ms",
+        "x-ratelimit-limit-tokens": "1000000000000", "x-ratelimit-remaining-tokens": "999999998800", "x-ratelimit-reset-tokens": "72ms" } });
+    }
+    if (env.MODE === "one") await env.COUNTER.get(env.COUNTER.idFromName("k")).admit();
     const res = await fetch(env.UPSTREAM + "/v1/chat/completions", { method: "POST", body, headers: { "content-type": "application/json" } });
     return new Response(await res.arrayBuffer(), { headers: { "content-type": "application/json" } });
   },
 };
 `;
 
-async function startFloor(dir, name, upstream, withObject, toml) {
+async function startFloor(dir, name, upstream, mode, toml) {
   await writeFile(join(dir, `${name}.js`), FLOOR_PROXY);
   const port = await freePort();
   const config = await workerdConfig({
@@ -132,7 +160,7 @@ async function startFloor(dir, name, upstream, withObject, toml) {
     name,
     port,
     bundle: `${name}.js`,
-    vars: { UPSTREAM: upstream, WITH_OBJECT: withObject ? "1" : "0" },
+    vars: { UPSTREAM: upstream, MODE: mode },
     compatibilityDate: toml.compatibilityDate,
     compatibilityFlags: [],
     objects: { Counter: "COUNTER" },
@@ -359,15 +387,15 @@ async function main() {
     // The reference workers run beside the edge, and every throughput round measures each of them
     // in turn, so the edge and its floors see the same machine (others' jobs come and go).
     const floors = [];
-    for (const [name, withObject] of [["bare-proxy", false], ["bare-proxy-plus-object", true]]) {
-      const floor = await startFloor(dir, name, `http://127.0.0.1:${stubPort}`, withObject, toml);
+    for (const [name, mode] of [["bare-proxy", "none"], ["bare-proxy-plus-object", "one"], ["edge-io", "edge-io"]]) {
+      const floor = await startFloor(dir, name, `http://127.0.0.1:${stubPort}`, mode, toml);
       children.push(floor.child);
       floors.push({ ...makeTarget(name, floor.url, "/v1/chat/completions", { "content-type": "application/json" }), child: floor.child });
     }
-    const [bare, oneObject] = floors;
-    const rps = { direct: [], edge: [], "bare-proxy": [], "bare-proxy-plus-object": [] };
+    const [bare, oneObject, edgeIo] = floors;
+    const rps = { direct: [], edge: [], "bare-proxy": [], "bare-proxy-plus-object": [], "edge-io": [] };
     // workerd's CPU time per request: unlike req/s, hardly moved by whatever else the machine runs.
-    const cpu = { edge: [], "bare-proxy": [], "bare-proxy-plus-object": [] };
+    const cpu = { edge: [], "bare-proxy": [], "bare-proxy-plus-object": [], "edge-io": [] };
     const measure = async (t, child) => {
       const before = child ? await cpuSeconds(child.pid) : null;
       const rate = await throughput(t, concurrency, seconds);
@@ -381,6 +409,7 @@ async function main() {
         await measure(viaEdge, workerd);
         await measure(bare, bare.child);
         await measure(oneObject, oneObject.child);
+        await measure(edgeIo, edgeIo.child);
       }
     };
     const best = (a) => Math.max(...a);
@@ -394,15 +423,16 @@ async function main() {
           .join("; ")}`,
       );
       console.log(`edge / one-object floor: ${ratio("edge", "bare-proxy-plus-object")} (target ≥ 75 %); edge / do-nothing worker: ${ratio("edge", "bare-proxy")} (best runs)`);
+      console.log(`edge / edge-io floor: ${ratio("edge", "edge-io")}; edge-io floor / one-object floor: ${ratio("edge-io", "bare-proxy-plus-object")} (best runs)`);
       if (cpu.edge.length > 0) {
         console.log(
-          `workerd CPU per request (median): edge ${median(cpu.edge).toFixed(0)} µs, do-nothing ${median(cpu["bare-proxy"]).toFixed(0)} µs, one-object ${median(cpu["bare-proxy-plus-object"]).toFixed(0)} µs`,
+          `workerd CPU per request (median): edge ${median(cpu.edge).toFixed(0)} µs, do-nothing ${median(cpu["bare-proxy"]).toFixed(0)} µs, one-object ${median(cpu["bare-proxy-plus-object"]).toFixed(0)} µs, edge-io ${median(cpu["edge-io"]).toFixed(0)} µs`,
         );
       }
     };
 
     // Warm up: JIT, connections, the key's and the pool's objects.
-    for (const t of [viaEdge, bare, oneObject]) await throughput(t, concurrency, 1);
+    for (const t of [viaEdge, bare, oneObject, edgeIo]) await throughput(t, concurrency, 1);
 
     if (values["throughput-only"]) {
       await rounds(3, false);
@@ -429,7 +459,7 @@ async function main() {
     console.log(`| stream first byte p99 (ms)      | ${f(dSt.p99)} | ${f(eSt.p99)} | ${fd(eSt.p99 - dSt.p99)} | ≤ +10    |`);
     console.log(`| req/s at ${String(concurrency).padEnd(2)} concurrent (best of 2) | ${best(rps.direct).toFixed(0).padStart(7)} | ${best(rps.edge).toFixed(0).padStart(7)} |         | ≥ 4400   |`);
     summary();
-    console.log("(floors: the same workerd, client and upstream; a do-nothing proxy worker, and the same asking one Durable Object per request)");
+    console.log("(floors: the same workerd, client and upstream; a do-nothing proxy worker, the same asking one Durable Object per request, and one doing the edge's I/O without its logic)");
     await Promise.all([...targets, ...floors].map((t) => t.pool.close()));
   } finally {
     await cleanup();

@@ -1,10 +1,11 @@
 import type { MiddlewareHandler } from "hono";
 import type { AppEnv } from "../app-env";
+import { randomHex128 } from "../crypto/random";
 
 const VALID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 function newRequestId(): string {
-  return `req_${crypto.randomUUID().replace(/-/g, "")}`;
+  return `req_${randomHex128()}`;
 }
 
 /**

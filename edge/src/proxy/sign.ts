@@ -1,4 +1,5 @@
 import { canonicalString, NONCE_HEADER, SIGNATURE_HEADER, signRequest, TIMESTAMP_HEADER } from "@seventy/sdk/protocol";
+import { randomHex128 } from "../crypto/random";
 import { Hmac256, sha256, toHex, utf8 } from "../crypto/sha256";
 
 /** Bodies up to this size are hashed in JS; larger ones go to crypto.subtle (native, but async). */
@@ -6,24 +7,8 @@ const SYNC_LIMIT = 64 * 1024;
 // One HMAC state per node key in use (a key's pads are absorbed once).
 const hmacs = new Map<string, Hmac256>();
 
-/**
- * Nonces: 128 random bits in hex, cut from a pool filled 256 nonces at a time (one runtime call
- * instead of one per request). Unique like a random UUID; a nonce needs no secrecy, only to never
- * repeat (the node refuses a nonce it has seen; the signature covers it).
- */
-const NONCE_BYTES = 16;
-const pool = new Uint8Array(NONCE_BYTES * 256);
-let poolAt = pool.length;
-
-export function newNonce(): string {
-  if (poolAt >= pool.length) {
-    crypto.getRandomValues(pool);
-    poolAt = 0;
-  }
-  const nonce = toHex(pool.subarray(poolAt, poolAt + NONCE_BYTES));
-  poolAt += NONCE_BYTES;
-  return nonce;
-}
+/** A nonce needs no secrecy, only to never repeat (the node refuses a nonce it has seen; the signature covers it). */
+export const newNonce = randomHex128;
 
 /**
  * The headers of the protocol's request signature (`signRequest` in @seventy/sdk/protocol), with

@@ -29,6 +29,11 @@ export interface ForwardInput {
   clientSignal?: AbortSignal;
   /** A scanner for the answer's stream protocol (chat's by default), to read a stream's usage. */
   scanner?: () => SseScanner;
+  /**
+   * The caller needs a non-stream answer's bytes (the Responses API stores them). Otherwise an
+   * answer that declares a length within MAX_RESPONSE_BYTES is passed on as the node sends it.
+   */
+  needsBody?: boolean;
 }
 
 interface Answered {
@@ -41,10 +46,14 @@ interface Answered {
   spent: Spent;
 }
 
-/** A complete, buffered answer (non-stream requests, and error statuses of stream requests). */
+/**
+ * A complete answer: non-stream requests, and error statuses of stream requests. Buffered, or
+ * (`body` a stream) passed on as the node sends it: a non-stream answer's headers come when the
+ * node has finished, with its usage, so its bytes have nothing more to tell the edge.
+ */
 export interface BufferedAnswer extends Answered {
   kind: "buffered";
-  body: Uint8Array;
+  body: Uint8Array | ReadableStream<Uint8Array>;
 }
 
 /** A stream whose first bytes have arrived: from here on there is no failover. */
@@ -60,6 +69,9 @@ export type Forwarded =
   | BufferedAnswer
   | StreamAnswer
   | { ok: false; error: ApiError; attempts: number; cancelled: boolean; spent: Spent; failures?: string };
+
+/** How often an attempt that has no answer yet checks that its node is still in the pool. */
+const WATCH_MS = 250;
 
 type Failure = "connect" | "timeout" | "status" | "busy" | "empty" | "left" | "frozen";
 
@@ -104,10 +116,15 @@ export async function usageOfStream(
   return validUsage(scanner.outcome.usage, bound);
 }
 
+/** The answer's Content-Length (NaN when it declares none). */
+function declaredLength(res: Response): number {
+  return Number(res.headers.get("content-length") ?? "NaN");
+}
+
 /** Reads an answer's body up to `max` bytes; null when it is longer (the rest is not read). */
 async function readBounded(res: Response, max: number): Promise<Uint8Array | null> {
   if (!res.body) return new Uint8Array(0);
-  const declared = Number(res.headers.get("content-length") ?? "NaN");
+  const declared = declaredLength(res);
   if (declared > max) {
     await res.body.cancel().catch(() => undefined);
     return null;
@@ -176,36 +193,46 @@ export async function forward(input: ForwardInput): Promise<Forwarded> {
       stopped = why;
       abort.abort();
     };
-    if (input.stream) {
-      timers.push(setTimeout(() => giveUp("connect"), cfg.connectTimeoutMs));
-    } else {
-      timers.push(setTimeout(() => stopAndDrain("timeout"), cfg.requestTimeoutMs));
-    }
-    if (!input.stream && attempts < plan.length) {
-      // A non-stream answer sends its headers when it is done, so silence proves nothing; a node
-      // that does not answer /health either is frozen, and is left within CONNECT_TIMEOUT_MS for
-      // the next node (the last node of the plan is waited for: there is nothing better to do).
-      const half = cfg.connectTimeoutMs / 2;
-      const check = () => {
-        void nodeProbe.alive(node, half).then((alive) => {
-          if (over || stopped || answered) return;
-          if (!alive) giveUp("frozen");
-          else timers.push(setTimeout(check, half));
-        });
-      };
-      timers.push(setTimeout(check, half));
-    }
-    // A node that leaves the pool (heartbeats stopped, drained) before answering is not waited for.
-    const watch = setInterval(() => {
+    // The attempt's deadline: a stream's response headers (then its first byte), or a non-stream's
+    // whole answer.
+    let deadline = Date.now() + (input.stream ? cfg.connectTimeoutMs : cfg.requestTimeoutMs);
+    let onDeadline = input.stream ? () => giveUp("connect") : () => stopAndDrain("timeout");
+    // A non-stream answer sends its headers when it is done, so silence proves nothing; a node
+    // that does not answer /health either is frozen, and is left within CONNECT_TIMEOUT_MS for
+    // the next node (the last node of the plan is waited for: there is nothing better to do).
+    const probeEvery = cfg.connectTimeoutMs / 2;
+    let probeAt = !input.stream && attempts < plan.length ? Date.now() + probeEvery : Infinity;
+    // The next probe is due whatever becomes of this one: a probe shared with another request
+    // whose invocation has ended never settles here (the runtime drops such continuations).
+    const probe = () => {
+      void nodeProbe.alive(node, probeEvery).then((alive) => {
+        if (!alive && !over && !answered) giveUp("frozen");
+      });
+    };
+    // One timer per attempt, which ticks every WATCH_MS at most: the deadline, the probe, and a
+    // node that leaves the pool (heartbeats stopped, drained) before answering is not waited for.
+    let ticker: ReturnType<typeof setTimeout> | undefined;
+    const tick = () => {
+      if (over) return;
+      const now = Date.now();
       if (!view.isLive(node.id)) giveUp("left");
-    }, 250);
+      if (now >= deadline) {
+        deadline = Infinity;
+        onDeadline();
+      }
+      if (now >= probeAt) {
+        probeAt = now + probeEvery;
+        probe();
+      }
+      ticker = setTimeout(tick, Math.max(1, Math.min(WATCH_MS, deadline - now, probeAt - now)));
+    };
+    ticker = setTimeout(tick, Math.max(1, Math.min(WATCH_MS, deadline - Date.now(), probeAt - Date.now())));
     const onClientGone = () => stopAndDrain("client");
     input.clientSignal?.addEventListener("abort", onClientGone);
     view.begin(node.id);
     try {
       const res = await fetch(node.url + input.path, { method: "POST", headers, body: input.body, signal: abort.signal });
       answered = true;
-      if (!input.stream) clearInterval(watch);
       const used = usageFromHeader(res.headers.get("x-seventy-usage"), input.budget);
       if (res.status >= 500 || res.status === 429) {
         await res.body?.cancel().catch(() => undefined);
@@ -225,6 +252,9 @@ export async function forward(input: ForwardInput): Promise<Forwarded> {
       if (!input.stream || !res.ok || !res.body || stopped) {
         spent = addUsage(spent, used);
         view.markAlive(node.id, cfg.nodeTtlMs);
+        if (!stopped && !input.stream && !input.needsBody && res.body && declaredLength(res) <= cfg.maxResponseBytes) {
+          return { ok: true, kind: "buffered", node, attempts, status: res.status, contentType, body: res.body, spent };
+        }
         const body = await readBounded(res, cfg.maxResponseBytes);
         if (stopped === "client") break;
         if (stopped === "timeout") {
@@ -244,9 +274,8 @@ export async function forward(input: ForwardInput): Promise<Forwarded> {
         return { ok: true, kind: "buffered", node, attempts, status: res.status, contentType, body, spent };
       }
       // A stream: its first byte must come within UPSTREAM_TIMEOUT_MS, from a node still in the pool.
-      const connectTimer = timers.shift();
-      if (connectTimer !== undefined) clearTimeout(connectTimer);
-      timers.push(setTimeout(() => giveUp("left"), cfg.upstreamTimeoutMs));
+      deadline = Date.now() + cfg.upstreamTimeoutMs;
+      onDeadline = () => giveUp("left");
       const reader = res.body.getReader();
       let first = await reader.read();
       while (!first.done && first.value.byteLength === 0) first = await reader.read();
@@ -290,8 +319,8 @@ export async function forward(input: ForwardInput): Promise<Forwarded> {
       view.eject(node.id, cfg.nodeEjectMs);
     } finally {
       over = true;
+      clearTimeout(ticker);
       for (const t of timers) clearTimeout(t);
-      clearInterval(watch);
       input.clientSignal?.removeEventListener("abort", onClientGone);
       // A committed stream stays in flight until it ends; the caller ends it.
       if (!streaming) view.end(node.id);

@@ -253,6 +253,7 @@ export async function complete(c: Context<AppEnv>, api: ProxiedApi): Promise<Res
         view: poolView,
         clientSignal: c.req.raw.signal,
         scanner: req.streamProtocol?.scanner,
+        needsBody: req.onAnswer !== undefined,
       });
     } catch (err) {
       meter.end({ spent: { ...NO_USAGE, unknown: true }, error: true, log: { status: 500, ms: ms() } });
@@ -277,7 +278,7 @@ export async function complete(c: Context<AppEnv>, api: ProxiedApi): Promise<Res
         error: fwd.status >= 400,
         log: { status: fwd.status, node: fwd.node.id, attempts: fwd.attempts, ms: ms() },
       });
-      if (fwd.status < 400) await req.onAnswer?.buffered(fwd.body);
+      if (fwd.status < 400 && fwd.body instanceof Uint8Array) await req.onAnswer?.buffered(fwd.body);
       headers["content-type"] = fwd.contentType ?? "application/json";
       return new Response(fwd.body, { status: fwd.status, headers });
     }
@@ -322,6 +323,7 @@ export async function complete(c: Context<AppEnv>, api: ProxiedApi): Promise<Res
   }
 }
 
+export const chatApiForBench = chatApi;
 /** GET /v1/models: what the pool serves now, as far as this key may use it. */
 async function listModels(c: Context<AppEnv>): Promise<Response> {
   const env = c.env;
