@@ -358,7 +358,8 @@ export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Arra
               // Only the keep-alive is due. The scanner passes whole events only, so the client is
               // between events here; the node's read stays pending for the next pull. A write to a
               // client that left fails, and the runtime then cancels this body (finish("client")).
-              return send(KEEP_ALIVE);
+              // A copy: a runtime may detach the buffers it is given.
+              return send(KEEP_ALIVE.slice());
             }
             if (r.done) {
               // The node ended with [DONE] or with its own error event: pass that end on as it is.
