@@ -16,7 +16,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { adminCall, freePort, registerNode, sleep, startEdge, startNode, stopGroup, waitForNodes, type Started } from "../../edge/scripts/stack.mjs";
-import { startHeartbeatHold } from "../helpers/nodes";
+import { startHeartbeatHold } from "../helpers/nodes.js";
 
 const ADMIN = "heartbeat-lag-admin-token";
 const SECRET = "heartbeat-lag-node-secret";

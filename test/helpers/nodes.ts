@@ -29,12 +29,14 @@ export async function stopNodes(children: Iterable<ChildProcess>): Promise<void>
  */
 export async function startHeartbeatHold(edgeUrl: string, holdMs: number): Promise<{ url: string; held: () => number; close(): Promise<void> }> {
   let held = 0;
+  const waiting = new Set<NodeJS.Timeout>();
   const server = createServer((req, res) => {
     const parts: Buffer[] = [];
     req.on("data", (p: Buffer) => parts.push(p));
     req.on("end", () => {
       held++;
-      setTimeout(() => {
+      const timer = setTimeout(() => {
+        waiting.delete(timer);
         const headers = new Headers();
         for (const [k, v] of Object.entries(req.headers)) if (typeof v === "string" && !HOP_HEADERS.has(k)) headers.set(k, v);
         fetch(new URL(req.url ?? "/", edgeUrl), { method: req.method, headers, body: req.method === "GET" ? undefined : Buffer.concat(parts) })
@@ -48,6 +50,7 @@ export async function startHeartbeatHold(edgeUrl: string, holdMs: number): Promi
             res.end();
           });
       }, holdMs);
+      waiting.add(timer);
     });
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -57,6 +60,7 @@ export async function startHeartbeatHold(edgeUrl: string, holdMs: number): Promi
     held: () => held,
     close: () =>
       new Promise<void>((resolve) => {
+        for (const timer of waiting) clearTimeout(timer);
         server.closeAllConnections();
         server.close(() => resolve());
       }),
