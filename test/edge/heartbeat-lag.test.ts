@@ -10,6 +10,12 @@
  * spaced further apart than NODE_TTL_MS: its answers (which also count as a sign of life) cannot
  * be what keeps it in the pool. Its presence is read from what routing uses (GET /v1/models lists
  * the models of live nodes), from the admin API, and from requests for its model.
+ *
+ * The hold is there from the node's first heartbeat on: only a heartbeat that already waited tells
+ * the edge it is slow. When the wait jumps at once from nothing to more than NODE_TTL_MS less the
+ * heartbeat interval, a node nobody is sending requests to is out of the pool from its TTL until
+ * its first late heartbeat arrives (about a second with these settings), and in the pool again from
+ * then on.
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
