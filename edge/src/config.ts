@@ -7,6 +7,7 @@ export interface EdgeConfig {
   connectTimeoutMs: number;
   requestTimeoutMs: number;
   streamIdleTimeoutMs: number;
+  streamKeepAliveMs: number;
   maxStreamMs: number;
   maxResponseBytes: number;
   maxEventBytes: number;
@@ -38,6 +39,14 @@ function corsOrigins(value: string | undefined): EdgeConfig["corsOrigins"] {
   return v.split(",").map((s) => s.trim()).filter(Boolean);
 }
 
+/**
+ * A stream's client is sent an SSE comment after this long without bytes. The HTML standard's
+ * advice for SSE is a comment about every 15 s: well inside the idle timeouts of common proxies and
+ * load balancers (30 to 100 s), and under bare workerd a client that left a silent stream is
+ * noticed by the failed write within about two periods instead of at STREAM_IDLE_TIMEOUT_MS.
+ */
+export const DEFAULT_STREAM_KEEPALIVE_MS = 15_000;
+
 // The env object is the same for every request of an isolate, so parsing happens once.
 const parsed = new WeakMap<object, EdgeConfig>();
 
@@ -51,6 +60,7 @@ export function config(env: Env): EdgeConfig {
     connectTimeoutMs: int(env.CONNECT_TIMEOUT_MS, 2000, 1),
     requestTimeoutMs: int(env.REQUEST_TIMEOUT_MS, 600_000, 1),
     streamIdleTimeoutMs: int(env.STREAM_IDLE_TIMEOUT_MS, 120_000, 1),
+    streamKeepAliveMs: int(env.STREAM_KEEPALIVE_MS, DEFAULT_STREAM_KEEPALIVE_MS),
     maxStreamMs: int(env.MAX_STREAM_MS, 1_800_000, 1),
     maxResponseBytes: int(env.MAX_RESPONSE_BYTES, 8 << 20, 1024),
     maxEventBytes: int(env.MAX_EVENT_BYTES, 1 << 20, 1024),

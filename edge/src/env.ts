@@ -41,6 +41,8 @@ export interface Env {
   REQUEST_TIMEOUT_MS?: string;
   /** A stream that sends nothing for this long is cut off with an error event (default 120000). */
   STREAM_IDLE_TIMEOUT_MS?: string;
+  /** A stream's client is sent an SSE comment after this long without bytes; 0: never (default 15000). */
+  STREAM_KEEPALIVE_MS?: string;
   /** The longest a stream may run; then it ends with an error event (default 1800000). */
   MAX_STREAM_MS?: string;
   /** Largest non-stream answer passed on, in bytes (default 8388608). */

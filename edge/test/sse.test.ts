@@ -208,6 +208,78 @@ describe("meteredStream", () => {
   });
 });
 
+describe("meteredStream keep-alive", () => {
+  const COMMENT = ": keep-alive\n\n";
+  const delta = (text: string) => `data: {"choices":[{"index":0,"delta":{"content":"${text}"}}]}\n\n`;
+
+  /** A node's stream that sends the given pieces, each after its own wait, then stays silent. */
+  function scripted(steps: { afterMs: number; text: string }[]): ReadableStreamDefaultReader<Uint8Array> {
+    let i = 0;
+    return new ReadableStream<Uint8Array>({
+      async pull(c) {
+        const step = steps[i++];
+        if (!step) return new Promise<void>(() => undefined);
+        await new Promise((r) => setTimeout(r, step.afterMs));
+        c.enqueue(enc.encode(step.text));
+      },
+    }).getReader();
+  }
+
+  it("sends comments between whole events while the node is silent, and still cuts off a silent node", async () => {
+    const ends: StreamOutcome[] = [];
+    // The second event comes torn in two with a silence in the middle: no comment may land inside it.
+    const second = delta("b");
+    const reader = scripted([
+      { afterMs: 0, text: delta("a") },
+      { afterMs: 0, text: second.slice(0, 20) },
+      { afterMs: 150, text: second.slice(20) },
+      { afterMs: 150, text: delta("c") },
+    ]);
+    const text = await collect(meteredStream({ ...BASE, reader, stripUsage: true, idleTimeoutMs: 400, keepAliveMs: 20, onEnd: (o) => ends.push({ ...o }) }));
+    const events = text.split("\n\n").filter(Boolean);
+    const comments = events.filter((e) => e === ": keep-alive");
+    const rest = events.filter((e) => e !== ": keep-alive");
+    // Comments kept the client busy through each silence...
+    expect(comments.length).toBeGreaterThanOrEqual(3);
+    // ...never split an event, and never counted as the node's activity: the node is still cut off.
+    expect(rest.slice(0, 3).map((e) => e + "\n\n")).toEqual([delta("a"), second, delta("c")]);
+    expect(rest).toHaveLength(4);
+    expect(JSON.parse(rest[3]!.slice(6))).toMatchObject({ error: { code: "upstream_timeout" } });
+    expect(text.indexOf(COMMENT)).toBeGreaterThan(text.indexOf(delta("a")));
+    await ended(ends);
+    // Comments are not scanned: three text events, no more.
+    expect(ends[0]).toMatchObject({ errored: true, completed: false, chunks: 3 });
+  });
+
+  it("sends a comment only when the client is waiting for a chunk: none pile up while it reads nothing", async () => {
+    const ends: StreamOutcome[] = [];
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    let i = 0;
+    const reader = new ReadableStream<Uint8Array>({
+      async pull(c) {
+        if (i++ === 0) return c.enqueue(enc.encode(delta("a")));
+        await released;
+        c.enqueue(enc.encode(delta("b") + "data: [DONE]\n\n"));
+        c.close();
+      },
+    }).getReader();
+    const out = meteredStream({ ...BASE, reader, stripUsage: true, idleTimeoutMs: 5000, keepAliveMs: 10, onEnd: (o) => ends.push({ ...o }) });
+    const r = out.getReader();
+    expect(dec.decode((await r.read()).value)).toBe(delta("a"));
+    // Waiting for a chunk while the node is silent: a comment comes.
+    expect(dec.decode((await r.read()).value)).toBe(COMMENT);
+    // Reading nothing for 20 keep-alive periods: nothing is queued meanwhile.
+    await new Promise((res) => setTimeout(res, 200));
+    release();
+    let rest = "";
+    for (let x = await r.read(); !x.done; x = await r.read()) rest += dec.decode(x.value);
+    expect(rest).toBe(delta("b") + "data: [DONE]\n\n");
+    await ended(ends);
+    expect(ends[0]).toMatchObject({ completed: true, errored: false, chunks: 2 });
+  });
+});
+
 describe("SseScanner bounds and framing", () => {
   it("parses CRLF-framed events", () => {
     const body = sseBody(3).replace(/\n/g, "\r\n");

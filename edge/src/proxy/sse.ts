@@ -1,4 +1,5 @@
 import { errorBody, type Usage } from "@seventy/sdk/protocol";
+import { DEFAULT_STREAM_KEEPALIVE_MS } from "../config";
 
 /** How a proxied stream ended. */
 export interface StreamOutcome {
@@ -168,6 +169,13 @@ export interface MeteredStreamOptions {
   stripUsage: boolean;
   /** Silence from the node for this long ends the stream with an error event. */
   idleTimeoutMs: number;
+  /**
+   * After this long with nothing sent to the client, an SSE comment (`: keep-alive`) is sent: idle
+   * connections stay open through proxies, and a write is how the runtime learns that a client left
+   * while the node is silent. Not the node's activity: node silence still ends at `idleTimeoutMs`.
+   * 0: never. Default DEFAULT_STREAM_KEEPALIVE_MS.
+   */
+  keepAliveMs?: number;
   /** The longest a stream may run; then it ends with an error event. */
   maxStreamMs: number;
   /** Largest unfinished event held back. */
@@ -196,6 +204,9 @@ export interface MeteredStreamOptions {
 
 const IDLE = Symbol("idle");
 
+/** An SSE comment line: clients ignore it (a line starting with ':'), the connection sees bytes. */
+const KEEP_ALIVE = encoder.encode(": keep-alive\n\n");
+
 function within<T>(read: Promise<T>, ms: number): Promise<T | typeof IDLE> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const idle = new Promise<typeof IDLE>((resolve) => {
@@ -219,13 +230,30 @@ export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Arra
   const scanner = o.protocol?.scanner ?? new SseScanner(o.stripUsage, o.maxEventBytes);
   const cutOffEvent = o.protocol?.cutOffEvent ?? errorEvent;
   const deadline = Date.now() + o.maxStreamMs;
+  const keepAliveMs = o.keepAliveMs ?? DEFAULT_STREAM_KEEPALIVE_MS;
+  /** When the client was last sent something (the headers count). */
+  let lastSentAt = Date.now();
+  /** When the edge began waiting for the node's next piece: node silence is counted from here. */
+  let quietSince = lastSentAt;
   let first = o.first;
   let finished = false;
   let controller!: ReadableStreamDefaultController<Uint8Array>;
   // One read of the node's stream at a time: a read that outlived its wait (idle, or the client
   // left meanwhile) is the next one consumed, so no chunk (the usage chunk least of all) is lost.
   let pending: Promise<ReadableStreamReadResult<Uint8Array>> | null = null;
-  const nextRead = () => (pending ??= o.reader.read());
+  const nextRead = () => {
+    if (!pending) {
+      quietSince = Date.now();
+      pending = o.reader.read();
+    }
+    return pending;
+  };
+  /** Only from within `pull`: the runtime is then waiting for a chunk, so nothing piles up here. */
+  const send = (bytes: Uint8Array) => {
+    controller.enqueue(bytes);
+    lastSentAt = Date.now();
+    awaitRead();
+  };
 
   const end = () => o.onEnd(scanner.outcome);
   const closeClient = (event?: Uint8Array) => {
@@ -308,8 +336,13 @@ export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Arra
             first = undefined;
           } else {
             let r: ReadableStreamReadResult<Uint8Array> | typeof IDLE;
+            // One wait: for the node's next piece, until the first of node silence, the wall
+            // time and the client's keep-alive.
+            const read = nextRead();
+            const idleAt = quietSince + o.idleTimeoutMs;
+            const keepAliveAt = keepAliveMs > 0 ? lastSentAt + keepAliveMs : Infinity;
             try {
-              r = await within(nextRead(), Math.max(1, Math.min(o.idleTimeoutMs, deadline - Date.now())));
+              r = await within(read, Math.max(1, Math.min(idleAt, deadline, keepAliveAt) - Date.now()));
             } catch {
               pending = null;
               if (finished) return;
@@ -319,8 +352,14 @@ export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Arra
             if (finished) return;
             if (r !== IDLE) pending = null;
             if (r === IDLE) {
-              if (Date.now() >= deadline) return finish("stop", { message: "The stream ran longer than this edge allows.", code: "stream_time_limit" });
-              return finish("stop", { message: "The node serving this request stopped sending.", code: "upstream_timeout" });
+              const now = Date.now();
+              if (now >= deadline) return finish("stop", { message: "The stream ran longer than this edge allows.", code: "stream_time_limit" });
+              if (now >= idleAt) return finish("stop", { message: "The node serving this request stopped sending.", code: "upstream_timeout" });
+              // Only the keep-alive is due. The scanner passes whole events only, so the client is
+              // between events here; the node's read stays pending for the next pull. A write to a
+              // client that left fails, and the runtime then cancels this body (finish("client")).
+              // A copy: a runtime may detach the buffers it is given.
+              return send(KEEP_ALIVE.slice());
             }
             if (r.done) {
               // The node ended with [DONE] or with its own error event: pass that end on as it is.
@@ -333,11 +372,7 @@ export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Arra
           if (scanner.overflowed) {
             return finish("stop", { message: "The node sent an event larger than this edge passes on.", code: "upstream_event_too_large" });
           }
-          if (out && out.byteLength > 0) {
-            controller.enqueue(out);
-            awaitRead();
-            return;
-          }
+          if (out && out.byteLength > 0) return send(out);
         }
       },
       cancel() {

@@ -290,6 +290,7 @@ export async function complete(c: Context<AppEnv>, api: ProxiedApi): Promise<Res
       stripUsage: req.stripUsage,
       protocol: req.streamProtocol?.metered,
       idleTimeoutMs: cfg.streamIdleTimeoutMs,
+      keepAliveMs: cfg.streamKeepAliveMs,
       maxStreamMs: cfg.maxStreamMs,
       maxEventBytes: cfg.maxEventBytes,
       drainMs: cfg.cancelDrainMs,
