@@ -513,6 +513,28 @@ describe("routing and forwarding", () => {
     await vi.waitFor(async () => expect(await usageOf(k.id)).toMatchObject({ requests: 1, prompt_tokens: 9, completion_tokens: 16, errors: 1 }));
   });
 
+  it("bounds an answer that declares no length as it arrives", async () => {
+    const k = await createKey();
+    const big = JSON.stringify({ big: "x".repeat(200_000) });
+    await addNode("a", () => new Response(streamOf([big.slice(0, 100_000), big.slice(100_000)]), { headers: { "content-type": "application/json", "x-seventy-usage": "9,16" } }));
+    await expectOpenAIError(await chat(k.key, CHAT), 502, "response_too_large");
+    await vi.waitFor(async () => expect(await usageOf(k.id)).toMatchObject({ requests: 1, prompt_tokens: 9, completion_tokens: 16, errors: 1 }));
+  });
+
+  it("passes a non-stream answer on as the node sent it, metered from its usage header", async () => {
+    const k = await createKey();
+    // Not JSON on purpose: the edge neither parses nor re-serializes what it passes on.
+    const exact = '{"id":"chatcmpl-1",  "object":"chat.completion","choices":[],"usage":{"prompt_tokens":1}}\n';
+    await addNode("a", () => new Response(exact, { status: 200, headers: { "content-type": "application/json; charset=utf-8", "x-seventy-usage": "9,16" } }));
+    const res = await chat(k.key, CHAT);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toBe("application/json; charset=utf-8");
+    expect(res.headers.get("x-seventy-node")).toBe("a");
+    expect(res.headers.get("x-request-id")).toMatch(/^req_[0-9a-f]{32}$/);
+    expect(await res.text()).toBe(exact);
+    await vi.waitFor(async () => expect(await usageOf(k.id)).toMatchObject({ requests: 1, prompt_tokens: 9, completion_tokens: 16, errors: 0 }));
+  });
+
   it("does not fail over a stream once its first bytes were sent", async () => {
     const k = await createKey();
     let calls = 0;
