@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
+import type { PoolNode } from "../src/pool/node-pool";
 import { affinityNode, hashString, isOverloaded, planRoute, type RouteCandidate } from "../src/pool/router";
+import { PoolView } from "../src/pool/view";
 
 function node(id: string, busy = 0, over: Partial<RouteCandidate> = {}): RouteCandidate {
   return { id, busy, waiting: 0, maxNumSeqs: 8, kvUsage: 0, ...over };
@@ -87,5 +89,45 @@ describe("planRoute", () => {
   it("returns nothing for no candidates and the only node for one", () => {
     expect(planRoute([], 1)).toEqual([]);
     expect(planRoute([node("x", 8)], hashString("p"))[0]!.id).toBe("x");
+  });
+});
+
+describe("PoolView.route", () => {
+  function poolNode(id: string, expiresInMs: number, over: Partial<PoolNode> = {}): PoolNode {
+    const now = Date.now();
+    return {
+      id,
+      url: `https://${id}.node.test`,
+      credentialId: "c",
+      models: ["m"],
+      engine: "test",
+      capacity: { max_num_seqs: 8, kv_blocks_total: 100, max_model_len: 8192 },
+      load: { running: 0, waiting: 0, kv_usage: 0 },
+      reportedDraining: false,
+      adminDrained: false,
+      lastSeen: now,
+      expiresAt: now + expiresInMs,
+      ...over,
+    };
+  }
+  function viewOf(...nodes: PoolNode[]): PoolView {
+    const view = new PoolView();
+    for (const n of nodes) view.apply(n);
+    return view;
+  }
+  const ids = (r: ReturnType<PoolView["route"]>) => (r.ok ? r.nodes.map((n) => n.id) : r.code);
+
+  it("tries live nodes first, then ejected ones, then ones whose heartbeats are late by less than lateMs", () => {
+    const view = viewOf(poolNode("late", -2000), poolNode("ejected", 5000), poolNode("live", 5000), poolNode("gone", -7000));
+    view.eject("ejected", 5000);
+    expect(ids(view.route("m", null, undefined, 6000))).toEqual(["live", "ejected", "late"]);
+    // Without the allowance a late node is not routed to at all.
+    expect(ids(view.route("m", null, undefined, 0))).toEqual(["live", "ejected"]);
+  });
+
+  it("routes to a late node when it is the only one, never to a drained or long-silent one", () => {
+    expect(ids(viewOf(poolNode("late", -1000)).route("m", null, undefined, 6000))).toEqual(["late"]);
+    expect(ids(viewOf(poolNode("late", -1000, { adminDrained: true })).route("m", null, undefined, 6000))).toBe("no_healthy_node");
+    expect(ids(viewOf(poolNode("gone", -6001)).route("m", null, undefined, 6000))).toBe("no_healthy_node");
   });
 });

@@ -124,14 +124,17 @@ export async function scriptedModelServer(model: string, { pauseMs = 2000 } = {}
  * before passing it on, as a saturated edge does before it gets to one: the edge sees a heartbeat
  * that was signed `holdMs` ago. Answers go back at once. Give its `url` to nodes as their edge.
  */
-export async function startHeartbeatHold(edgeUrl: string, holdMs: number): Promise<{ url: string; held: () => number; close(): Promise<void> }> {
+export async function startHeartbeatHold(
+  edgeUrl: string,
+  holdMs: number,
+): Promise<{ url: string; held: () => number; setHold(ms: number): void; close(): Promise<void> }> {
   let held = 0;
   const waiting = new Set<NodeJS.Timeout>();
   const server = createServer((req, res) => {
     const parts: Buffer[] = [];
     req.on("data", (p: Buffer) => parts.push(p));
     req.on("end", () => {
-      held++;
+      if (holdMs > 0) held++;
       const timer = setTimeout(() => {
         waiting.delete(timer);
         const headers = new Headers();
@@ -155,6 +158,9 @@ export async function startHeartbeatHold(edgeUrl: string, holdMs: number): Promi
   return {
     url: `http://127.0.0.1:${port}`,
     held: () => held,
+    setHold: (ms: number) => {
+      holdMs = ms;
+    },
     close: () =>
       new Promise<void>((resolve) => {
         for (const timer of waiting) clearTimeout(timer);

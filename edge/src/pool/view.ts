@@ -81,11 +81,16 @@ export class PoolView {
   /**
    * The nodes to try for `model`, in order; or why there are none. Nodes this isolate ejected
    * come last rather than not at all: ejection is a guess, and the last live node is always tried.
+   * After them come nodes whose last heartbeat is late by less than `lateMs`: an edge that
+   * suddenly gets busy hears heartbeats late before any of them can tell it how late, and a node
+   * nobody sent traffic to has no answers to vouch for it either. A node that is really gone fails
+   * its attempt at once (refused) or within CONNECT_TIMEOUT_MS (frozen).
    */
-  route(model: string, prefixHash: number | null, random?: () => number): RouteResult {
+  route(model: string, prefixHash: number | null, random?: () => number, lateMs = 0): RouteResult {
     const now = Date.now();
     const candidates: Candidate[] = [];
     const ejectedNodes: PoolNode[] = [];
+    const lateNodes: PoolNode[] = [];
     let anyLive = false;
     let modelKnown = false;
     for (const node of this.nodes) {
@@ -93,7 +98,11 @@ export class PoolView {
       const serves = node.models.includes(model);
       anyLive ||= live;
       modelKnown ||= serves;
-      if (!live || !serves || isDraining(node)) continue;
+      if (!serves || isDraining(node)) continue;
+      if (!live) {
+        if (node.expiresAt + lateMs > now) lateNodes.push(node);
+        continue;
+      }
       const ejected = this.ejectedUntil.get(node.id);
       if (ejected !== undefined) {
         if (ejected > now) {
@@ -112,8 +121,8 @@ export class PoolView {
         kvUsage: node.load.kv_usage,
       });
     }
-    if (candidates.length > 0 || ejectedNodes.length > 0) {
-      return { ok: true, nodes: [...planRoute(candidates, prefixHash, random).map((c) => c.node), ...ejectedNodes] };
+    if (candidates.length > 0 || ejectedNodes.length > 0 || lateNodes.length > 0) {
+      return { ok: true, nodes: [...planRoute(candidates, prefixHash, random).map((c) => c.node), ...ejectedNodes, ...lateNodes] };
     }
     if (anyLive && !modelKnown) {
       return { ok: false, status: 404, message: `The model '${model}' does not exist.`, code: "model_not_found" };

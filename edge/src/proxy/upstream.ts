@@ -201,7 +201,9 @@ export async function forward(input: ForwardInput): Promise<Forwarded> {
     // that does not answer /health either is frozen, and is left within CONNECT_TIMEOUT_MS for
     // the next node (the last node of the plan is waited for: there is nothing better to do).
     const probeEvery = cfg.connectTimeoutMs / 2;
-    let probeAt = !input.stream && attempts < plan.length ? Date.now() + probeEvery : Infinity;
+    // A node routed to although late with its heartbeats is probed even as the last of the plan.
+    const wasLive = view.isLive(node.id);
+    let probeAt = !input.stream && (attempts < plan.length || !wasLive) ? Date.now() + probeEvery : Infinity;
     // The next probe is due whatever becomes of this one: a probe shared with another request
     // whose invocation has ended never settles here (the runtime drops such continuations).
     const probe = () => {
@@ -210,12 +212,13 @@ export async function forward(input: ForwardInput): Promise<Forwarded> {
       });
     };
     // One timer per attempt, which ticks every WATCH_MS at most: the deadline, the probe, and a
-    // node that leaves the pool (heartbeats stopped, drained) before answering is not waited for.
+    // node that leaves the pool (heartbeats stopped, drained) before answering is not waited for
+    // (one that was not in it when the attempt began has its deadline and probe only).
     let ticker: ReturnType<typeof setTimeout> | undefined;
     const tick = () => {
       if (over) return;
       const now = Date.now();
-      if (!view.isLive(node.id)) giveUp("left");
+      if (wasLive && !view.isLive(node.id)) giveUp("left");
       if (now >= deadline) {
         deadline = Infinity;
         onDeadline();

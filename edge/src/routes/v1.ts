@@ -198,10 +198,10 @@ export async function complete(c: Context<AppEnv>, api: ProxiedApi): Promise<Res
     // Route before admitting, so a request no node can take does not use up the key's limits.
     await poolView.ensureFresh(env, cfg, (p) => ctx.waitUntil(p));
     const prefixHash = req.prefixHash;
-    let route = poolView.route(model, prefixHash);
+    let route = poolView.route(model, prefixHash, undefined, cfg.nodeTtlMs);
     if (!route.ok && !poolView.freshWithin(250)) {
       await poolView.refresh(env);
-      route = poolView.route(model, prefixHash);
+      route = poolView.route(model, prefixHash, undefined, cfg.nodeTtlMs);
     }
     if (!route.ok) {
       const auth = await authenticate(limiter, model);
