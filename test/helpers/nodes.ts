@@ -120,6 +120,13 @@ export async function scriptedModelServer(model: string, { pauseMs = 2000 } = {}
     },
     close: () =>
       new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/**
  * Stands between gpu-nodes and the edge and holds every request (their heartbeats) for `holdMs`
  * before passing it on, as a saturated edge does before it gets to one: the edge sees a heartbeat
  * that was signed `holdMs` ago. Answers go back at once. Give its `url` to nodes as their edge.
