@@ -35,10 +35,16 @@ export function charge(spent: Spent, reservation: Reservation): TokenCount {
  * keeps the lease alive while the request runs (renewing it every third of LEASE_TTL_MS) and
  * `end` — called once, whatever ended the request — stops the renewals, charges the usage,
  * releases the lease and writes the request's log line. Later calls do nothing.
+ *
+ * Renewals ride on a timer the request already has while it waits for its node (`renewIfDue`
+ * from the attempt's ticks); only an answer that outlives the attempt, a stream, gets a timer of
+ * its own (`renewOnItsOwn`). Most requests end long before their first renewal is due.
  */
 export class RequestMeter {
   private ended = false;
-  private readonly renewal: ReturnType<typeof setInterval>;
+  private renewal: ReturnType<typeof setInterval> | undefined;
+  private readonly renewEveryMs: number;
+  private renewAt: number;
   private settle!: () => void;
   /** The charge, once ended (for callers that report it). */
   charged: TokenCount | null = null;
@@ -55,11 +61,23 @@ export class RequestMeter {
     // Registered while the request is surely alive, this keeps the invocation running until the
     // release has been handed on, even if the client goes.
     ctx.waitUntil(new Promise<void>((resolve) => (this.settle = resolve)));
-    this.renewal = setInterval(() => {
-      limiterFor(env, keyHash)
-        .renew([leaseId], cfg.leaseTtlMs)
-        .catch(() => undefined);
-    }, Math.max(1000, Math.floor(cfg.leaseTtlMs / 3)));
+    this.renewEveryMs = Math.max(1000, Math.floor(cfg.leaseTtlMs / 3));
+    this.renewAt = Date.now() + this.renewEveryMs;
+  }
+
+  /** Renews the lease when a third of LEASE_TTL_MS has passed since it was taken or renewed. */
+  renewIfDue(now = Date.now()): void {
+    if (this.ended || now < this.renewAt) return;
+    this.renewAt = now + this.renewEveryMs;
+    limiterFor(this.env, this.keyHash)
+      .renew([this.leaseId], this.cfg.leaseTtlMs)
+      .catch(() => undefined);
+  }
+
+  /** From now on renews the lease by itself until `end`. */
+  renewOnItsOwn(): void {
+    if (this.ended) return;
+    this.renewal ??= setInterval(() => this.renewIfDue(), Math.max(1000, Math.floor(this.renewEveryMs / 4)));
   }
 
   get isEnded(): boolean {
@@ -69,7 +87,7 @@ export class RequestMeter {
   end(e: Ending): void {
     if (this.ended) return;
     this.ended = true;
-    clearInterval(this.renewal);
+    if (this.renewal !== undefined) clearInterval(this.renewal);
     const used = charge(e.spent, this.reservation);
     this.charged = used;
     const lease = { leaseId: this.leaseId, usage: { ...used, error: e.error } };

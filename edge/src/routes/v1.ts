@@ -254,6 +254,7 @@ export async function complete(c: Context<AppEnv>, api: ProxiedApi): Promise<Res
         clientSignal: c.req.raw.signal,
         scanner: req.streamProtocol?.scanner,
         needsBody: req.onAnswer !== undefined,
+        onTick: (now) => meter.renewIfDue(now),
       });
     } catch (err) {
       meter.end({ spent: { ...NO_USAGE, unknown: true }, error: true, log: { status: 500, ms: ms() } });
@@ -284,6 +285,7 @@ export async function complete(c: Context<AppEnv>, api: ProxiedApi): Promise<Res
     }
 
     const answer = fwd;
+    meter.renewOnItsOwn();
     const out = meteredStream({
       reader: answer.reader,
       first: answer.first,
