@@ -90,13 +90,9 @@ static void testGemv(int M, int N, int K, bool fp8, bool f32out) {
 }
 
 static void testSwiglu(int M, int I, int K, bool fp8) {
-  FusedWeight w(K, fp8, gateUpOrder(I));
-  auto x = randomBf16(size_t(M) * K, 1.0f);
-  Dev<uint16_t> dx(x), y(size_t(M) * I);
-  y.poison();
-  CHECK_CUDA(cuda::gemvSwiglu(dx.p, M, w.fused.dev, y.p, 0));
-  CHECK_CUDA(cudaDeviceSynchronize());
-  const double e = relErr(widen(y.get()), swigluRef(widen(x), M, I, w.plain.view));
+  double e = NAN;
+  CHECK_CUDA(checkSwiglu([](const uint16_t* x, int m, const cuda::LinearWeight& w, uint16_t* y) { return cuda::gemvSwiglu(x, m, w, y, 0); }, M, I,
+                         K, fp8, e));
   report(e < 5e-3, std::string("gate/up + SwiGLU epilogue ") + (fp8 ? "fp8" : "bf16") + " M " + std::to_string(M) + " I " + std::to_string(I) +
                        " K " + std::to_string(K),
          fmt("err %.2e", e));

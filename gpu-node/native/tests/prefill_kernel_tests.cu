@@ -40,13 +40,9 @@ static void testGemm(int M, int N, int K, bool fp8, bool f32out) {
 
 // ---- prefill_gemm.cu: gate/up with the SwiGLU epilogue (rows in gateUpRowOrder) ----
 static void testSwiglu(int M, int I, int K, bool fp8) {
-  FusedWeight w(K, fp8, gateUpOrder(I));
-  auto x = randomBf16(size_t(M) * K, 1.0f);
-  Dev<uint16_t> dx(x), y(size_t(M) * I);
-  y.poison();
-  CHECK_CUDA(cuda::prefillGemmSwiglu(dx.p, M, w.fused.dev, y.p, 0));
-  CHECK_CUDA(cudaDeviceSynchronize());
-  const double e = relErr(widen(y.get()), swigluRef(widen(x), M, I, w.plain.view));
+  double e = NAN;
+  CHECK_CUDA(checkSwiglu(
+      [](const uint16_t* x, int m, const cuda::LinearWeight& w, uint16_t* y) { return cuda::prefillGemmSwiglu(x, m, w, y, 0); }, M, I, K, fp8, e));
   report(e < 5e-3, shape("prefill gate/up + SwiGLU", fp8, M, 2 * I, K), fmt("err %.2e", e));
 }
 
@@ -149,11 +145,7 @@ static void testAttention(int nh, int nkv, int hd, int bs, const std::vector<Seq
     v16 = randomBf16(cacheElems, 1.0f);
   }
   auto q = randomBf16(size_t(rows) * nh * hd, qAmp);
-  Dev<uint16_t> dk(kvFp8 ? std::vector<uint16_t>((cacheElems + 1) / 2) : k16), dv(kvFp8 ? std::vector<uint16_t>((cacheElems + 1) / 2) : v16);
-  if (kvFp8) {
-    cudaMemcpy(dk.p, k8.data(), cacheElems, cudaMemcpyHostToDevice);
-    cudaMemcpy(dv.p, v8.data(), cacheElems, cudaMemcpyHostToDevice);
-  }
+  Dev<uint16_t> dk(kvFp8 ? fp8Cache(k8) : k16), dv(kvFp8 ? fp8Cache(v8) : v16);
   Dev<uint16_t> dq(q), out(size_t(rows) * nh * hd);
   Dev<int32_t> dt(tables), doff(tableOffset), dctx(ctxLen), dtiles(tiles);
   out.poison();

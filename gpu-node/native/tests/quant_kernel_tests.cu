@@ -219,42 +219,21 @@ static void testFp8Attention(int numHeads, int numKvHeads, int headDim, int spli
     cpu::pagedAttention(ref.data() + r * qDim, qf.data() + r * qDim, kCpu.data(), vCpu.data(), tables.data() + offsets[size_t(r)], bs,
                         ctx[size_t(r)] - 1, numHeads, numKvHeads, headDim, scratch);
   }
-  cuda::AttentionArgs a;
-  a.q = upload(q);
-  a.kCache = reinterpret_cast<const uint16_t*>(upload(kDev));
-  a.vCache = reinterpret_cast<const uint16_t*>(upload(vDev));
-  a.blockTables = upload(tables);
-  a.tableOffset = upload(offsets);
-  a.ctxLen = upload(ctxLen);
-  std::vector<uint16_t> poison(rows * qDim, 0x7fc0);  // bf16 NaN
-  uint16_t* out = upload(poison);
-  a.out = out;
-  float* partial = nullptr;
-  CHECK_CUDA(cudaMalloc(&partial, cuda::attentionWorkspaceBytes(rows, splits, numHeads, headDim) + 4));
-  a.partial = partial;
-  a.rows = rows;
-  a.numHeads = numHeads;
-  a.numKvHeads = numKvHeads;
-  a.headDim = headDim;
-  a.blockSize = bs;
+  Dev<uint16_t> dq(q), dk(fp8Cache(kDev)), dv(fp8Cache(vDev)), out(rows * qDim);
+  Dev<int32_t> dt(tables), doff(offsets), dctx(ctxLen);
+  Dev<float> partial(cuda::attentionWorkspaceBytes(rows, splits, numHeads, headDim) / 4 + 1);
+  out.poison();
+  cuda::AttentionArgs a = attentionArgs(dq, dk, dv, dt, doff, dctx, out, numHeads, numKvHeads, headDim, bs);
+  a.partial = partial.p;
   a.numSplits = splits;
   a.kvFp8 = true;
   CHECK_CUDA(cuda::pagedAttention(a, 0));
   CHECK_CUDA(cudaDeviceSynchronize());
-  const std::vector<uint16_t> got = download(out, rows * qDim);
-  const double err = relErr(widen(got), ref);
+  const double err = relErr(widen(out.get()), ref);
   char detail[96];
   std::snprintf(detail, sizeof detail, "rel err %.2e (bf16 output)", err);
   report(err < 1e-2, "fp8-kv attention heads " + std::to_string(numHeads) + "/" + std::to_string(numKvHeads) + " d=" + std::to_string(headDim) +
                          " splits=" + std::to_string(splits), detail);
-  cudaFree(const_cast<uint16_t*>(a.q));
-  cudaFree(const_cast<uint16_t*>(a.kCache));
-  cudaFree(const_cast<uint16_t*>(a.vCache));
-  cudaFree(const_cast<int32_t*>(a.blockTables));
-  cudaFree(const_cast<int32_t*>(a.tableOffset));
-  cudaFree(const_cast<int32_t*>(a.ctxLen));
-  cudaFree(out);
-  cudaFree(partial);
 }
 
 int main() {

@@ -4,6 +4,7 @@
 // itself.
 #pragma once
 
+#include <cstring>
 #include <numeric>
 #include <random>
 
@@ -231,6 +232,20 @@ inline cudaError_t checkLinear(LinearF32Out f32, LinearBf16Out bf16, const TestW
   return cudaSuccess;
 }
 
+// gate/up + SwiGLU (gemv.cu, prefill_gemm.cu) against swigluRef: M random rows through a random fused
+// [2I, K] weight, launch(x, M, weight, y) into a poisoned [M, I] output; the relative error in `err`.
+template <class Launch>
+inline cudaError_t checkSwiglu(const Launch& launch, int M, int I, int K, bool fp8, double& err) {
+  FusedWeight w(K, fp8, gateUpOrder(I));
+  const auto x = randomBf16(size_t(M) * K, 1.0f);
+  Dev<uint16_t> dx(x), y(size_t(M) * I);
+  y.poison();
+  cudaError_t e;
+  if ((e = launch(dx.p, M, w.fused.dev, y.p)) != cudaSuccess || (e = cudaDeviceSynchronize()) != cudaSuccess) return e;
+  err = relErr(widen(y.get()), swigluRef(widen(x), M, I, w.plain.view));
+  return cudaSuccess;
+}
+
 // A QKV + RoPE + paged KV write of M rows (Llama 3.1's RoPE): positions anywhere in 128k, distinct KV
 // slots shuffled over numBlocks pages of bs (row padRow a padding row: slot -1), and `args` over
 // device copies of them, a poisoned q output [M, nh·hd] and poisoned bf16 K/V caches (an FP8 cache
@@ -324,6 +339,13 @@ struct QkvRopeCase {
     args.blockSize = bs;
   }
 };
+
+// e4m3 cache bytes as the kernels take a cache (uint16_t*, an FP8 cache in the first half of the bytes).
+inline std::vector<uint16_t> fp8Cache(const std::vector<uint8_t>& bytes) {
+  std::vector<uint16_t> packed((bytes.size() + 1) / 2);
+  std::memcpy(packed.data(), bytes.data(), bytes.size());
+  return packed;
+}
 
 // Paged attention's arguments over these buffers: [rows, nh·hd] queries and outputs, bf16 caches of
 // pages of bs, one split.
