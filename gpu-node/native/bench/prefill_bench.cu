@@ -26,6 +26,7 @@
 
 #include <cuda_runtime.h>
 
+#include "bench_util.h"
 #include "kernels.h"
 #include "prefill.h"
 
@@ -34,15 +35,6 @@
 #endif
 
 using namespace seventy;
-
-#define CK(x)                                                                                 \
-  do {                                                                                        \
-    cudaError_t e_ = (x);                                                                     \
-    if (e_ != cudaSuccess) {                                                                  \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                           \
-    }                                                                                         \
-  } while (0)
 
 constexpr int H = 8192, I = 28672, NH = 64, NKV = 8, HD = 128;
 
@@ -62,42 +54,6 @@ static void* deviceFill(size_t bytes, uint8_t mask, uint32_t seed) {
   for (size_t off = 0; off < bytes; off += h.size())
     CK(cudaMemcpy(static_cast<uint8_t*>(d) + off, h.data(), std::min(h.size(), bytes - off), cudaMemcpyHostToDevice));
   return d;
-}
-
-// Median milliseconds of `iters` runs of `body` (after two warm-ups).
-static double timeMs(int iters, const std::function<void()>& body) {
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
-  body();
-  body();
-  std::vector<float> ms;
-  for (int i = 0; i < iters; i++) {
-    cudaEventRecord(e0);
-    body();
-    cudaEventRecord(e1);
-    cudaEventSynchronize(e1);
-    float t;
-    cudaEventElapsedTime(&t, e0, e1);
-    ms.push_back(t);
-  }
-  CK(cudaGetLastError());
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
-
-static double copyBandwidth() {
-  const size_t bytes = size_t(2) << 30;
-  void *a = nullptr, *b = nullptr;
-  CK(cudaMalloc(&a, bytes));
-  CK(cudaMalloc(&b, bytes));
-  CK(cudaMemset(a, 1, bytes));
-  const double ms = timeMs(10, [&] { cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice); });
-  cudaFree(a);
-  cudaFree(b);
-  return 2.0 * double(bytes) / (ms * 1e-3);  // read + write
 }
 
 // The mma.sync ceiling: 8 independent accumulator chains per warp, operands in registers.

@@ -9,15 +9,16 @@ import { readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
+import { logitsErr, readNumberLines, runEngineCli } from "../../bench/engine-cli-reference.mjs";
+
 const here = dirname(fileURLToPath(import.meta.url));
 const [cli, work] = process.argv.slice(2).map((p) => resolve(p));
 const inputs = join(work, "device-inputs");
 execFileSync(process.execPath, [join(here, "..", "..", "bench", "make-device-inputs.mjs"), inputs], { stdio: ["ignore", "ignore", "inherit"] });
 
 const STEPS = 2; // prefill + one decode step: the reference keeps the logits of steps 0 and 1
-const lines = (f) => readFileSync(f, "utf8").split("\n").filter((l) => l.trim()).map((l) => l.trim().split(/\s+/).map(Number));
-const expected = lines(join(inputs, "expected_tokens.txt"));
-const logitSteps = lines(join(inputs, "steps.txt"))[1];
+const expected = readNumberLines(join(inputs, "expected_tokens.txt"));
+const logitSteps = readNumberLines(join(inputs, "steps.txt"))[1];
 const nseq = expected.length;
 const refAll = new Float32Array(readFileSync(join(inputs, "expected_logits.f32")).buffer.slice(0));
 const vocab = refAll.length / (logitSteps.length * nseq);
@@ -26,22 +27,15 @@ let ok = true;
 for (const [name, quant, tol] of [["cuda bf16", "none", 5e-2], ["cuda fp8", "fp8", 8e-2]]) {
   const tokFile = join(work, `parity-${quant}.txt`), logitFile = join(work, `parity-${quant}.f32`);
   const t0 = Date.now();
-  execFileSync(cli, ["--manifest", join(inputs, "manifest.txt"), "--prompts", join(inputs, "prompts.txt"), "--steps", String(STEPS), "--backend", "cuda",
-    "--quant", quant, "--tokens", tokFile, "--logits", logitFile], { stdio: ["ignore", "ignore", "inherit"] });
-  const got = lines(tokFile);
+  runEngineCli(cli, join(inputs, "manifest.txt"), join(inputs, "prompts.txt"), STEPS, ["--quant", quant, "--tokens", tokFile, "--logits", logitFile]);
+  const got = readNumberLines(tokFile);
   const lg = new Float32Array(readFileSync(logitFile).buffer.slice(0));
   let worst = 0;
   for (let step = 0; step < STEPS; step++) {
     const r = logitSteps.indexOf(step);
     for (let s = 0; s < nseq; s++) {
-      let num = 0, den = 0;
-      for (let v = 0; v < vocab; v++) {
-        const a = lg[(step * nseq + s) * vocab + v], b = refAll[(r * nseq + s) * vocab + v];
-        num = Math.max(num, Math.abs(a - b));
-        den = Math.max(den, Math.abs(b));
-        if (Number.isNaN(a)) num = Infinity;
-      }
-      worst = Math.max(worst, num / den);
+      const at = (i) => (i * nseq + s) * vocab;
+      worst = Math.max(worst, logitsErr(lg.subarray(at(step), at(step) + vocab), refAll.subarray(at(r), at(r) + vocab)));
     }
   }
   const sameTokens = got.every((g, s) => g.length === STEPS && g.every((t, i) => t === expected[s][i]));
@@ -56,8 +50,7 @@ for (const [name, quant, tol] of [["cuda bf16", "none", 5e-2], ["cuda fp8", "fp8
 {
   const t0 = Date.now();
   const logitFile = join(work, "parity-none-gpu-embedding.f32");
-  execFileSync(cli, ["--manifest", join(inputs, "manifest.txt"), "--prompts", join(inputs, "prompts.txt"), "--steps", String(STEPS), "--backend", "cuda",
-    "--embedding-device", "gpu", "--logits", logitFile], { stdio: ["ignore", "ignore", "inherit"] });
+  runEngineCli(cli, join(inputs, "manifest.txt"), join(inputs, "prompts.txt"), STEPS, ["--embedding-device", "gpu", "--logits", logitFile]);
   const host = readFileSync(join(work, "parity-none.f32")), gpu = readFileSync(logitFile);
   const pass = host.length > 0 && host.equals(gpu);
   ok &&= pass;

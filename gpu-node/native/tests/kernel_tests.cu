@@ -81,57 +81,32 @@ static void testRmsNorm(int rows, int dim, bool gather, bool f32Delta = false) {
 
 static void testGemv(int M, int N, int K, bool fp8, bool f32out) {
   TestWeight w(N, K, fp8);
-  auto x = randomBf16(size_t(M) * K, 1.0f);
-  Dev<uint16_t> dx(x);
-  std::vector<float> got;
-  if (f32out) {
-    Dev<float> y(size_t(M) * N);
-    y.poison();
-    CHECK_CUDA(cuda::gemvF32Out(dx.p, M, w.dev, y.p, 0));
-    CHECK_CUDA(cudaDeviceSynchronize());
-    got = y.get();
-  } else {
-    Dev<uint16_t> y(size_t(M) * N);
-    y.poison();
-    CHECK_CUDA(cuda::gemvBf16Out(dx.p, M, w.dev, y.p, 0));
-    CHECK_CUDA(cudaDeviceSynchronize());
-    got = widen(y.get());
-  }
-  std::vector<float> ref(size_t(M) * N);
-  cpu::linear(ref.data(), widen(x).data(), M, w.view);
-  const double e = relErr(got, ref);
-  const double tol = f32out ? 1e-5 : 4e-3;  // f32 out: only summation order; bf16 out: one rounding
-  report(e < tol && w.quantOk,
+  LinearCheck c;
+  CHECK_CUDA(checkLinear(cuda::gemvF32Out, cuda::gemvBf16Out, w, M, f32out, c));
+  report(c.ok && w.quantOk,
          std::string("gemv ") + (fp8 ? "fp8" : "bf16") + (f32out ? "->f32" : "->bf16") + " M " + std::to_string(M) + " N " +
              std::to_string(N) + " K " + std::to_string(K),
-         fmt("err %.2e", e) + (fp8 ? (w.quantOk ? " quant bit-exact" : " QUANT MISMATCH") : ""));
+         fmt("err %.2e", c.err) + (fp8 ? (w.quantOk ? " quant bit-exact" : " QUANT MISMATCH") : ""));
 }
 
 static void testSwiglu(int M, int I, int K, bool fp8) {
-  auto gateUp = randomBf16(size_t(2 * I) * K, 0.08f);
-  std::vector<int32_t> order(2 * I);
-  cuda::gateUpRowOrder(I, order.data());
-  std::vector<uint16_t> permuted(gateUp.size());
-  for (int i = 0; i < 2 * I; i++) std::copy_n(gateUp.begin() + size_t(order[i]) * K, K, permuted.begin() + size_t(i) * K);
-  TestWeight w(2 * I, K, fp8, &permuted);
-  TestWeight wPlain(2 * I, K, fp8, &gateUp);  // the same rows unpermuted, for the CPU reference
-  auto x = randomBf16(size_t(M) * K, 1.0f);
-  Dev<uint16_t> dx(x), y(size_t(M) * I);
-  y.poison();
-  CHECK_CUDA(cuda::gemvSwiglu(dx.p, M, w.dev, y.p, 0));
-  CHECK_CUDA(cudaDeviceSynchronize());
-  std::vector<float> both(size_t(M) * 2 * I), ref(size_t(M) * I), up(size_t(M) * I);
-  cpu::linear(both.data(), widen(x).data(), M, wPlain.view);
-  for (int m = 0; m < M; m++)
-    for (int j = 0; j < I; j++) {
-      ref[size_t(m) * I + j] = both[size_t(m) * 2 * I + j];
-      up[size_t(m) * I + j] = both[size_t(m) * 2 * I + I + j];
-    }
-  cpu::siluMul(ref.data(), up.data(), int64_t(M) * I);
-  const double e = relErr(widen(y.get()), ref);
+  double e = NAN;
+  CHECK_CUDA(checkSwiglu([](const uint16_t* x, int m, const cuda::LinearWeight& w, uint16_t* y) { return cuda::gemvSwiglu(x, m, w, y, 0); }, M, I,
+                         K, fp8, e));
   report(e < 5e-3, std::string("gate/up + SwiGLU epilogue ") + (fp8 ? "fp8" : "bf16") + " M " + std::to_string(M) + " I " + std::to_string(I) +
                        " K " + std::to_string(K),
          fmt("err %.2e", e));
+}
+
+// RMSNorm on load of a float residual, from its per-tile sums of squares.
+static cuda::NormIn normIn(const Dev<float>& resid, const Dev<float>& weight, const Dev<float>& parts, int tiles) {
+  cuda::NormIn nin;
+  nin.resid = resid.p;
+  nin.weight = weight.p;
+  nin.parts = parts.p;
+  nin.tiles = tiles;
+  nin.eps = 1e-5f;
+  return nin;
 }
 
 // Residual add + RMSNorm fused into the GEMVs around it: o_proj (gemvAddResidual) adds bf16(x·Woᵀ) into
@@ -141,12 +116,7 @@ static void testSwiglu(int M, int I, int K, bool fp8) {
 // splitK: o_proj split across blocks through a workspace (the last split of each column sums them).
 static void testFusedNorm(int M, int H, int Kp, int I, bool fp8, bool splitK) {
   TestWeight wo(H, Kp, fp8);
-  auto gateUp = randomBf16(size_t(2 * I) * H, 0.08f);
-  std::vector<int32_t> order(2 * I);
-  cuda::gateUpRowOrder(I, order.data());
-  std::vector<uint16_t> permuted(gateUp.size());
-  for (int i = 0; i < 2 * I; i++) std::copy_n(gateUp.begin() + size_t(order[i]) * H, H, permuted.begin() + size_t(i) * H);
-  TestWeight wg(2 * I, H, fp8, &permuted), wgPlain(2 * I, H, fp8, &gateUp);
+  FusedWeight wg(H, fp8, gateUpOrder(I));
   std::uniform_real_distribution<float> d(-3, 3);
   std::vector<float> resid(size_t(M) * H), normW(H);
   for (auto& v : resid) v = d(rng);
@@ -164,28 +134,16 @@ static void testFusedNorm(int M, int H, int Kp, int I, bool fp8, bool splitK) {
   partials.poison();
   cuda::SplitKWorkspace ws{partials.p, counters.p};
   CHECK_CUDA(cuda::gemvAddResidual(dx.p, M, wo.dev, dr.p, parts.p, 0, splitK ? &ws : nullptr));
-  cuda::NormIn nin;
-  nin.resid = dr.p;
-  nin.weight = dw.p;
-  nin.parts = parts.p;
-  nin.tiles = tiles;
-  nin.eps = 1e-5f;
-  CHECK_CUDA(cuda::gemvSwiglu(nullptr, M, wg.dev, y.p, 0, &nin));
+  const cuda::NormIn nin = normIn(dr, dw, parts, tiles);
+  CHECK_CUDA(cuda::gemvSwiglu(nullptr, M, wg.fused.dev, y.p, 0, &nin));
   CHECK_CUDA(cudaDeviceSynchronize());
 
-  std::vector<float> delta(size_t(M) * H), residRef(resid), h(size_t(M) * H);
-  cpu::linear(delta.data(), widen(x).data(), M, wo.view);
+  const std::vector<float> delta = linearRef(widen(x), M, wo.view);
+  std::vector<float> residRef(resid), h(size_t(M) * H);
   for (size_t i = 0; i < delta.size(); i++) residRef[i] += bf16ToFloat(floatToBf16(delta[i]));
   cpu::rmsNorm(h.data(), residRef.data(), normW.data(), M, H, 1e-5);
   for (auto& v : h) v = bf16ToFloat(floatToBf16(v));
-  std::vector<float> both(size_t(M) * 2 * I), ref(size_t(M) * I), up(size_t(M) * I);
-  cpu::linear(both.data(), h.data(), M, wgPlain.view);
-  for (int m = 0; m < M; m++)
-    for (int j = 0; j < I; j++) {
-      ref[size_t(m) * I + j] = both[size_t(m) * 2 * I + j];
-      up[size_t(m) * I + j] = both[size_t(m) * 2 * I + I + j];
-    }
-  cpu::siluMul(ref.data(), up.data(), int64_t(M) * I);
+  const std::vector<float> ref = swigluRef(h, M, I, wg.plain.view);
   // The residual must be resid + the bf16-rounded output exactly, but for the rare element whose float
   // sum sits at a bf16 rounding boundary (summation order differs from the CPU's).
   const std::vector<float> gotResid = dr.get();
@@ -204,13 +162,8 @@ static void testFusedNorm(int M, int H, int Kp, int I, bool fp8, bool splitK) {
 // normed: the input is RMSNorm of a float residual (NormIn, partial sums of squares made on the host)
 // instead of x, as after a fused o_proj / down_proj.
 static void testQkvRope(int M, int nh, int nkv, int hd, int K, bool fp8, bool normed = false) {
-  const int rowsQkv = (nh + 2 * nkv) * hd, bs = 16, numBlocks = 64;
-  auto wq = randomBf16(size_t(rowsQkv) * K, 0.08f);
-  std::vector<int32_t> order(rowsQkv);
-  cuda::qkvRowOrder(nh, nkv, hd, order.data());
-  std::vector<uint16_t> permuted(wq.size());
-  for (int i = 0; i < rowsQkv; i++) std::copy_n(wq.begin() + size_t(order[i]) * K, K, permuted.begin() + size_t(i) * K);
-  TestWeight w(rowsQkv, K, fp8, &permuted), wPlain(rowsQkv, K, fp8, &wq);
+  const int bs = 16, numBlocks = 64;
+  FusedWeight w(K, fp8, qkvOrder(nh, nkv, hd));
   auto x = randomBf16(size_t(M) * K, 1.0f);
   std::vector<float> resid, normW, parts, xRef = widen(x);
   const int tiles = cuda::normPartsPerRow(K);
@@ -227,81 +180,26 @@ static void testQkvRope(int M, int nh, int nkv, int hd, int K, bool fp8, bool no
     for (auto& v : xRef) v = bf16ToFloat(floatToBf16(v));
   }
   Dev<float> dResid(resid), dNormW(normW), dParts(parts);
-  cuda::NormIn nin;
-  nin.resid = dResid.p;
-  nin.weight = dNormW.p;
-  nin.parts = dParts.p;
-  nin.tiles = tiles;
-  nin.eps = 1e-5f;
-  std::vector<int32_t> pos(M), slots(M);
-  std::vector<int32_t> allSlots(numBlocks * bs);
-  std::iota(allSlots.begin(), allSlots.end(), 0);
-  std::shuffle(allSlots.begin(), allSlots.end(), rng);
-  for (int m = 0; m < M; m++) {
-    pos[m] = int(rng() % 131072);
-    slots[m] = m == 3 ? -1 : allSlots[m];  // a padding row writes nothing
-  }
-  RopeScaling rs;
-  rs.llama3 = true;
-  rs.factor = 8;
-  rs.lowFreqFactor = 1;
-  rs.highFreqFactor = 4;
-  rs.originalMaxPositionEmbeddings = 8192;
-  std::vector<float> inv = cpu::ropeInvFreq(hd, 500000, rs);
-  const size_t cacheElems = size_t(numBlocks) * nkv * bs * hd;
-  Dev<uint16_t> dx(x), q(size_t(M) * nh * hd), kc(cacheElems), vc(cacheElems);
-  Dev<int32_t> dpos(pos), dslots(slots);
-  Dev<float> dinv(inv);
-  q.poison();
-  kc.poison();
-  vc.poison();
-  cuda::QkvRopeArgs a;
-  a.positions = dpos.p;
-  a.slots = dslots.p;
-  a.invFreq = dinv.p;
-  a.q = q.p;
-  a.kCache = kc.p;
-  a.vCache = vc.p;
-  a.numHeads = nh;
-  a.numKvHeads = nkv;
-  a.headDim = hd;
-  a.blockSize = bs;
-  CHECK_CUDA(cuda::gemvQkvRope(normed ? nullptr : dx.p, M, w.dev, a, 0, normed ? &nin : nullptr));
+  const cuda::NormIn nin = normIn(dResid, dNormW, dParts, tiles);
+  QkvRopeCase c(M, nh, nkv, hd, bs, numBlocks, 3);  // row 3 (where there is one) a padding row
+  Dev<uint16_t> dx(x);
+  CHECK_CUDA(cuda::gemvQkvRope(normed ? nullptr : dx.p, M, w.fused.dev, c.args, 0, normed ? &nin : nullptr));
   CHECK_CUDA(cudaDeviceSynchronize());
-  std::vector<float> all(size_t(M) * rowsQkv);
-  cpu::linear(all.data(), xRef.data(), M, wPlain.view);
-  std::vector<float> refQ(size_t(M) * nh * hd), gotQ = widen(q.get()), refKV, gotKV;
-  const auto hk = kc.get(), hv = vc.get();
-  bool untouched = true;
-  for (int m = 0; m < M; m++) {
-    float* row = all.data() + size_t(m) * rowsQkv;
-    cpu::applyRope(row, nh + nkv, hd, inv.data(), pos[m]);  // q heads then k heads, v untouched
-    std::copy_n(row, nh * hd, refQ.begin() + size_t(m) * nh * hd);
-    for (int h = 0; h < nkv; h++)
-      for (int d = 0; d < hd; d++) {
-        const int s = slots[m];
-        if (s < 0) continue;
-        const size_t at = ((size_t(s / bs) * nkv + h) * bs + s % bs) * hd + d;
-        refKV.push_back(row[(nh + h) * hd + d]);
-        gotKV.push_back(bf16ToFloat(hk[at]));
-        refKV.push_back(row[(nh + nkv + h) * hd + d]);
-        gotKV.push_back(bf16ToFloat(hv[at]));
-      }
-  }
+  const QkvRopeCase::Outcome got = c.compare(linearRef(xRef, M, w.plain.view), false);
   // Slots nobody wrote must still hold the poison (the padding row wrote nothing).
-  std::set<int> written(slots.begin(), slots.end());
+  bool untouched = true;
+  std::set<int> written(c.slots.begin(), c.slots.end());
   for (int s = 0; s < numBlocks * bs && untouched; s++)
-    if (!written.count(s) && hk[((size_t(s / bs) * nkv) * bs + s % bs) * hd] != 0xffff) untouched = false;
-  const double eq = relErr(gotQ, refQ), ekv = relErr(gotKV, refKV);
-  report(eq < 5e-3 && ekv < 5e-3 && untouched,
+    if (!written.count(s) && !c.untouched(got.kCache, s, false)) untouched = false;
+  report(got.eq < 5e-3 && got.ekv < 5e-3 && untouched,
          std::string(normed ? "rmsnorm on load + " : "") + "qkv + rope(llama3) + paged KV write " + (fp8 ? "fp8" : "bf16") + " M " + std::to_string(M) + " heads " +
              std::to_string(nh) + "/" + std::to_string(nkv) + " hd " + std::to_string(hd),
-         fmt("q err %.2e", eq) + fmt(" kv err %.2e", ekv) + (untouched ? "" : " WROTE OUTSIDE ITS SLOTS"));
+         fmt("q err %.2e", got.eq) + fmt(" kv err %.2e", got.ekv) + (untouched ? "" : " WROTE OUTSIDE ITS SLOTS"));
 }
 
 // qAmp scales the queries: large scores (hundreds in log2 units) overflow any softmax that is not
 // shifted by the running maximum, within a split and across splits.
-static void testAttention(int nh, int nkv, int hd, const std::vector<int>& ctx, int splits, int bs, float qAmp = 1.0f) {
+static void testAttention(int nh, int nkv, int hd, const std::vector<int32_t>& ctx, int splits, int bs, float qAmp = 1.0f) {
   const int rows = int(ctx.size());
   int maxCtx = *std::max_element(ctx.begin(), ctx.end());
   const int blocksPerSeq = (maxCtx + bs - 1) / bs, numBlocks = rows * blocksPerSeq + 5;
@@ -317,42 +215,15 @@ static void testAttention(int nh, int nkv, int hd, const std::vector<int>& ctx, 
   auto k = randomBf16(cacheElems, 1.0f), v = randomBf16(cacheElems, 1.0f);
   auto q = randomBf16(size_t(rows) * nh * hd, qAmp);
   Dev<uint16_t> dk(k), dv(v), dq(q), out(size_t(rows) * nh * hd);
-  Dev<int32_t> dt(tables), doff(offsets), dctx(std::vector<int32_t>(ctx.begin(), ctx.end()));
+  Dev<int32_t> dt(tables), doff(offsets), dctx(ctx);
   Dev<float> part(cuda::attentionWorkspaceBytes(rows, splits, nh, hd) / 4 + 1);
   out.poison();
-  cuda::AttentionArgs a;
-  a.q = dq.p;
-  a.kCache = dk.p;
-  a.vCache = dv.p;
-  a.blockTables = dt.p;
-  a.tableOffset = doff.p;
-  a.ctxLen = dctx.p;
-  a.out = out.p;
+  cuda::AttentionArgs a = attentionArgs(dq, dk, dv, dt, doff, dctx, out, nh, nkv, hd, bs);
   a.partial = part.p;
-  a.rows = rows;
-  a.numHeads = nh;
-  a.numKvHeads = nkv;
-  a.headDim = hd;
-  a.blockSize = bs;
   a.numSplits = splits;
   CHECK_CUDA(cuda::pagedAttention(a, 0));
   CHECK_CUDA(cudaDeviceSynchronize());
-  // The CPU reference reads the cache as [slot][kvHead·hd] float.
-  const int kvDim = nkv * hd;
-  std::vector<float> kf(size_t(numBlocks) * bs * kvDim), vf(kf.size());
-  for (int b = 0; b < numBlocks; b++)
-    for (int h = 0; h < nkv; h++)
-      for (int s = 0; s < bs; s++)
-        for (int d = 0; d < hd; d++) {
-          const size_t dev = ((size_t(b) * nkv + h) * bs + s) * hd + d, ref = (size_t(b) * bs + s) * kvDim + h * hd + d;
-          kf[ref] = bf16ToFloat(k[dev]);
-          vf[ref] = bf16ToFloat(v[dev]);
-        }
-  std::vector<float> ref(size_t(rows) * nh * hd), qf = widen(q);
-  std::vector<double> scratch;
-  for (int r = 0; r < rows; r++)
-    cpu::pagedAttention(ref.data() + size_t(r) * nh * hd, qf.data() + size_t(r) * nh * hd, kf.data(), vf.data(), tables.data() + offsets[r], bs,
-                        ctx[r] - 1, nh, nkv, hd, scratch);
+  const std::vector<float> ref = pagedAttentionRef(widen(q), widen(k), widen(v), tables, offsets, ctx, nh, nkv, hd, bs);
   const double e = relErr(widen(out.get()), ref);
   std::string ctxs;
   for (int c : ctx) ctxs += (ctxs.empty() ? "" : ",") + std::to_string(c);
@@ -548,12 +419,8 @@ static void testEngines(bool fp8, EmbeddingDevice emb = EmbeddingDevice::Host, L
   c.numKvHeads = 2;
   c.headDim = 16;
   c.vocabSize = 1000;
-  c.ropeTheta = 500000;
-  c.rope.llama3 = true;
-  c.rope.factor = 8;
-  c.rope.lowFreqFactor = 1;
-  c.rope.highFreqFactor = 4;
-  c.rope.originalMaxPositionEmbeddings = 8192;
+  c.ropeTheta = llama70BConfig().ropeTheta;
+  c.rope = llama70BConfig().rope;
   auto make = [&](Backend b, bool graphs, std::unique_ptr<Engine>& e) {
     EngineOptions o;
     o.config = c;

@@ -32,161 +32,47 @@ static std::string shape(const char* what, bool fp8, int M, int N, int K) {
 
 // ---- prefill_gemm.cu: plain outputs ----
 static void testGemm(int M, int N, int K, bool fp8, bool f32out) {
-  TestWeight w(N, K, fp8, randomBf16(size_t(N) * K, 0.08f));
-  auto x = randomBf16(size_t(M) * K, 1.0f);
-  Dev<uint16_t> dx(x);
-  std::vector<float> got;
-  if (f32out) {
-    Dev<float> y(size_t(M) * N);
-    y.poison();
-    CHECK_CUDA(cuda::prefillGemmF32Out(dx.p, M, w.dev, y.p, 0));
-    CHECK_CUDA(cudaDeviceSynchronize());
-    got = y.get();
-  } else {
-    Dev<uint16_t> y(size_t(M) * N);
-    y.poison();
-    CHECK_CUDA(cuda::prefillGemmBf16Out(dx.p, M, w.dev, y.p, 0));
-    CHECK_CUDA(cudaDeviceSynchronize());
-    got = widen(y.get());
-  }
-  std::vector<float> ref(size_t(M) * N);
-  cpu::linear(ref.data(), widen(x).data(), M, w.view);
-  const double e = relErr(got, ref);
-  const double tol = f32out ? 1e-5 : 4e-3;  // f32 out: only summation order; bf16 out: one rounding
-  report(e < tol, shape(f32out ? "prefill gemm ->f32" : "prefill gemm ->bf16", fp8, M, N, K), fmt("err %.2e", e));
+  TestWeight w(N, K, fp8);
+  LinearCheck c;
+  CHECK_CUDA(checkLinear(cuda::prefillGemmF32Out, cuda::prefillGemmBf16Out, w, M, f32out, c));
+  report(c.ok, shape(f32out ? "prefill gemm ->f32" : "prefill gemm ->bf16", fp8, M, N, K), fmt("err %.2e", c.err));
 }
 
 // ---- prefill_gemm.cu: gate/up with the SwiGLU epilogue (rows in gateUpRowOrder) ----
 static void testSwiglu(int M, int I, int K, bool fp8) {
-  auto gateUp = randomBf16(size_t(2 * I) * K, 0.08f);
-  std::vector<int32_t> order(2 * I);
-  cuda::gateUpRowOrder(I, order.data());
-  std::vector<uint16_t> permuted(gateUp.size());
-  for (int i = 0; i < 2 * I; i++) std::copy_n(gateUp.begin() + size_t(order[i]) * K, K, permuted.begin() + size_t(i) * K);
-  TestWeight w(2 * I, K, fp8, permuted), wPlain(2 * I, K, fp8, gateUp);
-  auto x = randomBf16(size_t(M) * K, 1.0f);
-  Dev<uint16_t> dx(x), y(size_t(M) * I);
-  y.poison();
-  CHECK_CUDA(cuda::prefillGemmSwiglu(dx.p, M, w.dev, y.p, 0));
-  CHECK_CUDA(cudaDeviceSynchronize());
-  std::vector<float> both(size_t(M) * 2 * I), ref(size_t(M) * I), up(size_t(M) * I);
-  cpu::linear(both.data(), widen(x).data(), M, wPlain.view);
-  for (int m = 0; m < M; m++)
-    for (int j = 0; j < I; j++) {
-      ref[size_t(m) * I + j] = both[size_t(m) * 2 * I + j];
-      up[size_t(m) * I + j] = both[size_t(m) * 2 * I + I + j];
-    }
-  cpu::siluMul(ref.data(), up.data(), int64_t(M) * I);
-  const double e = relErr(widen(y.get()), ref);
+  double e = NAN;
+  CHECK_CUDA(checkSwiglu(
+      [](const uint16_t* x, int m, const cuda::LinearWeight& w, uint16_t* y) { return cuda::prefillGemmSwiglu(x, m, w, y, 0); }, M, I, K, fp8, e));
   report(e < 5e-3, shape("prefill gate/up + SwiGLU", fp8, M, 2 * I, K), fmt("err %.2e", e));
 }
 
 // ---- prefill_gemm.cu: fused QKV + RoPE + paged KV write (bf16 or fp8 cache) ----
 static void testQkvRope(int M, int nh, int nkv, int hd, int K, bool fp8, bool kvFp8) {
-  const int rowsQkv = (nh + 2 * nkv) * hd, bs = 16, numBlocks = (M + bs - 1) / bs + 3;
-  auto wq = randomBf16(size_t(rowsQkv) * K, 0.08f);
-  std::vector<int32_t> order(rowsQkv);
-  cuda::qkvRowOrder(nh, nkv, hd, order.data());
-  std::vector<uint16_t> permuted(wq.size());
-  for (int i = 0; i < rowsQkv; i++) std::copy_n(wq.begin() + size_t(order[i]) * K, K, permuted.begin() + size_t(i) * K);
-  TestWeight w(rowsQkv, K, fp8, permuted), wPlain(rowsQkv, K, fp8, wq);
+  const int bs = 16, numBlocks = (M + bs - 1) / bs + 3;
+  FusedWeight w(K, fp8, qkvOrder(nh, nkv, hd));
   auto x = randomBf16(size_t(M) * K, 1.0f);
-  std::vector<int32_t> pos(M), slots(M), allSlots(size_t(numBlocks) * bs);
-  std::iota(allSlots.begin(), allSlots.end(), 0);
-  std::shuffle(allSlots.begin(), allSlots.end(), rng);
-  for (int m = 0; m < M; m++) {
-    pos[m] = int(rng() % 131072);
-    slots[m] = m == M / 2 ? -1 : allSlots[size_t(m)];  // a padding row writes nothing
-  }
-  RopeScaling rs;
-  rs.llama3 = true;
-  rs.factor = 8;
-  rs.lowFreqFactor = 1;
-  rs.highFreqFactor = 4;
-  rs.originalMaxPositionEmbeddings = 8192;
-  std::vector<float> inv = cpu::ropeInvFreq(hd, 500000, rs);
-  const size_t cacheElems = size_t(numBlocks) * nkv * bs * hd;
-  Dev<uint16_t> dx(x), q(size_t(M) * nh * hd), kc(cacheElems), vc(cacheElems);  // fp8: the first half of the bytes
-  Dev<int32_t> dpos(pos), dslots(slots);
-  Dev<float> dinv(inv);
-  q.poison();
-  kc.poison();
-  vc.poison();
-  cuda::QkvRopeArgs a;
-  a.positions = dpos.p;
-  a.slots = dslots.p;
-  a.invFreq = dinv.p;
-  a.q = q.p;
-  a.kCache = kc.p;
-  a.vCache = vc.p;
-  a.numHeads = nh;
-  a.numKvHeads = nkv;
-  a.headDim = hd;
-  a.blockSize = bs;
-  a.kvFp8 = kvFp8;
-  CHECK_CUDA(cuda::prefillGemmQkvRope(dx.p, M, w.dev, a, 0));
+  QkvRopeCase c(M, nh, nkv, hd, bs, numBlocks, M / 2);  // fp8 cache: the first half of the bytes
+  c.args.kvFp8 = kvFp8;
+  Dev<uint16_t> dx(x);
+  CHECK_CUDA(cuda::prefillGemmQkvRope(dx.p, M, w.fused.dev, c.args, 0));
   CHECK_CUDA(cudaDeviceSynchronize());
-  std::vector<float> all(size_t(M) * rowsQkv);
-  cpu::linear(all.data(), widen(x).data(), M, wPlain.view);
-  std::vector<float> refQ(size_t(M) * nh * hd), gotQ = widen(q.get()), refKV, gotKV;
-  const auto hk = kc.get(), hv = vc.get();
-  const uint8_t *bk = reinterpret_cast<const uint8_t*>(hk.data()), *bv = reinterpret_cast<const uint8_t*>(hv.data());
-  for (int m = 0; m < M; m++) {
-    float* row = all.data() + size_t(m) * rowsQkv;
-    cpu::applyRope(row, nh + nkv, hd, inv.data(), pos[m]);
-    std::copy_n(row, nh * hd, refQ.begin() + size_t(m) * nh * hd);
-    const int s = slots[m];
-    if (s < 0) continue;
-    for (int h = 0; h < nkv; h++)
-      for (int d = 0; d < hd; d++) {
-        const size_t at = ((size_t(s / bs) * nkv + h) * bs + s % bs) * hd + d;
-        const float rk = row[(nh + h) * hd + d], rv = row[(nh + nkv + h) * hd + d];
-        // An fp8 cache holds the reference rounded to e4m3 (the kernel rounds the same float32 sum).
-        refKV.push_back(kvFp8 ? fp8e4m3ToFloat(floatToFp8e4m3(rk)) : rk);
-        refKV.push_back(kvFp8 ? fp8e4m3ToFloat(floatToFp8e4m3(rv)) : rv);
-        gotKV.push_back(kvFp8 ? fp8e4m3ToFloat(bk[at]) : bf16ToFloat(hk[at]));
-        gotKV.push_back(kvFp8 ? fp8e4m3ToFloat(bv[at]) : bf16ToFloat(hv[at]));
-      }
-  }
+  const QkvRopeCase::Outcome got = c.compare(linearRef(widen(x), M, w.plain.view), kvFp8);
   // The padding row's slot (the one slot no row owns at index M/2) must still hold the poison.
-  const int padSlot = allSlots[size_t(M / 2)];
-  const size_t padAt = ((size_t(padSlot / bs) * nkv) * bs + padSlot % bs) * hd;
-  const bool untouched = kvFp8 ? bk[padAt] == 0xff : hk[padAt] == 0xffff;
-  const double eq = relErr(gotQ, refQ), ekv = relErr(gotKV, refKV);
+  const bool untouched = c.untouched(got.kCache, c.allSlots[size_t(M / 2)], kvFp8);
   const double tolKv = kvFp8 ? 3e-2 : 5e-3;  // a near-tie can round to the neighbouring e4m3 code
-  report(eq < 5e-3 && ekv < tolKv && untouched,
+  report(got.eq < 5e-3 && got.ekv < tolKv && untouched,
          std::string("prefill qkv + rope + paged KV ") + (fp8 ? "fp8" : "bf16") + (kvFp8 ? " kv-fp8" : "") + " M " + std::to_string(M) +
              " heads " + std::to_string(nh) + "/" + std::to_string(nkv) + " hd " + std::to_string(hd),
-         fmt("q err %.2e", eq) + fmt(" kv err %.2e", ekv) + (untouched ? "" : " WROTE A PADDING ROW"));
+         fmt("q err %.2e", got.eq) + fmt(" kv err %.2e", got.ekv) + (untouched ? "" : " WROTE A PADDING ROW"));
 }
 
 // ---- prefill_gemm.cu: AutoAWQ W4 (float32 out) ----
 static void testW4(int M, int N, int K, int G) {
-  std::uniform_int_distribution<uint32_t> u32;
-  std::uniform_int_distribution<int> expo(10, 13), mant(0, 1023);
-  const int words = N / 8, groups = K / G;
-  std::vector<int32_t> qweight(size_t(K) * words), qzeros(size_t(groups) * words);
-  for (auto& v : qweight) v = int32_t(u32(rng));
-  for (auto& v : qzeros) v = int32_t(u32(rng));
-  std::vector<uint16_t> scales16(size_t(groups) * N);
-  std::vector<float> scales(scales16.size());
-  for (size_t i = 0; i < scales16.size(); i++) {
-    scales16[i] = uint16_t((expo(rng) << 10) | mant(rng));  // 2^-5 .. 2^-1
-    scales[i] = f16ToFloat(scales16[i]);
-  }
+  const TestW4 w4(N, K, G);
   auto x = randomBf16(size_t(M) * K, 1.0f);
-  cpu::WeightView view;
-  view.type = cpu::WType::W4;
-  view.data = qweight.data();
-  view.zeros = qzeros.data();
-  view.scales = scales.data();
-  view.groupSize = G;
-  view.rows = N;
-  view.cols = K;
-  std::vector<float> ref(size_t(M) * N);
-  cpu::linear(ref.data(), widen(x).data(), M, view);
-  Dev<int32_t> dq(qweight), dz(qzeros);
-  Dev<uint16_t> ds(scales16), dx(x);
+  const std::vector<float> ref = linearRef(widen(x), M, w4.view);
+  Dev<int32_t> dq(w4.qweight), dz(w4.qzeros);
+  Dev<uint16_t> ds(w4.scales16), dx(x);
   Dev<float> y(size_t(M) * N);
   y.poison();
   cuda::W4Weight w;
@@ -259,46 +145,21 @@ static void testAttention(int nh, int nkv, int hd, int bs, const std::vector<Seq
     v16 = randomBf16(cacheElems, 1.0f);
   }
   auto q = randomBf16(size_t(rows) * nh * hd, qAmp);
-  Dev<uint16_t> dk(kvFp8 ? std::vector<uint16_t>((cacheElems + 1) / 2) : k16), dv(kvFp8 ? std::vector<uint16_t>((cacheElems + 1) / 2) : v16);
-  if (kvFp8) {
-    cudaMemcpy(dk.p, k8.data(), cacheElems, cudaMemcpyHostToDevice);
-    cudaMemcpy(dv.p, v8.data(), cacheElems, cudaMemcpyHostToDevice);
-  }
+  Dev<uint16_t> dk(kvFp8 ? fp8Cache(k8) : k16), dv(kvFp8 ? fp8Cache(v8) : v16);
   Dev<uint16_t> dq(q), out(size_t(rows) * nh * hd);
   Dev<int32_t> dt(tables), doff(tableOffset), dctx(ctxLen), dtiles(tiles);
   out.poison();
-  cuda::AttentionArgs a;
-  a.q = dq.p;
-  a.kCache = dk.p;
-  a.vCache = dv.p;
-  a.blockTables = dt.p;
-  a.tableOffset = doff.p;
-  a.ctxLen = dctx.p;
-  a.out = out.p;
-  a.rows = rows;
-  a.numHeads = nh;
-  a.numKvHeads = nkv;
-  a.headDim = hd;
-  a.blockSize = bs;
+  cuda::AttentionArgs a = attentionArgs(dq, dk, dv, dt, doff, dctx, out, nh, nkv, hd, bs);
   a.kvFp8 = kvFp8;
   CHECK_CUDA(cuda::prefillAttention(a, dtiles.p, numTiles, 0));
   CHECK_CUDA(cudaDeviceSynchronize());
-  // The CPU reference reads the cache as [slot][kvHead·hd] float.
-  const int kvDim = nkv * hd;
-  std::vector<float> kf(size_t(numBlocks) * bs * kvDim), vf(kf.size());
-  for (int b = 0; b < numBlocks; b++)
-    for (int h = 0; h < nkv; h++)
-      for (int sl = 0; sl < bs; sl++)
-        for (int d = 0; d < hd; d++) {
-          const size_t dev = ((size_t(b) * nkv + h) * bs + sl) * hd + d, ref = (size_t(b) * bs + sl) * kvDim + h * hd + d;
-          kf[ref] = kvFp8 ? fp8e4m3ToFloat(k8[dev]) : bf16ToFloat(k16[dev]);
-          vf[ref] = kvFp8 ? fp8e4m3ToFloat(v8[dev]) : bf16ToFloat(v16[dev]);
-        }
-  std::vector<float> ref(size_t(rows) * nh * hd), qf = widen(q);
-  std::vector<double> scratch;
-  for (int r = 0; r < rows; r++)
-    cpu::pagedAttention(ref.data() + size_t(r) * nh * hd, qf.data() + size_t(r) * nh * hd, kf.data(), vf.data(), tables.data() + tableOffset[r],
-                        bs, ctxLen[r] - 1, nh, nkv, hd, scratch);
+  auto fromFp8 = [](const std::vector<uint8_t>& b) {
+    std::vector<float> f(b.size());
+    for (size_t i = 0; i < b.size(); i++) f[i] = fp8e4m3ToFloat(b[i]);
+    return f;
+  };
+  const std::vector<float> ref = pagedAttentionRef(widen(q), kvFp8 ? fromFp8(k8) : widen(k16), kvFp8 ? fromFp8(v8) : widen(v16), tables,
+                                                   tableOffset, ctxLen, nh, nkv, hd, bs);
   const double e = relErr(widen(out.get()), ref);
   std::string shapes;
   for (const SeqShape& sq : seqs) shapes += (shapes.empty() ? "" : ",") + std::to_string(sq.prefix) + "+" + std::to_string(sq.chunk);

@@ -25,11 +25,10 @@
 #include "seventy/numerics.h"
 #include "cuda_common.cuh"
 #include "widen_bits.cuh"
+#include "test_device.h"
 #include "test_util.h"
 
 using namespace seventy;
-
-static std::mt19937_64 rng(20261127);
 
 template <class T>
 static T* upload(const std::vector<T>& h) {
@@ -43,6 +42,13 @@ static std::vector<T> download(const T* d, size_t n) {
   std::vector<T> h(n);
   cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost);
   return h;
+}
+
+// n bf16 values drawn from `nd`.
+static std::vector<uint16_t> normalBf16(size_t n, std::normal_distribution<float>& nd) {
+  std::vector<uint16_t> v(n);
+  for (auto& x : v) x = floatToBf16(nd(rng));
+  return v;
 }
 
 // ---- bit-manipulation widening, every input ----
@@ -107,20 +113,14 @@ static void testFp8Gemv(int M, int N, int K) {
     scales[o] = amax > 0 ? amax / kFp8Max : 1.0f;
     for (int k = 0; k < K; k++) q[size_t(o) * K + k] = floatToFp8e4m3(w[size_t(o) * K + k] / scales[o]);
   }
-  std::vector<uint16_t> x(size_t(M) * K);
-  std::vector<float> xf(x.size());
-  for (size_t i = 0; i < x.size(); i++) {
-    x[i] = floatToBf16(nd(rng));
-    xf[i] = bf16ToFloat(x[i]);
-  }
+  const std::vector<uint16_t> x = normalBf16(size_t(M) * K, nd);
   cpu::WeightView view;
   view.type = cpu::WType::FP8;
   view.data = q.data();
   view.scales = scales.data();
   view.rows = N;
   view.cols = K;
-  std::vector<float> ref(size_t(M) * N);
-  cpu::linear(ref.data(), xf.data(), M, view);
+  const std::vector<float> ref = linearRef(widen(x), M, view);
 
   uint8_t* dq = upload(q);
   float* ds = upload(scales);
@@ -147,40 +147,15 @@ static void testFp8Gemv(int M, int N, int K) {
 // ---- W4A16 GEMV (gemv_w4.cu) ----
 
 static void testW4Gemv(int M, int N, int K, int G) {
-  std::uniform_int_distribution<uint32_t> u32;
-  std::uniform_int_distribution<int> expo(10, 13), mant(0, 1023);
   std::normal_distribution<float> nd(0.0f, 1.0f);
-  const int words = N / 8, groups = K / G;
-  std::vector<int32_t> qweight(size_t(K) * words), qzeros(size_t(groups) * words);
-  for (auto& v : qweight) v = int32_t(u32(rng));
-  for (auto& v : qzeros) v = int32_t(u32(rng));
-  std::vector<uint16_t> scales16(size_t(groups) * N);
-  std::vector<float> scales(scales16.size());
-  for (size_t i = 0; i < scales16.size(); i++) {
-    scales16[i] = uint16_t((expo(rng) << 10) | mant(rng));  // 2^-5 .. 2^-1
-    scales[i] = f16ToFloat(scales16[i]);
-  }
-  std::vector<uint16_t> x(size_t(M) * K);
-  std::vector<float> xf(x.size());
-  for (size_t i = 0; i < x.size(); i++) {
-    x[i] = floatToBf16(nd(rng));
-    xf[i] = bf16ToFloat(x[i]);
-  }
-  cpu::WeightView view;
-  view.type = cpu::WType::W4;
-  view.data = qweight.data();
-  view.zeros = qzeros.data();
-  view.scales = scales.data();
-  view.groupSize = G;
-  view.rows = N;
-  view.cols = K;
-  std::vector<float> ref(size_t(M) * N);
-  cpu::linear(ref.data(), xf.data(), M, view);
+  const TestW4 w4(N, K, G);
+  const std::vector<uint16_t> x = normalBf16(size_t(M) * K, nd);
+  const std::vector<float> ref = linearRef(widen(x), M, w4.view);
 
   cuda::W4Weight w;
-  w.qweight = upload(qweight);
-  w.qzeros = upload(qzeros);
-  w.scales = upload(scales16);
+  w.qweight = upload(w4.qweight);
+  w.qzeros = upload(w4.qzeros);
+  w.scales = upload(w4.scales16);
   w.N = N;
   w.K = K;
   w.groupSize = G;
@@ -236,59 +211,33 @@ static void testFp8Attention(int numHeads, int numKvHeads, int headDim, int spli
     for (int b = 0; b < (ctx[size_t(r)] + bs - 1) / bs; b++) tables.push_back(numBlocks - 1 - r - 3 * b);
   }
   const size_t qDim = size_t(numHeads) * headDim;
-  std::vector<uint16_t> q(rows * qDim);
-  std::vector<float> qf(q.size());
-  for (size_t i = 0; i < q.size(); i++) {
-    q[i] = floatToBf16(nd(rng));
-    qf[i] = bf16ToFloat(q[i]);
-  }
+  const std::vector<uint16_t> q = normalBf16(rows * qDim, nd);
+  const std::vector<float> qf = widen(q);
   std::vector<float> ref(rows * qDim);
   std::vector<double> scratch;
   for (int r = 0; r < rows; r++) {
     cpu::pagedAttention(ref.data() + r * qDim, qf.data() + r * qDim, kCpu.data(), vCpu.data(), tables.data() + offsets[size_t(r)], bs,
                         ctx[size_t(r)] - 1, numHeads, numKvHeads, headDim, scratch);
   }
-  cuda::AttentionArgs a;
-  a.q = upload(q);
-  a.kCache = reinterpret_cast<const uint16_t*>(upload(kDev));
-  a.vCache = reinterpret_cast<const uint16_t*>(upload(vDev));
-  a.blockTables = upload(tables);
-  a.tableOffset = upload(offsets);
-  a.ctxLen = upload(ctxLen);
-  std::vector<uint16_t> poison(rows * qDim, 0x7fc0);  // bf16 NaN
-  uint16_t* out = upload(poison);
-  a.out = out;
-  float* partial = nullptr;
-  CHECK_CUDA(cudaMalloc(&partial, cuda::attentionWorkspaceBytes(rows, splits, numHeads, headDim) + 4));
-  a.partial = partial;
-  a.rows = rows;
-  a.numHeads = numHeads;
-  a.numKvHeads = numKvHeads;
-  a.headDim = headDim;
-  a.blockSize = bs;
+  Dev<uint16_t> dq(q), dk(fp8Cache(kDev)), dv(fp8Cache(vDev)), out(rows * qDim);
+  Dev<int32_t> dt(tables), doff(offsets), dctx(ctxLen);
+  Dev<float> partial(cuda::attentionWorkspaceBytes(rows, splits, numHeads, headDim) / 4 + 1);
+  out.poison();
+  cuda::AttentionArgs a = attentionArgs(dq, dk, dv, dt, doff, dctx, out, numHeads, numKvHeads, headDim, bs);
+  a.partial = partial.p;
   a.numSplits = splits;
   a.kvFp8 = true;
   CHECK_CUDA(cuda::pagedAttention(a, 0));
   CHECK_CUDA(cudaDeviceSynchronize());
-  const std::vector<uint16_t> got = download(out, rows * qDim);
-  std::vector<float> gotF(got.size());
-  for (size_t i = 0; i < got.size(); i++) gotF[i] = bf16ToFloat(got[i]);
-  const double err = relErr(gotF, ref);
+  const double err = relErr(widen(out.get()), ref);
   char detail[96];
   std::snprintf(detail, sizeof detail, "rel err %.2e (bf16 output)", err);
   report(err < 1e-2, "fp8-kv attention heads " + std::to_string(numHeads) + "/" + std::to_string(numKvHeads) + " d=" + std::to_string(headDim) +
                          " splits=" + std::to_string(splits), detail);
-  cudaFree(const_cast<uint16_t*>(a.q));
-  cudaFree(const_cast<uint16_t*>(a.kCache));
-  cudaFree(const_cast<uint16_t*>(a.vCache));
-  cudaFree(const_cast<int32_t*>(a.blockTables));
-  cudaFree(const_cast<int32_t*>(a.tableOffset));
-  cudaFree(const_cast<int32_t*>(a.ctxLen));
-  cudaFree(out);
-  cudaFree(partial);
 }
 
 int main() {
+  rng.seed(20261127);
   testWidening();
   for (int M : {1, 5, 33}) testFp8Gemv(M, 40, 272);
   testFp8Gemv(3, 264, 528);

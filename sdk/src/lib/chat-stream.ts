@@ -1,13 +1,12 @@
 import type { ChatCompletion, ChatCompletionChunk, ToolCall } from "../protocol/chat.js";
-import type { FinishReason, TokenLogprob, Usage } from "../protocol/common.js";
+import type { TokenLogprob } from "../protocol/common.js";
 import { SSESource, type ChunkSource } from "../core/source.js";
-import { CompletionStreamBase, type StreamInit } from "../core/stream.js";
+import type { StreamInit } from "../core/stream.js";
+import { ChoiceStream, responseSource, type ChoiceState } from "./choice-stream.js";
 
-interface ChoiceState {
-  content: string;
+interface ChatChoiceState extends ChoiceState {
   hasContent: boolean;
   toolCalls: ToolCall[];
-  finishReason: FinishReason | null;
   logprobs: TokenLogprob[] | null;
 }
 
@@ -20,13 +19,8 @@ interface ChoiceState {
  * for await (const chunk of stream) process.stdout.write(chunk.choices[0]?.delta.content ?? "");
  * const { usage } = await stream.finalCompletion();
  */
-export class ChatCompletionStream extends CompletionStreamBase<ChatCompletionChunk, ChatCompletion> {
-  private id = "";
-  private created = 0;
-  private model = "";
+export class ChatCompletionStream extends ChoiceStream<ChatCompletionChunk, ChatCompletion, ChatChoiceState> {
   private fingerprint: string | null | undefined;
-  private usage: Usage | undefined;
-  private readonly choices: ChoiceState[] = [];
 
   constructor(source: ChunkSource<ChatCompletionChunk>, init?: StreamInit) {
     super(source, init);
@@ -39,62 +33,34 @@ export class ChatCompletionStream extends CompletionStreamBase<ChatCompletionChu
 
   /** Rebuilds a stream from a `Response` whose body is SSE (e.g. `fetch('/api/chat')` of a `toResponse()`). */
   static fromResponse(response: Response): ChatCompletionStream {
-    if (!response.body) throw new TypeError("The response has no body to stream.");
-    return new ChatCompletionStream(new SSESource<ChatCompletionChunk>(response.body, { headers: response.headers }), {
-      response,
-    });
+    return new ChatCompletionStream(responseSource<ChatCompletionChunk>(response), { response });
   }
 
   protected fork(source: ChunkSource<ChatCompletionChunk>): this {
     return new ChatCompletionStream(source, { response: this.response, hideUsageChunk: this.hideUsageChunk }) as this;
   }
 
-  protected accumulate(chunk: ChatCompletionChunk): void {
-    this.lastDelta = "";
-    if (this.id === "") {
-      this.id = chunk.id;
-      this.created = chunk.created;
-      this.model = chunk.model;
-    }
+  protected override accumulate(chunk: ChatCompletionChunk): void {
     if (chunk.system_fingerprint !== undefined) this.fingerprint = chunk.system_fingerprint;
-    if (chunk.usage) {
-      this.usage = chunk.usage;
-      if (this.listeners.usage) this.emit("usage", chunk.usage);
-    }
-    const choices = chunk.choices;
-    for (let i = 0; i < choices.length; i++) {
-      const c = choices[i]!;
-      const state = (this.choices[c.index] ??= {
-        content: "",
-        hasContent: false,
-        toolCalls: [],
-        finishReason: null,
-        logprobs: null,
-      });
-      const delta = c.delta;
-      const text = delta.content;
-      if (text) {
-        state.content += text;
-        state.hasContent = true;
-        if (c.index === 0) this.lastDelta = text;
-        if (this.listeners.content) this.emit("content", text, state.content, c.index);
-      } else if (text === "") {
-        state.hasContent = true;
-      }
-      if (delta.tool_calls) mergeToolCalls(state.toolCalls, delta.tool_calls);
-      if (c.finish_reason) state.finishReason = c.finish_reason;
-      if (c.logprobs?.content) (state.logprobs ??= []).push(...c.logprobs.content);
-    }
+    super.accumulate(chunk);
   }
 
-  protected allChoicesFinished(): boolean {
-    let seen = 0;
-    for (const s of this.choices) {
-      if (!s) continue;
-      seen++;
-      if (s.finishReason === null) return false;
+  protected newChoice(): ChatChoiceState {
+    return { text: "", hasContent: false, toolCalls: [], finishReason: null, logprobs: null };
+  }
+
+  protected accumulateChoice(state: ChatChoiceState, c: ChatCompletionChunk["choices"][number]): void {
+    const delta = c.delta;
+    const text = delta.content;
+    if (text) {
+      state.hasContent = true;
+      this.appendText(state, c.index, text);
+    } else if (text === "") {
+      state.hasContent = true;
     }
-    return seen > 0;
+    if (delta.tool_calls) mergeToolCalls(state.toolCalls, delta.tool_calls);
+    if (c.finish_reason) state.finishReason = c.finish_reason;
+    if (c.logprobs?.content) (state.logprobs ??= []).push(...c.logprobs.content);
   }
 
   protected assemble(): ChatCompletion {
@@ -112,7 +78,7 @@ export class ChatCompletionStream extends CompletionStreamBase<ChatCompletionChu
         index,
         message: {
           role: "assistant",
-          content: s.hasContent || toolCalls.length === 0 ? s.content : null,
+          content: s.hasContent || toolCalls.length === 0 ? s.text : null,
           ...(toolCalls.length > 0 ? { tool_calls: toolCalls } : {}),
         },
         logprobs: s.logprobs ? { content: s.logprobs } : null,
