@@ -325,6 +325,18 @@ export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Arra
     {
       start(c) {
         controller = c;
+        // The first piece is in hand: queued now, it goes out as soon as the runtime reads the body,
+        // without a call to `pull` first. One piece, so nothing piles up.
+        if (first) {
+          const out = scanner.push(first);
+          first = undefined;
+          if (scanner.overflowed) {
+            queueMicrotask(() => finish("stop", { message: "The node sent an event larger than this edge passes on.", code: "upstream_event_too_large" }));
+          } else if (out && out.byteLength > 0) {
+            c.enqueue(out);
+            lastSentAt = Date.now();
+          }
+        }
       },
       async pull() {
         clearTimeout(unread);
