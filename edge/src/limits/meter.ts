@@ -36,13 +36,11 @@ export function charge(spent: Spent, reservation: Reservation): TokenCount {
  * `end` — called once, whatever ended the request — stops the renewals, charges the usage,
  * releases the lease and writes the request's log line. Later calls do nothing.
  *
- * Renewals ride on a timer the request already has while it waits for its node (`renewIfDue`
- * from the attempt's ticks); only an answer that outlives the attempt, a stream, gets a timer of
- * its own (`renewOnItsOwn`). Most requests end long before their first renewal is due.
+ * Renewals ride on the timers the request already has (`renewIfDue` at the ticks of its upstream
+ * attempt, then of its stream's clock); most requests end long before their first renewal is due.
  */
 export class RequestMeter {
   private ended = false;
-  private renewal: ReturnType<typeof setInterval> | undefined;
   private readonly renewEveryMs: number;
   private renewAt: number;
   private settle!: () => void;
@@ -74,11 +72,6 @@ export class RequestMeter {
       .catch(() => undefined);
   }
 
-  /** From now on renews the lease by itself until `end`. */
-  renewOnItsOwn(): void {
-    if (this.ended) return;
-    this.renewal ??= setInterval(() => this.renewIfDue(), Math.max(1000, Math.floor(this.renewEveryMs / 4)));
-  }
 
   get isEnded(): boolean {
     return this.ended;
@@ -87,7 +80,6 @@ export class RequestMeter {
   end(e: Ending): void {
     if (this.ended) return;
     this.ended = true;
-    if (this.renewal !== undefined) clearInterval(this.renewal);
     const used = charge(e.spent, this.reservation);
     this.charged = used;
     const lease = { leaseId: this.leaseId, usage: { ...used, error: e.error } };

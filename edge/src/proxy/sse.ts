@@ -195,6 +195,8 @@ export interface MeteredStreamOptions {
   stop(): Promise<boolean>;
   /** Called exactly once: at the end, at a cut-off, or after the client left. */
   onEnd(outcome: StreamOutcome): void;
+  /** Runs at each tick of the stream's clock (the request's lease renewal rides on it). */
+  onTick?: (now: number) => void;
   /**
    * Another protocol's scanner and cut-off event (the Responses API's); chat's by default. The
    * scanner must bound its held-back event as chat's does (`maxEventBytes`).
@@ -207,13 +209,8 @@ const IDLE = Symbol("idle");
 /** An SSE comment line: clients ignore it (a line starting with ':'), the connection sees bytes. */
 const KEEP_ALIVE = encoder.encode(": keep-alive\n\n");
 
-function within<T>(read: Promise<T>, ms: number): Promise<T | typeof IDLE> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const idle = new Promise<typeof IDLE>((resolve) => {
-    timer = setTimeout(() => resolve(IDLE), ms);
-  });
-  return Promise.race([read, idle]).finally(() => clearTimeout(timer ?? null));
-}
+/** The most a stream's clock waits between ticks. */
+const MAX_TICK_MS = 1000;
 
 /**
  * The client's side of a proxied stream: node bytes pass through as they arrive. Every ending goes
@@ -248,11 +245,20 @@ export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Arra
     }
     return pending;
   };
+  /** Since when the client has had everything sent and not asked for more (null: a pull is on). */
+  let unreadSince: number | null = lastSentAt;
+  /** Wakes the pull waiting for the node (null: none waits). */
+  let wake: (() => void) | null = null;
+  const wakePull = () => {
+    const w = wake;
+    wake = null;
+    w?.();
+  };
   /** Only from within `pull`: the runtime is then waiting for a chunk, so nothing piles up here. */
   const send = (bytes: Uint8Array) => {
     controller.enqueue(bytes);
     lastSentAt = Date.now();
-    awaitRead();
+    unreadSince = lastSentAt;
   };
 
   const end = () => o.onEnd(scanner.outcome);
@@ -286,10 +292,8 @@ export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Arra
   const finish = (how: "end" | "broken" | "stop" | "client", event?: { message: string; code: string }) => {
     if (finished) return;
     finished = true;
-    o.clientSignal?.removeEventListener("abort", onClientGone);
-    clearTimeout(wallTimer);
-    clearTimeout(unread);
-    unread = null;
+    clearInterval(clock);
+    wakePull();
     if (how === "client") scanner.outcome.cancelled = true;
     else if (event) {
       scanner.outcome.errored = true;
@@ -308,18 +312,22 @@ export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Arra
       end();
     })();
   };
-  const onClientGone = () => finish("client");
-  o.clientSignal?.addEventListener("abort", onClientGone, { once: true });
-  if (o.clientSignal?.aborted) queueMicrotask(onClientGone);
-  let unread: ReturnType<typeof setTimeout> | null = null;
-  const awaitRead = () => {
-    unread = setTimeout(() => finish("client"), o.clientIdleMs);
-  };
-  awaitRead();
-  const wallTimer = setTimeout(
-    () => finish("stop", { message: "The stream ran longer than this edge allows.", code: "stream_time_limit" }),
-    o.maxStreamMs,
-  );
+  // One timer per stream: its clock ticks every `tickMs` and reads every deadline there — a client
+  // that went away or reads nothing for clientIdleMs, the wall time, and, while a pull waits for the
+  // node, the node's silence and the keep-alive (it wakes that pull) — so nothing is scheduled per
+  // chunk. Deadlines land up to a tick late: a quarter of the shortest of them, at most a second.
+  const tickMs = Math.max(5, Math.min(MAX_TICK_MS, Math.floor(Math.min(o.clientIdleMs, o.maxStreamMs, o.idleTimeoutMs, keepAliveMs > 0 ? keepAliveMs : Infinity) / 4)));
+  const clock = setInterval(() => {
+    const now = Date.now();
+    o.onTick?.(now);
+    if (finished) return;
+    if (o.clientSignal?.aborted || (unreadSince !== null && now - unreadSince >= o.clientIdleMs)) return finish("client");
+    if (wake === null) {
+      if (now >= deadline) finish("stop", { message: "The stream ran longer than this edge allows.", code: "stream_time_limit" });
+    } else if (now >= deadline || now >= quietSince + o.idleTimeoutMs || (keepAliveMs > 0 && now >= lastSentAt + keepAliveMs)) {
+      wakePull();
+    }
+  }, tickMs);
 
   return new ReadableStream<Uint8Array>(
     {
@@ -339,8 +347,7 @@ export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Arra
         }
       },
       async pull() {
-        clearTimeout(unread);
-        unread = null;
+        unreadSince = null;
         while (!finished) {
           let piece: Uint8Array;
           if (first) {
@@ -348,18 +355,19 @@ export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Arra
             first = undefined;
           } else {
             let r: ReadableStreamReadResult<Uint8Array> | typeof IDLE;
-            // One wait: for the node's next piece, until the first of node silence, the wall
-            // time and the client's keep-alive.
+            // One wait: for the node's next piece, until the clock finds node silence, the wall
+            // time or the client's keep-alive due.
             const read = nextRead();
             const idleAt = quietSince + o.idleTimeoutMs;
-            const keepAliveAt = keepAliveMs > 0 ? lastSentAt + keepAliveMs : Infinity;
             try {
-              r = await within(read, Math.max(1, Math.min(idleAt, deadline, keepAliveAt) - Date.now()));
+              r = await Promise.race([read, new Promise<typeof IDLE>((resolve) => (wake = () => resolve(IDLE)))]);
             } catch {
+              wake = null;
               pending = null;
               if (finished) return;
               return finish("broken", { message: "The node serving this request failed before finishing the response.", code: "upstream_disconnected" });
             }
+            wake = null;
             // The client left (or time ran out) while this read was in flight: the drain consumes it.
             if (finished) return;
             if (r !== IDLE) pending = null;

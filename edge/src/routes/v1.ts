@@ -285,7 +285,6 @@ export async function complete(c: Context<AppEnv>, api: ProxiedApi): Promise<Res
     }
 
     const answer = fwd;
-    meter.renewOnItsOwn();
     const out = meteredStream({
       reader: answer.reader,
       first: answer.first,
@@ -299,6 +298,7 @@ export async function complete(c: Context<AppEnv>, api: ProxiedApi): Promise<Res
       clientSignal: c.req.raw.signal,
       clientIdleMs: cfg.streamIdleTimeoutMs,
       stop: answer.stop,
+      onTick: (now) => meter.renewIfDue(now),
       onEnd: (o) => {
         poolView.end(answer.node.id);
         meter.end({
