@@ -534,7 +534,9 @@ describe("Scheduler", () => {
       }
     }
     expect(numCompleted).toBeGreaterThan(50);
-    if (overlap) expect(scheduler.stats().numOverlappedSteps).toBeGreaterThan(10);
+    // The premise: steps did overlap. How many depends on how often the 1 ms poll above aborts
+    // between steps, which a busy machine changes; any overlap at all puts the leak check to work.
+    if (overlap) expect(scheduler.stats().numOverlappedSteps).toBeGreaterThan(0);
     expectClean();
   });
 });
