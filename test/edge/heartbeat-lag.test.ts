@@ -53,26 +53,23 @@ beforeAll(async () => {
     stateDir,
     vars: { NODE_TTL_MS: String(TTL_MS), POOL_CACHE_MS: "200", LOG_LEVEL: "error" },
   });
+  /** A simulated node serving `model` alone, its heartbeats going to the edge through `via`. */
+  const heldNode = async (id: string, model: string, via: { url: string }) => {
+    const port = await freePort();
+    return startNode({
+      port,
+      edgeUrl: via.url,
+      credential: await registerNode(edge.url, ADMIN, { id, port }),
+      engine: "simulated",
+      args: ["--served-model-name", model, "--heartbeat-interval-ms", String(HEARTBEAT_MS), "--simulated-step-ms", "5"],
+    });
+  };
   hold = await startHeartbeatHold(edge.url, HOLD_MS);
-  const port = await freePort();
-  node = await startNode({
-    port,
-    edgeUrl: hold.url,
-    credential: await registerNode(edge.url, ADMIN, { id: "late", port }),
-    engine: "simulated",
-    args: ["--served-model-name", MODEL, "--heartbeat-interval-ms", String(HEARTBEAT_MS), "--simulated-step-ms", "5"],
-  });
+  node = await heldNode("late", MODEL, hold);
   // The second node's heartbeats go through at once until the test holds them.
   onsetHold = await startHeartbeatHold(edge.url, 0);
-  const onsetPort = await freePort();
-  onsetNode = await startNode({
-    port: onsetPort,
-    edgeUrl: onsetHold.url,
-    credential: await registerNode(edge.url, ADMIN, { id: "onset", port: onsetPort }),
-    engine: "simulated",
-    args: ["--served-model-name", ONSET_MODEL, "--heartbeat-interval-ms", String(HEARTBEAT_MS), "--simulated-step-ms", "5"],
-  });
-  // Its first heartbeat arrives HOLD_MS after it starts.
+  onsetNode = await heldNode("onset", ONSET_MODEL, onsetHold);
+  // The first node's first heartbeat arrives HOLD_MS after it starts.
   await waitForNodes(edge.url, ADMIN, ["late", "onset"]);
 }, 120_000);
 

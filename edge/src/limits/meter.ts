@@ -72,7 +72,6 @@ export class RequestMeter {
       .catch(() => undefined);
   }
 
-
   get isEnded(): boolean {
     return this.ended;
   }

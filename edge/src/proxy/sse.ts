@@ -212,6 +212,10 @@ const KEEP_ALIVE = encoder.encode(": keep-alive\n\n");
 /** The most a stream's clock waits between ticks. */
 const MAX_TICK_MS = 1000;
 
+/** Cut-offs that more than one place decides on. */
+const WALL_TIME = { message: "The stream ran longer than this edge allows.", code: "stream_time_limit" };
+const EVENT_TOO_LARGE = { message: "The node sent an event larger than this edge passes on.", code: "upstream_event_too_large" };
+
 /**
  * The client's side of a proxied stream: node bytes pass through as they arrive. Every ending goes
  * through `finish`, which calls `onEnd` once:
@@ -232,7 +236,6 @@ export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Arra
   let lastSentAt = Date.now();
   /** When the edge began waiting for the node's next piece: node silence is counted from here. */
   let quietSince = lastSentAt;
-  let first = o.first;
   let finished = false;
   let controller!: ReadableStreamDefaultController<Uint8Array>;
   // One read of the node's stream at a time: a read that outlived its wait (idle, or the client
@@ -323,7 +326,7 @@ export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Arra
     if (finished) return;
     if (o.clientSignal?.aborted || (unreadSince !== null && now - unreadSince >= o.clientIdleMs)) return finish("client");
     if (wake === null) {
-      if (now >= deadline) finish("stop", { message: "The stream ran longer than this edge allows.", code: "stream_time_limit" });
+      if (now >= deadline) finish("stop", WALL_TIME);
     } else if (now >= deadline || now >= quietSince + o.idleTimeoutMs || (keepAliveMs > 0 && now >= lastSentAt + keepAliveMs)) {
       wakePull();
     }
@@ -335,11 +338,10 @@ export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Arra
         controller = c;
         // The first piece is in hand: queued now, it goes out as soon as the runtime reads the body,
         // without a call to `pull` first. One piece, so nothing piles up.
-        if (first) {
-          const out = scanner.push(first);
-          first = undefined;
+        if (o.first) {
+          const out = scanner.push(o.first);
           if (scanner.overflowed) {
-            queueMicrotask(() => finish("stop", { message: "The node sent an event larger than this edge passes on.", code: "upstream_event_too_large" }));
+            queueMicrotask(() => finish("stop", EVENT_TOO_LARGE));
           } else if (out && out.byteLength > 0) {
             c.enqueue(out);
             lastSentAt = Date.now();
@@ -349,49 +351,40 @@ export function meteredStream(o: MeteredStreamOptions): ReadableStream<Uint8Arra
       async pull() {
         unreadSince = null;
         while (!finished) {
-          let piece: Uint8Array;
-          if (first) {
-            piece = first;
-            first = undefined;
-          } else {
-            let r: ReadableStreamReadResult<Uint8Array> | typeof IDLE;
-            // One wait: for the node's next piece, until the clock finds node silence, the wall
-            // time or the client's keep-alive due.
-            const read = nextRead();
-            const idleAt = quietSince + o.idleTimeoutMs;
-            try {
-              r = await Promise.race([read, new Promise<typeof IDLE>((resolve) => (wake = () => resolve(IDLE)))]);
-            } catch {
-              wake = null;
-              pending = null;
-              if (finished) return;
-              return finish("broken", { message: "The node serving this request failed before finishing the response.", code: "upstream_disconnected" });
-            }
+          let r: ReadableStreamReadResult<Uint8Array> | typeof IDLE;
+          // One wait: for the node's next piece, until the clock finds node silence, the wall
+          // time or the client's keep-alive due.
+          const read = nextRead();
+          const idleAt = quietSince + o.idleTimeoutMs;
+          try {
+            r = await Promise.race([read, new Promise<typeof IDLE>((resolve) => (wake = () => resolve(IDLE)))]);
+          } catch {
             wake = null;
-            // The client left (or time ran out) while this read was in flight: the drain consumes it.
+            pending = null;
             if (finished) return;
-            if (r !== IDLE) pending = null;
-            if (r === IDLE) {
-              const now = Date.now();
-              if (now >= deadline) return finish("stop", { message: "The stream ran longer than this edge allows.", code: "stream_time_limit" });
-              if (now >= idleAt) return finish("stop", { message: "The node serving this request stopped sending.", code: "upstream_timeout" });
-              // Only the keep-alive is due. The scanner passes whole events only, so the client is
-              // between events here; the node's read stays pending for the next pull. A write to a
-              // client that left fails, and the runtime then cancels this body (finish("client")).
-              // A copy: a runtime may detach the buffers it is given.
-              return send(KEEP_ALIVE.slice());
-            }
-            if (r.done) {
-              // The node ended with [DONE] or with its own error event: pass that end on as it is.
-              if (scanner.outcome.completed || scanner.outcome.errored) return finish("end");
-              return finish("broken", { message: "The node serving this request ended the stream before finishing the response.", code: "upstream_disconnected" });
-            }
-            piece = r.value;
+            return finish("broken", { message: "The node serving this request failed before finishing the response.", code: "upstream_disconnected" });
           }
-          const out = scanner.push(piece);
-          if (scanner.overflowed) {
-            return finish("stop", { message: "The node sent an event larger than this edge passes on.", code: "upstream_event_too_large" });
+          wake = null;
+          // The client left (or time ran out) while this read was in flight: the drain consumes it.
+          if (finished) return;
+          if (r !== IDLE) pending = null;
+          if (r === IDLE) {
+            const now = Date.now();
+            if (now >= deadline) return finish("stop", WALL_TIME);
+            if (now >= idleAt) return finish("stop", { message: "The node serving this request stopped sending.", code: "upstream_timeout" });
+            // Only the keep-alive is due. The scanner passes whole events only, so the client is
+            // between events here; the node's read stays pending for the next pull. A write to a
+            // client that left fails, and the runtime then cancels this body (finish("client")).
+            // A copy: a runtime may detach the buffers it is given.
+            return send(KEEP_ALIVE.slice());
           }
+          if (r.done) {
+            // The node ended with [DONE] or with its own error event: pass that end on as it is.
+            if (scanner.outcome.completed || scanner.outcome.errored) return finish("end");
+            return finish("broken", { message: "The node serving this request ended the stream before finishing the response.", code: "upstream_disconnected" });
+          }
+          const out = scanner.push(r.value);
+          if (scanner.overflowed) return finish("stop", EVENT_TOO_LARGE);
           if (out && out.byteLength > 0) return send(out);
         }
       },

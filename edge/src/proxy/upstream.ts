@@ -219,6 +219,9 @@ export async function forward(input: ForwardInput): Promise<Forwarded> {
     // attempt began has its deadline and probe only). Cheaper than a listener on the request's
     // signal, and a quarter second is soon enough to stop a node.
     let ticker: ReturnType<typeof setTimeout> | undefined;
+    const arm = (now: number) => {
+      ticker = setTimeout(tick, Math.max(1, Math.min(WATCH_MS, deadline - now, probeAt - now)));
+    };
     const tick = () => {
       if (over) return;
       const now = Date.now();
@@ -233,9 +236,9 @@ export async function forward(input: ForwardInput): Promise<Forwarded> {
         probe();
       }
       input.onTick?.(now);
-      ticker = setTimeout(tick, Math.max(1, Math.min(WATCH_MS, deadline - now, probeAt - now)));
+      arm(now);
     };
-    ticker = setTimeout(tick, Math.max(1, Math.min(WATCH_MS, deadline - Date.now(), probeAt - Date.now())));
+    arm(Date.now());
     view.begin(node.id);
     try {
       const res = await fetch(node.url + input.path, { method: "POST", headers, body: input.body, signal: abort.signal });
@@ -326,7 +329,7 @@ export async function forward(input: ForwardInput): Promise<Forwarded> {
       view.eject(node.id, cfg.nodeEjectMs);
     } finally {
       over = true;
-      clearTimeout(ticker);
+      if (ticker !== undefined) clearTimeout(ticker);
       for (const t of timers) clearTimeout(t);
       // A committed stream stays in flight until it ends; the caller ends it.
       if (!streaming) view.end(node.id);

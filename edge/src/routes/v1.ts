@@ -326,7 +326,6 @@ export async function complete(c: Context<AppEnv>, api: ProxiedApi): Promise<Res
   }
 }
 
-export const chatApiForBench = chatApi;
 /** GET /v1/models: what the pool serves now, as far as this key may use it. */
 async function listModels(c: Context<AppEnv>): Promise<Response> {
   const env = c.env;
